@@ -1,0 +1,145 @@
+//! The one error type of the library.
+//!
+//! Every variant carries what a user needs to fix the problem: the file, the field or the
+//! line, and the value that was rejected. The binary adds context with `anyhow`; the library
+//! never panics on bad input.
+
+use std::path::PathBuf;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in llm-judge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A model file does not exist.
+    #[error("model file not found: {0}")]
+    ModelNotFound(PathBuf),
+    /// A file is not a GGUF file, or is damaged.
+    #[error("{path}: not a valid GGUF file: {reason}")]
+    InvalidGguf {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A GGUF metadata key is missing or has the wrong type.
+    #[error("{path}: GGUF metadata `{key}`: {reason}")]
+    GgufMetadata {
+        /// The file involved.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The model's architecture is not implemented.
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma3)")]
+    UnsupportedArchitecture {
+        /// The file involved.
+        path: PathBuf,
+        /// The architecture named in `general.architecture`.
+        arch: String,
+    },
+    /// A model name is neither a path, a hub reference nor a bundled model.
+    #[error("unknown model `{name}`: {hint}")]
+    UnknownModel {
+        /// The name given.
+        name: String,
+        /// What would be accepted.
+        hint: String,
+    },
+    /// A sampling value is out of range.
+    #[error("invalid sampling value `{field}` = {value}: {reason}")]
+    InvalidSampling {
+        /// The field name.
+        field: &'static str,
+        /// The rejected value, as text.
+        value: String,
+        /// The accepted range.
+        reason: String,
+    },
+    /// An unknown sampling preset name.
+    #[error("unknown sampling preset `{0}` (known: p1, p2, greedy, neutral)")]
+    UnknownPreset(String),
+    /// The tokenizer could not be built or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template could not be rendered.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+    /// The prompt does not fit the model's context window.
+    #[error("prompt has {prompt} tokens, which leaves no room in the context of {context} tokens")]
+    ContextOverflow {
+        /// Prompt length in tokens.
+        prompt: usize,
+        /// Model context length.
+        context: usize,
+    },
+    /// A tensor operation failed inside candle.
+    #[error("tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Downloading from the Hugging Face hub failed.
+    #[error("hub download of {repo}/{file}: {reason}")]
+    Hub {
+        /// Repository id.
+        repo: String,
+        /// File within the repository.
+        file: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Fetching the bundled models failed.
+    #[error("fetch-models: {0}")]
+    Fetch(String),
+    /// A checksum did not match.
+    #[error("{path}: sha256 is {actual}, expected {expected}")]
+    Checksum {
+        /// The file involved.
+        path: PathBuf,
+        /// Expected digest.
+        expected: String,
+        /// Actual digest.
+        actual: String,
+    },
+    /// A configuration or data file is malformed; `location` names the file and line or field.
+    #[error("{location}: {reason}")]
+    Config {
+        /// File plus line or field, e.g. `data/prompts.jsonl:3` or `exp.toml: judge.mode`.
+        location: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A table operation failed.
+    #[error("table: {0}")]
+    Table(String),
+    /// A chart could not be drawn.
+    #[error("plot: {0}")]
+    Plot(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A configuration error at `location`.
+    pub fn config(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::Config {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+}

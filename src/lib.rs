@@ -1,0 +1,40 @@
+//! # llm-judge
+//!
+//! An experiment harness that compares language models with an LLM judge.
+//!
+//! The crate follows the data flow of an experiment:
+//!
+//! - [`model`]: where a model comes from ([`ModelSource`]: a `.gguf` path, a Hugging Face
+//!   reference, or a bundled model), its tokenizer and chat template, and the candle
+//!   transformer that runs it ([`Model`]).
+//! - [`sampling`]: [`SamplingParams`] (temperature, `min_p`, `top_p`, `top_k`, penalties,
+//!   seed) with the write-up's presets `p1` and `p2`, and the seeded [`Sampler`].
+//! - [`engine`]: KV-cached generation with stop conditions, token log-probabilities and
+//!   timing ([`Generation`]).
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use llm_judge::{Message, Model, SamplingParams};
+//!
+//! # fn main() -> llm_judge::Result<()> {
+//! let mut model = Model::load_named("smollm2-135m-instruct")?;
+//! let out = model.generate(
+//!     &[Message::user("Explain how to bake a chocolate cake without using eggs.")],
+//!     &SamplingParams::p1().with_seed(42),
+//! )?;
+//! println!("{}", out.text);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod sampling;
+
+pub use engine::{FinishReason, Generation, Timing};
+pub use error::{Error, Result};
+pub use model::{Message, Model, ModelSource};
+pub use sampling::{Sampler, SamplingParams};

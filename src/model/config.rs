@@ -1,0 +1,128 @@
+//! Architecture hyper-parameters read from GGUF metadata.
+
+use super::gguf::GgufFile;
+use crate::error::{Error, Result};
+
+/// The architectures llm-judge can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama family: Llama 2/3.x, SmolLM2, and other `general.architecture = llama` files.
+    Llama,
+    /// Gemma 3 text models.
+    Gemma3,
+}
+
+/// Everything the forward pass needs to know about the shapes.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Architecture.
+    pub arch: Arch,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_kv_head: usize,
+    /// Per-head dimension.
+    pub head_dim: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// RMS-norm epsilon.
+    pub eps: f64,
+    /// Training context length.
+    pub context_length: usize,
+    /// RoPE base of global-attention layers.
+    pub rope_base: f32,
+    /// RoPE base of sliding-window layers (Gemma 3).
+    pub rope_base_local: f32,
+    /// Linear RoPE scaling factor of global layers (1 = none).
+    pub rope_linear_scale: f32,
+    /// Sliding-window size, when some layers use one.
+    pub sliding_window: Option<usize>,
+    /// Every `sliding_pattern`-th layer is global; the others slide (Gemma 3: 6).
+    pub sliding_pattern: usize,
+}
+
+impl Config {
+    /// Reads the configuration of a supported architecture.
+    pub fn from_gguf(g: &GgufFile) -> Result<Self> {
+        let arch_name = g.architecture()?;
+        let arch = match arch_name.as_str() {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            other => {
+                return Err(Error::UnsupportedArchitecture {
+                    path: g.path().to_path_buf(),
+                    arch: other.to_string(),
+                })
+            }
+        };
+        let key = |k: &str| format!("{arch_name}.{k}");
+        let n_head = g.u32(&key("attention.head_count"))? as usize;
+        let n_kv_head = g
+            .opt_u32(&key("attention.head_count_kv"))?
+            .map(|v| v as usize)
+            .unwrap_or(n_head);
+        let hidden = g.u32(&key("embedding_length"))? as usize;
+        let head_dim = g
+            .opt_u32(&key("attention.key_length"))?
+            .map(|v| v as usize)
+            .unwrap_or(hidden / n_head);
+        let eps = g
+            .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
+            .unwrap_or(1e-5) as f64;
+        let context_length = g.opt_u32(&key("context_length"))?.unwrap_or(4096) as usize;
+        let (rope_default, sliding_window) = match arch {
+            Arch::Llama => (10_000.0, None),
+            Arch::Gemma3 => (
+                1_000_000.0,
+                Some(g.opt_u32(&key("attention.sliding_window"))?.unwrap_or(512) as usize),
+            ),
+        };
+        let rope_base = g.opt_f32(&key("rope.freq_base"))?.unwrap_or(rope_default);
+        let rope_base_local = g.opt_f32(&key("rope.local_freq_base"))?.unwrap_or(10_000.0);
+        let rope_linear_scale = match g.opt_string(&key("rope.scaling.type"))?.as_deref() {
+            Some("linear") => g.opt_f32(&key("rope.scaling.factor"))?.unwrap_or(1.0),
+            _ => 1.0,
+        };
+        let sliding_pattern = g
+            .opt_u32(&key("attention.sliding_window_pattern"))?
+            .unwrap_or(6) as usize;
+        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(Error::GgufMetadata {
+                path: g.path().to_path_buf(),
+                key: key("attention.head_count_kv"),
+                reason: format!("{n_kv_head} kv heads do not divide {n_head} heads"),
+            });
+        }
+        Ok(Self {
+            arch,
+            n_layer: g.u32(&key("block_count"))? as usize,
+            n_head,
+            n_kv_head,
+            head_dim,
+            hidden,
+            eps,
+            context_length,
+            rope_base,
+            rope_base_local,
+            rope_linear_scale,
+            sliding_window,
+            sliding_pattern: sliding_pattern.max(1),
+        })
+    }
+
+    /// The sliding window of layer `i`, or `None` for global attention.
+    pub fn layer_window(&self, i: usize) -> Option<usize> {
+        match self.arch {
+            Arch::Llama => None,
+            Arch::Gemma3 => {
+                if (i + 1) % self.sliding_pattern == 0 {
+                    None
+                } else {
+                    self.sliding_window
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Sampling settings and the sampler that turns a logits vector into a token.
+//!
+//! The filters follow llama.cpp's order, which the write-up's app used through
+//! llama-cpp-python: repetition penalty, then `top_k`, `top_p` and `min_p` on the model's own
+//! distribution (temperature 1), then `temperature` reshapes the tokens that survive.
+//!
+//! - `min_p` keeps every token whose probability is at least `min_p` times the probability of
+//!   the most likely token. It is **not** a nucleus cutoff.
+//! - `top_p` (nucleus) keeps the smallest set of most likely tokens whose cumulative
+//!   probability reaches `top_p`.
+//! - `temperature == 0` means greedy decoding: the most likely token, ties to the lowest id.
+
+use crate::error::{Error, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+/// Sampling settings for one generation. Plain data: serialisable, comparable, hashable as
+/// part of a record key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingParams {
+    /// Softmax temperature applied after the filters; 0 means greedy.
+    pub temperature: f64,
+    /// Keep only the `top_k` most likely tokens; 0 disables the filter.
+    pub top_k: usize,
+    /// Nucleus cutoff in (0, 1]; 1 disables the filter.
+    pub top_p: f64,
+    /// Keep tokens with `p >= min_p * p_max`, in [0, 1]; 0 disables the filter.
+    pub min_p: f64,
+    /// CTRL-style repetition penalty (> 0); 1 disables it.
+    pub repetition_penalty: f64,
+    /// How many recent tokens the repetition penalty looks at.
+    pub repeat_last_n: usize,
+    /// Seed of the sampler's random stream.
+    pub seed: u64,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::neutral()
+    }
+}
+
+impl SamplingParams {
+    /// Temperature 1 with every filter off: samples the model's own distribution.
+    pub fn neutral() -> Self {
+        Self {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+            max_new_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+
+    /// Greedy decoding (temperature 0): fully deterministic.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            ..Self::neutral()
+        }
+    }
+
+    /// The write-up's setting p1: temperature 0.5, min_p 0.05.
+    pub fn p1() -> Self {
+        Self {
+            temperature: 0.5,
+            min_p: 0.05,
+            ..Self::neutral()
+        }
+    }
+
+    /// The write-up's setting p2: temperature 1.5, min_p 0.1.
+    pub fn p2() -> Self {
+        Self {
+            temperature: 1.5,
+            min_p: 0.1,
+            ..Self::neutral()
+        }
+    }
+
+    /// Looks up a named preset: `p1`, `p2`, `greedy` or `neutral`.
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "p1" => Ok(Self::p1()),
+            "p2" => Ok(Self::p2()),
+            "greedy" | "deterministic" => Ok(Self::greedy()),
+            "neutral" => Ok(Self::neutral()),
+            other => Err(Error::UnknownPreset(other.to_string())),
+        }
+    }
+
+    /// Sets the temperature.
+    pub fn with_temperature(mut self, t: f64) -> Self {
+        self.temperature = t;
+        self
+    }
+    /// Sets min_p.
+    pub fn with_min_p(mut self, p: f64) -> Self {
+        self.min_p = p;
+        self
+    }
+    /// Sets top_p.
+    pub fn with_top_p(mut self, p: f64) -> Self {
+        self.top_p = p;
+        self
+    }
+    /// Sets top_k.
+    pub fn with_top_k(mut self, k: usize) -> Self {
+        self.top_k = k;
+        self
+    }
+    /// Sets the seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+    /// Sets the token limit.
+    pub fn with_max_new_tokens(mut self, n: usize) -> Self {
+        self.max_new_tokens = n;
+        self
+    }
+    /// Adds a stop string.
+    pub fn with_stop(mut self, s: impl Into<String>) -> Self {
+        self.stop.push(s.into());
+        self
+    }
+
+    /// Checks every value against its range and names the first one that is off.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, value: f64, reason: &str| {
+            Err(Error::InvalidSampling {
+                field,
+                value: value.to_string(),
+                reason: reason.to_string(),
+            })
+        };
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad(
+                "temperature",
+                self.temperature,
+                "must be >= 0 (0 is greedy)",
+            );
+        }
+        if !(self.min_p >= 0.0 && self.min_p <= 1.0) {
+            return bad("min_p", self.min_p, "must be in [0, 1]");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("top_p", self.top_p, "must be in (0, 1]");
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(
+                "repetition_penalty",
+                self.repetition_penalty,
+                "must be > 0 (1 is off)",
+            );
+        }
+        if self.max_new_tokens == 0 {
+            return bad("max_new_tokens", 0.0, "must be at least 1");
+        }
+        if self.stop.iter().any(|s| s.is_empty()) {
+            return Err(Error::InvalidSampling {
+                field: "stop",
+                value: "\"\"".into(),
+                reason: "stop strings must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when decoding is greedy.
+    pub fn is_greedy(&self) -> bool {
+        self.temperature == 0.0
+    }
+}
+
+/// One sampled token with its log-probability under the model's own distribution
+/// (temperature 1, before any filter or penalty).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampled {
+    /// Token id.
+    pub token: u32,
+    /// Natural-log probability of `token` under the raw model distribution.
+    pub logprob: f32,
+}
+
+/// Maps logits to tokens with a seeded, per-sequence random stream.
+#[derive(Clone, Debug)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+}
+
+impl Sampler {
+    /// Validates `params` and seeds the random stream from `params.seed`.
+    pub fn new(params: SamplingParams) -> Result<Self> {
+        params.validate()?;
+        let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        Ok(Self { params, rng })
+    }
+
+    /// The settings this sampler uses.
+    pub fn params(&self) -> &SamplingParams {
+        &self.params
+    }
+
+    /// Picks the next token. `history` holds the tokens seen so far (prompt and generated),
+    /// which the repetition penalty reads.
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<Sampled> {
+        if logits.is_empty() {
+            return Err(Error::Tokenizer("empty logits vector".into()));
+        }
+        let logprob_of = log_softmax_at(logits);
+        let penalized;
+        let work: &[f32] = if self.params.repetition_penalty != 1.0 {
+            penalized = apply_repetition_penalty(
+                logits,
+                history,
+                self.params.repetition_penalty as f32,
+                self.params.repeat_last_n,
+            );
+            &penalized
+        } else {
+            logits
+        };
+        let token = if self.params.is_greedy() {
+            argmax(work)
+        } else {
+            let dist = filtered_distribution(work, &self.params);
+            let u: f64 = self.rng.random();
+            draw(&dist, u)
+        };
+        Ok(Sampled {
+            token,
+            logprob: logprob_of(token),
+        })
+    }
+}
+
+/// Index of the largest value; ties go to the lowest index. NaN never wins.
+pub fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0usize;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in xs.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Returns a closure giving `log_softmax(logits)[i]`, computing the normaliser once.
+fn log_softmax_at(logits: &[f32]) -> impl Fn(u32) -> f32 + '_ {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let log_z = max as f64 + sum.ln();
+    move |i| (logits[i as usize] as f64 - log_z) as f32
+}
+
+fn apply_repetition_penalty(logits: &[f32], history: &[u32], penalty: f32, n: usize) -> Vec<f32> {
+    let mut out = logits.to_vec();
+    let start = history.len().saturating_sub(n);
+    let mut seen = std::collections::HashSet::new();
+    for &t in &history[start..] {
+        if seen.insert(t) {
+            if let Some(l) = out.get_mut(t as usize) {
+                *l = if *l >= 0.0 {
+                    *l / penalty
+                } else {
+                    *l * penalty
+                };
+            }
+        }
+    }
+    out
+}
+
+/// The distribution the sampler draws from: `(token, probability)` pairs of the tokens that
+/// pass `top_k`, `top_p` and `min_p`, most likely first, with `temperature` applied and the
+/// probabilities summing to 1. For temperature 0 it is the single greedy token.
+///
+/// Exposed so that tests and analyses can inspect exactly which tokens a setting keeps.
+pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
+    if params.is_greedy() {
+        return vec![(argmax(logits), 1.0)];
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // Unnormalised probabilities at temperature 1.
+    let weights: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+
+    // top_k: the k largest, by weight then by id.
+    let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
+    if params.top_k > 0 && params.top_k < candidates.len() {
+        candidates.select_nth_unstable_by(params.top_k - 1, |&a, &b| cmp_desc(&weights, a, b));
+        candidates.truncate(params.top_k);
+    }
+    let z_k: f64 = candidates.iter().map(|&i| weights[i as usize]).sum();
+
+    // min_p on the ratio to the top token (scale-free, so normalisation does not matter).
+    // The top token has weight 1 because we subtracted the max.
+    if params.min_p > 0.0 {
+        let threshold = params.min_p;
+        candidates.retain(|&i| weights[i as usize] >= threshold);
+    }
+    candidates.sort_unstable_by(|&a, &b| cmp_desc(&weights, a, b));
+
+    // top_p on the top_k-normalised distribution. Both top_p and min_p keep a prefix of the
+    // sorted order, so applying top_p to the min_p survivors gives the same set as applying
+    // them one after the other in llama.cpp's order.
+    if params.top_p < 1.0 {
+        let mut cum = 0.0;
+        let mut keep = candidates.len();
+        for (n, &i) in candidates.iter().enumerate() {
+            cum += weights[i as usize] / z_k;
+            if cum >= params.top_p {
+                keep = n + 1;
+                break;
+            }
+        }
+        candidates.truncate(keep.max(1));
+    }
+
+    // Temperature on the survivors.
+    let inv_t = 1.0 / params.temperature;
+    let tw: Vec<f64> = candidates
+        .iter()
+        .map(|&i| (((logits[i as usize] - max) as f64) * inv_t).exp())
+        .collect();
+    let z: f64 = tw.iter().sum();
+    candidates
+        .into_iter()
+        .zip(tw)
+        .map(|(i, w)| (i, w / z))
+        .collect()
+}
+
+fn cmp_desc(weights: &[f64], a: u32, b: u32) -> std::cmp::Ordering {
+    weights[b as usize]
+        .partial_cmp(&weights[a as usize])
+        .unwrap_or(std::cmp::Ordering::Equal)
+        .then(a.cmp(&b))
+}
+
+/// Inverse-CDF draw from a normalised distribution with a uniform `u` in [0, 1).
+fn draw(dist: &[(u32, f64)], u: f64) -> u32 {
+    let mut cum = 0.0;
+    for &(t, p) in dist {
+        cum += p;
+        if u < cum {
+            return t;
+        }
+    }
+    dist.last().map(|&(t, _)| t).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Logits whose softmax is exactly `probs`.
+    fn logits_for(probs: &[f64]) -> Vec<f32> {
+        probs.iter().map(|p| p.ln() as f32).collect()
+    }
+
+    fn kept(dist: &[(u32, f64)]) -> Vec<u32> {
+        let mut ids: Vec<u32> = dist.iter().map(|&(t, _)| t).collect();
+        ids.sort();
+        ids
+    }
+
+    const PROBS: [f64; 6] = [0.40, 0.25, 0.15, 0.10, 0.06, 0.04];
+
+    #[test]
+    fn min_p_keeps_tokens_at_or_above_ratio_of_top() {
+        let l = logits_for(&PROBS);
+        // threshold 0.24 * 0.40 = 0.096: keeps 0.40, 0.25, 0.15, 0.10
+        let p = SamplingParams::neutral().with_min_p(0.24);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![0, 1, 2, 3]);
+        // threshold 0.26 * 0.40 = 0.104: drops 0.10
+        let p = SamplingParams::neutral().with_min_p(0.26);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![0, 1, 2]);
+        // threshold 0.5 * 0.4 = 0.2: keeps 0.40, 0.25
+        let p = SamplingParams::neutral().with_min_p(0.5);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![0, 1]);
+        // min_p 1 keeps only the top token
+        let p = SamplingParams::neutral().with_min_p(1.0);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![0]);
+    }
+
+    #[test]
+    fn min_p_is_not_a_nucleus_cutoff() {
+        // A top_p of 0.5 keeps {0.40, 0.25}; min_p of 0.5 keeps {0.40, 0.25} too, but a
+        // flat distribution tells them apart: min_p keeps all, top_p keeps half.
+        let flat = logits_for(&[0.25, 0.25, 0.25, 0.25]);
+        let mp = SamplingParams::neutral().with_min_p(0.5);
+        assert_eq!(filtered_distribution(&flat, &mp).len(), 4);
+        let tp = SamplingParams::neutral().with_top_p(0.5);
+        assert_eq!(filtered_distribution(&flat, &tp).len(), 2);
+    }
+
+    #[test]
+    fn top_p_keeps_smallest_prefix_reaching_p() {
+        let l = logits_for(&PROBS);
+        let cases = [
+            (0.39, vec![0]),
+            (0.41, vec![0, 1]),
+            (0.64, vec![0, 1]),
+            (0.66, vec![0, 1, 2]),
+            (0.94, vec![0, 1, 2, 3, 4]),
+            (0.97, vec![0, 1, 2, 3, 4, 5]),
+            (1.0, vec![0, 1, 2, 3, 4, 5]),
+        ];
+        for (p, want) in cases {
+            let params = SamplingParams::neutral().with_top_p(p);
+            assert_eq!(kept(&filtered_distribution(&l, &params)), want, "top_p={p}");
+        }
+    }
+
+    #[test]
+    fn top_k_keeps_k_most_likely() {
+        let l = logits_for(&[0.1, 0.3, 0.05, 0.35, 0.2]);
+        let p = SamplingParams::neutral().with_top_k(2);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![1, 3]);
+    }
+
+    #[test]
+    fn top_p_after_top_k_uses_renormalised_mass() {
+        // top_k 2 keeps {0.40, 0.25}; renormalised 0.615, 0.385. top_p 0.6 keeps only the first.
+        let l = logits_for(&PROBS);
+        let p = SamplingParams::neutral().with_top_k(2).with_top_p(0.6);
+        assert_eq!(kept(&filtered_distribution(&l, &p)), vec![0]);
+    }
+
+    #[test]
+    fn temperature_reshapes_survivors_and_normalises() {
+        let l = logits_for(&PROBS);
+        let p = SamplingParams::neutral()
+            .with_min_p(0.24)
+            .with_temperature(0.5);
+        let d = filtered_distribution(&l, &p);
+        let sum: f64 = d.iter().map(|x| x.1).sum();
+        assert!((sum - 1.0).abs() < 1e-12);
+        // At T=0.5 the weights are p^2: 0.16, 0.0625, 0.0225, 0.01 -> normalised.
+        let z = 0.16 + 0.0625 + 0.0225 + 0.01;
+        assert!((d[0].1 - 0.16 / z).abs() < 1e-6);
+        assert!((d[3].1 - 0.01 / z).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sampled_frequencies_match_filtered_distribution() {
+        let l = logits_for(&PROBS);
+        for params in [
+            SamplingParams::p1(),
+            SamplingParams::p2(),
+            SamplingParams::neutral().with_top_p(0.8).with_seed(7),
+        ] {
+            let expected = filtered_distribution(&l, &params);
+            let mut s = Sampler::new(params.clone()).unwrap();
+            let n = 100_000;
+            let mut counts = [0usize; 6];
+            for _ in 0..n {
+                counts[s.sample(&l, &[]).unwrap().token as usize] += 1;
+            }
+            // Tolerance 0.01 absolute: the standard error at n=1e5 is at most 0.0016,
+            // so this is over six standard errors.
+            for (t, &c) in counts.iter().enumerate() {
+                let want = expected
+                    .iter()
+                    .find(|x| x.0 == t as u32)
+                    .map(|x| x.1)
+                    .unwrap_or(0.0);
+                let got = c as f64 / n as f64;
+                assert!(
+                    (got - want).abs() < 0.01,
+                    "{params:?}: token {t} freq {got} want {want}"
+                );
+                if want == 0.0 {
+                    assert_eq!(c, 0, "filtered-out token {t} was sampled");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn greedy_is_argmax_and_reports_raw_logprob() {
+        let l = logits_for(&[0.2, 0.5, 0.3]);
+        let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
+        let out = s.sample(&l, &[]).unwrap();
+        assert_eq!(out.token, 1);
+        assert!((out.logprob - 0.5f32.ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn same_seed_same_stream() {
+        let l = logits_for(&PROBS);
+        let run = |seed| {
+            let mut s = Sampler::new(SamplingParams::neutral().with_seed(seed)).unwrap();
+            (0..50)
+                .map(|_| s.sample(&l, &[]).unwrap().token)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3));
+        assert_ne!(run(3), run(4));
+    }
+
+    #[test]
+    fn repetition_penalty_discourages_seen_tokens() {
+        let l = vec![2.0f32, 1.9, -1.0];
+        let mut params = SamplingParams::greedy();
+        params.repetition_penalty = 1.5;
+        let mut s = Sampler::new(params).unwrap();
+        assert_eq!(s.sample(&l, &[0]).unwrap().token, 1);
+        assert_eq!(s.sample(&l, &[]).unwrap().token, 0);
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let cases: Vec<(SamplingParams, &str)> = vec![
+            (
+                SamplingParams::neutral().with_temperature(-0.1),
+                "temperature",
+            ),
+            (SamplingParams::neutral().with_min_p(1.5), "min_p"),
+            (SamplingParams::neutral().with_min_p(-0.1), "min_p"),
+            (SamplingParams::neutral().with_top_p(0.0), "top_p"),
+            (SamplingParams::neutral().with_top_p(1.2), "top_p"),
+            (
+                SamplingParams::neutral().with_temperature(f64::NAN),
+                "temperature",
+            ),
+        ];
+        for (p, field) in cases {
+            match p.validate() {
+                Err(Error::InvalidSampling { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("{p:?}: expected error on {field}, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            SamplingParams::preset("p3"),
+            Err(Error::UnknownPreset(_))
+        ));
+        assert_eq!(SamplingParams::preset("p2").unwrap().temperature, 1.5);
+    }
+}

@@ -1,0 +1,194 @@
+//! The command line, run as a user would run it.
+
+use crate::common::{model_path, TempDir};
+use crate::hub::serve;
+use llm_judge::model::bundled;
+use std::process::{Command, Output};
+
+fn llm_judge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+        .args(args)
+        .env("LLM_JUDGE_THREADS", "2")
+        .output()
+        .expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Fails unless the command failed cleanly: non-zero exit, a message containing `needle`,
+/// and no panic.
+fn assert_clean_failure(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(!o.status.success(), "expected failure, got success: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert!(err.contains(needle), "expected `{needle}` in: {err}");
+}
+
+#[test]
+fn generate_json_reports_counts_and_timing() {
+    model_path(&bundled::SMOLLM2);
+    let o = llm_judge(&[
+        "generate",
+        "--model",
+        "smollm2-135m-instruct",
+        "--prompt",
+        "Explain how to bake a chocolate cake without using eggs.",
+        "--preset",
+        "p1",
+        "--max-tokens",
+        "24",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["completion_tokens"].as_u64().unwrap() as usize,
+        v["tokens"].as_array().unwrap().len()
+    );
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 10);
+    assert!(v["timing"]["decode_tok_per_s"].as_f64().unwrap() > 0.0);
+    assert!(!v["text"].as_str().unwrap().is_empty());
+}
+
+#[test]
+fn tokenize_prints_ids_without_bos_unless_asked() {
+    model_path(&bundled::GEMMA3);
+    let o = llm_judge(&[
+        "tokenize",
+        "--model",
+        "gemma3-270m",
+        "--text",
+        "Hello world",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<u64> = serde_json::from_value(v["ids"].clone()).unwrap();
+    assert_eq!(ids, vec![9259, 1902]);
+    let o = llm_judge(&[
+        "tokenize",
+        "--model",
+        "gemma3-270m",
+        "--text",
+        "Hello world",
+        "--json",
+        "--add-bos",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ids"][0], 2);
+}
+
+#[test]
+fn info_describes_the_model() {
+    model_path(&bundled::SMOLLM2);
+    let o = llm_judge(&["info", "--model", "smollm2-135m-instruct", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["architecture"], "llama");
+    assert_eq!(v["quantization"], "q4_1");
+    assert_eq!(v["context_length"], 8192);
+    assert_eq!(v["vocab_size"], 49152);
+    assert_eq!(v["has_chat_template"], true);
+    let params = v["parameters"].as_u64().unwrap();
+    assert!((130_000_000..140_000_000).contains(&params), "{params}");
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = TempDir::new("bad-inputs");
+    // Missing file.
+    let o = llm_judge(&["info", "--model", "/nonexistent/model.gguf"]);
+    assert_clean_failure(&o, "model file not found: /nonexistent/model.gguf");
+    // Not GGUF.
+    let text = dir.0.join("notes.gguf");
+    std::fs::write(&text, "just some text, not a model").unwrap();
+    let o = llm_judge(&["info", "--model", text.to_str().unwrap()]);
+    assert_clean_failure(&o, "not a valid GGUF file");
+    // Truncated GGUF: the first 5 MB of a real one.
+    let real = std::fs::read(model_path(&bundled::SMOLLM2)).unwrap();
+    let cut = dir.0.join("cut.gguf");
+    std::fs::write(&cut, &real[..5_000_000]).unwrap();
+    let o = llm_judge(&["info", "--model", cut.to_str().unwrap()]);
+    assert_clean_failure(&o, "truncated");
+    // Truncated inside the header.
+    std::fs::write(&cut, &real[..1000]).unwrap();
+    let o = llm_judge(&["info", "--model", cut.to_str().unwrap()]);
+    assert_clean_failure(&o, "not a valid GGUF file");
+    // Unknown model name.
+    let o = llm_judge(&["info", "--model", "llama-9000"]);
+    assert_clean_failure(&o, "unknown model `llama-9000`");
+    // Invalid sampling values, rejected before the model loads.
+    for (flag, value, field) in [
+        ("--temperature", "-0.5", "temperature"),
+        ("--min-p", "1.5", "min_p"),
+        ("--top-p", "0", "top_p"),
+        ("--top-p", "1.01", "top_p"),
+    ] {
+        let o = llm_judge(&[
+            "generate",
+            "--model",
+            "smollm2-135m-instruct",
+            "--prompt",
+            "hi",
+            flag,
+            value,
+        ]);
+        assert_clean_failure(&o, &format!("invalid sampling value `{field}`"));
+    }
+    let o = llm_judge(&[
+        "generate",
+        "--model",
+        "smollm2-135m-instruct",
+        "--prompt",
+        "hi",
+        "--preset",
+        "p9",
+    ]);
+    assert_clean_failure(&o, "unknown sampling preset `p9`");
+}
+
+#[test]
+fn unsupported_architecture_is_named() {
+    // Rewrite general.architecture of a real file from "llama" to "lllma" (same length).
+    let mut real = std::fs::read(model_path(&bundled::SMOLLM2)).unwrap();
+    let key = b"general.architecture";
+    let at = real.windows(key.len()).position(|w| w == key).unwrap();
+    let value = at + key.len() + 4 + 8;
+    assert_eq!(&real[value..value + 5], b"llama");
+    real[value..value + 5].copy_from_slice(b"lllma");
+    let dir = TempDir::new("arch");
+    let p = dir.0.join("odd.gguf");
+    std::fs::write(&p, &real).unwrap();
+    let o = llm_judge(&["info", "--model", p.to_str().unwrap()]);
+    assert_clean_failure(&o, "unsupported architecture `lllma`");
+}
+
+#[test]
+fn hub_reference_downloads_through_hf_endpoint_then_works_offline() {
+    let hub = serve(model_path(&bundled::SMOLLM2));
+    let home = TempDir::new("cli-hf-home");
+    let run = |offline: bool| {
+        Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+            .args(["info", "--model", "hf://test-org/tiny/model.gguf", "--json"])
+            .env("HF_ENDPOINT", &hub.url)
+            .env("HF_HOME", &home.0)
+            .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+            .output()
+            .unwrap()
+    };
+    let o = run(false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["architecture"], "llama");
+    let served = hub.requests.load(std::sync::atomic::Ordering::SeqCst);
+    let o = run(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        hub.requests.load(std::sync::atomic::Ordering::SeqCst),
+        served
+    );
+}

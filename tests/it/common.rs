@@ -1,0 +1,58 @@
+//! Shared fixtures: the bundled models, loaded once per test binary.
+
+use llm_judge::model::bundled::{self, BundledModel};
+use llm_judge::{Model, ModelSource};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+static FETCH: Mutex<()> = Mutex::new(());
+
+/// Path of a bundled model, fetching it on first use.
+pub fn model_path(m: &BundledModel) -> PathBuf {
+    let _guard = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    m.ensure(&mut |line| println!("{line}"))
+        .unwrap_or_else(|e| panic!("bundled model {} unavailable: {e}", m.name))
+        .0
+}
+
+fn load(m: &BundledModel, cell: &'static OnceLock<Model>) -> Model {
+    cell.get_or_init(|| {
+        model_path(m);
+        Model::load(&ModelSource::Bundled(m.name.into())).expect("model loads")
+    })
+    .clone()
+}
+
+/// SmolLM2 135M Instruct (llama architecture, ChatML).
+pub fn smollm() -> Model {
+    static CELL: OnceLock<Model> = OnceLock::new();
+    load(&bundled::SMOLLM2, &CELL)
+}
+
+/// Gemma 3 270M base (gemma3 architecture, no template).
+pub fn gemma() -> Model {
+    static CELL: OnceLock<Model> = OnceLock::new();
+    load(&bundled::GEMMA3, &CELL)
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `target/test-tmp/<name>-<pid>-<n>`.
+    pub fn new(name: &str) -> Self {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

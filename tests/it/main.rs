@@ -1,0 +1,7 @@
+//! Integration tests on the real bundled models (fetched on first use, then reused).
+
+mod cli;
+mod common;
+mod engine;
+mod hub;
+mod tokenizer;

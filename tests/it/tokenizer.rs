@@ -1,0 +1,106 @@
+//! Tokenizers rebuilt from GGUF metadata.
+
+use crate::common::{gemma, smollm};
+use llm_judge::model::Message;
+
+const SAMPLES: &[&str] = &[
+    "Hello, world!",
+    "Explain how to bake a chocolate cake without using eggs.",
+    "Numbers: 3.14159, 2026-11-28, 1,000,000 and 42nd.",
+    "Ünïcödé — naïve café, 東京, Ελληνικά, emoji 🎉🚀.",
+    "fn main() {\n    let x = vec![1, 2, 3];\n    println!(\"{x:?}\");\n}",
+    "  leading spaces, trailing spaces   ",
+    "tabs\tand\nnewlines\n\n\nand    runs     of spaces",
+    "Punctuation!!! ??? ... ;-) (brackets) [x] {y} <z>",
+    "'s 're 've CAPITALS MiXeD",
+];
+
+#[test]
+fn smollm_round_trips() {
+    let m = smollm();
+    for s in SAMPLES {
+        let ids = m.tokenizer().encode(s, false).unwrap();
+        assert_eq!(&m.tokenizer().decode(&ids, false).unwrap(), s);
+    }
+}
+
+#[test]
+fn gemma_round_trips() {
+    let m = gemma();
+    for s in SAMPLES {
+        let ids = m.tokenizer().encode(s, false).unwrap();
+        assert!(!ids.is_empty());
+        assert_eq!(&m.tokenizer().decode(&ids, false).unwrap(), s);
+    }
+}
+
+#[test]
+fn special_tokens_are_single_ids() {
+    let m = smollm();
+    let t = m.tokenizer();
+    let ids = t.encode("<|im_start|>user\nhi<|im_end|>", false).unwrap();
+    assert_eq!(ids[0], t.token_to_id("<|im_start|>").unwrap());
+    assert_eq!(*ids.last().unwrap(), t.token_to_id("<|im_end|>").unwrap());
+    assert!(t.stop_ids().contains(&t.token_to_id("<|im_end|>").unwrap()));
+
+    let g = gemma();
+    let t = g.tokenizer();
+    let ids = t.encode("<start_of_turn>user", false).unwrap();
+    assert_eq!(ids[0], t.token_to_id("<start_of_turn>").unwrap());
+    // Gemma needs <bos>; SmolLM2 does not.
+    assert_eq!(t.encode_prompt("Hi").unwrap()[0], t.bos_id().unwrap());
+    assert_ne!(
+        m.tokenizer().encode_prompt("Hi").unwrap()[0],
+        m.tokenizer().bos_id().unwrap()
+    );
+}
+
+#[test]
+fn digits_are_split_one_by_one_for_smollm() {
+    let m = smollm();
+    let ids = m.tokenizer().encode("12345", false).unwrap();
+    assert_eq!(ids.len(), 5);
+}
+
+#[test]
+fn smollm_chat_template_is_chatml() {
+    let m = smollm();
+    let text = m
+        .template()
+        .render(
+            &[
+                Message::system("You are terse."),
+                Message::user("Hi there"),
+                Message::assistant("Hello."),
+                Message::user("Bye"),
+            ],
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are terse.<|im_end|>\n\
+         <|im_start|>user\nHi there<|im_end|>\n\
+         <|im_start|>assistant\nHello.<|im_end|>\n\
+         <|im_start|>user\nBye<|im_end|>\n\
+         <|im_start|>assistant\n"
+    );
+    // Without a system message the template adds SmolLM's default one.
+    let text = m.template().render(&[Message::user("Q")], false).unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
+         <|im_start|>user\nQ<|im_end|>\n"
+    );
+}
+
+#[test]
+fn gemma_uses_the_plain_fallback() {
+    let g = gemma();
+    assert_eq!(
+        g.template().kind(),
+        llm_judge::model::TemplateSource::PlainFallback
+    );
+    let text = g.template().render(&[Message::user("Q")], true).unwrap();
+    assert_eq!(text, "User: Q\n\nAssistant:");
+}
