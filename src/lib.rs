@@ -11,6 +11,13 @@
 //!   seed) with the write-up's presets `p1` and `p2`, and the seeded [`Sampler`].
 //! - [`engine`]: KV-cached generation with stop conditions, token log-probabilities and
 //!   timing ([`Generation`]).
+//! - [`backend`]: the [`backend::Backend`] trait that generation and judging go through.
+//! - [`prompts`]: prompt sets (JSONL).
+//! - [`judge`]: rubric, listwise, pairwise and expected-score grading ([`JudgeConfig`]).
+//! - [`experiment`]: the grid of models × settings × prompts × samples ([`Experiment`]),
+//!   stored record by record in a results folder ([`store`]) so runs resume.
+//! - [`table`] and [`analysis`]: polars DataFrames (responses, judgments, summary) and
+//!   statistics.
 //!
 //! ## Example
 //!
@@ -29,12 +36,22 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod analysis;
+pub mod backend;
 pub mod engine;
 pub mod error;
+pub mod experiment;
+pub mod judge;
 pub mod model;
+pub mod prompts;
+pub mod records;
 pub mod sampling;
+pub mod store;
+pub mod table;
 
 pub use engine::{FinishReason, Generation, Timing};
 pub use error::{Error, Result};
+pub use experiment::{Experiment, RunOutput};
+pub use judge::{JudgeConfig, Mode};
 pub use model::{Message, Model, ModelSource};
 pub use sampling::{Sampler, SamplingParams};

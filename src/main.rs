@@ -2,8 +2,66 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use llm_judge::experiment::{ExperimentConfig, Progress};
 use llm_judge::model::bundled;
 use llm_judge::{Message, Model, ModelSource, SamplingParams};
+use std::path::{Path, PathBuf};
+
+/// indicatif bars on stderr for the CLI.
+struct Bars {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress for Bars {
+    fn start(&mut self, phase: &str, total: usize) {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>18} [{bar:30}] {pos}/{len} {elapsed_precise} eta {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(phase.to_string());
+        self.bar = Some(bar);
+    }
+    fn step(&mut self, label: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(label.to_string());
+            b.inc(1);
+        }
+    }
+    fn note(&mut self, message: &str) {
+        match &self.bar {
+            Some(b) => b.println(message),
+            None => eprintln!("{message}"),
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish();
+        }
+    }
+}
+
+fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Result<()> {
+    if no_sanity {
+        if let Some(j) = cfg.judge.as_mut() {
+            j.sanity_check = false;
+        }
+    }
+    let plan = cfg.plan()?;
+    let result = llm_judge::experiment::run(&plan, out, &mut Bars { bar: None })?;
+    println!("{}", result.summary);
+    if let Some(s) = &result.sanity {
+        println!("{}", s.describe());
+    }
+    for w in &result.warnings {
+        eprintln!("{w}");
+    }
+    println!("results written to {}", result.dir.display());
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +97,40 @@ enum Command {
         /// Print JSON (`{"ids": [...]}`) instead of one id per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Run an experiment (TOML): generate, judge, write tables, print the summary.
+    Run {
+        /// The experiment file.
+        experiment: PathBuf,
+        /// Results folder (default: results/<experiment name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Only the first N prompts.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Override the answer token limit.
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Skip the judge sanity check.
+        #[arg(long)]
+        no_sanity: bool,
+    },
+    /// Judge the answers of an earlier run with another judge, into a new results folder.
+    Judge {
+        /// Results folder of the earlier run.
+        results: PathBuf,
+        /// Judge model (bundled name, .gguf path or hf:// reference).
+        #[arg(long)]
+        model: String,
+        /// Modes (repeatable): rubric, listwise, pairwise, expected.
+        #[arg(long = "mode", default_value = "rubric")]
+        modes: Vec<String>,
+        /// Where to write the new tables.
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip the judge sanity check.
+        #[arg(long)]
+        no_sanity: bool,
     },
     /// Describe a model file.
     Info {
@@ -184,6 +276,54 @@ fn main() -> Result<()> {
                     println!("{id}");
                 }
             }
+        }
+        Command::Run {
+            experiment,
+            out,
+            limit,
+            max_tokens,
+            no_sanity,
+        } => {
+            let mut cfg = ExperimentConfig::load(&experiment)?;
+            if limit.is_some() {
+                cfg.limit = limit;
+            }
+            if let Some(m) = max_tokens {
+                cfg.max_tokens = m;
+            }
+            let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
+            run_experiment(cfg, &out, no_sanity)?;
+        }
+        Command::Judge {
+            results,
+            model,
+            modes,
+            out,
+            no_sanity,
+        } => {
+            let meta_path = results.join("run.json");
+            let meta: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&meta_path)
+                    .with_context(|| format!("reading {}", meta_path.display()))?,
+            )
+            .with_context(|| format!("parsing {}", meta_path.display()))?;
+            let mut cfg: ExperimentConfig = serde_json::from_value(meta["experiment"].clone())
+                .with_context(|| format!("{}: field `experiment`", meta_path.display()))?;
+            let mut judge = cfg
+                .judge
+                .clone()
+                .unwrap_or_else(|| llm_judge::JudgeConfig::new(model.clone()));
+            judge.model = model;
+            judge.modes = modes
+                .iter()
+                .map(|m| m.parse())
+                .collect::<llm_judge::Result<Vec<_>>>()?;
+            cfg.judge = Some(judge);
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let src = results.join("responses.jsonl");
+            std::fs::copy(&src, out.join("responses.jsonl"))
+                .with_context(|| format!("copying {}", src.display()))?;
+            run_experiment(cfg, &out, no_sanity)?;
         }
         Command::Info { model, json } => {
             let source: ModelSource = model.parse()?;

@@ -3,9 +3,9 @@
 //!
 //! The folder is `$LLM_JUDGE_MODELS`, or `models/` in the crate's root.
 
+use super::fingerprint::{cached_sha256, sha256_file};
 use crate::error::{Error, Result};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -150,7 +150,7 @@ impl BundledModel {
             });
         }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        write_stamp(&path)?;
+        cached_sha256(&path)?;
         log(&format!("{} ready: {}", self.name, path.display()));
         Ok((path, true))
     }
@@ -174,62 +174,13 @@ pub fn fetch_all(log: &mut dyn FnMut(&str)) -> Result<Vec<PathBuf>> {
         .collect()
 }
 
-fn stamp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".verified");
-    PathBuf::from(s)
-}
-
-fn file_identity(path: &Path) -> Result<String> {
-    let md = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    let mtime = md
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    Ok(format!("{} {}", md.len(), mtime))
-}
-
-fn write_stamp(path: &Path) -> Result<()> {
-    let stamp = stamp_path(path);
-    std::fs::write(&stamp, file_identity(path)?).map_err(|e| Error::io(&stamp, e))
-}
-
-/// True when `path` exists with the right size and digest. A stamp beside the file records
-/// size and modification time of the last full check, so unchanged files are not re-hashed.
+/// True when `path` exists with the right size and digest (the digest is cached beside the
+/// file, so unchanged files are not re-hashed).
 fn is_verified(path: &Path, m: &BundledModel) -> Result<bool> {
     let Ok(md) = std::fs::metadata(path) else {
         return Ok(false);
     };
-    if md.len() != m.size {
-        return Ok(false);
-    }
-    if let Ok(stamp) = std::fs::read_to_string(stamp_path(path)) {
-        if stamp == file_identity(path)? {
-            return Ok(true);
-        }
-    }
-    if sha256_file(path)? == m.sha256 {
-        write_stamp(path)?;
-        return Ok(true);
-    }
-    Ok(false)
-}
-
-/// Hex sha256 of a file.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(md.len() == m.size && cached_sha256(path)? == m.sha256)
 }
 
 fn python() -> String {

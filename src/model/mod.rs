@@ -4,6 +4,7 @@
 pub mod bundled;
 pub mod chat_template;
 pub mod config;
+pub mod fingerprint;
 pub mod gguf;
 pub mod source;
 pub mod tokenizer;
@@ -138,6 +139,10 @@ impl Model {
     /// The transformer (weights and forward pass).
     pub fn transformer(&mut self) -> &mut Transformer {
         &mut self.transformer
+    }
+    /// sha256 of the model file (cached beside it): the model's identity in record keys.
+    pub fn sha256(&self) -> Result<String> {
+        fingerprint::cached_sha256(&self.path)
     }
     /// Context length the model was trained for.
     pub fn context_length(&self) -> usize {

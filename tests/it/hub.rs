@@ -107,7 +107,7 @@ fn downloads_a_real_gguf_through_hf_hub() {
     let got = hub_get_with("test-org/tiny", "model.gguf", "main", &opts).unwrap();
     assert!(got.starts_with(&home.0));
     assert_eq!(
-        bundled::sha256_file(&got).unwrap(),
+        llm_judge::model::fingerprint::sha256_file(&got).unwrap(),
         bundled::SMOLLM2.sha256,
         "downloaded bytes differ"
     );

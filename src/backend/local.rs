@@ -1,0 +1,70 @@
+//! The local candle backend.
+
+use super::Backend;
+use crate::engine::Generation;
+use crate::error::{Error, Result};
+use crate::model::{Message, Model};
+use crate::sampling::SamplingParams;
+
+/// A [`Model`] running in this process.
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    model: Model,
+    name: String,
+}
+
+impl LocalBackend {
+    /// Wraps a loaded model.
+    pub fn new(model: Model) -> Self {
+        let name = model.source().to_string();
+        Self { model, name }
+    }
+
+    /// The wrapped model.
+    pub fn model(&mut self) -> &mut Model {
+        &mut self.model
+    }
+}
+
+impl Backend for LocalBackend {
+    fn identity(&self) -> Result<String> {
+        Ok(format!("local:{}", self.model.sha256()?))
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation> {
+        self.model.generate(messages, params)
+    }
+
+    fn next_token_distribution(
+        &mut self,
+        messages: &[Message],
+        assistant_prefix: &str,
+        candidates: &[String],
+    ) -> Result<Option<(Vec<f64>, f64)>> {
+        let prompt = self.model.template().render(messages, true)? + assistant_prefix;
+        let tok = self.model.tokenizer();
+        let base = tok.encode_prompt(&prompt)?;
+        let mut ids = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let with = tok.encode_prompt(&format!("{prompt}{c}"))?;
+            if with.len() != base.len() + 1 || with[..base.len()] != base[..] {
+                return Err(Error::Tokenizer(format!(
+                    "score `{c}` is not a single token after the judge prompt prefix \
+                     `{assistant_prefix}`; expected-score judging needs one token per score"
+                )));
+            }
+            ids.push(with[base.len()]);
+        }
+        let lp = self.model.next_token_logprobs(&base)?;
+        let raw: Vec<f64> = ids.iter().map(|&i| (lp[i as usize] as f64).exp()).collect();
+        let mass: f64 = raw.iter().sum();
+        if mass <= 0.0 {
+            return Ok(Some((vec![1.0 / raw.len() as f64; raw.len()], 0.0)));
+        }
+        Ok(Some((raw.iter().map(|p| p / mass).collect(), mass)))
+    }
+}

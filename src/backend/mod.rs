@@ -1,0 +1,34 @@
+//! Backends answer chat requests. Generation and judging both go through [`Backend`], so a
+//! local candle model and a remote endpoint are interchangeable.
+
+mod local;
+
+pub use local::LocalBackend;
+
+use crate::engine::Generation;
+use crate::error::Result;
+use crate::model::Message;
+use crate::sampling::SamplingParams;
+
+/// Something that answers chat messages.
+pub trait Backend: Send {
+    /// A stable identity for record keys: what produced the text (e.g. a model file hash).
+    fn identity(&self) -> Result<String>;
+
+    /// A short human-readable name.
+    fn name(&self) -> String;
+
+    /// Generates the assistant's reply to `messages`.
+    fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation>;
+
+    /// The probability of each of `candidates` (single tokens) being the next token after the
+    /// chat prompt followed by `assistant_prefix`, renormalised over the candidates, plus the
+    /// probability mass the candidates held before renormalising. `None` when the backend
+    /// cannot read token probabilities.
+    fn next_token_distribution(
+        &mut self,
+        messages: &[Message],
+        assistant_prefix: &str,
+        candidates: &[String],
+    ) -> Result<Option<(Vec<f64>, f64)>>;
+}

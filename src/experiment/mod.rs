@@ -1,0 +1,133 @@
+//! Experiments: a grid of models × sampling settings × prompts × samples, generated, judged,
+//! stored record by record (so a rerun resumes), and returned as tables.
+
+pub mod config;
+pub mod progress;
+mod runner;
+mod sanity;
+
+pub use config::{ExperimentConfig, ModelEntry, Plan, SettingEntry};
+pub use progress::{Lines, Progress, Silent};
+pub use runner::{run, RunOutput};
+pub use sanity::SanitySummary;
+
+use crate::error::Result;
+use crate::judge::JudgeConfig;
+use crate::sampling::SamplingParams;
+use std::path::{Path, PathBuf};
+
+/// Builder for an experiment, for notebooks and code; the same fields as the TOML file.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    config: ExperimentConfig,
+}
+
+impl Experiment {
+    /// A new experiment over a prompt file.
+    pub fn new(name: impl Into<String>, prompts: impl Into<PathBuf>) -> Self {
+        Self {
+            config: ExperimentConfig {
+                name: name.into(),
+                prompts: prompts.into(),
+                system: None,
+                models: Vec::new(),
+                settings: Vec::new(),
+                samples: 1,
+                seed: 0,
+                max_tokens: 256,
+                limit: None,
+                judge: None,
+                origin: None,
+            },
+        }
+    }
+
+    /// Loads an experiment TOML file.
+    pub fn from_toml(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self {
+            config: ExperimentConfig::load(path.as_ref())?,
+        })
+    }
+
+    /// Adds a model.
+    pub fn model(mut self, name: &str, source: &str) -> Self {
+        self.config.models.push(ModelEntry {
+            name: name.into(),
+            source: source.into(),
+        });
+        self
+    }
+
+    /// Adds a sampling setting from a preset name (`p1`, `p2`, ...).
+    pub fn preset(mut self, name: &str, preset: &str) -> Self {
+        self.config.settings.push(SettingEntry {
+            name: name.into(),
+            preset: Some(preset.into()),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// Adds a sampling setting from explicit values.
+    pub fn setting(mut self, name: &str, params: &SamplingParams) -> Self {
+        self.config
+            .settings
+            .push(SettingEntry::from_params(name, params));
+        self
+    }
+
+    /// Sets the judge.
+    pub fn judge(mut self, judge: JudgeConfig) -> Self {
+        self.config.judge = Some(judge);
+        self
+    }
+
+    /// Answers per (model, setting, prompt).
+    pub fn samples(mut self, n: u32) -> Self {
+        self.config.samples = n;
+        self
+    }
+
+    /// Base seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = seed;
+        self
+    }
+
+    /// Most tokens per answer.
+    pub fn max_tokens(mut self, n: usize) -> Self {
+        self.config.max_tokens = n;
+        self
+    }
+
+    /// Only the first `n` prompts.
+    pub fn limit(mut self, n: usize) -> Self {
+        self.config.limit = Some(n);
+        self
+    }
+
+    /// The configuration built so far.
+    pub fn config(&self) -> &ExperimentConfig {
+        &self.config
+    }
+
+    /// Mutable access to the configuration.
+    pub fn config_mut(&mut self) -> &mut ExperimentConfig {
+        &mut self.config
+    }
+
+    /// Runs into `results_dir`, printing plain progress lines to stdout.
+    pub fn run(&self, results_dir: impl AsRef<Path>) -> Result<RunOutput> {
+        self.run_with(results_dir, &mut Lines::default())
+    }
+
+    /// Runs with a progress sink of your choice.
+    pub fn run_with(
+        &self,
+        results_dir: impl AsRef<Path>,
+        progress: &mut dyn Progress,
+    ) -> Result<RunOutput> {
+        let plan = self.config.plan()?;
+        run(&plan, results_dir.as_ref(), progress)
+    }
+}

@@ -1,0 +1,521 @@
+//! Runs a [`Plan`]: generation, judging, the judge sanity check, then tables.
+
+use super::config::Plan;
+use super::progress::Progress;
+use super::sanity::{self, SanitySummary};
+use crate::backend::{Backend, LocalBackend};
+use crate::error::Result;
+use crate::judge::{Judge, Mode, Verdict};
+use crate::model::fingerprint::{cached_sha256, sha256_str};
+use crate::model::{Message, Model, ModelSource};
+use crate::records::{JudgmentRecord, ResponseRecord};
+use crate::store::Store;
+use crate::table;
+use polars::prelude::DataFrame;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// What a run returns: the three tables and where they were written.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// One row per answer.
+    pub responses: DataFrame,
+    /// One row per score.
+    pub judgments: DataFrame,
+    /// Model × setting × mode × criterion: n, mean, std, bootstrap 95 % CI.
+    pub summary: DataFrame,
+    /// The judge sanity check, when it ran.
+    pub sanity: Option<SanitySummary>,
+    /// Warnings (e.g. self-preference).
+    pub warnings: Vec<String>,
+    /// The results folder.
+    pub dir: PathBuf,
+}
+
+/// A seed derived from the base seed and coordinates, independent of run order.
+pub(crate) fn derive_seed(base: u64, parts: &[&str]) -> u64 {
+    let h = sha256_str(&format!("{base}\0{}", parts.join("\0")));
+    u64::from_str_radix(&h[..16], 16).unwrap_or(base)
+}
+
+fn key_of(v: &serde_json::Value) -> String {
+    sha256_str(&v.to_string())[..32].to_string()
+}
+
+/// Loads models on first use and keeps them for the rest of the run.
+#[derive(Default)]
+pub(crate) struct Models {
+    loaded: HashMap<String, Model>,
+}
+
+impl Models {
+    pub(crate) fn get(&mut self, src: &ModelSource) -> Result<Model> {
+        let k = src.to_string();
+        if let Some(m) = self.loaded.get(&k) {
+            return Ok(m.clone());
+        }
+        let m = Model::load(src)?;
+        self.loaded.insert(k, m.clone());
+        Ok(m)
+    }
+}
+
+/// Runs the plan into `dir`, resuming from what is already stored there.
+pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOutput> {
+    let store = Store::open(dir)?;
+    let mut models = Models::default();
+    let mut warnings = Vec::new();
+    let responses = generate(plan, &store, &mut models, progress)?;
+
+    let mut judgments = Vec::new();
+    let mut sanity_summary = None;
+    if let Some(jc) = &plan.config.judge {
+        let src: ModelSource = jc.model.parse()?;
+        if plan.models.iter().any(|(_, s)| *s == src) {
+            let w = format!(
+                "warning: the judge {src} is also one of the compared models; \
+                 expect self-preference bias"
+            );
+            progress.note(&w);
+            warnings.push(w);
+        }
+        let backend: Box<dyn Backend> = Box::new(LocalBackend::new(models.get(&src)?));
+        let mut judge = Judge::new(backend, jc.clone())?;
+        judgments = judge_all(plan, &store, &mut judge, &responses, progress)?;
+        if jc.sanity_check {
+            let s = sanity::run(plan, &store, &mut judge, progress)?;
+            if let Some(s) = &s {
+                progress.note(&s.describe());
+                if s.flagged {
+                    warnings.push(s.describe());
+                }
+            }
+            sanity_summary = s;
+        }
+    }
+    table::write_run(
+        &store,
+        plan,
+        &responses,
+        &judgments,
+        sanity_summary.as_ref(),
+        &warnings,
+    )
+}
+
+fn model_id(src: &ModelSource) -> Result<String> {
+    Ok(cached_sha256(&src.resolve()?)?)
+}
+
+fn generate(
+    plan: &Plan,
+    store: &Store,
+    models: &mut Models,
+    progress: &mut dyn Progress,
+) -> Result<Vec<ResponseRecord>> {
+    let existing: HashMap<String, ResponseRecord> = store
+        .load::<ResponseRecord>("responses")?
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    let c = &plan.config;
+    let total = plan.models.len() * plan.settings.len() * plan.prompts.len() * c.samples as usize;
+    progress.start("generate", total);
+    let mut out = Vec::with_capacity(total);
+    for (mname, src) in &plan.models {
+        let mid = model_id(src)?;
+        let mut model: Option<Model> = None;
+        for (sname, base_params) in &plan.settings {
+            for p in &plan.prompts {
+                for sample in 0..c.samples {
+                    let seed = derive_seed(c.seed, &[mname, sname, &p.id, &sample.to_string()]);
+                    let params = base_params.clone().with_seed(seed);
+                    let key = key_of(&serde_json::json!({
+                        "model": mid, "params": params, "system": c.system, "prompt": p.prompt,
+                    }));
+                    if let Some(r) = existing.get(&key) {
+                        out.push(r.clone());
+                        progress.step("cached");
+                        continue;
+                    }
+                    if model.is_none() {
+                        model = Some(models.get(src)?);
+                    }
+                    let m = model.as_mut().expect("model loaded above");
+                    let mut messages = Vec::new();
+                    if let Some(s) = &c.system {
+                        messages.push(Message::system(s.clone()));
+                    }
+                    messages.push(Message::user(p.prompt.clone()));
+                    let mut rec = ResponseRecord {
+                        key,
+                        model: mname.clone(),
+                        model_source: src.to_string(),
+                        model_id: mid.clone(),
+                        setting: sname.clone(),
+                        temperature: params.temperature,
+                        top_p: params.top_p,
+                        min_p: params.min_p,
+                        top_k: params.top_k as u64,
+                        repetition_penalty: params.repetition_penalty,
+                        seed,
+                        max_tokens: params.max_new_tokens as u64,
+                        prompt_id: p.id.clone(),
+                        category: p.category.clone(),
+                        sample,
+                        prompt: p.prompt.clone(),
+                        text: None,
+                        error: None,
+                        prompt_tokens: 0,
+                        completion_tokens: 0,
+                        finish_reason: "error".into(),
+                        prompt_s: 0.0,
+                        decode_s: 0.0,
+                        prompt_tok_per_s: 0.0,
+                        decode_tok_per_s: 0.0,
+                    };
+                    match m.generate(&messages, &params) {
+                        Ok(g) => {
+                            rec.text = Some(g.text);
+                            rec.prompt_tokens = g.prompt_tokens as u64;
+                            rec.completion_tokens = g.completion_tokens as u64;
+                            rec.finish_reason = g.finish_reason.to_string();
+                            rec.prompt_s = g.timing.prompt_s;
+                            rec.decode_s = g.timing.decode_s;
+                            rec.prompt_tok_per_s = g.timing.prompt_tok_per_s;
+                            rec.decode_tok_per_s = g.timing.decode_tok_per_s;
+                        }
+                        Err(e) => {
+                            progress.note(&format!("{mname}/{sname}/{}: {e}", p.id));
+                            rec.error = Some(e.to_string());
+                        }
+                    }
+                    store.append("responses", std::slice::from_ref(&rec))?;
+                    out.push(rec);
+                    progress.step(&format!("{mname} {sname} {}", p.id));
+                }
+            }
+        }
+    }
+    progress.finish();
+    Ok(out)
+}
+
+struct Ctx {
+    judge_name: String,
+    judge_id: String,
+}
+
+impl Ctx {
+    #[allow(clippy::too_many_arguments)]
+    fn row(
+        &self,
+        call: &str,
+        mode: Mode,
+        template: &str,
+        r: &ResponseRecord,
+        criterion: &str,
+        score: Option<f64>,
+        raw: &str,
+        parse_ok: bool,
+        attempts: u32,
+    ) -> JudgmentRecord {
+        JudgmentRecord {
+            key: format!("{call}:{}:{criterion}", r.key),
+            call: call.to_string(),
+            judge: self.judge_name.clone(),
+            judge_id: self.judge_id.clone(),
+            mode: mode.to_string(),
+            template: template.to_string(),
+            response_key: r.key.clone(),
+            other_key: None,
+            model: r.model.clone(),
+            setting: r.setting.clone(),
+            other_model: None,
+            other_setting: None,
+            prompt_id: r.prompt_id.clone(),
+            sample: r.sample,
+            criterion: criterion.to_string(),
+            score,
+            expected_score: None,
+            probs: None,
+            position: None,
+            order_seed: None,
+            consistent: None,
+            raw: raw.to_string(),
+            parse_ok,
+            attempts,
+        }
+    }
+}
+
+fn total(scores: &[Option<f64>]) -> Option<f64> {
+    scores.iter().copied().sum::<Option<f64>>()
+}
+
+fn judge_all(
+    plan: &Plan,
+    store: &Store,
+    judge: &mut Judge,
+    responses: &[ResponseRecord],
+    progress: &mut dyn Progress,
+) -> Result<Vec<JudgmentRecord>> {
+    let stored: Vec<JudgmentRecord> = store.load("judgments")?;
+    let mut rows_per_call: HashMap<String, usize> = HashMap::new();
+    for r in &stored {
+        *rows_per_call.entry(r.call.clone()).or_default() += 1;
+    }
+    let ctx = Ctx {
+        judge_name: judge.name(),
+        judge_id: judge.identity()?,
+    };
+    let cfg = judge.config().clone();
+    let ncrit = cfg.criteria.len();
+    let answered: Vec<&ResponseRecord> = responses.iter().filter(|r| r.text.is_some()).collect();
+    let mut out: Vec<JudgmentRecord> = Vec::new();
+    let mut calls: HashSet<String> = HashSet::new();
+    let seed = plan.config.seed;
+    for &mode in &cfg.modes {
+        let template = judge.template(mode);
+        let call_key = |keys: &[&str], extra: u64| {
+            key_of(&serde_json::json!({
+                "judge": ctx.judge_id, "template": template.fingerprint(), "mode": mode,
+                "criteria": cfg.criteria, "scale": cfg.scale, "temperature": cfg.temperature,
+                "max_tokens": cfg.max_tokens, "responses": keys, "extra": extra,
+            }))
+        };
+        // Groups of answers per (prompt, sample) in plan order, for listwise and pairwise.
+        let mut groups: Vec<((String, u32), Vec<&ResponseRecord>)> = Vec::new();
+        for r in &answered {
+            let k = (r.prompt_id.clone(), r.sample);
+            match groups.iter_mut().find(|(g, _)| *g == k) {
+                Some((_, v)) => v.push(r),
+                None => groups.push((k, vec![r])),
+            }
+        }
+        match mode {
+            Mode::Rubric | Mode::Expected => {
+                progress.start(&format!("judge {mode}"), answered.len());
+                for r in &answered {
+                    let call = call_key(&[&r.key], 0);
+                    calls.insert(call.clone());
+                    if rows_per_call.get(&call) == Some(&(ncrit + 1)) {
+                        progress.step("cached");
+                        continue;
+                    }
+                    let text = r.text.as_deref().unwrap_or("");
+                    let mut rows = Vec::new();
+                    if mode == Mode::Rubric {
+                        let v = judge.rubric(
+                            &r.prompt,
+                            text,
+                            derive_seed(seed, &["rubric", &r.key]),
+                        )?;
+                        let raw = v.raw.join("\n---\n");
+                        let attempts = v.raw.len() as u32;
+                        let scores: Vec<Option<f64>> =
+                            v.value.iter().map(|s| s.map(f64::from)).collect();
+                        for (c, s) in cfg.criteria.iter().zip(&scores) {
+                            rows.push(ctx.row(
+                                &call,
+                                mode,
+                                &template.name,
+                                r,
+                                c,
+                                *s,
+                                &raw,
+                                s.is_some(),
+                                attempts,
+                            ));
+                        }
+                        rows.push(ctx.row(
+                            &call,
+                            mode,
+                            &template.name,
+                            r,
+                            "total",
+                            total(&scores),
+                            &raw,
+                            v.parse_ok,
+                            attempts,
+                        ));
+                    } else {
+                        let Some(es) = judge.expected(&r.prompt, text)? else {
+                            progress.note("the judge backend gives no token probabilities; expected mode skipped");
+                            break;
+                        };
+                        for (c, e) in cfg.criteria.iter().zip(&es) {
+                            let mut row = ctx.row(
+                                &call,
+                                mode,
+                                &template.name,
+                                r,
+                                c,
+                                Some(e.argmax as f64),
+                                "",
+                                true,
+                                1,
+                            );
+                            row.expected_score = Some(e.expected);
+                            row.probs = Some(e.probs.clone());
+                            rows.push(row);
+                        }
+                        let mut row = ctx.row(
+                            &call,
+                            mode,
+                            &template.name,
+                            r,
+                            "total",
+                            Some(es.iter().map(|e| e.argmax as f64).sum()),
+                            "",
+                            true,
+                            1,
+                        );
+                        row.expected_score = Some(es.iter().map(|e| e.expected).sum());
+                        rows.push(row);
+                    }
+                    store.append("judgments", &rows)?;
+                    progress.step(&format!("{} {} {}", r.model, r.setting, r.prompt_id));
+                }
+                progress.finish();
+            }
+            Mode::Listwise => {
+                progress.start("judge listwise", groups.len());
+                for ((pid, sample), answers) in &groups {
+                    let order_seed = derive_seed(seed, &["listwise", pid, &sample.to_string()]);
+                    let mut order: Vec<usize> = (0..answers.len()).collect();
+                    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(order_seed));
+                    let shown: Vec<&ResponseRecord> = order.iter().map(|&i| answers[i]).collect();
+                    let keys: Vec<&str> = shown.iter().map(|r| r.key.as_str()).collect();
+                    let call = call_key(&keys, order_seed);
+                    calls.insert(call.clone());
+                    if rows_per_call.get(&call) == Some(&(shown.len() * (ncrit + 1))) {
+                        progress.step("cached");
+                        continue;
+                    }
+                    let texts: Vec<&str> = shown
+                        .iter()
+                        .map(|r| r.text.as_deref().unwrap_or(""))
+                        .collect();
+                    let v = judge.listwise(
+                        &shown[0].prompt,
+                        &texts,
+                        derive_seed(seed, &["listwise-judge", &call]),
+                    )?;
+                    let raw = v.raw.join("\n---\n");
+                    let attempts = v.raw.len() as u32;
+                    let mut rows = Vec::new();
+                    for (pos, (r, scores)) in shown.iter().zip(&v.value).enumerate() {
+                        let scores: Vec<Option<f64>> =
+                            scores.iter().map(|s| s.map(f64::from)).collect();
+                        let crit_rows = cfg
+                            .criteria
+                            .iter()
+                            .map(|c| c.as_str())
+                            .zip(scores.iter().copied());
+                        for (c, s) in crit_rows.chain(std::iter::once(("total", total(&scores)))) {
+                            let mut row = ctx.row(
+                                &call,
+                                mode,
+                                &template.name,
+                                r,
+                                c,
+                                s,
+                                &raw,
+                                s.is_some(),
+                                attempts,
+                            );
+                            row.position = Some(pos as u32 + 1);
+                            row.order_seed = Some(order_seed);
+                            rows.push(row);
+                        }
+                    }
+                    store.append("judgments", &rows)?;
+                    progress.step(pid);
+                }
+                progress.finish();
+            }
+            Mode::Pairwise => {
+                let pairs: usize = groups
+                    .iter()
+                    .map(|(_, a)| a.len() * a.len().saturating_sub(1) / 2)
+                    .sum();
+                progress.start("judge pairwise", pairs);
+                for ((pid, _), answers) in &groups {
+                    for i in 0..answers.len() {
+                        for j in i + 1..answers.len() {
+                            let (a, b) = (answers[i], answers[j]);
+                            let call = call_key(&[&a.key, &b.key], 0);
+                            calls.insert(call.clone());
+                            if rows_per_call.get(&call) == Some(&1) {
+                                progress.step("cached");
+                                continue;
+                            }
+                            let (ta, tb) = (
+                                a.text.as_deref().unwrap_or(""),
+                                b.text.as_deref().unwrap_or(""),
+                            );
+                            let s = derive_seed(seed, &["pairwise", &call]);
+                            let ab = judge.pairwise(&a.prompt, ta, tb, s)?;
+                            let ba = judge.pairwise(&a.prompt, tb, ta, s + 1)?;
+                            // Score for answer a: from (a, b) A means a; from (b, a) B means a.
+                            let first = ab.value.map(|v| match v {
+                                Verdict::A => 1.0,
+                                Verdict::B => 0.0,
+                                Verdict::Tie => 0.5,
+                            });
+                            let second = ba.value.map(|v| match v {
+                                Verdict::A => 0.0,
+                                Verdict::B => 1.0,
+                                Verdict::Tie => 0.5,
+                            });
+                            let (score, consistent) = match (first, second) {
+                                (Some(x), Some(y)) if x == y => (Some(x), Some(true)),
+                                (Some(_), Some(_)) => (Some(0.5), Some(false)),
+                                _ => (None, None),
+                            };
+                            let raw = format!(
+                                "[A={} B={}]\n{}\n[A={} B={}]\n{}",
+                                a.model,
+                                b.model,
+                                ab.raw.join("\n---\n"),
+                                b.model,
+                                a.model,
+                                ba.raw.join("\n---\n")
+                            );
+                            let mut row = ctx.row(
+                                &call,
+                                mode,
+                                &template.name,
+                                a,
+                                "overall",
+                                score,
+                                &raw,
+                                ab.parse_ok && ba.parse_ok,
+                                (ab.raw.len() + ba.raw.len()) as u32,
+                            );
+                            row.other_key = Some(b.key.clone());
+                            row.other_model = Some(b.model.clone());
+                            row.other_setting = Some(b.setting.clone());
+                            row.consistent = consistent;
+                            store.append("judgments", std::slice::from_ref(&row))?;
+                            progress.step(pid);
+                        }
+                    }
+                }
+                progress.finish();
+            }
+        }
+    }
+    // Everything judged for these responses, in a stable order, once per key.
+    let all: Vec<JudgmentRecord> = store.load("judgments")?;
+    let mut seen = HashSet::new();
+    for r in all {
+        if calls.contains(&r.call) && seen.insert(r.key.clone()) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,81 @@
+//! Prompt sets: JSONL files with one `{"id", "category", "prompt", "reference"?}` per line.
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::Path;
+
+/// One instruction to answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prompt {
+    /// Unique id within the set.
+    pub id: String,
+    /// Free-form category (e.g. `cooking`).
+    #[serde(default)]
+    pub category: String,
+    /// The user's instruction.
+    pub prompt: String,
+    /// A known-good answer, used by the judge sanity check.
+    #[serde(default)]
+    pub reference: Option<String>,
+}
+
+/// Reads a prompt set. Errors name the file and line.
+pub fn load_prompts(path: &Path) -> Result<Vec<Prompt>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    parse_prompts(&text, &path.display().to_string())
+}
+
+/// Parses JSONL prompt text; `origin` names the source in errors.
+pub fn parse_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, line) in text.lines().enumerate() {
+        let loc = format!("{origin}:{}", i + 1);
+        if line.trim().is_empty() {
+            continue;
+        }
+        let p: Prompt =
+            serde_json::from_str(line).map_err(|e| Error::config(&loc, e.to_string()))?;
+        if p.id.trim().is_empty() {
+            return Err(Error::config(&loc, "`id` is empty"));
+        }
+        if p.prompt.trim().is_empty() {
+            return Err(Error::config(&loc, "`prompt` is empty"));
+        }
+        if !seen.insert(p.id.clone()) {
+            return Err(Error::config(&loc, format!("duplicate id `{}`", p.id)));
+        }
+        out.push(p);
+    }
+    if out.is_empty() {
+        return Err(Error::config(origin, "no prompts in file"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_lines_are_located() {
+        let ok = "{\"id\":\"a\",\"prompt\":\"x\"}\n\n{\"id\":\"b\",\"category\":\"c\",\"prompt\":\"y\",\"reference\":\"z\"}\n";
+        assert_eq!(parse_prompts(ok, "p.jsonl").unwrap().len(), 2);
+        let cases = [
+            ("{\"id\":\"a\",\"prompt\":\"x\"}\n{not json}\n", "p.jsonl:2"),
+            ("{\"id\":\"a\"}\n", "p.jsonl:1"),
+            ("{\"id\":\"a\",\"prompt\":\"x\",\"extra\":1}\n", "p.jsonl:1"),
+            (
+                "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a\",\"prompt\":\"y\"}\n",
+                "p.jsonl:2",
+            ),
+            ("{\"id\":\"a\",\"prompt\":\"  \"}\n", "p.jsonl:1"),
+        ];
+        for (text, loc) in cases {
+            let e = parse_prompts(text, "p.jsonl").unwrap_err().to_string();
+            assert!(e.starts_with(loc), "{e}");
+        }
+    }
+}
