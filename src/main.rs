@@ -181,6 +181,9 @@ struct GenerateArgs {
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
+    /// Continue the prompt as raw text, without the chat template (for base models).
+    #[arg(long)]
+    raw: bool,
     /// Print the whole result as JSON.
     #[arg(long)]
     json: bool,
@@ -240,7 +243,11 @@ fn main() -> Result<()> {
                 messages.push(Message::system(s));
             }
             messages.push(Message::user(&args.prompt));
-            let out = model.generate(&messages, &params)?;
+            let out = if args.raw {
+                model.complete(&args.prompt, &params)?
+            } else {
+                model.generate(&messages, &params)?
+            };
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {

@@ -3,21 +3,61 @@
 use super::Backend;
 use crate::engine::Generation;
 use crate::error::{Error, Result};
-use crate::model::{Message, Model};
+use crate::model::{KvCache, Message, Model};
 use crate::sampling::SamplingParams;
 
 /// A [`Model`] running in this process.
+///
+/// Token-probability queries keep the KV cache of the last prompt: a query whose tokens
+/// extend the previous one (the next criterion of an expected-score verdict) only runs the
+/// new tokens.
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     model: Model,
     name: String,
+    prefix: Option<(Vec<u32>, KvCache, Vec<f32>)>,
 }
 
 impl LocalBackend {
     /// Wraps a loaded model.
     pub fn new(model: Model) -> Self {
         let name = model.source().to_string();
-        Self { model, name }
+        Self {
+            model,
+            name,
+            prefix: None,
+        }
+    }
+
+    /// Log-probabilities of the next token after `ids`, reusing the cached prefix.
+    fn logprobs_after(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        if let Some((cached, cache, logprobs)) = &mut self.prefix {
+            if ids == cached.as_slice() {
+                return Ok(logprobs.clone());
+            }
+            if ids.len() > cached.len() && ids.starts_with(cached) {
+                let logits =
+                    self.model
+                        .transformer()
+                        .forward(&ids[cached.len()..], cache, false)?;
+                let lp: Vec<f32> =
+                    candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?.to_vec1()?;
+                *cached = ids.to_vec();
+                *logprobs = lp.clone();
+                return Ok(lp);
+            }
+        }
+        if ids.is_empty() || ids.len() >= self.model.context_length() {
+            return Err(Error::ContextOverflow {
+                prompt: ids.len(),
+                context: self.model.context_length(),
+            });
+        }
+        let mut cache = self.model.transformer().new_cache();
+        let logits = self.model.transformer().forward(ids, &mut cache, false)?;
+        let lp: Vec<f32> = candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?.to_vec1()?;
+        self.prefix = Some((ids.to_vec(), cache, lp.clone()));
+        Ok(lp)
     }
 
     /// The wrapped model.
@@ -59,7 +99,7 @@ impl Backend for LocalBackend {
             }
             ids.push(with[base.len()]);
         }
-        let lp = self.model.next_token_logprobs(&base)?;
+        let lp = self.logprobs_after(&base)?;
         let raw: Vec<f64> = ids.iter().map(|&i| (lp[i as usize] as f64).exp()).collect();
         let mass: f64 = raw.iter().sum();
         if mass <= 0.0 {

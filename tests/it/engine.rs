@@ -37,11 +37,12 @@ fn gemma_completes_a_fact() {
     let mut g = gemma();
     let out = g
         .complete(
-            "The capital of France is",
+            "Water boils at a temperature of",
             &SamplingParams::greedy().with_max_new_tokens(8),
         )
         .unwrap();
-    assert!(out.text.contains("Paris"), "{}", out.text);
+    // llama.cpp gives " 100 degrees Celsius." on the same file.
+    assert!(out.text.starts_with(" 100 degrees Celsius"), "{}", out.text);
 }
 
 #[test]

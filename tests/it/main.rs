@@ -3,5 +3,6 @@
 mod cli;
 mod common;
 mod engine;
+mod experiment;
 mod hub;
 mod tokenizer;

@@ -104,3 +104,25 @@ fn gemma_uses_the_plain_fallback() {
     let text = g.template().render(&[Message::user("Q")], true).unwrap();
     assert_eq!(text, "User: Q\n\nAssistant:");
 }
+
+/// Token ids recorded with llama.cpp's `llama-tokenize --ids --no-bos` (llama.cpp as vendored
+/// in llama-cpp-python 0.3.36) on the same GGUF files.
+#[test]
+fn ids_match_llama_cpp() {
+    let golden: serde_json::Value =
+        serde_json::from_str(include_str!("../data/llamacpp_tokens.json")).unwrap();
+    for (name, model) in [
+        ("smollm2-135m-instruct", smollm()),
+        ("gemma3-270m", gemma()),
+    ] {
+        for row in golden[name].as_array().unwrap() {
+            let text = row["text"].as_str().unwrap();
+            let want: Vec<u32> = serde_json::from_value(row["ids"].clone()).unwrap();
+            assert_eq!(
+                model.tokenizer().encode(text, false).unwrap(),
+                want,
+                "{name}: {text:?}"
+            );
+        }
+    }
+}
