@@ -65,10 +65,13 @@ fn value(j: &JudgmentRecord) -> Option<f64> {
     j.expected_score.or(j.score)
 }
 
+/// (model, setting, mode, criterion).
+type GroupKey = (String, String, String, String);
+
 /// Summary rows in first-seen order of (model, setting, mode, criterion).
 pub fn summarize(judgments: &[JudgmentRecord], seed: u64) -> Vec<SummaryRow> {
-    let mut groups: Vec<((String, String, String, String), Vec<Option<f64>>)> = Vec::new();
-    let mut push = |k: (String, String, String, String), v: Option<f64>| match groups
+    let mut groups: Vec<(GroupKey, Vec<Option<f64>>)> = Vec::new();
+    let mut push = |k: GroupKey, v: Option<f64>| match groups
         .iter_mut()
         .find(|(g, _)| *g == k)
     {

@@ -38,6 +38,7 @@
 
 pub mod analysis;
 pub mod backend;
+pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod experiment;

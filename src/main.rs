@@ -132,6 +132,18 @@ enum Command {
         #[arg(long)]
         no_sanity: bool,
     },
+    /// Measure prompt and decode speed (optionally next to llama.cpp's llama-bench).
+    Bench {
+        /// Models to measure (default: the bundled ones).
+        #[arg(long = "model")]
+        models: Vec<String>,
+        /// Repetitions per figure.
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
+        #[arg(long)]
+        llama_bench: Option<PathBuf>,
+    },
     /// Describe a model file.
     Info {
         /// Model name, .gguf path or hf:// reference.
@@ -331,6 +343,47 @@ fn main() -> Result<()> {
             std::fs::copy(&src, out.join("responses.jsonl"))
                 .with_context(|| format!("copying {}", src.display()))?;
             run_experiment(cfg, &out, no_sanity)?;
+        }
+        Command::Bench {
+            models,
+            reps,
+            llama_bench,
+        } => {
+            let models = if models.is_empty() {
+                bundled::BUNDLED.iter().map(|m| m.name.to_string()).collect()
+            } else {
+                models
+            };
+            let threads = cli.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            });
+            println!(
+                "{:<24} {:>6} {:>12} {:>12} {:>7}",
+                "model", "test", "ours tok/s", "llama.cpp", "ratio"
+            );
+            for name in models {
+                let mut m = load(&name)?;
+                let mut rows = llm_judge::bench::bench_model(&name, &mut m, reps)?;
+                if let Some(lb) = &llama_bench {
+                    llm_judge::bench::add_llama_bench(&mut rows, lb, m.path(), threads, reps)?;
+                }
+                for r in rows {
+                    let opt = |v: Option<f64>, p: usize| {
+                        v.map(|x| format!("{x:.*}", p)).unwrap_or_else(|| "-".into())
+                    };
+                    println!(
+                        "{:<24} {:>6} {:>12.1} {:>12} {:>7}",
+                        r.model,
+                        r.test,
+                        r.tokens_per_s,
+                        opt(r.llama_cpp_tokens_per_s, 1),
+                        opt(r.ratio(), 2)
+                    );
+                }
+            }
+            if let Some(rss) = llm_judge::bench::peak_rss_bytes() {
+                println!("peak RSS: {:.0} MB", rss as f64 / 1e6);
+            }
         }
         Command::Info { model, json } => {
             let source: ModelSource = model.parse()?;

@@ -106,7 +106,7 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
 }
 
 fn model_id(src: &ModelSource) -> Result<String> {
-    Ok(cached_sha256(&src.resolve()?)?)
+    cached_sha256(&src.resolve()?)
 }
 
 fn generate(
