@@ -71,10 +71,7 @@ type GroupKey = (String, String, String, String);
 /// Summary rows in first-seen order of (model, setting, mode, criterion).
 pub fn summarize(judgments: &[JudgmentRecord], seed: u64) -> Vec<SummaryRow> {
     let mut groups: Vec<(GroupKey, Vec<Option<f64>>)> = Vec::new();
-    let mut push = |k: GroupKey, v: Option<f64>| match groups
-        .iter_mut()
-        .find(|(g, _)| *g == k)
-    {
+    let mut push = |k: GroupKey, v: Option<f64>| match groups.iter_mut().find(|(g, _)| *g == k) {
         Some((_, vs)) => vs.push(v),
         None => groups.push((k, vec![v])),
     };
@@ -130,9 +127,204 @@ pub fn summarize(judgments: &[JudgmentRecord], seed: u64) -> Vec<SummaryRow> {
         .collect()
 }
 
+/// Average ranks (1-based), ties sharing the mean of their ranks.
+pub fn ranks(xs: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| {
+        xs[a]
+            .partial_cmp(&xs[b])
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut r = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Pearson correlation; NaN when either side is constant or there are fewer than 2 pairs.
+pub fn pearson(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len().min(ys.len());
+    if n < 2 {
+        return f64::NAN;
+    }
+    let (mx, my) = (
+        xs[..n].iter().sum::<f64>() / n as f64,
+        ys[..n].iter().sum::<f64>() / n as f64,
+    );
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (dx, dy) = (xs[i] - mx, ys[i] - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Spearman's rank correlation (Pearson on average ranks, so ties are handled).
+pub fn spearman(xs: &[f64], ys: &[f64]) -> f64 {
+    pearson(&ranks(xs), &ranks(ys))
+}
+
+/// Cohen's kappa between two raters' categorical labels.
+pub fn cohen_kappa<T: PartialEq + Clone>(a: &[T], b: &[T]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    let mut cats: Vec<T> = Vec::new();
+    for x in a[..n].iter().chain(b[..n].iter()) {
+        if !cats.contains(x) {
+            cats.push(x.clone());
+        }
+    }
+    let po = (0..n).filter(|&i| a[i] == b[i]).count() as f64 / n as f64;
+    let pe: f64 = cats
+        .iter()
+        .map(|c| {
+            let pa = a[..n].iter().filter(|x| *x == c).count() as f64 / n as f64;
+            let pb = b[..n].iter().filter(|x| *x == c).count() as f64 / n as f64;
+            pa * pb
+        })
+        .sum();
+    if pe == 1.0 {
+        return if po == 1.0 { 1.0 } else { f64::NAN };
+    }
+    (po - pe) / (1.0 - pe)
+}
+
+/// Agreement between two modes (or judges) on the same responses and criterion.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    /// What was compared, e.g. `expected vs listwise, total`.
+    pub label: String,
+    /// Responses scored by both.
+    pub n: usize,
+    /// Spearman's rho of the scores.
+    pub spearman: f64,
+    /// Cohen's kappa of the rounded scores.
+    pub kappa: f64,
+}
+
+/// Compares mode `a` with mode `b` on `criterion`, per response (expected scores count as
+/// their expectation for Spearman and their argmax for kappa).
+pub fn mode_agreement(js: &[JudgmentRecord], a: &str, b: &str, criterion: &str) -> Agreement {
+    let pick = |mode: &str| -> Vec<(&str, f64, f64)> {
+        js.iter()
+            .filter(|j| j.mode == mode && j.criterion == criterion)
+            .filter_map(|j| {
+                j.score
+                    .map(|s| (j.response_key.as_str(), value(j).unwrap_or(s), s))
+            })
+            .collect()
+    };
+    let (va, vb) = (pick(a), pick(b));
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    let mut la = Vec::new();
+    let mut lb = Vec::new();
+    for (k, x, lx) in &va {
+        if let Some((_, y, ly)) = vb.iter().find(|(kb, _, _)| kb == k) {
+            xs.push(*x);
+            ys.push(*y);
+            la.push(lx.round() as i64);
+            lb.push(ly.round() as i64);
+        }
+    }
+    Agreement {
+        label: format!("{a} vs {b}, {criterion}"),
+        n: xs.len(),
+        spearman: spearman(&xs, &ys),
+        kappa: cohen_kappa(&la, &lb),
+    }
+}
+
+/// Share of pairwise comparisons whose two orders agreed (position consistency), and how
+/// many comparisons had both verdicts parsed.
+pub fn pairwise_consistency(js: &[JudgmentRecord]) -> (f64, usize) {
+    let c: Vec<bool> = js
+        .iter()
+        .filter(|j| j.mode == "pairwise")
+        .filter_map(|j| j.consistent)
+        .collect();
+    let n = c.len();
+    (c.iter().filter(|x| **x).count() as f64 / n.max(1) as f64, n)
+}
+
+/// Human-readable agreement lines: each pair of scoring modes on `total`, and the pairwise
+/// position consistency.
+pub fn agreement_report(js: &[JudgmentRecord]) -> Vec<String> {
+    let mut modes: Vec<&str> = Vec::new();
+    for j in js {
+        if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
+            modes.push(&j.mode);
+        }
+    }
+    let mut out = Vec::new();
+    for i in 0..modes.len() {
+        for k in i + 1..modes.len() {
+            let a = mode_agreement(js, modes[i], modes[k], "total");
+            out.push(format!(
+                "agreement {}: n={}, Spearman rho={:.3}, Cohen kappa={:.3}",
+                a.label, a.n, a.spearman, a.kappa
+            ));
+        }
+    }
+    let (c, n) = pairwise_consistency(js);
+    if n > 0 {
+        out.push(format!(
+            "pairwise position consistency: {:.1}% of {n} comparisons gave the same verdict in both orders",
+            c * 100.0
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spearman_textbook() {
+        // Wikipedia's IQ / hours of TV example: rho = -29/165.
+        let iq = [
+            106.0, 86.0, 100.0, 101.0, 99.0, 103.0, 97.0, 113.0, 112.0, 110.0,
+        ];
+        let tv = [7.0, 0.0, 27.0, 50.0, 28.0, 29.0, 20.0, 12.0, 6.0, 17.0];
+        assert!((spearman(&iq, &tv) - (-29.0 / 165.0)).abs() < 1e-9);
+        assert_eq!(ranks(&[10.0, 20.0, 20.0, 5.0]), vec![2.0, 3.5, 3.5, 1.0]);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn kappa_textbook() {
+        // Wikipedia's example: 50 proposals, 20 yes-yes, 5 yes-no, 10 no-yes, 15 no-no: 0.4.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for (x, y, n) in [
+            ("y", "y", 20),
+            ("y", "n", 5),
+            ("n", "y", 10),
+            ("n", "n", 15),
+        ] {
+            for _ in 0..n {
+                a.push(x);
+                b.push(y);
+            }
+        }
+        assert!((cohen_kappa(&a, &b) - 0.4).abs() < 1e-12);
+        assert_eq!(cohen_kappa(&[1, 2, 3], &[1, 2, 3]), 1.0);
+    }
 
     #[test]
     fn mean_std_hand_computed() {

@@ -114,15 +114,28 @@ pub fn add_llama_bench(
     if !out.status.success() {
         return Err(Error::config(
             llama_bench.display().to_string(),
-            format!("llama-bench failed: {}", String::from_utf8_lossy(&out.stderr)),
+            format!(
+                "llama-bench failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
         ));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::config(llama_bench.display().to_string(), format!("unreadable JSON: {e}"))
+        Error::config(
+            llama_bench.display().to_string(),
+            format!("unreadable JSON: {e}"),
+        )
     })?;
     for t in v.as_array().into_iter().flatten() {
-        let (p, g) = (t["n_prompt"].as_u64().unwrap_or(0), t["n_gen"].as_u64().unwrap_or(0));
-        let test = if g > 0 { format!("tg{g}") } else { format!("pp{p}") };
+        let (p, g) = (
+            t["n_prompt"].as_u64().unwrap_or(0),
+            t["n_gen"].as_u64().unwrap_or(0),
+        );
+        let test = if g > 0 {
+            format!("tg{g}")
+        } else {
+            format!("pp{p}")
+        };
         if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
             r.llama_cpp_tokens_per_s = t["avg_ts"].as_f64();
         }

@@ -44,6 +44,32 @@ impl Progress for Bars {
     }
 }
 
+/// The total score per model, setting and mode, one line each.
+fn summary_text(records: &[llm_judge::records::JudgmentRecord]) -> String {
+    let rows = llm_judge::analysis::summarize(records, 0);
+    let mut out = format!(
+        "{:<20} {:<10} {:<10} {:<10} {:>4} {:>6} {:>8} {:>18}\n",
+        "model", "setting", "mode", "score", "n", "null", "mean", "95% CI"
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r.criterion == "total" || r.criterion == "win_rate")
+    {
+        out.push_str(&format!(
+            "{:<20} {:<10} {:<10} {:<10} {:>4} {:>6} {:>8.3} {:>18}\n",
+            r.model,
+            r.setting,
+            r.mode,
+            r.criterion,
+            r.n,
+            r.n_null,
+            r.mean,
+            format!("[{:.3}, {:.3}]", r.ci_low, r.ci_high)
+        ));
+    }
+    out
+}
+
 fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Result<()> {
     if no_sanity {
         if let Some(j) = cfg.judge.as_mut() {
@@ -52,12 +78,12 @@ fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Res
     }
     let plan = cfg.plan()?;
     let result = llm_judge::experiment::run(&plan, out, &mut Bars { bar: None })?;
-    println!("{}", result.summary);
+    println!("{}", summary_text(&result.records));
     if let Some(s) = &result.sanity {
         println!("{}", s.describe());
     }
-    for w in &result.warnings {
-        eprintln!("{w}");
+    for line in llm_judge::analysis::agreement_report(&result.records) {
+        println!("{line}");
     }
     println!("results written to {}", result.dir.display());
     Ok(())
@@ -143,6 +169,11 @@ enum Command {
         /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
         #[arg(long)]
         llama_bench: Option<PathBuf>,
+    },
+    /// Write a self-contained HTML report (report.html) and the results chart of a run.
+    Report {
+        /// Results folder.
+        results: PathBuf,
     },
     /// Describe a model file.
     Info {
@@ -350,12 +381,17 @@ fn main() -> Result<()> {
             llama_bench,
         } => {
             let models = if models.is_empty() {
-                bundled::BUNDLED.iter().map(|m| m.name.to_string()).collect()
+                bundled::BUNDLED
+                    .iter()
+                    .map(|m| m.name.to_string())
+                    .collect()
             } else {
                 models
             };
             let threads = cli.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
             });
             println!(
                 "{:<24} {:>6} {:>12} {:>12} {:>7}",
@@ -369,7 +405,8 @@ fn main() -> Result<()> {
                 }
                 for r in rows {
                     let opt = |v: Option<f64>, p: usize| {
-                        v.map(|x| format!("{x:.*}", p)).unwrap_or_else(|| "-".into())
+                        v.map(|x| format!("{x:.*}", p))
+                            .unwrap_or_else(|| "-".into())
                     };
                     println!(
                         "{:<24} {:>6} {:>12.1} {:>12} {:>7}",
@@ -384,6 +421,22 @@ fn main() -> Result<()> {
             if let Some(rss) = llm_judge::bench::peak_rss_bytes() {
                 println!("peak RSS: {:.0} MB", rss as f64 / 1e6);
             }
+        }
+        Command::Report { results } => {
+            let path = llm_judge::report::write_report(&results)?;
+            let rows = llm_judge::analysis::summarize(
+                &llm_judge::store::Store::open(&results)?.load("judgments")?,
+                0,
+            );
+            for mode in ["listwise", "rubric", "expected"] {
+                if let Ok(fig) = llm_judge::plot::Figure::score_bars(&rows, mode, "total") {
+                    let png = results.join(format!("scores-{mode}.png"));
+                    fig.save_png(&png)?;
+                    fig.save_svg(&results.join(format!("scores-{mode}.svg")))?;
+                    println!("{}", png.display());
+                }
+            }
+            println!("{}", path.display());
         }
         Command::Info { model, json } => {
             let source: ModelSource = model.parse()?;

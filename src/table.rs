@@ -227,9 +227,66 @@ pub(crate) fn write_run(
     Ok(RunOutput {
         responses: responses_t,
         judgments: judgments_t,
+        records: judgments.to_vec(),
         summary: summary_t,
         sanity: sanity.cloned(),
         warnings: warnings.to_vec(),
         dir: dir.to_path_buf(),
     })
+}
+
+/// The non-null values of a string column.
+pub fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = df.column(name).map_err(perr)?;
+    let ca = c.str().map_err(perr)?;
+    Ok(ca.iter().flatten().map(|s| s.to_string()).collect())
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An HTML `<table>` of a DataFrame (at most `max_rows` rows), for reports and notebooks.
+pub fn to_html(df: &DataFrame, max_rows: usize) -> String {
+    let mut out = String::from("<table class=\"df\">\n<thead><tr>");
+    for c in df.columns() {
+        out.push_str(&format!("<th>{}</th>", escape(c.name())));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for i in 0..df.height().min(max_rows) {
+        out.push_str("<tr>");
+        for c in df.columns() {
+            let cell = match c.get(i) {
+                Ok(AnyValue::Null) => String::new(),
+                Ok(AnyValue::String(s)) => s.to_string(),
+                Ok(AnyValue::Float64(f)) => format!("{f:.3}"),
+                Ok(v) => v.to_string(),
+                Err(e) => e.to_string(),
+            };
+            out.push_str(&format!("<td>{}</td>", escape(&cell)));
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n");
+    if df.height() > max_rows {
+        out.push_str(&format!("<p>… {} more rows</p>\n", df.height() - max_rows));
+    }
+    out
+}
+
+/// A DataFrame that shows as an HTML table in evcxr notebooks.
+#[derive(Clone, Debug)]
+pub struct HtmlTable(pub DataFrame);
+
+impl HtmlTable {
+    /// Prints the evcxr display protocol for the table.
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            to_html(&self.0, 200)
+        );
+    }
 }

@@ -26,6 +26,8 @@ pub struct RunOutput {
     pub judgments: DataFrame,
     /// Model × setting × mode × criterion: n, mean, std, bootstrap 95 % CI.
     pub summary: DataFrame,
+    /// The judgment records behind `judgments`.
+    pub records: Vec<JudgmentRecord>,
     /// The judge sanity check, when it ran.
     pub sanity: Option<SanitySummary>,
     /// Warnings (e.g. self-preference).

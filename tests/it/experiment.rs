@@ -117,6 +117,15 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
     assert!(back.equals_missing(&a.summary));
     let csv = std::fs::read_to_string(dir.0.join("a/summary.csv")).unwrap();
     assert!(csv.starts_with("model,setting,mode,criterion,n,n_null,mean,std,ci_low,ci_high"));
+    // The report is one self-contained file with the chart inline.
+    let report = llm_judge::report::write_report(&dir.0.join("a")).unwrap();
+    let html = std::fs::read_to_string(report).unwrap();
+    assert!(html.contains("<svg") && html.contains("Judge score (expected, total)"));
+    assert!(html.contains("<table class=\"df\">") && html.contains("smollm2-135m-instruct"));
+    assert!(
+        !html.contains("src=\"http"),
+        "report must not load anything from the network"
+    );
 }
 
 #[test]

@@ -1,0 +1,135 @@
+//! One self-contained HTML report of a results folder: run metadata (models with file
+//! hashes, sampling values, seeds, judge, version), warnings and the judge sanity check, the
+//! summary table, the results chart per judge mode (inline SVG), agreement statistics, and
+//! every answer with its scores.
+
+use crate::analysis::{agreement_report, summarize};
+use crate::error::{Error, Result};
+use crate::plot::Figure;
+use crate::records::{JudgmentRecord, ResponseRecord};
+use crate::store::{write_atomic, Store};
+use crate::table::{load_table, string_column, to_html};
+use std::path::{Path, PathBuf};
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Writes `<dir>/report.html` and returns its path.
+pub fn write_report(dir: &Path) -> Result<PathBuf> {
+    let meta_path = dir.join("run.json");
+    let meta_text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+    let meta: serde_json::Value = serde_json::from_str(&meta_text)
+        .map_err(|e| Error::config(meta_path.display().to_string(), e.to_string()))?;
+    let store = Store::open(dir)?;
+    let responses: Vec<ResponseRecord> = store.load("responses")?;
+    let judgments_t = load_table(dir, "judgments")?;
+    let ids: std::collections::HashSet<String> = string_column(&judgments_t, "judgment_id")?
+        .into_iter()
+        .collect();
+    let judgments: Vec<JudgmentRecord> = store
+        .load::<JudgmentRecord>("judgments")?
+        .into_iter()
+        .filter(|j| ids.contains(&j.key))
+        .collect();
+    let seed = meta["experiment"]["seed"].as_u64().unwrap_or(0);
+    let summary_rows = summarize(&judgments, seed);
+    let summary = load_table(dir, "summary")?;
+    let name = meta["experiment"]["name"].as_str().unwrap_or("experiment");
+
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>llm-judge: {n}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
+         table.df{{border-collapse:collapse;font-size:13px;margin:1em 0}}\
+         table.df td,table.df th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}\
+         .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}}\
+         pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}</style></head><body>\n\
+         <h1>llm-judge report: {n}</h1>\n",
+        n = esc(name)
+    ));
+    for w in meta["warnings"].as_array().into_iter().flatten() {
+        h.push_str(&format!(
+            "<p class=\"warn\">{}</p>\n",
+            esc(w.as_str().unwrap_or(""))
+        ));
+    }
+    if let Some(s) = meta.get("sanity").filter(|s| !s.is_null()) {
+        let s: crate::experiment::SanitySummary =
+            serde_json::from_value(s.clone()).map_err(|e| {
+                Error::config(format!("{}: sanity", meta_path.display()), e.to_string())
+            })?;
+        let class = if s.flagged { " class=\"warn\"" } else { "" };
+        h.push_str(&format!(
+            "<h2>Judge sanity check</h2><p{class}>{}</p>\n",
+            esc(&s.describe())
+        ));
+    }
+    h.push_str("<h2>Results</h2>\n");
+    let mut modes: Vec<String> = Vec::new();
+    for r in &summary_rows {
+        if r.mode != "pairwise" && !modes.contains(&r.mode) {
+            modes.push(r.mode.clone());
+        }
+    }
+    for m in &modes {
+        let fig = Figure::score_bars(&summary_rows, m, "total")?;
+        h.push_str(&fig.to_svg()?);
+        h.push('\n');
+    }
+    h.push_str("<h2>Summary</h2>\n");
+    h.push_str(&to_html(&summary, 500));
+    let agreement = agreement_report(&judgments);
+    if !agreement.is_empty() {
+        h.push_str("<h2>Agreement</h2><ul>\n");
+        for a in agreement {
+            h.push_str(&format!("<li>{}</li>\n", esc(&a)));
+        }
+        h.push_str("</ul>\n");
+    }
+    h.push_str("<h2>Run</h2>\n<pre>");
+    let run_meta = serde_json::json!({
+        "llm_judge_version": meta["llm_judge_version"],
+        "models": meta["models"],
+        "settings": meta["settings"],
+        "judge": meta["judge"],
+        "experiment": meta["experiment"],
+        "counts": meta["counts"],
+    });
+    h.push_str(&esc(
+        &serde_json::to_string_pretty(&run_meta).unwrap_or_default()
+    ));
+    h.push_str("</pre>\n<h2>Answers</h2>\n");
+    for r in &responses {
+        let scores: Vec<String> = judgments
+            .iter()
+            .filter(|j| j.response_key == r.key && j.criterion == "total")
+            .map(|j| {
+                format!(
+                    "{}: {}",
+                    j.mode,
+                    j.expected_score
+                        .or(j.score)
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "null".into())
+                )
+            })
+            .collect();
+        h.push_str(&format!(
+            "<details><summary>{} / {} / {} #{} — {}</summary><p><b>{}</b></p><pre>{}</pre></details>\n",
+            esc(&r.model),
+            esc(&r.setting),
+            esc(&r.prompt_id),
+            r.sample,
+            esc(&scores.join(", ")),
+            esc(&r.prompt),
+            esc(r.text.as_deref().or(r.error.as_deref()).unwrap_or(""))
+        ));
+    }
+    h.push_str("</body></html>\n");
+    let out = dir.join("report.html");
+    write_atomic(&out, h.as_bytes())?;
+    Ok(out)
+}
