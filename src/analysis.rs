@@ -335,11 +335,14 @@ mod tests {
 
     #[test]
     fn bootstrap_is_seeded_and_brackets_the_mean() {
-        let xs = [3.0, 4.0, 2.0, 4.0, 3.0, 1.0, 4.0, 3.0, 2.0, 4.0];
+        let xs = [1.31, 2.72, 3.14, 0.43, 5.97, 2.21, 3.36, 4.81, 1.12, 2.05];
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
         let a = bootstrap_ci(&xs, 2000, 0.95, 7);
         assert_eq!(a, bootstrap_ci(&xs, 2000, 0.95, 7));
         assert_ne!(a, bootstrap_ci(&xs, 2000, 0.95, 8));
-        assert!(a.0 < 3.0 && 3.0 < a.1, "{a:?}");
+        assert!(a.0 < mean && mean < a.1, "{a:?}");
+        // Roughly mean +- 1.96 * sd / sqrt(n): sd 1.63, so a half-width near 1.0.
+        assert!((a.1 - a.0) > 1.4 && (a.1 - a.0) < 2.6, "{a:?}");
         // The CI of a constant sample is that constant.
         assert_eq!(bootstrap_ci(&[2.0; 5], 100, 0.95, 1), (2.0, 2.0));
     }

@@ -346,8 +346,17 @@ mod tests {
         ];
         let f = Figure::score_bars(&s, "listwise", "total").unwrap();
         let svg = f.to_svg().unwrap();
-        for needle in ["p1", "p2", ">a<", ">b<", "Judge score"] {
-            assert!(svg.contains(needle), "{needle} missing");
+        for label in [
+            "p1",
+            "p2",
+            "a",
+            "b",
+            "Judge score (listwise, total) by model and sampling setting",
+        ] {
+            assert!(
+                svg.contains(&format!("\n{label}\n</text>")),
+                "{label} missing"
+            );
         }
         assert!(Figure::score_bars(&s, "pairwise", "total").is_err());
     }
