@@ -225,6 +225,28 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         std::fs::read_to_string(out.join("responses.jsonl")).unwrap(),
         raw_lines
     );
+
+    // `judge` re-judges the stored answers with another mode, without generating.
+    let rejudged = dir.0.join("rejudged");
+    let o = run_cli(&[
+        "judge",
+        out.to_str().unwrap(),
+        "--model",
+        "smollm2-135m-instruct",
+        "--mode",
+        "expected",
+        "--out",
+        rejudged.to_str().unwrap(),
+        "--no-sanity",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rs: Vec<ResponseRecord> = Store::open(&rejudged).unwrap().load("responses").unwrap();
+    assert_eq!(text(&rs), text(&responses));
+    let js: Vec<JudgmentRecord> = Store::open(&rejudged).unwrap().load("judgments").unwrap();
+    assert_eq!(js.len(), 8 * 4);
+    assert!(js
+        .iter()
+        .all(|j| j.mode == "expected" && j.expected_score.is_some()));
 }
 
 #[test]
