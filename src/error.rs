@@ -118,6 +118,9 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A remote endpoint failed (after retries).
+    #[error("remote endpoint: {0}")]
+    Remote(String),
     /// A table operation failed.
     #[error("table: {0}")]
     Table(String),

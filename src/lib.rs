@@ -49,6 +49,7 @@ pub mod prompts;
 pub mod records;
 pub mod report;
 pub mod sampling;
+pub mod server;
 pub mod store;
 pub mod table;
 

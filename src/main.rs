@@ -175,6 +175,21 @@ enum Command {
         /// Results folder.
         results: PathBuf,
     },
+    /// Serve a local model over an OpenAI-compatible HTTP API.
+    Serve {
+        /// Model name, .gguf path or hf:// reference.
+        #[arg(long)]
+        model: String,
+        /// Host to bind; loopback unless you need otherwise.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 picks a free one).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Environment variable holding the API key clients must send (none: no key).
+        #[arg(long)]
+        api_key_env: Option<String>,
+    },
     /// Describe a model file.
     Info {
         /// Model name, .gguf path or hf:// reference.
@@ -437,6 +452,32 @@ fn main() -> Result<()> {
                 }
             }
             println!("{}", path.display());
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            api_key_env,
+        } => {
+            let api_key = match &api_key_env {
+                Some(var) => Some(
+                    std::env::var(var)
+                        .with_context(|| format!("--api-key-env: variable {var} is not set"))?,
+                ),
+                None => None,
+            };
+            let m = load(&model)?;
+            let opts = llm_judge::server::ServeOptions {
+                host,
+                port,
+                api_key,
+                model_name: model.clone(),
+            };
+            llm_judge::server::serve(m, opts, |addr| {
+                use std::io::Write;
+                println!("listening on http://{addr}/v1 (model {model})");
+                let _ = std::io::stdout().flush();
+            })?;
         }
         Command::Info { model, json } => {
             let source: ModelSource = model.parse()?;

@@ -2,8 +2,11 @@
 //! local candle model and a remote endpoint are interchangeable.
 
 mod local;
+pub mod openai;
+pub mod openai_types;
 
 pub use local::LocalBackend;
+pub use openai::{EndpointConfig, OpenAiBackend};
 
 use crate::engine::Generation;
 use crate::error::Result;

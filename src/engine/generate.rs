@@ -58,10 +58,56 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// Log-probability of each generated token under the model's raw distribution.
     pub logprobs: Vec<f32>,
+    /// Per generated token, the most likely alternatives `(id, logprob)` when asked for
+    /// ([`GenerateOptions::top_logprobs`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_logprobs: Vec<Vec<(u32, f32)>>,
     /// Timing.
     pub timing: Timing,
     /// Which prompt format was used.
     pub template: TemplateSource,
+}
+
+/// Extra outputs of a generation.
+#[derive(Default)]
+pub struct GenerateOptions<'a> {
+    /// How many alternatives to record per generated token (0 = none).
+    pub top_logprobs: usize,
+    /// Called with each new piece of text as soon as it is final (streaming). Text that could
+    /// still turn out to be the start of a stop string is held back until it cannot.
+    pub on_text: Option<&'a mut dyn FnMut(&str)>,
+}
+
+/// The `k` most likely ids of a logits vector, with their log-probabilities.
+pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    if k == 0 || logits.is_empty() {
+        return Vec::new();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max as f64
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let k = k.min(idx.len());
+    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+        logits[b as usize]
+            .partial_cmp(&logits[a as usize])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| {
+        logits[b as usize]
+            .partial_cmp(&logits[a as usize])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(&b))
+    });
+    idx.into_iter()
+        .map(|i| (i, (logits[i as usize] as f64 - log_z) as f32))
+        .collect()
 }
 
 impl Model {
@@ -103,6 +149,16 @@ impl Model {
         prompt_ids: &[u32],
         params: &SamplingParams,
     ) -> Result<Generation> {
+        self.generate_ids_with(prompt_ids, params, GenerateOptions::default())
+    }
+
+    /// Generates from prompt token ids, with top log-probabilities and/or streaming.
+    pub fn generate_ids_with(
+        &mut self,
+        prompt_ids: &[u32],
+        params: &SamplingParams,
+        mut opts: GenerateOptions<'_>,
+    ) -> Result<Generation> {
         let mut sampler = Sampler::new(params.clone())?;
         let ctx = self.context_length();
         if prompt_ids.is_empty() || prompt_ids.len() >= ctx {
@@ -125,11 +181,16 @@ impl Model {
         let t1 = Instant::now();
         let mut tokens = Vec::new();
         let mut logprobs = Vec::new();
+        let mut tops = Vec::new();
+        let mut emitted = 0usize;
         let mut finish = FinishReason::Length;
         let mut text = String::new();
         let mut checked = 0usize;
         for step in 0..max_new {
             let s = sampler.sample(&logits, &history)?;
+            if opts.top_logprobs > 0 {
+                tops.push(top_logprobs(&logits, opts.top_logprobs));
+            }
             tokens.push(s.token);
             logprobs.push(s.logprob);
             history.push(s.token);
@@ -137,7 +198,7 @@ impl Model {
                 finish = FinishReason::Stop;
                 break;
             }
-            if longest_stop > 0 {
+            if longest_stop > 0 || opts.on_text.is_some() {
                 text = self.tokenizer().decode(&tokens, false)?;
                 let from = floor_char_boundary(&text, checked.saturating_sub(longest_stop));
                 if let Some(cut) = params
@@ -151,6 +212,21 @@ impl Model {
                     break;
                 }
                 checked = text.len();
+                if let Some(cb) = opts.on_text.as_mut() {
+                    // Hold back what could still start a stop string, and any incomplete
+                    // UTF-8 sequence (decoded as U+FFFD until its last byte arrives).
+                    let mut safe = floor_char_boundary(
+                        &text,
+                        text.len().saturating_sub(longest_stop.saturating_sub(1)),
+                    );
+                    if text[..safe].ends_with('\u{FFFD}') {
+                        safe = floor_char_boundary(&text, safe - '\u{FFFD}'.len_utf8());
+                    }
+                    if safe > emitted {
+                        cb(&text[emitted..safe]);
+                        emitted = safe;
+                    }
+                }
             }
             if step + 1 == max_new {
                 break;
@@ -166,6 +242,11 @@ impl Model {
             };
             text = self.tokenizer().decode(body, false)?;
         }
+        if let Some(cb) = opts.on_text.as_mut() {
+            if text.len() > emitted && text.is_char_boundary(emitted) {
+                cb(&text[emitted..]);
+            }
+        }
         let n = tokens.len();
         Ok(Generation {
             text,
@@ -175,6 +256,7 @@ impl Model {
             finish_reason: finish,
             tokens,
             logprobs,
+            top_logprobs: tops,
             timing: Timing {
                 prompt_s,
                 decode_s,

@@ -3,7 +3,7 @@
 
 mod generate;
 
-pub use generate::{FinishReason, Generation, Timing};
+pub use generate::{top_logprobs, FinishReason, GenerateOptions, Generation, Timing};
 
 use crate::error::{Error, Result};
 

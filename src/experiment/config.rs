@@ -27,6 +27,7 @@
 //! scale = 4
 //! ```
 
+use crate::backend::EndpointConfig;
 use crate::error::{Error, Result};
 use crate::judge::JudgeConfig;
 use crate::model::ModelSource;
@@ -35,14 +36,63 @@ use crate::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// A model under comparison.
+/// A model under comparison: a local model (`source`) or a remote endpoint (`endpoint`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelEntry {
     /// Name used in tables and charts.
     pub name: String,
     /// Bundled name, `.gguf` path or `hf://` reference.
-    pub source: String,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// An OpenAI-compatible endpoint instead of a local model.
+    #[serde(default)]
+    pub endpoint: Option<EndpointConfig>,
+}
+
+/// Where a model runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSpec {
+    /// In this process, with candle.
+    Local(ModelSource),
+    /// Behind an OpenAI-compatible endpoint.
+    Remote(EndpointConfig),
+}
+
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Local(s) => write!(f, "{s}"),
+            ModelSpec::Remote(e) => write!(f, "{} at {}", e.model, e.base_urls.join(", ")),
+        }
+    }
+}
+
+/// Reads a local source or an endpoint, exactly one of them.
+fn model_spec(
+    source: Option<&str>,
+    endpoint: Option<&EndpointConfig>,
+    location: &str,
+) -> Result<ModelSpec> {
+    match (source, endpoint) {
+        (_, Some(e)) => {
+            if e.base_urls.is_empty() {
+                return Err(Error::config(
+                    format!("{location}.endpoint.base_urls"),
+                    "no base URL",
+                ));
+            }
+            Ok(ModelSpec::Remote(e.clone()))
+        }
+        (Some(s), None) => s
+            .parse()
+            .map(ModelSpec::Local)
+            .map_err(|e: Error| Error::config(format!("{location}.source"), e.to_string())),
+        (None, None) => Err(Error::config(
+            location.to_string(),
+            "needs `source` (a local model) or `endpoint` (a remote one)",
+        )),
+    }
 }
 
 /// A named sampling setting: a preset, explicit values, or a preset with overrides.
@@ -156,8 +206,10 @@ pub struct Plan {
     pub config: ExperimentConfig,
     /// Prompts after `limit`.
     pub prompts: Vec<Prompt>,
-    /// `(name, source)` per model.
-    pub models: Vec<(String, ModelSource)>,
+    /// `(name, where it runs)` per model.
+    pub models: Vec<(String, ModelSpec)>,
+    /// Where the judge runs.
+    pub judge: Option<ModelSpec>,
     /// `(name, params)` per setting (seed and max tokens filled per answer).
     pub settings: Vec<(String, SamplingParams)>,
     /// Judge templates per mode.
@@ -206,12 +258,14 @@ impl ExperimentConfig {
         }
         let mut models = Vec::new();
         for (i, m) in self.models.iter().enumerate() {
-            let src: ModelSource = m.source.parse().map_err(|e: Error| {
-                Error::config(format!("{origin}: models[{i}].source"), e.to_string())
-            })?;
+            let src = model_spec(
+                m.source.as_deref(),
+                m.endpoint.as_ref(),
+                &format!("{origin}: models[{i}]"),
+            )?;
             if models
                 .iter()
-                .any(|(n, _): &(String, ModelSource)| *n == m.name)
+                .any(|(n, _): &(String, ModelSpec)| *n == m.name)
             {
                 return Err(Error::config(
                     format!("{origin}: models[{i}].name"),
@@ -230,14 +284,17 @@ impl ExperimentConfig {
         if let Some(l) = self.limit {
             prompts.truncate(l.max(1));
         }
-        let judge_templates = match &self.judge {
+        let (judge, judge_templates) = match &self.judge {
             Some(j) => {
-                j.model
-                    .parse::<ModelSource>()
-                    .map_err(|e| Error::config(format!("{origin}: judge.model"), e.to_string()))?;
-                j.validate(&origin)?
+                let spec = match &j.endpoint {
+                    Some(_) => model_spec(None, j.endpoint.as_ref(), &format!("{origin}: judge"))?,
+                    None => ModelSpec::Local(j.model.parse::<ModelSource>().map_err(|e| {
+                        Error::config(format!("{origin}: judge.model"), e.to_string())
+                    })?),
+                };
+                (Some(spec), j.validate(&origin)?)
             }
-            None => Vec::new(),
+            None => (None, Vec::new()),
         };
         let mut config = self.clone();
         let prompts_path = self.prompts_path();
@@ -246,6 +303,7 @@ impl ExperimentConfig {
             config,
             prompts,
             models,
+            judge,
             settings,
             judge_templates,
         })

@@ -6,7 +6,7 @@ pub mod progress;
 mod runner;
 mod sanity;
 
-pub use config::{ExperimentConfig, ModelEntry, Plan, SettingEntry};
+pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, SettingEntry};
 pub use progress::{Lines, Progress, Silent};
 pub use runner::{run, RunOutput};
 pub use sanity::SanitySummary;
@@ -53,7 +53,18 @@ impl Experiment {
     pub fn model(mut self, name: &str, source: &str) -> Self {
         self.config.models.push(ModelEntry {
             name: name.into(),
-            source: source.into(),
+            source: Some(source.into()),
+            endpoint: None,
+        });
+        self
+    }
+
+    /// Adds a model behind an OpenAI-compatible endpoint.
+    pub fn remote_model(mut self, name: &str, endpoint: crate::backend::EndpointConfig) -> Self {
+        self.config.models.push(ModelEntry {
+            name: name.into(),
+            source: None,
+            endpoint: Some(endpoint),
         });
         self
     }

@@ -1,9 +1,9 @@
 //! Runs a [`Plan`]: generation, judging, the judge sanity check, then tables.
 
-use super::config::Plan;
+use super::config::{ModelSpec, Plan};
 use super::progress::Progress;
 use super::sanity::{self, SanitySummary};
-use crate::backend::{Backend, LocalBackend};
+use crate::backend::{Backend, LocalBackend, OpenAiBackend};
 use crate::error::Result;
 use crate::judge::{Judge, Mode, Verdict};
 use crate::model::fingerprint::{cached_sha256, sha256_str};
@@ -73,17 +73,21 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
 
     let mut judgments = Vec::new();
     let mut sanity_summary = None;
-    if let Some(jc) = &plan.config.judge {
-        let src: ModelSource = jc.model.parse()?;
-        if plan.models.iter().any(|(_, s)| *s == src) {
+    if let (Some(jc), Some(spec)) = (&plan.config.judge, &plan.judge) {
+        let same = |s: &ModelSpec| match (s, spec) {
+            (ModelSpec::Local(a), ModelSpec::Local(b)) => a == b,
+            (ModelSpec::Remote(a), ModelSpec::Remote(b)) => a.model == b.model,
+            _ => false,
+        };
+        if plan.models.iter().any(|(_, s)| same(s)) {
             let w = format!(
-                "warning: the judge {src} is also one of the compared models; \
+                "warning: the judge {spec} is also one of the compared models; \
                  expect self-preference bias"
             );
             progress.note(&w);
             warnings.push(w);
         }
-        let backend: Box<dyn Backend> = Box::new(LocalBackend::new(models.get(&src)?));
+        let backend = backend_for(spec, &mut models)?;
         let mut judge = Judge::new(backend, jc.clone())?;
         judgments = judge_all(plan, &store, &mut judge, &responses, progress)?;
         if jc.sanity_check {
@@ -107,8 +111,18 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
     )
 }
 
-fn model_id(src: &ModelSource) -> Result<String> {
-    cached_sha256(&src.resolve()?)
+fn model_id(spec: &ModelSpec) -> Result<String> {
+    match spec {
+        ModelSpec::Local(src) => cached_sha256(&src.resolve()?),
+        ModelSpec::Remote(e) => Ok(format!("openai:{}:{}", e.base_urls[0], e.model)),
+    }
+}
+
+fn backend_for(spec: &ModelSpec, models: &mut Models) -> Result<Box<dyn Backend>> {
+    Ok(match spec {
+        ModelSpec::Local(src) => Box::new(LocalBackend::new(models.get(src)?)),
+        ModelSpec::Remote(e) => Box::new(OpenAiBackend::new(e.clone())?),
+    })
 }
 
 fn generate(
@@ -128,7 +142,7 @@ fn generate(
     let mut out = Vec::with_capacity(total);
     for (mname, src) in &plan.models {
         let mid = model_id(src)?;
-        let mut model: Option<Model> = None;
+        let mut model: Option<Box<dyn Backend>> = None;
         for (sname, base_params) in &plan.settings {
             for p in &plan.prompts {
                 for sample in 0..c.samples {
@@ -143,7 +157,7 @@ fn generate(
                         continue;
                     }
                     if model.is_none() {
-                        model = Some(models.get(src)?);
+                        model = Some(backend_for(src, models)?);
                     }
                     let m = model.as_mut().expect("model loaded above");
                     let mut messages = Vec::new();
@@ -178,7 +192,7 @@ fn generate(
                         prompt_tok_per_s: 0.0,
                         decode_tok_per_s: 0.0,
                     };
-                    match m.generate(&messages, &params) {
+                    match m.chat(&messages, &params) {
                         Ok(g) => {
                             rec.text = Some(g.text);
                             rec.prompt_tokens = g.prompt_tokens as u64;

@@ -117,6 +117,10 @@ pub struct JudgeConfig {
     /// Run the judge sanity check (good vs deliberately bad answers).
     #[serde(default = "default_true")]
     pub sanity_check: bool,
+    /// Judge through an OpenAI-compatible endpoint instead of a local model; `model` is
+    /// then only the judge's name in tables.
+    #[serde(default)]
+    pub endpoint: Option<crate::backend::EndpointConfig>,
 }
 
 impl JudgeConfig {
@@ -132,6 +136,7 @@ impl JudgeConfig {
             max_tokens: default_max_tokens(),
             templates: Default::default(),
             sanity_check: true,
+            endpoint: None,
         }
     }
 

@@ -5,4 +5,5 @@ mod common;
 mod engine;
 mod experiment;
 mod hub;
+mod remote;
 mod tokenizer;

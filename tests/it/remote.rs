@@ -1,0 +1,393 @@
+//! The OpenAI-compatible client against the project's own server (a real bundled model on
+//! 127.0.0.1), and against a local fault-injecting server.
+
+use crate::common::{model_path, smollm, TempDir};
+use llm_judge::backend::{Backend, EndpointConfig, LocalBackend, OpenAiBackend};
+use llm_judge::model::bundled;
+use llm_judge::{Message, SamplingParams};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// `llm-judge serve` on a free loopback port; killed on drop.
+pub struct Served {
+    child: Child,
+    pub base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn serve(extra_env: &[(&str, &str)], extra_args: &[&str]) -> Served {
+    model_path(&bundled::SMOLLM2);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_llm-judge"));
+    cmd.args(["serve", "--model", "smollm2-135m-instruct", "--port", "0"])
+        .args(extra_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .split_whitespace()
+        .nth(2)
+        .expect("listening line")
+        .to_string();
+    Served { child, base }
+}
+
+fn endpoint(base: &str) -> EndpointConfig {
+    let mut e = EndpointConfig::new(base, "smollm2-135m-instruct");
+    e.api_key_env = "LLM_JUDGE_TEST_NO_KEY".into();
+    e
+}
+
+#[test]
+fn client_and_server_match_the_local_model() {
+    let served = serve(&[], &[]);
+    let mut remote = OpenAiBackend::new(endpoint(&served.base)).unwrap();
+    let mut local = LocalBackend::new(smollm());
+    let msgs = [Message::user("Name three primary colors.")];
+    let p = SamplingParams::greedy().with_max_new_tokens(24);
+    let a = remote.chat(&msgs, &p).unwrap();
+    let b = local.chat(&msgs, &p).unwrap();
+    assert_eq!(a.text, b.text);
+    assert_eq!(a.completion_tokens, b.completion_tokens);
+    assert_eq!(a.prompt_tokens, b.prompt_tokens);
+
+    let cands: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
+    let q = [Message::user(
+        "Rate this answer from 1 to 4: 'Paris is in France.'",
+    )];
+    let (pr, _) = remote
+        .next_token_distribution(&q, "Score: [[", &cands)
+        .unwrap()
+        .unwrap();
+    let (pl, _) = local
+        .next_token_distribution(&q, "Score: [[", &cands)
+        .unwrap()
+        .unwrap();
+    for (x, y) in pr.iter().zip(&pl) {
+        assert!((x - y).abs() < 1e-3, "{pr:?} vs {pl:?}");
+    }
+
+    // Streaming gives the same text in pieces.
+    let body = serde_json::json!({
+        "messages": [{"role": "user", "content": "Name three primary colors."}],
+        "temperature": 0, "max_tokens": 24, "stream": true,
+    });
+    let resp = ureq::post(&format!("{}/chat/completions", served.base))
+        .send_string(&body.to_string())
+        .unwrap();
+    assert_eq!(resp.header("Content-Type"), Some("text/event-stream"));
+    let mut text = String::new();
+    let mut pieces = 0;
+    let mut done = false;
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        if data == "[DONE]" {
+            done = true;
+            break;
+        }
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(t);
+            pieces += 1;
+        }
+    }
+    assert!(done && pieces > 3);
+    assert_eq!(text, a.text);
+}
+
+#[test]
+fn server_errors_are_openai_shaped() {
+    let served = serve(
+        &[("LLMJ_TEST_KEY", "sekret")],
+        &["--api-key-env", "LLMJ_TEST_KEY"],
+    );
+    let url = format!("{}/chat/completions", served.base);
+    let call = |key: Option<&str>, body: &str| {
+        let mut r = ureq::post(&url);
+        if let Some(k) = key {
+            r = r.set("Authorization", &format!("Bearer {k}"));
+        }
+        match r.send_string(body) {
+            Ok(resp) => (resp.status(), resp.into_string().unwrap()),
+            Err(ureq::Error::Status(c, resp)) => (c, resp.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let ok = r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#;
+    assert_eq!(call(None, ok).0, 401);
+    assert_eq!(call(Some("wrong"), ok).0, 401);
+    assert_eq!(call(Some("sekret"), ok).0, 200);
+    for (body, param) in [
+        (r#"{"messages":[]}"#, "messages"),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"temperature":-1}"#,
+            "temperature",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"top_p":1.5}"#,
+            "top_p",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"min_p":2}"#,
+            "min_p",
+        ),
+        (
+            r#"{"messages":[{"role":"robot","content":"hi"}]}"#,
+            "messages",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"top_logprobs":50}"#,
+            "top_logprobs",
+        ),
+    ] {
+        let (status, text) = call(Some("sekret"), body);
+        assert_eq!(status, 400, "{body}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["param"], param, "{text}");
+    }
+    let (status, _) = call(Some("sekret"), "not json");
+    assert_eq!(status, 400);
+    // The key never appears in the client's debug output.
+    std::env::set_var("LLMJ_TEST_KEY_CLIENT", "sekret");
+    let mut e = endpoint(&served.base);
+    e.api_key_env = "LLMJ_TEST_KEY_CLIENT".into();
+    let client = OpenAiBackend::new(e).unwrap();
+    assert!(!format!("{client:?}").contains("sekret"));
+    assert!(!client.identity().unwrap().contains("sekret"));
+}
+
+/// A server that answers each connection from a script: `500`, `429`, `drop`, `stall`, or
+/// `ok`; the last entry repeats. Counts connections.
+fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let count = Arc::new(AtomicUsize::new(0));
+    let c2 = count.clone();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().take(40).enumerate() {
+            let Ok(mut s) = stream else { continue };
+            c2.fetch_add(1, Ordering::SeqCst);
+            let script = script.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = s.read(&mut buf);
+                let step = script[i.min(script.len() - 1)];
+                let reply = |s: &mut std::net::TcpStream, status: &str, body: &str, extra: &str| {
+                    let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                };
+                match step {
+                    "500" => reply(
+                        &mut s,
+                        "500 Internal Server Error",
+                        r#"{"error":{"message":"boom"}}"#,
+                        "",
+                    ),
+                    "429" => reply(
+                        &mut s,
+                        "429 Too Many Requests",
+                        r#"{"error":{"message":"slow down"}}"#,
+                        "retry-after: 0\r\n",
+                    ),
+                    "drop" => drop(s),
+                    "stall" => std::thread::sleep(std::time::Duration::from_secs(3)),
+                    _ => reply(
+                        &mut s,
+                        "200 OK",
+                        r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#,
+                        "",
+                    ),
+                }
+            });
+        }
+    });
+    (base, count)
+}
+
+fn fast(base: &str) -> EndpointConfig {
+    let mut e = endpoint(base);
+    e.backoff_s = Some(0.01);
+    e.timeout_s = 0.5;
+    e.retries = 3;
+    e
+}
+
+#[test]
+fn transient_failures_are_retried() {
+    let (base, count) = fault_server(vec!["500", "429", "drop", "ok"]);
+    let mut c = OpenAiBackend::new(fast(&base)).unwrap();
+    let g = c
+        .chat(&[Message::user("hi")], &SamplingParams::greedy())
+        .unwrap();
+    assert_eq!(g.text, "fine");
+    assert_eq!(count.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn persistent_failures_end_in_a_clear_error() {
+    for (script, needle) in [
+        (vec!["500"], "HTTP 500: boom"),
+        (vec!["429"], "HTTP 429"),
+        (vec!["stall"], "timed out"),
+    ] {
+        let (base, count) = fault_server(script);
+        let mut c = OpenAiBackend::new(fast(&base)).unwrap();
+        let t = std::time::Instant::now();
+        let err = c
+            .chat(&[Message::user("hi")], &SamplingParams::greedy())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle) || err.contains("timeout"), "{err}");
+        assert!(err.contains("after 4 attempts"), "{err}");
+        assert_eq!(count.load(Ordering::SeqCst), 4, "1 try + 3 retries");
+        assert!(t.elapsed().as_secs_f64() < 10.0);
+    }
+}
+
+#[test]
+fn a_failing_endpoint_is_recorded_and_the_grid_goes_on() {
+    let (base, _) = fault_server(vec!["500"]);
+    let dir = TempDir::new("grid-fail");
+    let prompts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let toml = format!(
+        r#"name = "mixed"
+prompts = "{}"
+limit = 2
+max_tokens = 8
+
+[[models]]
+name = "broken"
+[models.endpoint]
+base_urls = ["{base}"]
+model = "x"
+api_key_env = "LLM_JUDGE_TEST_NO_KEY"
+retries = 1
+backoff_s = 0.01
+timeout_s = 1.0
+
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+
+[[settings]]
+name = "g"
+preset = "greedy"
+"#,
+        prompts.display()
+    );
+    let p = dir.0.join("mixed.toml");
+    std::fs::write(&p, toml).unwrap();
+    model_path(&bundled::SMOLLM2);
+    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
+    let out = llm_judge::experiment::run(
+        &cfg.plan().unwrap(),
+        &dir.0.join("o"),
+        &mut llm_judge::experiment::Silent,
+    )
+    .unwrap();
+    let rs: Vec<llm_judge::records::ResponseRecord> =
+        llm_judge::store::Store::open(dir.0.join("o"))
+            .unwrap()
+            .load("responses")
+            .unwrap();
+    assert_eq!(out.responses.height(), 4);
+    let broken: Vec<_> = rs.iter().filter(|r| r.model == "broken").collect();
+    assert_eq!(broken.len(), 2);
+    assert!(broken
+        .iter()
+        .all(|r| r.text.is_none() && r.error.as_deref().unwrap_or("").contains("HTTP 500")));
+    assert!(rs
+        .iter()
+        .filter(|r| r.model == "smol")
+        .all(|r| r.text.is_some()));
+}
+
+#[test]
+fn judge_behind_serve_matches_the_local_judge() {
+    let served = serve(&[], &[]);
+    let dir = TempDir::new("remote-judge");
+    let prompts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let base_toml = format!(
+        r#"name = "judge-compare"
+prompts = "{}"
+limit = 2
+seed = 3
+max_tokens = 16
+
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+
+[[settings]]
+name = "p1"
+preset = "p1"
+
+[judge]
+model = "smollm2-135m-instruct"
+modes = ["rubric", "expected"]
+max_tokens = 24
+retries = 0
+sanity_check = false
+"#,
+        prompts.display()
+    );
+    let remote_toml = format!(
+        "{base_toml}\n[judge.endpoint]\nbase_urls = [\"{}\"]\nmodel = \"smollm2-135m-instruct\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\n",
+        served.base
+    );
+    let run = |text: &str, name: &str| {
+        let p = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&p, text).unwrap();
+        let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
+        llm_judge::experiment::run(
+            &cfg.plan().unwrap(),
+            &dir.0.join(name),
+            &mut llm_judge::experiment::Silent,
+        )
+        .unwrap()
+    };
+    let local = run(&base_toml, "local");
+    let remote = run(&remote_toml, "remote");
+    let key = |j: &llm_judge::records::JudgmentRecord| {
+        (j.mode.clone(), j.response_key.clone(), j.criterion.clone())
+    };
+    assert_eq!(local.records.len(), remote.records.len());
+    for l in &local.records {
+        let r = remote
+            .records
+            .iter()
+            .find(|r| key(r) == key(l))
+            .expect("same rows");
+        if l.mode == "rubric" {
+            assert_eq!(l.raw, r.raw);
+            assert_eq!(l.score, r.score);
+        } else {
+            let (a, b) = (l.expected_score.unwrap(), r.expected_score.unwrap());
+            assert!((a - b).abs() < 0.05, "{a} vs {b}");
+        }
+    }
+}
