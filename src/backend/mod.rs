@@ -6,7 +6,7 @@ pub mod openai;
 pub mod openai_types;
 
 pub use local::LocalBackend;
-pub use openai::{EndpointConfig, OpenAiBackend};
+pub use openai::{EndpointConfig, OpenAiBackend, RateLimiter};
 
 use crate::engine::Generation;
 use crate::error::Result;

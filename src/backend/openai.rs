@@ -46,6 +46,51 @@ pub struct EndpointConfig {
     /// Base backoff in seconds (doubled per retry, plus jitter).
     #[serde(default)]
     pub backoff_s: Option<f64>,
+    /// Requests in flight at once per base URL (generation grids).
+    #[serde(default = "one")]
+    pub in_flight: usize,
+    /// At most this many requests per second to the endpoint, all replicas together.
+    #[serde(default)]
+    pub requests_per_s: Option<f64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Spaces requests out to at most `rate` per second, shared between clients.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimiter {
+    interval: Option<Duration>,
+    next: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl RateLimiter {
+    /// A limiter for `rate` requests per second (`None` or non-positive: no limit).
+    pub fn new(rate: Option<f64>) -> Self {
+        Self {
+            interval: rate
+                .filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(1.0 / r)),
+            next: Default::default(),
+        }
+    }
+
+    /// Waits until the next request may start.
+    pub fn wait(&self) {
+        let Some(iv) = self.interval else { return };
+        let start = {
+            let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + iv);
+            at
+        };
+        let now = Instant::now();
+        if start > now {
+            std::thread::sleep(start - now);
+        }
+    }
 }
 
 impl EndpointConfig {
@@ -58,6 +103,8 @@ impl EndpointConfig {
             timeout_s: default_timeout(),
             retries: default_retries(),
             backoff_s: None,
+            in_flight: 1,
+            requests_per_s: None,
         }
     }
 }
@@ -68,6 +115,7 @@ pub struct OpenAiBackend {
     api_key: Option<String>,
     agent: ureq::Agent,
     next: usize,
+    limiter: RateLimiter,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -99,18 +147,27 @@ impl OpenAiBackend {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs_f64(cfg.timeout_s.max(0.001)))
             .build();
+        let limiter = RateLimiter::new(cfg.requests_per_s);
         Ok(Self {
             cfg,
             api_key,
             agent,
             next: 0,
+            limiter,
         })
+    }
+
+    /// Shares a rate limiter with other clients of the same endpoint.
+    pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     fn post_once(
         &mut self,
         body: &serde_json::Value,
     ) -> std::result::Result<serde_json::Value, Attempt> {
+        self.limiter.wait();
         let base = &self.cfg.base_urls[self.next % self.cfg.base_urls.len()];
         self.next += 1;
         let url = format!("{}/chat/completions", base.trim_end_matches('/'));

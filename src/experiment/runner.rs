@@ -125,6 +125,30 @@ fn backend_for(spec: &ModelSpec, models: &mut Models) -> Result<Box<dyn Backend>
     })
 }
 
+/// One answer still to generate.
+struct Task {
+    slot: usize,
+    rec: ResponseRecord,
+    messages: Vec<Message>,
+    params: crate::sampling::SamplingParams,
+}
+
+fn complete(rec: &mut ResponseRecord, result: Result<crate::engine::Generation>) {
+    match result {
+        Ok(g) => {
+            rec.text = Some(g.text);
+            rec.prompt_tokens = g.prompt_tokens as u64;
+            rec.completion_tokens = g.completion_tokens as u64;
+            rec.finish_reason = g.finish_reason.to_string();
+            rec.prompt_s = g.timing.prompt_s;
+            rec.decode_s = g.timing.decode_s;
+            rec.prompt_tok_per_s = g.timing.prompt_tok_per_s;
+            rec.decode_tok_per_s = g.timing.decode_tok_per_s;
+        }
+        Err(e) => rec.error = Some(e.to_string()),
+    }
+}
+
 fn generate(
     plan: &Plan,
     store: &Store,
@@ -139,10 +163,11 @@ fn generate(
     let c = &plan.config;
     let total = plan.models.len() * plan.settings.len() * plan.prompts.len() * c.samples as usize;
     progress.start("generate", total);
-    let mut out = Vec::with_capacity(total);
+    let mut out: Vec<Option<ResponseRecord>> = vec![None; total];
+    let mut slot = 0;
     for (mname, src) in &plan.models {
         let mid = model_id(src)?;
-        let mut model: Option<Box<dyn Backend>> = None;
+        let mut tasks = Vec::new();
         for (sname, base_params) in &plan.settings {
             for p in &plan.prompts {
                 for sample in 0..c.samples {
@@ -151,21 +176,18 @@ fn generate(
                     let key = key_of(&serde_json::json!({
                         "model": mid, "params": params, "system": c.system, "prompt": p.prompt,
                     }));
+                    slot += 1;
                     if let Some(r) = existing.get(&key) {
-                        out.push(r.clone());
+                        out[slot - 1] = Some(r.clone());
                         progress.step("cached");
                         continue;
                     }
-                    if model.is_none() {
-                        model = Some(backend_for(src, models)?);
-                    }
-                    let m = model.as_mut().expect("model loaded above");
                     let mut messages = Vec::new();
                     if let Some(s) = &c.system {
                         messages.push(Message::system(s.clone()));
                     }
                     messages.push(Message::user(p.prompt.clone()));
-                    let mut rec = ResponseRecord {
+                    let rec = ResponseRecord {
                         key,
                         model: mname.clone(),
                         model_source: src.to_string(),
@@ -192,31 +214,82 @@ fn generate(
                         prompt_tok_per_s: 0.0,
                         decode_tok_per_s: 0.0,
                     };
-                    match m.chat(&messages, &params) {
-                        Ok(g) => {
-                            rec.text = Some(g.text);
-                            rec.prompt_tokens = g.prompt_tokens as u64;
-                            rec.completion_tokens = g.completion_tokens as u64;
-                            rec.finish_reason = g.finish_reason.to_string();
-                            rec.prompt_s = g.timing.prompt_s;
-                            rec.decode_s = g.timing.decode_s;
-                            rec.prompt_tok_per_s = g.timing.prompt_tok_per_s;
-                            rec.decode_tok_per_s = g.timing.decode_tok_per_s;
-                        }
-                        Err(e) => {
-                            progress.note(&format!("{mname}/{sname}/{}: {e}", p.id));
-                            rec.error = Some(e.to_string());
-                        }
-                    }
-                    store.append("responses", std::slice::from_ref(&rec))?;
-                    out.push(rec);
-                    progress.step(&format!("{mname} {sname} {}", p.id));
+                    tasks.push(Task {
+                        slot: slot - 1,
+                        rec,
+                        messages,
+                        params,
+                    });
+                }
+            }
+        }
+        if tasks.is_empty() {
+            continue;
+        }
+        let mut done = |t: Task, progress: &mut dyn Progress| -> Result<()> {
+            if let Some(e) = &t.rec.error {
+                progress.note(&format!(
+                    "{mname}/{}/{}: {e}",
+                    t.rec.setting, t.rec.prompt_id
+                ));
+            }
+            store.append("responses", std::slice::from_ref(&t.rec))?;
+            progress.step(&format!("{mname} {} {}", t.rec.setting, t.rec.prompt_id));
+            out[t.slot] = Some(t.rec);
+            Ok(())
+        };
+        match src {
+            ModelSpec::Remote(e) if e.in_flight * e.base_urls.len() > 1 => {
+                run_in_flight(e, tasks, &mut |t| done(t, progress))?;
+            }
+            _ => {
+                let mut backend = backend_for(src, models)?;
+                for mut t in tasks {
+                    let r = backend.chat(&t.messages, &t.params);
+                    complete(&mut t.rec, r);
+                    done(t, progress)?;
                 }
             }
         }
     }
     progress.finish();
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// Runs tasks against an endpoint with `in_flight` requests per base URL at once; `done`
+/// receives each finished task on this thread (which writes the store), in completion order.
+fn run_in_flight(
+    e: &crate::backend::EndpointConfig,
+    tasks: Vec<Task>,
+    done: &mut dyn FnMut(Task) -> Result<()>,
+) -> Result<()> {
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(tasks));
+    let limiter = crate::backend::RateLimiter::new(e.requests_per_s);
+    let (tx, rx) = std::sync::mpsc::channel::<Task>();
+    std::thread::scope(|scope| -> Result<()> {
+        for url in &e.base_urls {
+            for _ in 0..e.in_flight.max(1) {
+                let mut cfg = e.clone();
+                cfg.base_urls = vec![url.clone()];
+                let mut backend = OpenAiBackend::new(cfg)?.with_limiter(limiter.clone());
+                let (queue, tx) = (&queue, tx.clone());
+                scope.spawn(move || loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                    let Some(mut t) = next else { break };
+                    let r = backend.chat(&t.messages, &t.params);
+                    complete(&mut t.rec, r);
+                    if tx.send(t).is_err() {
+                        break;
+                    }
+                });
+            }
+        }
+        drop(tx);
+        for t in rx {
+            done(t)?;
+        }
+        Ok(())
+    })
 }
 
 struct Ctx {

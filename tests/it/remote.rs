@@ -391,3 +391,60 @@ sanity_check = false
         }
     }
 }
+
+#[test]
+fn requests_in_flight_and_rate_limit() {
+    // A server that answers after 300 ms: 8 requests with 4 in flight take about 0.6 s,
+    // one at a time about 2.4 s.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let peak = Arc::new(AtomicUsize::new(0));
+    let now_open = Arc::new(AtomicUsize::new(0));
+    let (p2, o2) = (peak.clone(), now_open.clone());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(64) {
+            let Ok(mut s) = stream else { continue };
+            let (p, o) = (p2.clone(), o2.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                let _ = s.read(&mut buf);
+                let n = o.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                o.fetch_sub(1, Ordering::SeqCst);
+                let body = r#"{"choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+                let _ = write!(s, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            });
+        }
+    });
+    let dir = TempDir::new("in-flight");
+    let prompts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let run = |in_flight: usize, rate: &str, name: &str| {
+        let toml = format!(
+            "name = \"f\"\nprompts = \"{}\"\nlimit = 8\n\n[[models]]\nname = \"r\"\n[models.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nin_flight = {in_flight}\n{rate}\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
+            prompts.display()
+        );
+        let p = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&p, toml).unwrap();
+        let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
+        let t = std::time::Instant::now();
+        let out = llm_judge::experiment::run(
+            &cfg.plan().unwrap(),
+            &dir.0.join(name),
+            &mut llm_judge::experiment::Silent,
+        )
+        .unwrap();
+        assert_eq!(out.responses.height(), 8);
+        t.elapsed().as_secs_f64()
+    };
+    peak.store(0, Ordering::SeqCst);
+    run(4, "", "four");
+    assert_eq!(peak.load(Ordering::SeqCst), 4, "4 requests in flight");
+    peak.store(0, Ordering::SeqCst);
+    run(1, "", "one");
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one at a time");
+    // 8 requests at 10 per second need at least 0.7 s even with 4 in flight.
+    let limited = run(4, "requests_per_s = 10.0", "limited");
+    assert!(limited >= 0.7, "{limited}");
+}
