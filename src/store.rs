@@ -2,14 +2,15 @@
 //!
 //! Each finished record is appended as one line and synced at once, so a run killed at any
 //! moment loses at most the record it was writing. On open, a torn last line is cut off; on
-//! load, duplicate keys keep their first record. Whole files (tables, reports) are written
+//! load, a key written again (a failed record retried later) keeps its last record, in the
+//! place of its first. Whole files (tables, reports) are written
 //! atomically: to a temporary file, synced, then renamed over the target.
 
 use crate::error::{Error, Result};
 use crate::records::Keyed;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -37,7 +38,7 @@ impl Store {
         self.dir.join(format!("{name}.jsonl"))
     }
 
-    /// Loads every record of a stream, skipping duplicates and repairing a torn tail.
+    /// Loads every record of a stream (the last one per key) and repairs a torn tail.
     pub fn load<T: DeserializeOwned + Keyed>(&self, name: &str) -> Result<Vec<T>> {
         let path = self.file(name);
         let text = match std::fs::read_to_string(&path) {
@@ -58,8 +59,8 @@ impl Store {
             f.set_len(complete as u64)
                 .map_err(|e| Error::io(&path, e))?;
         }
-        let mut seen = HashSet::new();
-        let mut out = Vec::new();
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out: Vec<T> = Vec::new();
         for (i, line) in text[..complete].lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -67,8 +68,12 @@ impl Store {
             let r: T = serde_json::from_str(line).map_err(|e| {
                 Error::config(format!("{}:{}", path.display(), i + 1), e.to_string())
             })?;
-            if seen.insert(r.key().to_string()) {
-                out.push(r);
+            match seen.get(r.key()) {
+                Some(&i) => out[i] = r,
+                None => {
+                    seen.insert(r.key().to_string(), out.len());
+                    out.push(r);
+                }
             }
         }
         Ok(out)
@@ -133,7 +138,7 @@ mod tests {
     }
 
     #[test]
-    fn torn_tail_is_repaired_and_duplicates_dropped() {
+    fn torn_tail_is_repaired_and_the_last_record_per_key_wins() {
         let dir = std::env::temp_dir().join(format!("llmj-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let s = Store::open(&dir).unwrap();
@@ -148,7 +153,7 @@ mod tests {
         f.write_all(b"{\"key\":\"c\",\"v").unwrap();
         drop(f);
         let got: Vec<R> = s.load("x").unwrap();
-        assert_eq!(got, vec![r("a", 1), r("b", 2)]);
+        assert_eq!(got, vec![r("a", 9), r("b", 2)]);
         s.append("x", &[r("c", 3)]).unwrap();
         let got: Vec<R> = s.load("x").unwrap();
         assert_eq!(got.len(), 3);

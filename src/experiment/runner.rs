@@ -70,6 +70,12 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
     let mut models = Models::default();
     let mut warnings = Vec::new();
     let responses = generate(plan, &store, &mut models, progress)?;
+    let failed = responses.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        warnings.push(format!(
+            "{failed} answers failed (see the `error` column); run again to retry them"
+        ));
+    }
 
     let mut judgments = Vec::new();
     let mut sanity_summary = None;
@@ -89,7 +95,13 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
         }
         let backend = backend_for(spec, &mut models)?;
         let mut judge = Judge::new(backend, jc.clone())?;
-        judgments = judge_all(plan, &store, &mut judge, &responses, progress)?;
+        let (j, failed) = judge_all(plan, &store, &mut judge, &responses, progress)?;
+        judgments = j;
+        if failed > 0 {
+            let w = format!("{failed} judge calls failed after retries; run again to retry them");
+            progress.note(&w);
+            warnings.push(w);
+        }
         if jc.sanity_check {
             let s = sanity::run(plan, &store, &mut judge, progress)?;
             if let Some(s) = &s {
@@ -155,9 +167,11 @@ fn generate(
     models: &mut Models,
     progress: &mut dyn Progress,
 ) -> Result<Vec<ResponseRecord>> {
+    // Failed answers (error set) are tried again; finished ones are reused.
     let existing: HashMap<String, ResponseRecord> = store
         .load::<ResponseRecord>("responses")?
         .into_iter()
+        .filter(|r| r.error.is_none())
         .map(|r| (r.key.clone(), r))
         .collect();
     let c = &plan.config;
@@ -350,7 +364,7 @@ fn judge_all(
     judge: &mut Judge,
     responses: &[ResponseRecord],
     progress: &mut dyn Progress,
-) -> Result<Vec<JudgmentRecord>> {
+) -> Result<(Vec<JudgmentRecord>, usize)> {
     let stored: Vec<JudgmentRecord> = store.load("judgments")?;
     let mut rows_per_call: HashMap<String, usize> = HashMap::new();
     for r in &stored {
@@ -365,6 +379,22 @@ fn judge_all(
     let answered: Vec<&ResponseRecord> = responses.iter().filter(|r| r.text.is_some()).collect();
     let mut out: Vec<JudgmentRecord> = Vec::new();
     let mut calls: HashSet<String> = HashSet::new();
+    // A failed judge call (after the backend's retries) is reported and skipped, not stored,
+    // so the rest of the grid goes on and a rerun tries it again.
+    let mut failed = 0usize;
+    macro_rules! try_call {
+        ($call:expr, $label:expr) => {
+            match $call {
+                Ok(v) => v,
+                Err(err) => {
+                    failed += 1;
+                    progress.note(&format!("judge call failed ({}): {err}", $label));
+                    progress.step("failed");
+                    continue;
+                }
+            }
+        };
+    }
     let seed = plan.config.seed;
     for &mode in &cfg.modes {
         let template = judge.template(mode);
@@ -397,11 +427,10 @@ fn judge_all(
                     let text = r.text.as_deref().unwrap_or("");
                     let mut rows = Vec::new();
                     if mode == Mode::Rubric {
-                        let v = judge.rubric(
-                            &r.prompt,
-                            text,
-                            derive_seed(seed, &["rubric", &r.key]),
-                        )?;
+                        let v = try_call!(
+                            judge.rubric(&r.prompt, text, derive_seed(seed, &["rubric", &r.key])),
+                            r.prompt_id
+                        );
                         let raw = v.raw.join("\n---\n");
                         let attempts = v.raw.len() as u32;
                         let scores: Vec<Option<f64>> =
@@ -431,7 +460,8 @@ fn judge_all(
                             attempts,
                         ));
                     } else {
-                        let Some(es) = judge.expected(&r.prompt, text)? else {
+                        let Some(es) = try_call!(judge.expected(&r.prompt, text), r.prompt_id)
+                        else {
                             progress.note("the judge backend gives no token probabilities; expected mode skipped");
                             break;
                         };
@@ -488,11 +518,14 @@ fn judge_all(
                         .iter()
                         .map(|r| r.text.as_deref().unwrap_or(""))
                         .collect();
-                    let v = judge.listwise(
-                        &shown[0].prompt,
-                        &texts,
-                        derive_seed(seed, &["listwise-judge", &call]),
-                    )?;
+                    let v = try_call!(
+                        judge.listwise(
+                            &shown[0].prompt,
+                            &texts,
+                            derive_seed(seed, &["listwise-judge", &call]),
+                        ),
+                        pid
+                    );
                     let raw = v.raw.join("\n---\n");
                     let attempts = v.raw.len() as u32;
                     let mut rows = Vec::new();
@@ -547,8 +580,12 @@ fn judge_all(
                                 b.text.as_deref().unwrap_or(""),
                             );
                             let s = derive_seed(seed, &["pairwise", &call]);
-                            let ab = judge.pairwise(&a.prompt, ta, tb, s)?;
-                            let ba = judge.pairwise(&a.prompt, tb, ta, s + 1)?;
+                            let (ab, ba) = try_call!(
+                                judge.pairwise(&a.prompt, ta, tb, s).and_then(|ab| {
+                                    judge.pairwise(&a.prompt, tb, ta, s + 1).map(|ba| (ab, ba))
+                                }),
+                                pid
+                            );
                             // Score for answer a: from (a, b) A means a; from (b, a) B means a.
                             let first = ab.value.map(|v| match v {
                                 Verdict::A => 1.0,
@@ -606,5 +643,5 @@ fn judge_all(
             out.push(r);
         }
     }
-    Ok(out)
+    Ok((out, failed))
 }

@@ -268,7 +268,7 @@ fn persistent_failures_end_in_a_clear_error() {
 
 #[test]
 fn a_failing_endpoint_is_recorded_and_the_grid_goes_on() {
-    let (base, _) = fault_server(vec!["500"]);
+    let (base, _) = fault_server(vec!["500", "500", "ok"]);
     let dir = TempDir::new("grid-fail");
     let prompts =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
@@ -284,7 +284,7 @@ name = "broken"
 base_urls = ["{base}"]
 model = "x"
 api_key_env = "LLM_JUDGE_TEST_NO_KEY"
-retries = 1
+retries = 0
 backoff_s = 0.01
 timeout_s = 1.0
 
@@ -323,6 +323,61 @@ preset = "greedy"
         .iter()
         .filter(|r| r.model == "smol")
         .all(|r| r.text.is_some()));
+    assert!(
+        out.warnings.iter().any(|w| w.contains("2 answers failed")),
+        "{:?}",
+        out.warnings
+    );
+
+    // Once the endpoint recovers, a rerun retries the failed answers and keeps the rest.
+    let again = llm_judge::experiment::run(
+        &cfg.plan().unwrap(),
+        &dir.0.join("o"),
+        &mut llm_judge::experiment::Silent,
+    )
+    .unwrap();
+    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    let rs: Vec<llm_judge::records::ResponseRecord> =
+        llm_judge::store::Store::open(dir.0.join("o"))
+            .unwrap()
+            .load("responses")
+            .unwrap();
+    assert_eq!(rs.len(), 4);
+    assert!(rs
+        .iter()
+        .filter(|r| r.model == "broken")
+        .all(|r| r.text.as_deref() == Some("fine")));
+}
+
+#[test]
+fn a_failing_judge_endpoint_is_reported_and_the_run_finishes() {
+    let (base, _) = fault_server(vec!["500"]);
+    let dir = TempDir::new("judge-fail");
+    let prompts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let toml = format!(
+        "name = \"jf\"\nprompts = \"{}\"\nlimit = 1\nmax_tokens = 4\n\n[[models]]\nname = \"smol\"\nsource = \"smollm2-135m-instruct\"\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n\n[judge]\nmodel = \"remote\"\nmodes = [\"rubric\"]\nsanity_check = false\n[judge.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nretries = 1\nbackoff_s = 0.01\n",
+        prompts.display()
+    );
+    let p = dir.0.join("jf.toml");
+    std::fs::write(&p, toml).unwrap();
+    model_path(&bundled::SMOLLM2);
+    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
+    let out = llm_judge::experiment::run(
+        &cfg.plan().unwrap(),
+        &dir.0.join("o"),
+        &mut llm_judge::experiment::Silent,
+    )
+    .unwrap();
+    assert_eq!(out.responses.height(), 1);
+    assert_eq!(out.judgments.height(), 0);
+    assert!(
+        out.warnings
+            .iter()
+            .any(|w| w.contains("1 judge calls failed")),
+        "{:?}",
+        out.warnings
+    );
 }
 
 #[test]
