@@ -249,25 +249,16 @@ struct GenerateArgs {
 
 impl GenerateArgs {
     fn params(&self) -> Result<SamplingParams> {
-        let mut p = match &self.preset {
-            Some(name) => SamplingParams::preset(name)?,
-            None => SamplingParams::neutral(),
-        };
-        if let Some(t) = self.temperature {
-            p.temperature = t;
+        let mut p = llm_judge::experiment::SettingEntry {
+            name: "generate".into(),
+            preset: self.preset.clone(),
+            temperature: self.temperature,
+            min_p: self.min_p,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            repetition_penalty: self.repetition_penalty,
         }
-        if let Some(v) = self.min_p {
-            p.min_p = v;
-        }
-        if let Some(v) = self.top_p {
-            p.top_p = v;
-        }
-        if let Some(v) = self.top_k {
-            p.top_k = v;
-        }
-        if let Some(v) = self.repetition_penalty {
-            p.repetition_penalty = v;
-        }
+        .resolve()?;
         p.max_new_tokens = self.max_tokens;
         p.seed = self.seed;
         p.stop = self.stop.clone();

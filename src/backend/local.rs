@@ -101,10 +101,8 @@ impl Backend for LocalBackend {
         }
         let lp = self.logprobs_after(&base)?;
         let raw: Vec<f64> = ids.iter().map(|&i| (lp[i as usize] as f64).exp()).collect();
-        let mass: f64 = raw.iter().sum();
-        if mass <= 0.0 {
-            return Ok(Some((vec![1.0 / raw.len() as f64; raw.len()], 0.0)));
-        }
-        Ok(Some((raw.iter().map(|p| p / mass).collect(), mass)))
+        super::renormalise(raw).map(Some).ok_or_else(|| {
+            Error::Tokenizer("the score tokens have zero probability after the judge prompt".into())
+        })
     }
 }

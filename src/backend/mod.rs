@@ -35,3 +35,9 @@ pub trait Backend: Send {
         candidates: &[String],
     ) -> Result<Option<(Vec<f64>, f64)>>;
 }
+
+/// Renormalises candidate probabilities; `None` when they hold no mass at all.
+pub(crate) fn renormalise(raw: Vec<f64>) -> Option<(Vec<f64>, f64)> {
+    let mass: f64 = raw.iter().sum();
+    (mass > 0.0).then(|| (raw.iter().map(|p| p / mass).collect(), mass))
+}

@@ -340,10 +340,7 @@ impl Backend for OpenAiBackend {
                     .unwrap_or(0.0)
             })
             .collect();
-        let mass: f64 = raw.iter().sum();
-        if mass <= 0.0 {
-            return Ok(None);
-        }
-        Ok(Some((raw.iter().map(|p| p / mass).collect(), mass)))
+        // No score token among the alternatives: fall back to text parsing.
+        Ok(super::renormalise(raw))
     }
 }

@@ -129,11 +129,11 @@ impl SettingEntry {
         }
     }
 
-    /// The sampling values, validated; errors name `location`.
-    pub fn params(&self, location: &str) -> Result<SamplingParams> {
+    /// The sampling values: the preset (or `neutral`) with the overrides applied. Not yet
+    /// validated, so callers can set seed, limit and stops first.
+    pub fn resolve(&self) -> Result<SamplingParams> {
         let mut p = match &self.preset {
-            Some(name) => SamplingParams::preset(name)
-                .map_err(|e| Error::config(format!("{location}.preset"), e.to_string()))?,
+            Some(name) => SamplingParams::preset(name)?,
             None => SamplingParams::neutral(),
         };
         if let Some(v) = self.temperature {
@@ -151,6 +151,15 @@ impl SettingEntry {
         if let Some(v) = self.repetition_penalty {
             p.repetition_penalty = v;
         }
+        Ok(p)
+    }
+
+    /// The sampling values, validated; errors name `location`.
+    pub fn params(&self, location: &str) -> Result<SamplingParams> {
+        let p = self.resolve().map_err(|e| match e {
+            Error::UnknownPreset(_) => Error::config(format!("{location}.preset"), e.to_string()),
+            e => e,
+        })?;
         p.validate()
             .map_err(|e| Error::config(location.to_string(), e.to_string()))?;
         Ok(p)
