@@ -212,19 +212,17 @@ fn prepare(r: &ChatRequest, model: &Mutex<Model>) -> std::result::Result<Job, Ap
         .map(|(i, m)| m.to_message(i))
         .collect::<Result<_>>()
         .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
-    let mut p = SamplingParams::neutral();
-    if let Some(v) = r.temperature {
-        p.temperature = v;
+    let mut p = crate::experiment::SettingEntry {
+        name: "request".into(),
+        preset: None,
+        temperature: r.temperature,
+        min_p: r.min_p,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        repetition_penalty: None,
     }
-    if let Some(v) = r.top_p {
-        p.top_p = v;
-    }
-    if let Some(v) = r.min_p {
-        p.min_p = v;
-    }
-    if let Some(v) = r.top_k {
-        p.top_k = v;
-    }
+    .resolve()
+    .map_err(|e| ApiError::bad(e.to_string(), None))?;
     if let Some(v) = r.max_completion_tokens.or(r.max_tokens) {
         p.max_new_tokens = v;
     }
