@@ -312,6 +312,30 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// One row per criterion plus a `total` row (null unless every criterion parsed).
+    #[allow(clippy::too_many_arguments)]
+    fn score_rows(
+        &self,
+        call: &str,
+        mode: Mode,
+        template: &str,
+        r: &ResponseRecord,
+        criteria: &[String],
+        scores: &[Option<u32>],
+        raw: &str,
+        attempts: u32,
+    ) -> Vec<JudgmentRecord> {
+        let scores: Vec<Option<f64>> = scores.iter().map(|s| s.map(f64::from)).collect();
+        let named = criteria
+            .iter()
+            .map(|c| c.as_str())
+            .zip(scores.iter().copied());
+        named
+            .chain(std::iter::once(("total", total(&scores))))
+            .map(|(c, s)| self.row(call, mode, template, r, c, s, raw, s.is_some(), attempts))
+            .collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn row(
         &self,
@@ -433,32 +457,16 @@ fn judge_all(
                         );
                         let raw = v.raw.join("\n---\n");
                         let attempts = v.raw.len() as u32;
-                        let scores: Vec<Option<f64>> =
-                            v.value.iter().map(|s| s.map(f64::from)).collect();
-                        for (c, s) in cfg.criteria.iter().zip(&scores) {
-                            rows.push(ctx.row(
-                                &call,
-                                mode,
-                                &template.name,
-                                r,
-                                c,
-                                *s,
-                                &raw,
-                                s.is_some(),
-                                attempts,
-                            ));
-                        }
-                        rows.push(ctx.row(
+                        rows = ctx.score_rows(
                             &call,
                             mode,
                             &template.name,
                             r,
-                            "total",
-                            total(&scores),
+                            &cfg.criteria,
+                            &v.value,
                             &raw,
-                            v.parse_ok,
                             attempts,
-                        ));
+                        );
                     } else {
                         let Some(es) = try_call!(judge.expected(&r.prompt, text), r.prompt_id)
                         else {
@@ -530,25 +538,16 @@ fn judge_all(
                     let attempts = v.raw.len() as u32;
                     let mut rows = Vec::new();
                     for (pos, (r, scores)) in shown.iter().zip(&v.value).enumerate() {
-                        let scores: Vec<Option<f64>> =
-                            scores.iter().map(|s| s.map(f64::from)).collect();
-                        let crit_rows = cfg
-                            .criteria
-                            .iter()
-                            .map(|c| c.as_str())
-                            .zip(scores.iter().copied());
-                        for (c, s) in crit_rows.chain(std::iter::once(("total", total(&scores)))) {
-                            let mut row = ctx.row(
-                                &call,
-                                mode,
-                                &template.name,
-                                r,
-                                c,
-                                s,
-                                &raw,
-                                s.is_some(),
-                                attempts,
-                            );
+                        for mut row in ctx.score_rows(
+                            &call,
+                            mode,
+                            &template.name,
+                            r,
+                            &cfg.criteria,
+                            scores,
+                            &raw,
+                            attempts,
+                        ) {
                             row.position = Some(pos as u32 + 1);
                             row.order_seed = Some(order_seed);
                             rows.push(row);

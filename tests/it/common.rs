@@ -56,3 +56,21 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The write-up's prompt file.
+pub fn prompts_file() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl")
+}
+
+/// Writes `toml` as `<dir>/<name>.toml` and runs it into `<dir>/<out>`, silently.
+pub fn run_toml(dir: &std::path::Path, name: &str, toml: &str, out: &str) -> llm_judge::RunOutput {
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, toml).unwrap();
+    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
+    llm_judge::experiment::run(
+        &cfg.plan().unwrap(),
+        &dir.join(out),
+        &mut llm_judge::experiment::Silent,
+    )
+    .unwrap()
+}

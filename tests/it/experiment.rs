@@ -1,7 +1,7 @@
 //! Experiments end to end on the real bundled models: judging, resume after SIGKILL,
 //! reproducibility, and bad input reported before any generation.
 
-use crate::common::{model_path, smollm, TempDir};
+use crate::common::{model_path, prompts_file, smollm, TempDir};
 use llm_judge::backend::LocalBackend;
 use llm_judge::experiment::{ExperimentConfig, Silent};
 use llm_judge::judge::{Judge, JudgeConfig, Mode};
@@ -10,10 +10,6 @@ use llm_judge::records::{JudgmentRecord, ResponseRecord};
 use llm_judge::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn prompts_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl")
-}
 
 /// A small experiment: SmolLM2 under p1 and p2, `limit` prompts, short answers.
 fn tiny_toml(dir: &Path, limit: usize, modes: &str, sanity: bool) -> PathBuf {

@@ -1,7 +1,7 @@
 //! The OpenAI-compatible client against the project's own server (a real bundled model on
 //! 127.0.0.1), and against a local fault-injecting server.
 
-use crate::common::{model_path, smollm, TempDir};
+use crate::common::{model_path, prompts_file, run_toml, smollm, TempDir};
 use llm_judge::backend::{Backend, EndpointConfig, LocalBackend, OpenAiBackend};
 use llm_judge::model::bundled;
 use llm_judge::{Message, SamplingParams};
@@ -270,8 +270,7 @@ fn persistent_failures_end_in_a_clear_error() {
 fn a_failing_endpoint_is_recorded_and_the_grid_goes_on() {
     let (base, _) = fault_server(vec!["500", "500", "ok"]);
     let dir = TempDir::new("grid-fail");
-    let prompts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let prompts = prompts_file();
     let toml = format!(
         r#"name = "mixed"
 prompts = "{}"
@@ -298,16 +297,8 @@ preset = "greedy"
 "#,
         prompts.display()
     );
-    let p = dir.0.join("mixed.toml");
-    std::fs::write(&p, toml).unwrap();
     model_path(&bundled::SMOLLM2);
-    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
-    let out = llm_judge::experiment::run(
-        &cfg.plan().unwrap(),
-        &dir.0.join("o"),
-        &mut llm_judge::experiment::Silent,
-    )
-    .unwrap();
+    let out = run_toml(&dir.0, "mixed", &toml, "o");
     let rs: Vec<llm_judge::records::ResponseRecord> =
         llm_judge::store::Store::open(dir.0.join("o"))
             .unwrap()
@@ -330,12 +321,7 @@ preset = "greedy"
     );
 
     // Once the endpoint recovers, a rerun retries the failed answers and keeps the rest.
-    let again = llm_judge::experiment::run(
-        &cfg.plan().unwrap(),
-        &dir.0.join("o"),
-        &mut llm_judge::experiment::Silent,
-    )
-    .unwrap();
+    let again = run_toml(&dir.0, "mixed", &toml, "o");
     assert!(again.warnings.is_empty(), "{:?}", again.warnings);
     let rs: Vec<llm_judge::records::ResponseRecord> =
         llm_judge::store::Store::open(dir.0.join("o"))
@@ -353,22 +339,13 @@ preset = "greedy"
 fn a_failing_judge_endpoint_is_reported_and_the_run_finishes() {
     let (base, _) = fault_server(vec!["500"]);
     let dir = TempDir::new("judge-fail");
-    let prompts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let prompts = prompts_file();
     let toml = format!(
         "name = \"jf\"\nprompts = \"{}\"\nlimit = 1\nmax_tokens = 4\n\n[[models]]\nname = \"smol\"\nsource = \"smollm2-135m-instruct\"\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n\n[judge]\nmodel = \"remote\"\nmodes = [\"rubric\"]\nsanity_check = false\n[judge.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nretries = 1\nbackoff_s = 0.01\n",
         prompts.display()
     );
-    let p = dir.0.join("jf.toml");
-    std::fs::write(&p, toml).unwrap();
     model_path(&bundled::SMOLLM2);
-    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
-    let out = llm_judge::experiment::run(
-        &cfg.plan().unwrap(),
-        &dir.0.join("o"),
-        &mut llm_judge::experiment::Silent,
-    )
-    .unwrap();
+    let out = run_toml(&dir.0, "jf", &toml, "o");
     assert_eq!(out.responses.height(), 1);
     assert_eq!(out.judgments.height(), 0);
     assert!(
@@ -384,8 +361,7 @@ fn a_failing_judge_endpoint_is_reported_and_the_run_finishes() {
 fn judge_behind_serve_matches_the_local_judge() {
     let served = serve(&[], &[]);
     let dir = TempDir::new("remote-judge");
-    let prompts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let prompts = prompts_file();
     let base_toml = format!(
         r#"name = "judge-compare"
 prompts = "{}"
@@ -473,8 +449,7 @@ fn requests_in_flight_and_rate_limit() {
         }
     });
     let dir = TempDir::new("in-flight");
-    let prompts =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/prompts/writeup.jsonl");
+    let prompts = prompts_file();
     let run = |in_flight: usize, rate: &str, name: &str| {
         let toml = format!(
             "name = \"f\"\nprompts = \"{}\"\nlimit = 8\n\n[[models]]\nname = \"r\"\n[models.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nin_flight = {in_flight}\n{rate}\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
