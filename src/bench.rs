@@ -6,6 +6,7 @@
 //! runs after one warm-up.
 
 use crate::error::{Error, Result};
+use crate::experiment::ExperimentConfig;
 use crate::model::Model;
 use serde::Serialize;
 use std::path::Path;
@@ -139,6 +140,241 @@ pub fn add_llama_bench(
         if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
             r.llama_cpp_tokens_per_s = t["avg_ts"].as_f64();
         }
+    }
+    Ok(())
+}
+
+/// Aggregate decoding speed of `n_seqs` sequences decoding `n` tokens each together
+/// ([`crate::model::Transformer::forward_batch`]), after a short prompt of a different length
+/// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG.
+pub fn batch_decode_row(name: &str, model: &mut Model, n_seqs: usize, n: usize) -> Result<BenchRow> {
+    let mut caches = Vec::with_capacity(n_seqs);
+    let mut next = Vec::with_capacity(n_seqs);
+    for i in 0..n_seqs {
+        let ids = bench_tokens(model, 8 + i)?;
+        let mut cache = model.transformer().new_cache();
+        let logits: Vec<f32> = model
+            .transformer()
+            .forward(&ids, &mut cache, false)?
+            .squeeze(0)?
+            .to_vec1()?;
+        next.push(crate::sampling::argmax(&logits));
+        caches.push(cache);
+    }
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut refs: Vec<&mut crate::model::KvCache> = caches.iter_mut().collect();
+        let logits = model.transformer().forward_batch(&next, &mut refs)?;
+        for (b, tok) in next.iter_mut().enumerate() {
+            let row: Vec<f32> = logits.get(b)?.to_vec1()?;
+            *tok = crate::sampling::argmax(&row);
+        }
+    }
+    Ok(BenchRow {
+        model: name.into(),
+        test: format!("tg{n}@b{n_seqs}"),
+        tokens_per_s: (n * n_seqs) as f64 / t.elapsed().as_secs_f64(),
+        llama_cpp_tokens_per_s: None,
+    })
+}
+
+/// Runs `llama-batched-bench` (prompt 32 tokens, `n` generated, the given parallel counts) on
+/// the same file and threads, and fills in the `tg{n}@b{B}` reference figures (S_TG).
+pub fn add_llama_batched_bench(
+    rows: &mut [BenchRow],
+    bin: &Path,
+    gguf: &Path,
+    threads: usize,
+    n: usize,
+    parallel: &[usize],
+) -> Result<()> {
+    let npl: Vec<String> = parallel.iter().map(|p| p.to_string()).collect();
+    let out = std::process::Command::new(bin)
+        .arg("-m")
+        .arg(gguf)
+        .args(["-t", &threads.to_string(), "-c", "8192", "-npp", "32"])
+        .args(["-ntg", &n.to_string(), "-npl", &npl.join(",")])
+        .args(["--output-format", "jsonl"])
+        .output()
+        .map_err(|e| Error::io(bin, e))?;
+    if !out.status.success() {
+        return Err(Error::config(
+            bin.display().to_string(),
+            format!(
+                "llama-batched-bench failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
+            continue;
+        };
+        let (Some(pl), Some(speed)) = (v["pl"].as_u64(), v["speed_tg"].as_f64()) else {
+            continue;
+        };
+        let test = format!("tg{n}@b{pl}");
+        if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
+            r.llama_cpp_tokens_per_s = Some(speed);
+        }
+    }
+    Ok(())
+}
+
+/// Judgments per second of one judge on fixed answers: a generated rubric verdict (text)
+/// against expected scores read from token probabilities (no text generated). Returns
+/// `(text, expected)`.
+pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64)> {
+    use crate::backend::LocalBackend;
+    use crate::judge::{Judge, JudgeConfig, Mode};
+    let question = "Explain how to bake a chocolate cake without using eggs.";
+    let answer = |i: usize| {
+        format!(
+            "Answer {i}: mix flour, sugar, cocoa and baking soda; whisk in oil, vinegar and              water; bake at 180 C for {} minutes, then let it cool before icing.",
+            25 + i
+        )
+    };
+    let cfg = JudgeConfig::new(model.source().to_string()).with_sanity_check(false);
+    let mut text = Judge::new(
+        Box::new(LocalBackend::new(model.clone())),
+        cfg.clone().with_modes(&[Mode::Rubric]),
+    )?;
+    let t = Instant::now();
+    for i in 0..answers {
+        text.rubric(question, &answer(i), i as u64)?;
+    }
+    let text_rate = answers as f64 / t.elapsed().as_secs_f64();
+    let mut exp = Judge::new(
+        Box::new(LocalBackend::new(model.clone())),
+        cfg.with_modes(&[Mode::Expected]),
+    )?;
+    let t = Instant::now();
+    for i in 0..answers {
+        exp.expected(question, &answer(i))?;
+    }
+    Ok((text_rate, answers as f64 / t.elapsed().as_secs_f64()))
+}
+
+/// Wall time of the generation grid of an experiment (judge left out) in `dir`, with
+/// `batch` answers decoded together.
+pub fn grid_seconds(cfg: &ExperimentConfig, batch: usize, dir: &Path) -> Result<f64> {
+    let mut c = cfg.clone();
+    c.batch = batch;
+    c.judge = None;
+    let plan = c.plan()?;
+    let t = Instant::now();
+    crate::experiment::run(&plan, dir, &mut crate::experiment::Silent)?;
+    Ok(t.elapsed().as_secs_f64())
+}
+
+/// What `llm-judge bench` measures.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Models (bundled names, paths or `hf://` references).
+    pub models: Vec<String>,
+    /// Repetitions per pp/tg figure.
+    pub reps: usize,
+    /// Threads (passed to llama.cpp too).
+    pub threads: usize,
+    /// `llama-bench` binary for pp/tg reference figures.
+    pub llama_bench: Option<std::path::PathBuf>,
+    /// `llama-batched-bench` binary for batched reference figures.
+    pub llama_batched_bench: Option<std::path::PathBuf>,
+    /// Sequence counts for aggregate decoding.
+    pub parallel: Vec<usize>,
+    /// Tokens decoded per sequence in the batched test.
+    pub batch_tokens: usize,
+    /// Answers judged per judge-speed figure.
+    pub judge_answers: usize,
+    /// Experiment whose generation grid is timed sequential vs batched.
+    pub grid: Option<std::path::PathBuf>,
+    /// Prompts of the grid (its first N).
+    pub grid_limit: Option<usize>,
+    /// Answer token limit of the grid.
+    pub grid_max_tokens: Option<usize>,
+}
+
+/// Runs every measurement and prints one line per figure through `print`.
+pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
+    let opt = |v: Option<f64>, p: usize| {
+        v.map(|x| format!("{x:.*}", p))
+            .unwrap_or_else(|| "-".into())
+    };
+    print(format!(
+        "{:<24} {:>10} {:>12} {:>12} {:>7}",
+        "model", "test", "ours tok/s", "llama.cpp", "ratio"
+    ));
+    for name in &opts.models {
+        let mut m = Model::load(&name.parse()?)?;
+        let mut rows = bench_model(name, &mut m, opts.reps)?;
+        if let Some(lb) = &opts.llama_bench {
+            add_llama_bench(&mut rows, lb, m.path(), opts.threads, opts.reps)?;
+        }
+        let single = rows.last().map(|r| r.tokens_per_s).unwrap_or(f64::NAN);
+        let mut batched = Vec::new();
+        for &b in &opts.parallel {
+            batched.push(batch_decode_row(name, &mut m, b, opts.batch_tokens)?);
+        }
+        if let Some(bb) = &opts.llama_batched_bench {
+            add_llama_batched_bench(
+                &mut batched,
+                bb,
+                m.path(),
+                opts.threads,
+                opts.batch_tokens,
+                &opts.parallel,
+            )?;
+        }
+        for r in rows.iter().chain(&batched) {
+            print(format!(
+                "{:<24} {:>10} {:>12.1} {:>12} {:>7}",
+                r.model,
+                r.test,
+                r.tokens_per_s,
+                opt(r.llama_cpp_tokens_per_s, 1),
+                opt(r.ratio(), 2)
+            ));
+        }
+        for r in &batched {
+            print(format!(
+                "{name}: {} aggregate / single-stream tg128 = {:.2}x",
+                r.test,
+                r.tokens_per_s / single
+            ));
+        }
+        if opts.judge_answers > 0 {
+            let (text, exp) = judge_speed(&m, opts.judge_answers)?;
+            print(format!(
+                "{name}: judgments/s as judge: text rubric {text:.3}, expected score {exp:.3} \
+                 ({:.1}x)",
+                exp / text
+            ));
+        }
+    }
+    if let Some(path) = &opts.grid {
+        let mut cfg = ExperimentConfig::load(path)?;
+        if opts.grid_limit.is_some() {
+            cfg.limit = opts.grid_limit;
+        }
+        if let Some(m) = opts.grid_max_tokens {
+            cfg.max_tokens = m;
+        }
+        let tmp = std::env::temp_dir().join(format!("llm-judge-bench-{}", std::process::id()));
+        let seq = grid_seconds(&cfg, 1, &tmp.join("sequential"))?;
+        let bat = grid_seconds(&cfg, cfg.batch.max(2), &tmp.join("batched"))?;
+        let _ = std::fs::remove_dir_all(&tmp);
+        print(format!(
+            "grid {} ({} prompts, {} tokens max): sequential {seq:.1} s, batched (batch {}) \
+             {bat:.1} s, {:.2}x",
+            cfg.name,
+            cfg.limit.map(|l| l.to_string()).unwrap_or_else(|| "all".into()),
+            cfg.max_tokens,
+            cfg.batch.max(2),
+            seq / bat
+        ));
+    }
+    if let Some(rss) = peak_rss_bytes() {
+        print(format!("peak RSS: {:.0} MB", rss as f64 / 1e6));
     }
     Ok(())
 }

@@ -10,14 +10,20 @@
 //! - [`sampling`]: [`SamplingParams`] (temperature, `min_p`, `top_p`, `top_k`, penalties,
 //!   seed) with the write-up's presets `p1` and `p2`, and the seeded [`Sampler`].
 //! - [`engine`]: KV-cached generation with stop conditions, token log-probabilities and
-//!   timing ([`Generation`]).
+//!   timing ([`Generation`]), one sequence at a time or continuously batched
+//!   ([`Model::generate_batch`]) with identical outputs.
 //! - [`backend`]: the [`backend::Backend`] trait that generation and judging go through.
 //! - [`prompts`]: prompt sets (JSONL).
 //! - [`judge`]: rubric, listwise, pairwise and expected-score grading ([`JudgeConfig`]).
 //! - [`experiment`]: the grid of models × settings × prompts × samples ([`Experiment`]),
 //!   stored record by record in a results folder ([`store`]) so runs resume.
 //! - [`table`] and [`analysis`]: polars DataFrames (responses, judgments, summary) and
-//!   statistics.
+//!   statistics (bootstrap CIs, win rates, Bradley-Terry, agreement, position and length
+//!   bias).
+//! - [`plot`] and [`report`]: plotters charts that show inline in evcxr notebooks, and the
+//!   self-contained HTML report of a results folder. [`RunOutput`] has one-call views of a
+//!   run for notebook cells; `use llm_judge::prelude::*` brings in what cells need.
+//! - [`bench`]: throughput figures against llama.cpp on the same file.
 //!
 //! ## Example
 //!
@@ -59,3 +65,13 @@ pub use experiment::{Experiment, RunOutput};
 pub use judge::{JudgeConfig, Mode};
 pub use model::{Message, Model, ModelSource};
 pub use sampling::{Sampler, SamplingParams};
+
+/// Everything a notebook cell needs: `use llm_judge::prelude::*;`.
+pub mod prelude {
+    pub use crate::analysis::{Agreement, LengthCorrelation, PositionBias, SummaryRow};
+    pub use crate::plot::Figure;
+    pub use crate::table::HtmlTable;
+    pub use crate::{
+        Error, Experiment, JudgeConfig, Message, Mode, Model, Result, RunOutput, SamplingParams,
+    };
+}

@@ -78,6 +78,11 @@ fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Res
     }
     let plan = cfg.plan()?;
     let result = llm_judge::experiment::run(&plan, out, &mut Bars { bar: None })?;
+    print_result(&result);
+    Ok(())
+}
+
+fn print_result(result: &llm_judge::RunOutput) {
     println!("{}", summary_text(&result.records));
     if let Some(s) = &result.sanity {
         println!("{}", s.describe());
@@ -86,7 +91,6 @@ fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Res
         println!("{line}");
     }
     println!("results written to {}", result.dir.display());
-    Ok(())
 }
 
 #[derive(Parser)]
@@ -137,6 +141,9 @@ enum Command {
         /// Override the answer token limit.
         #[arg(long)]
         max_tokens: Option<usize>,
+        /// Answers decoded together per local model (1 = one at a time; same outputs).
+        #[arg(long)]
+        batch: Option<usize>,
         /// Skip the judge sanity check.
         #[arg(long)]
         no_sanity: bool,
@@ -169,6 +176,27 @@ enum Command {
         /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
         #[arg(long)]
         llama_bench: Option<PathBuf>,
+        /// Path of a llama.cpp `llama-batched-bench` binary, for the batched reference.
+        #[arg(long)]
+        llama_batched_bench: Option<PathBuf>,
+        /// Sequence counts for aggregate batched decoding.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+        parallel: Vec<usize>,
+        /// Tokens decoded per sequence in the batched test.
+        #[arg(long, default_value_t = 64)]
+        batch_tokens: usize,
+        /// Answers judged for the judge-speed figures (0 skips them).
+        #[arg(long, default_value_t = 4)]
+        judge_answers: usize,
+        /// An experiment whose generation grid is timed sequential vs batched.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        /// Only the grid's first N prompts.
+        #[arg(long)]
+        grid_limit: Option<usize>,
+        /// Answer token limit for the grid.
+        #[arg(long)]
+        grid_max_tokens: Option<usize>,
     },
     /// Write a self-contained HTML report (report.html) and the results chart of a run.
     Report {
@@ -338,6 +366,7 @@ fn main() -> Result<()> {
             out,
             limit,
             max_tokens,
+            batch,
             no_sanity,
         } => {
             let mut cfg = ExperimentConfig::load(&experiment)?;
@@ -346,6 +375,9 @@ fn main() -> Result<()> {
             }
             if let Some(m) = max_tokens {
                 cfg.max_tokens = m;
+            }
+            if let Some(b) = batch {
+                cfg.batch = b;
             }
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
             run_experiment(cfg, &out, no_sanity)?;
@@ -357,15 +389,9 @@ fn main() -> Result<()> {
             out,
             no_sanity,
         } => {
-            let meta_path = results.join("run.json");
-            let meta: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(&meta_path)
-                    .with_context(|| format!("reading {}", meta_path.display()))?,
-            )
-            .with_context(|| format!("parsing {}", meta_path.display()))?;
-            let mut cfg: ExperimentConfig = serde_json::from_value(meta["experiment"].clone())
-                .with_context(|| format!("{}: field `experiment`", meta_path.display()))?;
-            let mut judge = cfg
+            let prev = llm_judge::RunOutput::load(&results)?;
+            let mut judge = prev
+                .config
                 .judge
                 .clone()
                 .unwrap_or_else(|| llm_judge::JudgeConfig::new(model.clone()));
@@ -374,17 +400,23 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|m| m.parse())
                 .collect::<llm_judge::Result<Vec<_>>>()?;
-            cfg.judge = Some(judge);
-            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            let src = results.join("responses.jsonl");
-            std::fs::copy(&src, out.join("responses.jsonl"))
-                .with_context(|| format!("copying {}", src.display()))?;
-            run_experiment(cfg, &out, no_sanity)?;
+            if no_sanity {
+                judge.sanity_check = false;
+            }
+            let result = prev.rejudge_with(judge, &out, &mut Bars { bar: None })?;
+            print_result(&result);
         }
         Command::Bench {
             models,
             reps,
             llama_bench,
+            llama_batched_bench,
+            parallel,
+            batch_tokens,
+            judge_answers,
+            grid,
+            grid_limit,
+            grid_max_tokens,
         } => {
             let models = if models.is_empty() {
                 bundled::BUNDLED
@@ -399,34 +431,20 @@ fn main() -> Result<()> {
                     .map(|n| n.get())
                     .unwrap_or(1)
             });
-            println!(
-                "{:<24} {:>6} {:>12} {:>12} {:>7}",
-                "model", "test", "ours tok/s", "llama.cpp", "ratio"
-            );
-            for name in models {
-                let mut m = load(&name)?;
-                let mut rows = llm_judge::bench::bench_model(&name, &mut m, reps)?;
-                if let Some(lb) = &llama_bench {
-                    llm_judge::bench::add_llama_bench(&mut rows, lb, m.path(), threads, reps)?;
-                }
-                for r in rows {
-                    let opt = |v: Option<f64>, p: usize| {
-                        v.map(|x| format!("{x:.*}", p))
-                            .unwrap_or_else(|| "-".into())
-                    };
-                    println!(
-                        "{:<24} {:>6} {:>12.1} {:>12} {:>7}",
-                        r.model,
-                        r.test,
-                        r.tokens_per_s,
-                        opt(r.llama_cpp_tokens_per_s, 1),
-                        opt(r.ratio(), 2)
-                    );
-                }
-            }
-            if let Some(rss) = llm_judge::bench::peak_rss_bytes() {
-                println!("peak RSS: {:.0} MB", rss as f64 / 1e6);
-            }
+            let opts = llm_judge::bench::BenchOptions {
+                models,
+                reps,
+                threads,
+                llama_bench,
+                llama_batched_bench,
+                parallel,
+                batch_tokens,
+                judge_answers,
+                grid,
+                grid_limit,
+                grid_max_tokens,
+            };
+            llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
         }
         Command::Report { results } => {
             let path = llm_judge::report::write_report(&results)?;

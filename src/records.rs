@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// One generated answer (or a failed attempt, with `error` set).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseRecord {
     /// Content hash of everything that determines the answer.
     pub key: String,
@@ -60,7 +60,7 @@ pub struct ResponseRecord {
 }
 
 /// One score from the judge.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JudgmentRecord {
     /// Unique row key: the judge call's key plus the answer and criterion.
     pub key: String,

@@ -3,12 +3,12 @@
 //! summary table, the results chart per judge mode (inline SVG), agreement statistics, and
 //! every answer with its scores.
 
-use crate::analysis::{agreement_report, summarize};
+use crate::analysis::agreement_report;
 use crate::error::{Error, Result};
+use crate::experiment::RunOutput;
 use crate::plot::Figure;
-use crate::records::{JudgmentRecord, ResponseRecord};
-use crate::store::{write_atomic, Store};
-use crate::table::{load_table, string_column, to_html};
+use crate::store::write_atomic;
+use crate::table::to_html;
 use std::path::{Path, PathBuf};
 
 fn esc(s: &str) -> String {
@@ -19,25 +19,15 @@ fn esc(s: &str) -> String {
 
 /// Writes `<dir>/report.html` and returns its path.
 pub fn write_report(dir: &Path) -> Result<PathBuf> {
+    let run = RunOutput::load(dir)?;
     let meta_path = dir.join("run.json");
     let meta_text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
     let meta: serde_json::Value = serde_json::from_str(&meta_text)
         .map_err(|e| Error::config(meta_path.display().to_string(), e.to_string()))?;
-    let store = Store::open(dir)?;
-    let responses: Vec<ResponseRecord> = store.load("responses")?;
-    let judgments_t = load_table(dir, "judgments")?;
-    let ids: std::collections::HashSet<String> = string_column(&judgments_t, "judgment_id")?
-        .into_iter()
-        .collect();
-    let judgments: Vec<JudgmentRecord> = store
-        .load::<JudgmentRecord>("judgments")?
-        .into_iter()
-        .filter(|j| ids.contains(&j.key))
-        .collect();
-    let seed = meta["experiment"]["seed"].as_u64().unwrap_or(0);
-    let summary_rows = summarize(&judgments, seed);
-    let summary = load_table(dir, "summary")?;
-    let name = meta["experiment"]["name"].as_str().unwrap_or("experiment");
+    let (responses, judgments) = (&run.answers, &run.records);
+    let summary_rows = &run.summary_rows;
+    let summary = &run.summary;
+    let name = run.config.name.as_str();
 
     let mut h = String::new();
     h.push_str(&format!(
@@ -69,19 +59,29 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
     }
     h.push_str("<h2>Results</h2>\n");
     let mut modes: Vec<String> = Vec::new();
-    for r in &summary_rows {
+    for r in summary_rows {
         if r.mode != "pairwise" && !modes.contains(&r.mode) {
             modes.push(r.mode.clone());
         }
     }
     for m in &modes {
-        let fig = Figure::score_bars(&summary_rows, m, "total")?;
+        let fig = Figure::score_bars(summary_rows, m, "total")?;
         h.push_str(&fig.to_svg()?);
         h.push('\n');
     }
+    // Per-prompt and distribution charts need parsed scores; a mode without any is skipped.
+    for m in &modes {
+        for fig in [run.prompt_heatmap(m), run.score_distribution(m)]
+            .into_iter()
+            .flatten()
+        {
+            h.push_str(&fig.to_svg()?);
+            h.push('\n');
+        }
+    }
     h.push_str("<h2>Summary</h2>\n");
-    h.push_str(&to_html(&summary, 500));
-    let agreement = agreement_report(&judgments);
+    h.push_str(&to_html(summary, 500));
+    let agreement = agreement_report(judgments);
     if !agreement.is_empty() {
         h.push_str("<h2>Agreement</h2><ul>\n");
         for a in agreement {
@@ -102,7 +102,7 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         &serde_json::to_string_pretty(&run_meta).unwrap_or_default()
     ));
     h.push_str("</pre>\n<h2>Answers</h2>\n");
-    for r in &responses {
+    for r in responses {
         let scores: Vec<String> = judgments
             .iter()
             .filter(|j| j.response_key == r.key && j.criterion == "total")

@@ -5,7 +5,7 @@ mod local;
 pub mod openai;
 pub mod openai_types;
 
-pub use local::LocalBackend;
+pub use local::{LocalBackend, DEFAULT_MAX_BATCH};
 pub use openai::{EndpointConfig, OpenAiBackend, RateLimiter};
 
 use crate::engine::Generation;
@@ -23,6 +23,22 @@ pub trait Backend: Send {
 
     /// Generates the assistant's reply to `messages`.
     fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation>;
+
+    /// Generates replies to several conversations, calling `on_done(index, result)` as each
+    /// finishes. Backends that can decode several sequences at once (the local one) override
+    /// this; the default answers them one by one. Each reply is the same as from
+    /// [`Backend::chat`].
+    fn chat_batch(
+        &mut self,
+        requests: &[(Vec<Message>, SamplingParams)],
+        on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
+    ) -> Result<()> {
+        for (i, (messages, params)) in requests.iter().enumerate() {
+            let r = self.chat(messages, params);
+            on_done(i, r)?;
+        }
+        Ok(())
+    }
 
     /// The probability of each of `candidates` (single tokens) being the next token after the
     /// chat prompt followed by `assistant_prefix`, renormalised over the candidates, plus the

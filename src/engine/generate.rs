@@ -159,112 +159,25 @@ impl Model {
         params: &SamplingParams,
         mut opts: GenerateOptions<'_>,
     ) -> Result<Generation> {
-        let mut sampler = Sampler::new(params.clone())?;
-        let ctx = self.context_length();
-        if prompt_ids.is_empty() || prompt_ids.len() >= ctx {
-            return Err(Error::ContextOverflow {
-                prompt: prompt_ids.len(),
-                context: ctx,
-            });
-        }
-        let max_new = params.max_new_tokens.min(ctx - prompt_ids.len());
-        let stop_ids = self.tokenizer().stop_ids().to_vec();
-        let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
-        let mut history = prompt_ids.to_vec();
+        let mut seq = Sequence::new(self, prompt_ids, params, opts.top_logprobs)?;
         let mut cache = self.transformer().new_cache();
-
         let t0 = Instant::now();
         let logits = self.transformer().forward(prompt_ids, &mut cache, false)?;
         let mut logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
-        let prompt_s = t0.elapsed().as_secs_f64();
-
+        seq.prompt_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
-        let mut tokens = Vec::new();
-        let mut logprobs = Vec::new();
-        let mut tops = Vec::new();
-        let mut emitted = 0usize;
-        let mut finish = FinishReason::Length;
-        let mut text = String::new();
-        let mut checked = 0usize;
-        for step in 0..max_new {
-            let s = sampler.sample(&logits, &history)?;
-            if opts.top_logprobs > 0 {
-                tops.push(top_logprobs(&logits, opts.top_logprobs));
-            }
-            tokens.push(s.token);
-            logprobs.push(s.logprob);
-            history.push(s.token);
-            if stop_ids.contains(&s.token) {
-                finish = FinishReason::Stop;
+        loop {
+            let on_text = opts.on_text.as_mut().map(|f| &mut **f as &mut dyn FnMut(&str));
+            if let Some(token) = seq.step(self, &logits, on_text)? {
+                let next = self.transformer().forward(&[token], &mut cache, false)?;
+                logits = next.squeeze(0)?.to_vec1()?;
+            } else {
                 break;
             }
-            if longest_stop > 0 || opts.on_text.is_some() {
-                text = self.tokenizer().decode(&tokens, false)?;
-                let from = floor_char_boundary(&text, checked.saturating_sub(longest_stop));
-                if let Some(cut) = params
-                    .stop
-                    .iter()
-                    .filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i))
-                    .min()
-                {
-                    text.truncate(cut);
-                    finish = FinishReason::StopString;
-                    break;
-                }
-                checked = text.len();
-                if let Some(cb) = opts.on_text.as_mut() {
-                    // Hold back what could still start a stop string, and any incomplete
-                    // UTF-8 sequence (decoded as U+FFFD until its last byte arrives).
-                    let mut safe = floor_char_boundary(
-                        &text,
-                        text.len().saturating_sub(longest_stop.saturating_sub(1)),
-                    );
-                    if text[..safe].ends_with('\u{FFFD}') {
-                        safe = floor_char_boundary(&text, safe - '\u{FFFD}'.len_utf8());
-                    }
-                    if safe > emitted {
-                        cb(&text[emitted..safe]);
-                        emitted = safe;
-                    }
-                }
-            }
-            if step + 1 == max_new {
-                break;
-            }
-            let next = self.transformer().forward(&[s.token], &mut cache, false)?;
-            logits = next.squeeze(0)?.to_vec1()?;
         }
-        let decode_s = t1.elapsed().as_secs_f64();
-        if finish != FinishReason::StopString {
-            let body = match finish {
-                FinishReason::Stop => &tokens[..tokens.len() - 1],
-                _ => &tokens[..],
-            };
-            text = self.tokenizer().decode(body, false)?;
-        }
-        if let Some(cb) = opts.on_text.as_mut() {
-            if text.len() > emitted && text.is_char_boundary(emitted) {
-                cb(&text[emitted..]);
-            }
-        }
-        let n = tokens.len();
-        Ok(Generation {
-            text,
-            prompt: String::new(),
-            prompt_tokens: prompt_ids.len(),
-            completion_tokens: n,
-            finish_reason: finish,
-            tokens,
-            logprobs,
-            top_logprobs: tops,
-            timing: Timing {
-                prompt_s,
-                decode_s,
-                prompt_tok_per_s: prompt_ids.len() as f64 / prompt_s.max(1e-9),
-                decode_tok_per_s: n.saturating_sub(1) as f64 / decode_s.max(1e-9),
-            },
-            template: TemplateSource::PlainFallback,
-        })
+        seq.decode_s = t1.elapsed().as_secs_f64();
+        let on_text = opts.on_text.as_mut().map(|f| &mut **f as &mut dyn FnMut(&str));
+        seq.finish(self, on_text)
     }
 
     /// Log-probabilities of the next token after `prompt_ids`, over the whole vocabulary.
@@ -289,4 +202,164 @@ fn floor_char_boundary(s: &str, mut i: usize) -> usize {
         i -= 1;
     }
     i
+}
+
+/// One sequence being generated: its sampler, the tokens so far and the stop conditions.
+/// Single and batched generation share it, so both stop and decode text identically.
+pub(crate) struct Sequence {
+    sampler: Sampler,
+    params: SamplingParams,
+    stop_ids: Vec<u32>,
+    longest_stop: usize,
+    max_new: usize,
+    top_k_logprobs: usize,
+    history: Vec<u32>,
+    prompt_tokens: usize,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+    tops: Vec<Vec<(u32, f32)>>,
+    text: String,
+    checked: usize,
+    emitted: usize,
+    finish: FinishReason,
+    /// Prefill seconds.
+    pub(crate) prompt_s: f64,
+    /// Decode seconds.
+    pub(crate) decode_s: f64,
+}
+
+impl Sequence {
+    /// Checks the prompt against the context window and prepares the sampler.
+    pub(crate) fn new(
+        model: &Model,
+        prompt_ids: &[u32],
+        params: &SamplingParams,
+        top_logprobs: usize,
+    ) -> Result<Self> {
+        let ctx = model.context_length();
+        if prompt_ids.is_empty() || prompt_ids.len() >= ctx {
+            return Err(Error::ContextOverflow {
+                prompt: prompt_ids.len(),
+                context: ctx,
+            });
+        }
+        Ok(Self {
+            sampler: Sampler::new(params.clone())?,
+            params: params.clone(),
+            stop_ids: model.tokenizer().stop_ids().to_vec(),
+            longest_stop: params.stop.iter().map(|s| s.len()).max().unwrap_or(0),
+            max_new: params.max_new_tokens.min(ctx - prompt_ids.len()),
+            top_k_logprobs: top_logprobs,
+            history: prompt_ids.to_vec(),
+            prompt_tokens: prompt_ids.len(),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            tops: Vec::new(),
+            text: String::new(),
+            checked: 0,
+            emitted: 0,
+            finish: FinishReason::Length,
+            prompt_s: 0.0,
+            decode_s: 0.0,
+        })
+    }
+
+    /// Samples the next token from `logits`; returns it when the sequence goes on (the
+    /// caller runs it through the model), `None` when the sequence has ended.
+    pub(crate) fn step(
+        &mut self,
+        model: &Model,
+        logits: &[f32],
+        on_text: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Option<u32>> {
+        if self.tokens.len() >= self.max_new {
+            return Ok(None);
+        }
+        let s = self.sampler.sample(logits, &self.history)?;
+        if self.top_k_logprobs > 0 {
+            self.tops.push(top_logprobs(logits, self.top_k_logprobs));
+        }
+        self.tokens.push(s.token);
+        self.logprobs.push(s.logprob);
+        self.history.push(s.token);
+        if self.stop_ids.contains(&s.token) {
+            self.finish = FinishReason::Stop;
+            return Ok(None);
+        }
+        if self.longest_stop > 0 || on_text.is_some() {
+            self.text = model.tokenizer().decode(&self.tokens, false)?;
+            let text = &mut self.text;
+            let from = floor_char_boundary(text, self.checked.saturating_sub(self.longest_stop));
+            if let Some(cut) = self
+                .params
+                .stop
+                .iter()
+                .filter_map(|st| text[from..].find(st.as_str()).map(|i| from + i))
+                .min()
+            {
+                text.truncate(cut);
+                self.finish = FinishReason::StopString;
+                return Ok(None);
+            }
+            self.checked = text.len();
+            if let Some(cb) = on_text {
+                // Hold back what could still start a stop string, and any incomplete
+                // UTF-8 sequence (decoded as U+FFFD until its last byte arrives).
+                let mut safe = floor_char_boundary(
+                    text,
+                    text.len()
+                        .saturating_sub(self.longest_stop.saturating_sub(1)),
+                );
+                if text[..safe].ends_with('\u{FFFD}') {
+                    safe = floor_char_boundary(text, safe - '\u{FFFD}'.len_utf8());
+                }
+                if safe > self.emitted {
+                    cb(&text[self.emitted..safe]);
+                    self.emitted = safe;
+                }
+            }
+        }
+        if self.tokens.len() >= self.max_new {
+            return Ok(None);
+        }
+        Ok(Some(s.token))
+    }
+
+    /// The finished generation (text decoded once more unless a stop string cut it).
+    pub(crate) fn finish(
+        mut self,
+        model: &Model,
+        on_text: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Generation> {
+        if self.finish != FinishReason::StopString {
+            let body = match self.finish {
+                FinishReason::Stop => &self.tokens[..self.tokens.len() - 1],
+                _ => &self.tokens[..],
+            };
+            self.text = model.tokenizer().decode(body, false)?;
+        }
+        if let Some(cb) = on_text {
+            if self.text.len() > self.emitted && self.text.is_char_boundary(self.emitted) {
+                cb(&self.text[self.emitted..]);
+            }
+        }
+        let n = self.tokens.len();
+        Ok(Generation {
+            text: self.text,
+            prompt: String::new(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: n,
+            finish_reason: self.finish,
+            tokens: self.tokens,
+            logprobs: self.logprobs,
+            top_logprobs: self.tops,
+            timing: Timing {
+                prompt_s: self.prompt_s,
+                decode_s: self.decode_s,
+                prompt_tok_per_s: self.prompt_tokens as f64 / self.prompt_s.max(1e-9),
+                decode_tok_per_s: n.saturating_sub(1) as f64 / self.decode_s.max(1e-9),
+            },
+            template: TemplateSource::PlainFallback,
+        })
+    }
 }

@@ -169,6 +169,10 @@ impl SettingEntry {
 fn one() -> u32 {
     1
 }
+fn default_batch() -> usize {
+    crate::backend::DEFAULT_MAX_BATCH
+}
+
 fn default_max_tokens() -> usize {
     256
 }
@@ -200,6 +204,10 @@ pub struct ExperimentConfig {
     /// Use only the first `limit` prompts.
     #[serde(default)]
     pub limit: Option<usize>,
+    /// Answers of a local model decoded together (continuous batching); 1 decodes one at a
+    /// time. Outputs are the same either way.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
     /// The judge; without one, only answers are generated.
     #[serde(default)]
     pub judge: Option<JudgeConfig>,
@@ -262,6 +270,12 @@ impl ExperimentConfig {
         if self.samples == 0 {
             return Err(Error::config(
                 format!("{origin}: samples"),
+                "must be at least 1",
+            ));
+        }
+        if self.batch == 0 {
+            return Err(Error::config(
+                format!("{origin}: batch"),
                 "must be at least 1",
             ));
         }

@@ -3,12 +3,14 @@
 
 pub mod config;
 pub mod progress;
+mod output;
 mod runner;
 mod sanity;
 
 pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, SettingEntry};
 pub use progress::{Lines, Progress, Silent};
-pub use runner::{run, RunOutput};
+pub use output::RunOutput;
+pub use runner::run;
 pub use sanity::SanitySummary;
 
 use crate::error::Result;
@@ -36,6 +38,7 @@ impl Experiment {
                 seed: 0,
                 max_tokens: 256,
                 limit: None,
+                batch: crate::backend::DEFAULT_MAX_BATCH,
                 judge: None,
                 origin: None,
             },
@@ -87,6 +90,30 @@ impl Experiment {
         self
     }
 
+    /// Adds a temperature × min_p grid of settings (all other filters off), named
+    /// `T=<t> min_p=<m>`; [`RunOutput::sweep_heatmap`] draws the result.
+    pub fn sweep(mut self, temperatures: &[f64], min_ps: &[f64]) -> Self {
+        for &t in temperatures {
+            for &m in min_ps {
+                let params = SamplingParams::neutral()
+                    .with_temperature(t)
+                    .with_min_p(m);
+                self = self.setting(&format!("T={t} min_p={m}"), &params);
+            }
+        }
+        self
+    }
+
+    /// Makes this a small run (the first `limit` prompts, at most `max_tokens` per answer)
+    /// when `small` is true, e.g. from a notebook parameter; otherwise leaves it as it is.
+    pub fn small(mut self, small: bool, limit: usize, max_tokens: usize) -> Self {
+        if small {
+            self.config.limit = Some(limit);
+            self.config.max_tokens = max_tokens;
+        }
+        self
+    }
+
     /// Sets the judge.
     pub fn judge(mut self, judge: JudgeConfig) -> Self {
         self.config.judge = Some(judge);
@@ -108,6 +135,12 @@ impl Experiment {
     /// Most tokens per answer.
     pub fn max_tokens(mut self, n: usize) -> Self {
         self.config.max_tokens = n;
+        self
+    }
+
+    /// Answers of a local model decoded together (1 = one at a time); outputs are the same.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.config.batch = n;
         self
     }
 

@@ -2,7 +2,8 @@
 
 use super::config::{ModelSpec, Plan};
 use super::progress::Progress;
-use super::sanity::{self, SanitySummary};
+use super::output::RunOutput;
+use super::sanity;
 use crate::backend::{Backend, LocalBackend, OpenAiBackend};
 use crate::error::Result;
 use crate::judge::{Judge, Mode, Verdict};
@@ -11,30 +12,10 @@ use crate::model::{Message, Model, ModelSource};
 use crate::records::{JudgmentRecord, ResponseRecord};
 use crate::store::Store;
 use crate::table;
-use polars::prelude::DataFrame;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-
-/// What a run returns: the three tables and where they were written.
-#[derive(Debug, Clone)]
-pub struct RunOutput {
-    /// One row per answer.
-    pub responses: DataFrame,
-    /// One row per score.
-    pub judgments: DataFrame,
-    /// Model × setting × mode × criterion: n, mean, std, bootstrap 95 % CI.
-    pub summary: DataFrame,
-    /// The judgment records behind `judgments`.
-    pub records: Vec<JudgmentRecord>,
-    /// The judge sanity check, when it ran.
-    pub sanity: Option<SanitySummary>,
-    /// Warnings (e.g. self-preference).
-    pub warnings: Vec<String>,
-    /// The results folder.
-    pub dir: PathBuf,
-}
+use std::path::Path;
 
 /// A seed derived from the base seed and coordinates, independent of run order.
 pub(crate) fn derive_seed(base: u64, parts: &[&str]) -> u64 {
@@ -93,7 +74,7 @@ pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOu
             progress.note(&w);
             warnings.push(w);
         }
-        let backend = backend_for(spec, &mut models)?;
+        let backend = backend_for(spec, &mut models, 1)?;
         let mut judge = Judge::new(backend, jc.clone())?;
         let (j, failed) = judge_all(plan, &store, &mut judge, &responses, progress)?;
         judgments = j;
@@ -130,9 +111,9 @@ fn model_id(spec: &ModelSpec) -> Result<String> {
     }
 }
 
-fn backend_for(spec: &ModelSpec, models: &mut Models) -> Result<Box<dyn Backend>> {
+fn backend_for(spec: &ModelSpec, models: &mut Models, batch: usize) -> Result<Box<dyn Backend>> {
     Ok(match spec {
-        ModelSpec::Local(src) => Box::new(LocalBackend::new(models.get(src)?)),
+        ModelSpec::Local(src) => Box::new(LocalBackend::new(models.get(src)?).with_max_batch(batch)),
         ModelSpec::Remote(e) => Box::new(OpenAiBackend::new(e.clone())?),
     })
 }
@@ -257,12 +238,19 @@ fn generate(
                 run_in_flight(e, tasks, &mut |t| done(t, progress))?;
             }
             _ => {
-                let mut backend = backend_for(src, models)?;
-                for mut t in tasks {
-                    let r = backend.chat(&t.messages, &t.params);
+                let mut backend = backend_for(src, models, c.batch)?;
+                let requests: Vec<_> = tasks
+                    .iter()
+                    .map(|t| (t.messages.clone(), t.params.clone()))
+                    .collect();
+                let mut tasks: Vec<Option<Task>> = tasks.into_iter().map(Some).collect();
+                backend.chat_batch(&requests, &mut |i, r| {
+                    let Some(mut t) = tasks[i].take() else {
+                        return Ok(());
+                    };
                     complete(&mut t.rec, r);
-                    done(t, progress)?;
-                }
+                    done(t, progress)
+                })?;
             }
         }
     }

@@ -146,6 +146,12 @@ impl JudgeConfig {
         self
     }
 
+    /// Turns the judge sanity check on or off.
+    pub fn with_sanity_check(mut self, on: bool) -> Self {
+        self.sanity_check = on;
+        self
+    }
+
     /// Checks ranges and loads each mode's template (so errors appear before any work).
     pub fn validate(&self, origin: &str) -> Result<Vec<(Mode, JudgeTemplate)>> {
         if self.criteria.is_empty() {

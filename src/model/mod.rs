@@ -6,6 +6,7 @@ pub mod chat_template;
 pub mod config;
 pub mod fingerprint;
 pub mod gguf;
+mod q4_1;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;
@@ -73,6 +74,7 @@ impl Model {
 
     /// Loads with explicit options.
     pub fn load_with(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        crate::engine::pin_thread_count();
         let path = source.resolve()?;
         let device = match &opts.device {
             Some(d) => d.clone(),

@@ -12,6 +12,7 @@
 
 use super::config::{Arch, Config};
 use super::gguf::GgufFile;
+use super::q4_1::Q41Matrix;
 use crate::error::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -52,6 +53,50 @@ fn qmatmul(g: &mut GgufFile, name: &str, dev: &Device) -> Result<QMatMul> {
         GgmlDType::F16 | GgmlDType::BF16 => QMatMul::TensorF16(qt.dequantize_f16(dev)?),
         _ => QMatMul::from_qtensor(qt)?,
     })
+}
+
+/// A projection: candle's quantized matmul, or our own kernel for Q4_1 weights on the CPU
+/// (see [`super::q4_1`]).
+#[derive(Debug, Clone)]
+enum Linear {
+    Candle(QMatMul),
+    Q41(Arc<Q41Matrix>),
+}
+
+impl Linear {
+    fn load(g: &mut GgufFile, name: &str, dev: &Device) -> Result<Self> {
+        if dev.is_cpu() {
+            let qt = g.tensor(name, dev)?;
+            if let Some(m) = Q41Matrix::from_qtensor(&qt)? {
+                return Ok(Linear::Q41(Arc::new(m)));
+            }
+        }
+        Ok(Linear::Candle(qmatmul(g, name, dev)?))
+    }
+
+    /// `x · Wᵀ` over the last dimension of `x`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(q) => Ok(q.forward(x)?),
+            Linear::Q41(m) => {
+                let mut dims = x.dims().to_vec();
+                let k = dims.pop().unwrap_or(0);
+                if k != m.k() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "Q4_1 projection expects {} inputs, got shape {:?}",
+                        m.k(),
+                        x.dims()
+                    ))
+                    .into());
+                }
+                let rows = x.elem_count() / k.max(1);
+                let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                dims.push(m.n());
+                let y = m.matmul(&data, rows);
+                Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
+            }
+        }
+    }
 }
 
 /// Cos/sin tables for rotary embeddings, grown on demand.
@@ -100,19 +145,19 @@ impl Rope {
 
 #[derive(Debug, Clone)]
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     attn_norm: RmsNorm,
     post_attn_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     post_ffn_norm: Option<RmsNorm>,
-    gate: QMatMul,
-    up: QMatMul,
-    down: QMatMul,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
     window: Option<usize>,
     rope: usize,
 }
@@ -152,6 +197,12 @@ impl KvCache {
         })
     }
 
+    /// Forgets every position from `len` on (keeps the first `len`); later tokens are
+    /// written over them.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let new = k.dim(2)?;
         let need = self.len + new;
@@ -188,7 +239,7 @@ pub struct Transformer {
     embed_scale: Option<f64>,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Linear,
     ropes: Vec<Rope>,
     device: Device,
 }
@@ -200,9 +251,9 @@ impl Transformer {
         let dev = device;
         let embed = Arc::new(g.tensor("token_embd.weight", dev)?);
         let output = if g.has_tensor("output.weight") {
-            qmatmul(g, "output.weight", dev)?
+            Linear::load(g, "output.weight", dev)?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            Linear::Candle(QMatMul::from_arc(embed.clone())?)
         };
         let norm = RmsNorm::load(g, "output_norm.weight", cfg.eps, dev)?;
         let half = cfg.head_dim / 2;
@@ -242,19 +293,19 @@ impl Transformer {
             };
             let window = cfg.layer_window(i);
             layers.push(Layer {
-                wq: qmatmul(g, &p("attn_q"), dev)?,
-                wk: qmatmul(g, &p("attn_k"), dev)?,
-                wv: qmatmul(g, &p("attn_v"), dev)?,
-                wo: qmatmul(g, &p("attn_output"), dev)?,
+                wq: Linear::load(g, &p("attn_q"), dev)?,
+                wk: Linear::load(g, &p("attn_k"), dev)?,
+                wv: Linear::load(g, &p("attn_v"), dev)?,
+                wo: Linear::load(g, &p("attn_output"), dev)?,
                 q_norm: opt_norm(g, "attn_q_norm")?,
                 k_norm: opt_norm(g, "attn_k_norm")?,
                 attn_norm: RmsNorm::load(g, &p("attn_norm"), cfg.eps, dev)?,
                 post_attn_norm: opt_norm(g, "post_attention_norm")?,
                 ffn_norm: RmsNorm::load(g, &p("ffn_norm"), cfg.eps, dev)?,
                 post_ffn_norm: opt_norm(g, "post_ffw_norm")?,
-                gate: qmatmul(g, &p("ffn_gate"), dev)?,
-                up: qmatmul(g, &p("ffn_up"), dev)?,
-                down: qmatmul(g, &p("ffn_down"), dev)?,
+                gate: Linear::load(g, &p("ffn_gate"), dev)?,
+                up: Linear::load(g, &p("ffn_up"), dev)?,
+                down: Linear::load(g, &p("ffn_down"), dev)?,
                 window,
                 rope: usize::from(window.is_some()),
             });
@@ -341,19 +392,7 @@ impl Transformer {
                 Some(n) => n.forward(&h)?,
                 None => h,
             };
-            let x1 = (x + h)?;
-            let h = layer.ffn_norm.forward(&x1)?;
-            let gate = layer.gate.forward(&h)?;
-            let act = match self.cfg.arch {
-                Arch::Llama => candle_nn::ops::silu(&gate)?,
-                Arch::Gemma3 => gate.gelu()?,
-            };
-            let h = layer.down.forward(&(act * layer.up.forward(&h)?)?)?;
-            let h = match &layer.post_ffn_norm {
-                Some(n) => n.forward(&h)?,
-                None => h,
-            };
-            x = (x1 + h)?;
+            x = self.feed_forward(layer, (x + h)?)?;
         }
         cache.len = total;
         let x = if all_logits {
@@ -364,6 +403,120 @@ impl Transformer {
         let x = self.norm.forward(&x)?;
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }
+}
+
+impl Transformer {
+    /// One decoding step for several sequences at once: `tokens[b]` is the next token of the
+    /// sequence in `caches[b]` (each at its own position). The projections and the MLP run
+    /// on all rows together; attention runs per sequence on its own cache. Returns logits
+    /// of shape `(tokens.len(), vocab)`; row `b` equals what [`Transformer::forward`] gives
+    /// for that sequence alone.
+    pub fn forward_batch(&mut self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let n = tokens.len();
+        if n == 0 || caches.len() != n {
+            return Err(candle_core::Error::Msg(format!(
+                "forward_batch: {n} tokens for {} caches",
+                caches.len()
+            ))
+            .into());
+        }
+        let longest = caches.iter().map(|c| c.len).max().unwrap_or(0) + 1;
+        for r in self.ropes.iter_mut() {
+            r.ensure(longest, &self.device)?;
+        }
+        let ids = Tensor::new(tokens, &self.device)?;
+        let mut x = self.embed.embedding(&ids)?.unsqueeze(1)?;
+        if let Some(s) = self.embed_scale {
+            x = (x * s)?;
+        }
+        let masks: Vec<MaskSet> = caches
+            .iter()
+            .map(|c| MaskSet::new(1, c.len, &self.device))
+            .collect();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let rope = &self.ropes[layer.rope];
+            let h = layer.attn_norm.forward(&x)?;
+            let (q, k, v) = (
+                batch_linear(&layer.wq, &h)?,
+                batch_linear(&layer.wk, &h)?,
+                batch_linear(&layer.wv, &h)?,
+            );
+            let mut outs = Vec::with_capacity(n);
+            for (b, cache) in caches.iter_mut().enumerate() {
+                let pos = cache.len;
+                outs.push(attend(
+                    &self.cfg,
+                    layer,
+                    rope,
+                    (&q.narrow(0, b, 1)?, &k.narrow(0, b, 1)?, &v.narrow(0, b, 1)?),
+                    cache,
+                    i,
+                    pos,
+                    &masks[b],
+                )?);
+            }
+            let h = batch_linear(&layer.wo, &Tensor::cat(&outs, 0)?)?;
+            let h = match &layer.post_attn_norm {
+                Some(nm) => nm.forward(&h)?,
+                None => h,
+            };
+            x = self.feed_forward_with(layer, (x + h)?, batch_linear)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += 1;
+        }
+        let x = self.norm.forward(&x)?;
+        Ok(batch_linear(&self.output, &x)?.squeeze(1)?.to_dtype(DType::F32)?)
+    }
+
+    /// The MLP block with its residual: `x1 + mlp(norm(x1))`.
+    fn feed_forward(&self, layer: &Layer, x1: Tensor) -> Result<Tensor> {
+        self.feed_forward_with(layer, x1, |w, x| w.forward(x))
+    }
+
+    fn feed_forward_with(
+        &self,
+        layer: &Layer,
+        x1: Tensor,
+        linear: impl Fn(&Linear, &Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let h = layer.ffn_norm.forward(&x1)?;
+        let gate = linear(&layer.gate, &h)?;
+        let act = match self.cfg.arch {
+            Arch::Llama => candle_nn::ops::silu(&gate)?,
+            Arch::Gemma3 => gate.gelu()?,
+        };
+        let h = linear(&layer.down, &(act * linear(&layer.up, &h)?)?)?;
+        let h = match &layer.post_ffn_norm {
+            Some(n) => n.forward(&h)?,
+            None => h,
+        };
+        Ok((x1 + h)?)
+    }
+}
+
+/// A projection of the rows `(n, 1, k)` of a decoding batch. Our Q4_1 kernel and candle's
+/// CPU kernels compute
+/// each row of the generic quantized types (Q4_0, Q5_x, Q2_K, Q3_K, Q5_K) the same way
+/// whatever the number of rows, so those run as one matmul that reads every weight block
+/// once for all rows. For Q4_K, Q6_K and Q8_0, candle picks repacked kernels whose rounding
+/// depends on the row count, and for float weights the GEMM kernel changes with the shape;
+/// those rows run one by one, so a sequence's output never depends on its batch.
+fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
+    use candle_core::quantized::GgmlDType as D;
+    let rows_apart = match w {
+        Linear::Q41(_) => false,
+        Linear::Candle(QMatMul::QTensor(t)) => matches!(t.dtype(), D::Q4K | D::Q6K | D::Q8_0),
+        Linear::Candle(QMatMul::Tensor(_) | QMatMul::TensorF16(_)) => true,
+    };
+    let n = x.dim(0)?;
+    if !rows_apart || n == 1 {
+        return Ok(w.forward(x)?);
+    }
+    let rows = (0..n)
+        .map(|i| Ok(w.forward(&x.narrow(0, i, 1)?)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
 }
 
 /// Additive attention masks for one chunk, built once per window size.
@@ -421,25 +574,36 @@ fn attention(
     pos: usize,
     masks: &MaskSet,
 ) -> Result<Tensor> {
-    let (b, seq, _) = x.dims3()?;
+    let qkv = (&layer.wq.forward(x)?, &layer.wk.forward(x)?, &layer.wv.forward(x)?);
+    let out = attend(cfg, layer, rope, qkv, cache, index, pos, masks)?;
+    Ok(layer.wo.forward(&out)?)
+}
+
+/// Attention of projected queries, keys and values `(b, seq, heads * head_dim)`: norms,
+/// RoPE at `pos`, the cache, the masked softmax; returns `(b, seq, n_head * head_dim)`
+/// before the output projection.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    cfg: &Config,
+    layer: &Layer,
+    rope: &Rope,
+    (q, k, v): (&Tensor, &Tensor, &Tensor),
+    cache: &mut KvCache,
+    index: usize,
+    pos: usize,
+    masks: &MaskSet,
+) -> Result<Tensor> {
+    let (b, seq, _) = q.dims3()?;
     let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-    let q = layer
-        .wq
-        .forward(x)?
+    let q = q
         .reshape((b, seq, nh, hd))?
         .transpose(1, 2)?
         .contiguous()?;
-    let k = layer
-        .wk
-        .forward(x)?
+    let k = k
         .reshape((b, seq, nkv, hd))?
         .transpose(1, 2)?
         .contiguous()?;
-    let v = layer
-        .wv
-        .forward(x)?
-        .reshape((b, seq, nkv, hd))?
-        .transpose(1, 2)?;
+    let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?;
     let q = match &layer.q_norm {
         Some(n) => n.forward(&q)?,
         None => q,
@@ -488,11 +652,10 @@ fn attention(
     };
     let att = candle_nn::ops::softmax_last_dim(&att)?;
     let out = att.matmul(&v)?;
-    let out = out
+    Ok(out
         .reshape((b, nh, seq, hd))?
         .transpose(1, 2)?
-        .reshape((b, seq, nh * hd))?;
-    Ok(layer.wo.forward(&out)?)
+        .reshape((b, seq, nh * hd))?)
 }
 
 impl Transformer {

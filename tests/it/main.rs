@@ -1,5 +1,6 @@
 //! Integration tests on the real bundled models (fetched on first use, then reused).
 
+mod batch;
 mod cli;
 mod common;
 mod engine;

@@ -1,6 +1,10 @@
 //! Records to polars DataFrames and back, and the files of a results folder:
 //! `responses`, `judgments` and `summary` as Parquet and CSV, and `run.json`.
-//! This file and [`crate::analysis`] are the only places that know polars' API.
+//! This module and [`crate::analysis`] are the only places that know polars' API.
+
+mod stats;
+
+pub use stats::{stats_df, StatRow};
 
 use crate::analysis::{summarize, SummaryRow};
 use crate::error::{Error, Result};
@@ -14,7 +18,7 @@ fn perr(e: PolarsError) -> Error {
     Error::Table(e.to_string())
 }
 
-fn col<T, P>(name: &str, v: T) -> Column
+pub(crate) fn col<T, P>(name: &str, v: T) -> Column
 where
     Series: NamedFrom<T, P>,
     P: ?Sized,
@@ -228,6 +232,9 @@ pub(crate) fn write_run(
         responses: responses_t,
         judgments: judgments_t,
         records: judgments.to_vec(),
+        answers: responses.to_vec(),
+        summary_rows,
+        config: plan.config.clone(),
         summary: summary_t,
         sanity: sanity.cloned(),
         warnings: warnings.to_vec(),
@@ -277,9 +284,16 @@ pub fn to_html(df: &DataFrame, max_rows: usize) -> String {
     out
 }
 
-/// A DataFrame that shows as an HTML table in evcxr notebooks.
+/// A DataFrame that shows as an HTML table in evcxr notebooks; it derefs to the DataFrame.
 #[derive(Clone, Debug)]
 pub struct HtmlTable(pub DataFrame);
+
+impl std::ops::Deref for HtmlTable {
+    type Target = DataFrame;
+    fn deref(&self) -> &DataFrame {
+        &self.0
+    }
+}
 
 impl HtmlTable {
     /// Prints the evcxr display protocol for the table.
