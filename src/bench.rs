@@ -147,7 +147,12 @@ pub fn add_llama_bench(
 /// Aggregate decoding speed of `n_seqs` sequences decoding `n` tokens each together
 /// ([`crate::model::Transformer::forward_batch`]), after a short prompt of a different length
 /// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG.
-pub fn batch_decode_row(name: &str, model: &mut Model, n_seqs: usize, n: usize) -> Result<BenchRow> {
+pub fn batch_decode_row(
+    name: &str,
+    model: &mut Model,
+    n_seqs: usize,
+    n: usize,
+) -> Result<BenchRow> {
     let mut caches = Vec::with_capacity(n_seqs);
     let mut next = Vec::with_capacity(n_seqs);
     for i in 0..n_seqs {
@@ -367,7 +372,9 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
             "grid {} ({} prompts, {} tokens max): sequential {seq:.1} s, batched (batch {}) \
              {bat:.1} s, {:.2}x",
             cfg.name,
-            cfg.limit.map(|l| l.to_string()).unwrap_or_else(|| "all".into()),
+            cfg.limit
+                .map(|l| l.to_string())
+                .unwrap_or_else(|| "all".into()),
             cfg.max_tokens,
             cfg.batch.max(2),
             seq / bat

@@ -87,7 +87,10 @@ pub struct PositionBias {
 /// Position bias of the listwise and pairwise judgments in `js`.
 pub fn position_bias(js: &[JudgmentRecord]) -> PositionBias {
     let mut by: Vec<(u32, Vec<f64>)> = Vec::new();
-    for j in js.iter().filter(|j| j.mode == "listwise" && j.criterion == "total") {
+    for j in js
+        .iter()
+        .filter(|j| j.mode == "listwise" && j.criterion == "total")
+    {
         let (Some(p), Some(v)) = (j.position, value(j)) else {
             continue;
         };
@@ -240,7 +243,10 @@ mod tests {
     #[test]
     fn position_means_and_length_correlation() {
         let mut js = Vec::new();
-        for (i, (pos, s)) in [(1, 10.0), (1, 12.0), (2, 6.0), (3, 8.0)].iter().enumerate() {
+        for (i, (pos, s)) in [(1, 10.0), (1, 12.0), (2, 6.0), (3, 8.0)]
+            .iter()
+            .enumerate()
+        {
             let mut r = j("a", "listwise", &format!("r{i}"), *s, None);
             r.position = Some(*pos);
             js.push(r);

@@ -58,12 +58,19 @@ impl LocalBackend {
             if ids == cached.as_slice() {
                 return Ok(logprobs.clone());
             }
-            let shared = ids.iter().zip(cached.iter()).take_while(|(a, b)| a == b).count();
+            let shared = ids
+                .iter()
+                .zip(cached.iter())
+                .take_while(|(a, b)| a == b)
+                .count();
             // At least one token must run to produce logits.
             let keep = shared.min(ids.len() - 1);
             if keep >= MIN_REUSE {
                 cache.truncate(keep);
-                let logits = self.model.transformer().forward(&ids[keep..], cache, false)?;
+                let logits = self
+                    .model
+                    .transformer()
+                    .forward(&ids[keep..], cache, false)?;
                 let lp: Vec<f32> =
                     candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?.to_vec1()?;
                 *cached = ids.to_vec();

@@ -61,7 +61,8 @@ impl Model {
             }
             let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
             let logits = {
-                let mut caches: Vec<&mut KvCache> = active.iter_mut().map(|a| &mut a.cache).collect();
+                let mut caches: Vec<&mut KvCache> =
+                    active.iter_mut().map(|a| &mut a.cache).collect();
                 self.transformer().forward_batch(&tokens, &mut caches)?
             };
             let mut still = Vec::with_capacity(active.len());
@@ -85,11 +86,17 @@ impl Model {
 
     /// Prefills one request and samples its first token: `Ok(Ok(active))` when it goes on,
     /// `Ok(Err(sequence))` when it already ended.
-    fn start(&mut self, index: usize, r: &BatchRequest) -> Result<std::result::Result<Active, Sequence>> {
+    fn start(
+        &mut self,
+        index: usize,
+        r: &BatchRequest,
+    ) -> Result<std::result::Result<Active, Sequence>> {
         let mut seq = Sequence::new(self, &r.prompt_ids, &r.params, 0)?;
         let mut cache = self.transformer().new_cache();
         let t0 = Instant::now();
-        let logits = self.transformer().forward(&r.prompt_ids, &mut cache, false)?;
+        let logits = self
+            .transformer()
+            .forward(&r.prompt_ids, &mut cache, false)?;
         let logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let started = Instant::now();

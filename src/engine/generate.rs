@@ -167,7 +167,10 @@ impl Model {
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         loop {
-            let on_text = opts.on_text.as_mut().map(|f| &mut **f as &mut dyn FnMut(&str));
+            let on_text = opts
+                .on_text
+                .as_mut()
+                .map(|f| &mut **f as &mut dyn FnMut(&str));
             if let Some(token) = seq.step(self, &logits, on_text)? {
                 let next = self.transformer().forward(&[token], &mut cache, false)?;
                 logits = next.squeeze(0)?.to_vec1()?;
@@ -176,7 +179,10 @@ impl Model {
             }
         }
         seq.decode_s = t1.elapsed().as_secs_f64();
-        let on_text = opts.on_text.as_mut().map(|f| &mut **f as &mut dyn FnMut(&str));
+        let on_text = opts
+            .on_text
+            .as_mut()
+            .map(|f| &mut **f as &mut dyn FnMut(&str));
         seq.finish(self, on_text)
     }
 

@@ -2,14 +2,14 @@
 //! stored record by record (so a rerun resumes), and returned as tables.
 
 pub mod config;
-pub mod progress;
 mod output;
+pub mod progress;
 mod runner;
 mod sanity;
 
 pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, SettingEntry};
-pub use progress::{Lines, Progress, Silent};
 pub use output::RunOutput;
+pub use progress::{Lines, Progress, Silent};
 pub use runner::run;
 pub use sanity::SanitySummary;
 
@@ -95,9 +95,7 @@ impl Experiment {
     pub fn sweep(mut self, temperatures: &[f64], min_ps: &[f64]) -> Self {
         for &t in temperatures {
             for &m in min_ps {
-                let params = SamplingParams::neutral()
-                    .with_temperature(t)
-                    .with_min_p(m);
+                let params = SamplingParams::neutral().with_temperature(t).with_min_p(m);
                 self = self.setting(&format!("T={t} min_p={m}"), &params);
             }
         }

@@ -67,17 +67,20 @@ impl RunOutput {
         // The stores may hold records of other configurations of the same folder; keep the
         // ones in this run's tables, in table order.
         let store = Store::open(dir)?;
-        let pick = |df: &DataFrame, col: &str| -> Result<Vec<String>> {
-            table::string_column(df, col)
-        };
+        let pick =
+            |df: &DataFrame, col: &str| -> Result<Vec<String>> { table::string_column(df, col) };
         let answer_ids = pick(&responses, "response_id")?;
         let judgment_ids = pick(&judgments, "judgment_id")?;
-        let answers = in_order(store.load::<ResponseRecord>("responses")?, &answer_ids, |r| {
-            &r.key
-        });
-        let records = in_order(store.load::<JudgmentRecord>("judgments")?, &judgment_ids, |j| {
-            &j.key
-        });
+        let answers = in_order(
+            store.load::<ResponseRecord>("responses")?,
+            &answer_ids,
+            |r| &r.key,
+        );
+        let records = in_order(
+            store.load::<JudgmentRecord>("judgments")?,
+            &judgment_ids,
+            |j| &j.key,
+        );
         let summary_rows = analysis::summarize(&records, config.seed);
         Ok(RunOutput {
             responses,
@@ -189,18 +192,23 @@ impl RunOutput {
     pub fn reliability_table(&self) -> Result<HtmlTable> {
         let mut rows: Vec<table::StatRow> = Vec::new();
         for a in self.mode_agreement() {
-            rows.push(table::StatRow::new(format!("agreement {}", a.label), a.n)
-                .with("spearman", a.spearman)
-                .with("kappa", a.kappa));
+            rows.push(
+                table::StatRow::new(format!("agreement {}", a.label), a.n)
+                    .with("spearman", a.spearman)
+                    .with("kappa", a.kappa),
+            );
         }
         let pb = self.position_bias();
         for (p, n, m) in &pb.listwise {
-            rows.push(table::StatRow::new(format!("listwise mean total at position {p}"), *n)
-                .with("mean", *m));
+            rows.push(
+                table::StatRow::new(format!("listwise mean total at position {p}"), *n)
+                    .with("mean", *m),
+            );
         }
         if let Some((c, n)) = pb.pairwise_consistency {
-            rows.push(table::StatRow::new("pairwise position consistency".into(), n)
-                .with("share", c));
+            rows.push(
+                table::StatRow::new("pairwise position consistency".into(), n).with("share", c),
+            );
         }
         let mut modes: Vec<&str> = Vec::new();
         for j in &self.records {
@@ -210,9 +218,11 @@ impl RunOutput {
         }
         for m in modes {
             let lc = self.length_correlation(m);
-            rows.push(table::StatRow::new(format!("score vs length, {}", lc.label), lc.n)
-                .with("pearson", lc.pearson)
-                .with("spearman", lc.spearman));
+            rows.push(
+                table::StatRow::new(format!("score vs length, {}", lc.label), lc.n)
+                    .with("pearson", lc.pearson)
+                    .with("spearman", lc.spearman),
+            );
         }
         Ok(HtmlTable(table::stats_df(&rows)?))
     }
@@ -256,9 +266,7 @@ impl RunOutput {
 }
 
 fn in_order<T>(records: Vec<T>, ids: &[String], key: impl Fn(&T) -> &String) -> Vec<T> {
-    let mut by: std::collections::HashMap<String, T> = records
-        .into_iter()
-        .map(|r| (key(&r).clone(), r))
-        .collect();
+    let mut by: std::collections::HashMap<String, T> =
+        records.into_iter().map(|r| (key(&r).clone(), r)).collect();
     ids.iter().filter_map(|id| by.remove(id)).collect()
 }

@@ -1,8 +1,8 @@
 //! Runs a [`Plan`]: generation, judging, the judge sanity check, then tables.
 
 use super::config::{ModelSpec, Plan};
-use super::progress::Progress;
 use super::output::RunOutput;
+use super::progress::Progress;
 use super::sanity;
 use crate::backend::{Backend, LocalBackend, OpenAiBackend};
 use crate::error::Result;
@@ -113,7 +113,9 @@ fn model_id(spec: &ModelSpec) -> Result<String> {
 
 fn backend_for(spec: &ModelSpec, models: &mut Models, batch: usize) -> Result<Box<dyn Backend>> {
     Ok(match spec {
-        ModelSpec::Local(src) => Box::new(LocalBackend::new(models.get(src)?).with_max_batch(batch)),
+        ModelSpec::Local(src) => {
+            Box::new(LocalBackend::new(models.get(src)?).with_max_batch(batch))
+        }
         ModelSpec::Remote(e) => Box::new(OpenAiBackend::new(e.clone())?),
     })
 }

@@ -2,11 +2,11 @@
 //!
 //! candle 0.11's Q4_1 dot product has no x86 SIMD path and computes each activation row on
 //! its own, so decoding several sequences together costs as much as decoding them one after
-//! another. This kernel reads each weight block once for up to 16 rows: it widens the
-//! block's 32 4-bit values to f32 once and multiplies them into every row (AVX2 + FMA, with
-//! a scalar fallback). Activations stay f32 (no 8-bit quantisation), and each output element is
-//! summed in the same order whatever the number of rows, so a sequence's result never
-//! depends on the other rows of its batch.
+//! another. This kernel reads each weight block once for up to 16 rows. Like llama.cpp, it
+//! quantises each 32-value block of activations to 8 bits (one f32 scale per block) and takes
+//! integer dot products with the 4-bit weights (AVX2 `maddubs`), with a scalar fallback. Each
+//! output element is summed in the same order whatever the number of rows, so a sequence's
+//! result never depends on the other rows of its batch.
 
 use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -68,11 +68,7 @@ impl Q41Matrix {
         let (n, k) = (self.n, self.k);
         debug_assert_eq!(x.len(), m * k);
         let nb = k / QK;
-        // Per row and block: the sum of the activations, for the blocks' minimum term.
-        let sums: Vec<f32> = x
-            .chunks_exact(QK)
-            .map(|c| c.iter().sum::<f32>())
-            .collect();
+        let act = QuantizedRows::new(x);
         let simd = simd_available();
         let mut y = vec![0f32; m * n];
         let y_ptr = SendPtr(y.as_mut_ptr());
@@ -87,15 +83,15 @@ impl Q41Matrix {
                 // while the task's weight rows stream past them.
                 for r0 in (0..m).step_by(ROW_GROUP) {
                     let r1 = m.min(r0 + ROW_GROUP);
-                    let (xs, ss) = (&x[r0 * k..r1 * k], &sums[r0 * nb..r1 * nb]);
+                    let rows = act.rows(r0, r1, nb);
                     let dst = &mut dst[..r1 - r0];
                     for col in c0..c1 {
                         let w = &self.data[col * nb * BLOCK_BYTES..(col + 1) * nb * BLOCK_BYTES];
                         if simd {
                             // SAFETY: AVX2 and FMA were detected at run time.
-                            unsafe { avx2::dot_rows(w, xs, ss, k, dst) }
+                            unsafe { avx2::dot_rows(w, &rows, k, dst) }
                         } else {
-                            scalar_dot_rows(w, xs, ss, k, dst)
+                            scalar_dot_rows(w, &rows, k, dst)
                         }
                         for (i, v) in dst.iter().enumerate() {
                             // SAFETY: (row, col) lies inside `y`, and every column belongs to
@@ -107,6 +103,53 @@ impl Q41Matrix {
             }
         });
         y
+    }
+}
+
+/// Activations quantised per 32-value block: `q ≈ x / d`, and `s = d · Σ q` per block.
+struct QuantizedRows {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// A slice of [`QuantizedRows`] (some consecutive rows).
+struct Rows<'a> {
+    q: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+}
+
+impl QuantizedRows {
+    fn new(x: &[f32]) -> Self {
+        let blocks = x.len() / QK;
+        let (mut q, mut d, mut s) = (
+            vec![0i8; x.len()],
+            Vec::with_capacity(blocks),
+            Vec::with_capacity(blocks),
+        );
+        for (b, xs) in x.chunks_exact(QK).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut sum = 0i32;
+            for (j, v) in xs.iter().enumerate() {
+                let qi = (v * inv).round().clamp(-127.0, 127.0) as i8;
+                q[b * QK + j] = qi;
+                sum += qi as i32;
+            }
+            d.push(scale);
+            s.push(scale * sum as f32);
+        }
+        Self { q, d, s }
+    }
+
+    fn rows(&self, r0: usize, r1: usize, nb: usize) -> Rows<'_> {
+        Rows {
+            q: &self.q[r0 * nb * QK..r1 * nb * QK],
+            d: &self.d[r0 * nb..r1 * nb],
+            s: &self.s[r0 * nb..r1 * nb],
+        }
     }
 }
 
@@ -132,20 +175,19 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 }
 
 /// One weight row against every activation row, in plain Rust.
-fn scalar_dot_rows(w: &[u8], x: &[f32], sums: &[f32], k: usize, dst: &mut [f32]) {
+fn scalar_dot_rows(w: &[u8], x: &Rows<'_>, k: usize, dst: &mut [f32]) {
     let nb = k / QK;
     for (r, d) in dst.iter_mut().enumerate() {
-        let xr = &x[r * k..(r + 1) * k];
         let mut acc = 0f32;
         for b in 0..nb {
             let blk = &w[b * BLOCK_BYTES..(b + 1) * BLOCK_BYTES];
             let (scale, min) = (f16_at(blk, 0), f16_at(blk, 2));
-            let xs = &xr[b * QK..(b + 1) * QK];
-            let mut dot = 0f32;
+            let xq = &x.q[(r * nb + b) * QK..(r * nb + b + 1) * QK];
+            let mut dot = 0i32;
             for (j, q) in blk[4..].iter().enumerate() {
-                dot += (q & 0x0F) as f32 * xs[j] + (q >> 4) as f32 * xs[j + 16];
+                dot += (q & 0x0F) as i32 * xq[j] as i32 + (q >> 4) as i32 * xq[j + 16] as i32;
             }
-            acc += scale * dot + min * sums[r * nb + b];
+            acc += scale * x.d[r * nb + b] * dot as f32 + min * x.s[r * nb + b];
         }
         *d = acc;
     }
@@ -153,7 +195,7 @@ fn scalar_dot_rows(w: &[u8], x: &[f32], sums: &[f32], k: usize, dst: &mut [f32])
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{f16_at, BLOCK_BYTES, QK};
+    use super::{f16_at, Rows, BLOCK_BYTES, QK};
     use std::arch::x86_64::*;
 
     /// Horizontal sum of 8 lanes.
@@ -167,45 +209,36 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
-    /// One weight row (`k / 32` blocks) against every activation row of `x`.
+    /// One weight row (`k / 32` blocks) against every activation row of `x` (at most
+    /// [`super::ROW_GROUP`] rows).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_rows(w: &[u8], x: &[f32], sums: &[f32], k: usize, dst: &mut [f32]) {
+    pub(super) unsafe fn dot_rows(w: &[u8], x: &Rows<'_>, k: usize, dst: &mut [f32]) {
         let nb = k / QK;
-        let m = dst.len();
-        const MAX_ROWS: usize = super::ROW_GROUP;
-        // Rows in groups of up to 16, each with a vector and a scalar accumulator.
-        for r0 in (0..m).step_by(MAX_ROWS) {
-            let rows = MAX_ROWS.min(m - r0);
-            let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
-            let mut mins = [0f32; MAX_ROWS];
-            let mask = _mm_set1_epi8(0x0F);
-            for b in 0..nb {
-                let blk = w.as_ptr().add(b * BLOCK_BYTES);
-                let scale = _mm256_set1_ps(f16_at(w, b * BLOCK_BYTES));
-                let min = f16_at(w, b * BLOCK_BYTES + 2);
-                let qs = _mm_loadu_si128(blk.add(4) as *const __m128i);
-                let lo = _mm_and_si128(qs, mask);
-                let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-                let q = [
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
-                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
-                ];
-                for i in 0..rows {
-                    let r = r0 + i;
-                    let xp = x.as_ptr().add(r * k + b * QK);
-                    let mut v = _mm256_mul_ps(q[0], _mm256_loadu_ps(xp));
-                    v = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xp.add(8)), v);
-                    v = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xp.add(16)), v);
-                    v = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xp.add(24)), v);
-                    acc[i] = _mm256_fmadd_ps(scale, v, acc[i]);
-                    mins[i] += min * sums[r * nb + b];
-                }
-            }
+        let rows = dst.len();
+        let mut acc = [_mm256_setzero_ps(); super::ROW_GROUP];
+        let mut mins = [0f32; super::ROW_GROUP];
+        let mask = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        for b in 0..nb {
+            let blk = w.as_ptr().add(b * BLOCK_BYTES);
+            let scale = f16_at(w, b * BLOCK_BYTES);
+            let min = f16_at(w, b * BLOCK_BYTES + 2);
+            let qs = _mm_loadu_si128(blk.add(4) as *const __m128i);
+            let lo = _mm_and_si128(qs, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
+            // The block's 32 weights as unsigned bytes, in element order.
+            let wq = _mm256_set_m128i(hi, lo);
             for i in 0..rows {
-                dst[r0 + i] = hsum(acc[i]) + mins[i];
+                let at = i * nb + b;
+                let xq = _mm256_loadu_si256(x.q.as_ptr().add(at * QK) as *const __m256i);
+                let p16 = _mm256_maddubs_epi16(wq, xq);
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+                acc[i] = _mm256_fmadd_ps(_mm256_set1_ps(scale * x.d[at]), p, acc[i]);
+                mins[i] += min * x.s[at];
             }
+        }
+        for i in 0..rows {
+            dst[i] = hsum(acc[i]) + mins[i];
         }
     }
 }
@@ -218,7 +251,9 @@ mod tests {
     #[test]
     fn matches_dequantized_weights_and_is_independent_of_the_batch() {
         let (n, k, m) = (70, 128, 5);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
         let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q4_1).unwrap();
         let deq: Vec<f32> = q
@@ -229,13 +264,27 @@ mod tests {
             .to_vec1()
             .unwrap();
         let mat = Q41Matrix::from_qtensor(&q).unwrap().unwrap();
-        let x: Vec<f32> = (0..m * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0).collect();
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+            .collect();
         let y = mat.matmul(&x, m);
+        // Activations are quantised to 8 bits per block, as llama.cpp does: the kernel must
+        // equal the f32 product of the dequantised weights and the dequantised activations,
+        // and stay close to the unquantised product.
+        let act = QuantizedRows::new(&x);
+        let xq: Vec<f32> = (0..m * k)
+            .map(|i| act.q[i] as f32 * act.d[i / QK])
+            .collect();
         for r in 0..m {
             for c in 0..n {
-                let want: f32 = (0..k).map(|i| x[r * k + i] * deq[c * k + i]).sum();
+                let want: f32 = (0..k).map(|i| xq[r * k + i] * deq[c * k + i]).sum();
+                let exact: f32 = (0..k).map(|i| x[r * k + i] * deq[c * k + i]).sum();
                 let got = y[r * n + c];
-                assert!((got - want).abs() < 1e-3 * (1.0 + want.abs()), "{r},{c}: {got} vs {want}");
+                assert!(
+                    (got - want).abs() < 1e-3 * (1.0 + want.abs()),
+                    "{r},{c}: {got} vs {want}"
+                );
+                assert!((got - exact).abs() < 0.1, "{r},{c}: {got} vs {exact}");
             }
             // The same row alone gives bit-identical results.
             let alone = mat.matmul(&x[r * k..(r + 1) * k], 1);
@@ -243,9 +292,13 @@ mod tests {
         }
         // The scalar path agrees with the SIMD path to rounding.
         let nb = k / QK;
-        let sums: Vec<f32> = x.chunks_exact(QK).map(|c| c.iter().sum()).collect();
         let mut s = vec![0f32; m];
-        scalar_dot_rows(&mat.data[..nb * BLOCK_BYTES], &x, &sums, k, &mut s);
+        scalar_dot_rows(
+            &mat.data[..nb * BLOCK_BYTES],
+            &act.rows(0, m, nb),
+            k,
+            &mut s,
+        );
         for r in 0..m {
             assert!((s[r] - y[r * n]).abs() < 1e-3 * (1.0 + s[r].abs()));
         }

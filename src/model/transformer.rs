@@ -448,7 +448,11 @@ impl Transformer {
                     &self.cfg,
                     layer,
                     rope,
-                    (&q.narrow(0, b, 1)?, &k.narrow(0, b, 1)?, &v.narrow(0, b, 1)?),
+                    (
+                        &q.narrow(0, b, 1)?,
+                        &k.narrow(0, b, 1)?,
+                        &v.narrow(0, b, 1)?,
+                    ),
                     cache,
                     i,
                     pos,
@@ -466,7 +470,9 @@ impl Transformer {
             c.len += 1;
         }
         let x = self.norm.forward(&x)?;
-        Ok(batch_linear(&self.output, &x)?.squeeze(1)?.to_dtype(DType::F32)?)
+        Ok(batch_linear(&self.output, &x)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)?)
     }
 
     /// The MLP block with its residual: `x1 + mlp(norm(x1))`.
@@ -511,10 +517,10 @@ fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
     };
     let n = x.dim(0)?;
     if !rows_apart || n == 1 {
-        return Ok(w.forward(x)?);
+        return w.forward(x);
     }
     let rows = (0..n)
-        .map(|i| Ok(w.forward(&x.narrow(0, i, 1)?)?))
+        .map(|i| w.forward(&x.narrow(0, i, 1)?))
         .collect::<Result<Vec<_>>>()?;
     Ok(Tensor::cat(&rows, 0)?)
 }
@@ -574,9 +580,13 @@ fn attention(
     pos: usize,
     masks: &MaskSet,
 ) -> Result<Tensor> {
-    let qkv = (&layer.wq.forward(x)?, &layer.wk.forward(x)?, &layer.wv.forward(x)?);
+    let qkv = (
+        &layer.wq.forward(x)?,
+        &layer.wk.forward(x)?,
+        &layer.wv.forward(x)?,
+    );
     let out = attend(cfg, layer, rope, qkv, cache, index, pos, masks)?;
-    Ok(layer.wo.forward(&out)?)
+    layer.wo.forward(&out)
 }
 
 /// Attention of projected queries, keys and values `(b, seq, heads * head_dim)`: norms,
@@ -595,10 +605,7 @@ fn attend(
 ) -> Result<Tensor> {
     let (b, seq, _) = q.dims3()?;
     let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-    let q = q
-        .reshape((b, seq, nh, hd))?
-        .transpose(1, 2)?
-        .contiguous()?;
+    let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
     let k = k
         .reshape((b, seq, nkv, hd))?
         .transpose(1, 2)?

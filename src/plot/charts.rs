@@ -69,14 +69,16 @@ impl Figure {
         })
     }
 
-
     /// Per-prompt heatmap: one row per model/setting, one column per prompt, each cell the
     /// mean `criterion` score of `mode` (over samples); grey where nothing parsed.
     pub fn prompt_heatmap(js: &[JudgmentRecord], mode: &str, criterion: &str) -> Result<Figure> {
         let mut rows: Vec<String> = Vec::new();
         let mut cols: Vec<String> = Vec::new();
         let mut cells: Vec<((usize, usize), f64)> = Vec::new();
-        for j in js.iter().filter(|j| j.mode == mode && j.criterion == criterion) {
+        for j in js
+            .iter()
+            .filter(|j| j.mode == mode && j.criterion == criterion)
+        {
             let r = index_of(&mut rows, format!("{}/{}", j.model, j.setting));
             let c = index_of(&mut cols, j.prompt_id.clone());
             if let Some(v) = crate::analysis::value(j) {
@@ -114,7 +116,10 @@ impl Figure {
         let mut temps: Vec<f64> = Vec::new();
         let mut min_ps: Vec<f64> = Vec::new();
         let mut points: Vec<((f64, f64), f64)> = Vec::new();
-        for j in js.iter().filter(|j| j.mode == mode && j.criterion == criterion) {
+        for j in js
+            .iter()
+            .filter(|j| j.mode == mode && j.criterion == criterion)
+        {
             let Some(r) = responses.iter().find(|r| r.key == j.response_key) else {
                 continue;
             };
@@ -175,7 +180,9 @@ impl Figure {
             .max()
             .unwrap_or(0);
         if scale == 0 {
-            return Err(Error::Plot(format!("no parsed criterion scores for mode `{mode}`")));
+            return Err(Error::Plot(format!(
+                "no parsed criterion scores for mode `{mode}`"
+            )));
         }
         let mut groups: Vec<String> = Vec::new();
         let mut mass: Vec<Vec<f64>> = Vec::new();
@@ -247,12 +254,17 @@ fn mean_grid(nr: usize, nc: usize, cells: &[((usize, usize), f64)]) -> Vec<Vec<f
     (0..nr)
         .map(|r| {
             (0..nc)
-                .map(|c| if n[r][c] > 0 { sum[r][c] / n[r][c] as f64 } else { f64::NAN })
+                .map(|c| {
+                    if n[r][c] > 0 {
+                        sum[r][c] / n[r][c] as f64
+                    } else {
+                        f64::NAN
+                    }
+                })
                 .collect()
         })
         .collect()
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -371,7 +383,10 @@ mod tests {
         assert!(h.values[0][1].is_nan());
 
         // Two expected-score judgments of one criterion: shares are the mean probabilities.
-        let mut d = vec![judged("a", "Relevance", "p1", 2.0), judged("b", "Relevance", "p1", 3.0)];
+        let mut d = vec![
+            judged("a", "Relevance", "p1", 2.0),
+            judged("b", "Relevance", "p1", 3.0),
+        ];
         d[0].probs = Some(vec![0.5, 0.5, 0.0, 0.0]);
         d[1].probs = Some(vec![0.0, 0.0, 0.5, 0.5]);
         let f = Figure::score_distribution(&d, "expected").unwrap();

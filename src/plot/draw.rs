@@ -5,7 +5,10 @@ use crate::error::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-pub(crate) fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, b: &GroupedBars) -> Result<()> {
+pub(crate) fn draw_bars<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    b: &GroupedBars,
+) -> Result<()> {
     let n = b.groups.len();
     let k = b.series.len().max(1);
     let mut chart = ChartBuilder::on(root)
@@ -69,7 +72,10 @@ pub(crate) fn draw_bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, b: &G
     Ok(())
 }
 
-pub(crate) fn draw_heatmap<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h: &Heatmap) -> Result<()> {
+pub(crate) fn draw_heatmap<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    h: &Heatmap,
+) -> Result<()> {
     let (nr, nc) = (h.rows.len(), h.cols.len());
     let finite: Vec<f64> = h
         .values
@@ -148,4 +154,3 @@ pub(crate) fn draw_heatmap<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, h:
     }
     Ok(())
 }
-

@@ -75,10 +75,16 @@ mod tests {
     fn columns_follow_value_names_and_nan_is_null() {
         let rows = vec![
             StatRow::new("a".into(), 3).with("rho", 0.5),
-            StatRow::new("b".into(), 0).with("rho", f64::NAN).with("kappa", 1.0),
+            StatRow::new("b".into(), 0)
+                .with("rho", f64::NAN)
+                .with("kappa", 1.0),
         ];
         let df = stats_df(&rows).unwrap();
-        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(names, ["statistic", "n", "rho", "kappa"]);
         assert_eq!(df.column("rho").unwrap().null_count(), 1);
         assert_eq!(df.column("kappa").unwrap().null_count(), 1);

@@ -65,19 +65,26 @@ fn mixed(max: usize) -> Vec<SamplingParams> {
     vec![
         SamplingParams::greedy().with_max_new_tokens(max),
         SamplingParams::p1().with_seed(1).with_max_new_tokens(max),
-        SamplingParams::p2().with_seed(2).with_max_new_tokens(max / 2),
+        SamplingParams::p2()
+            .with_seed(2)
+            .with_max_new_tokens(max / 2),
         SamplingParams::neutral()
             .with_top_p(0.9)
             .with_seed(3)
             .with_max_new_tokens(max),
-        SamplingParams::greedy().with_max_new_tokens(max).with_stop("."),
+        SamplingParams::greedy()
+            .with_max_new_tokens(max)
+            .with_stop("."),
     ]
 }
 
 #[test]
 fn smollm_batched_equals_alone_greedy_and_seeded() {
     let mut m = smollm();
-    check(&mut m, vec![SamplingParams::greedy().with_max_new_tokens(40); 5]);
+    check(
+        &mut m,
+        vec![SamplingParams::greedy().with_max_new_tokens(40); 5],
+    );
     check(&mut m, mixed(40));
 }
 
@@ -121,7 +128,12 @@ fn judge_prefix_cache_gives_the_same_distribution_as_a_fresh_model() {
     };
     // Different answers share the instructions and question; the same answer asked again
     // is served from the cache; a shorter prompt is a prefix of the cached one.
-    for answer in ["Red, yellow and blue.", "Potatoes.", "Red, yellow and blue.", "Red"] {
+    for answer in [
+        "Red, yellow and blue.",
+        "Potatoes.",
+        "Red, yellow and blue.",
+        "Red",
+    ] {
         let got = reused
             .next_token_distribution(&ask(answer), "Score: [[", &cands)
             .unwrap()
@@ -131,7 +143,12 @@ fn judge_prefix_cache_gives_the_same_distribution_as_a_fresh_model() {
             .unwrap()
             .unwrap();
         for (a, b) in got.0.iter().zip(&want.0) {
-            assert!((a - b).abs() < 2e-3, "{answer}: {:?} vs {:?}", got.0, want.0);
+            assert!(
+                (a - b).abs() < 2e-3,
+                "{answer}: {:?} vs {:?}",
+                got.0,
+                want.0
+            );
         }
         assert!((got.1 - want.1).abs() < 2e-3);
     }

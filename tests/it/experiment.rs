@@ -130,12 +130,15 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     let dir = TempDir::new("resume");
     let toml = tiny_toml(&dir.0, 4, "\"rubric\"", false);
     let out = dir.0.join("out");
+    // One answer at a time, so the kill lands between stored answers.
     let mut child = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
         .args([
             "run",
             toml.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
+            "--batch",
+            "1",
         ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
