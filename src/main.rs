@@ -447,20 +447,11 @@ fn main() -> Result<()> {
             llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
         }
         Command::Report { results } => {
-            let path = llm_judge::report::write_report(&results)?;
-            let rows = llm_judge::analysis::summarize(
-                &llm_judge::store::Store::open(&results)?.load("judgments")?,
-                0,
-            );
-            for mode in ["listwise", "rubric", "expected"] {
-                if let Ok(fig) = llm_judge::plot::Figure::score_bars(&rows, mode, "total") {
-                    let png = results.join(format!("scores-{mode}.png"));
-                    fig.save_png(&png)?;
-                    fig.save_svg(&results.join(format!("scores-{mode}.svg")))?;
-                    println!("{}", png.display());
-                }
+            let run = llm_judge::RunOutput::load(&results)?;
+            for png in run.save_charts()? {
+                println!("{}", png.display());
             }
-            println!("{}", path.display());
+            println!("{}", run.report()?.display());
         }
         Command::Serve {
             model,

@@ -65,8 +65,13 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         }
     }
     for m in &modes {
-        let fig = Figure::score_bars(summary_rows, m, "total")?;
-        h.push_str(&fig.to_svg()?);
+        match Figure::score_bars(summary_rows, m, "total") {
+            Ok(fig) => h.push_str(&fig.to_svg()?),
+            Err(e) => h.push_str(&format!(
+                "<p class=\"warn\">{m}: {}</p>",
+                esc(&e.to_string())
+            )),
+        }
         h.push('\n');
     }
     // Per-prompt and distribution charts need parsed scores; a mode without any is skipped.

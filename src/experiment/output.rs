@@ -259,6 +259,45 @@ impl RunOutput {
         super::run(&cfg.plan()?, out, progress)
     }
 
+    /// Saves every chart of the run that has data as PNG and SVG in the results folder:
+    /// per scoring mode `scores-`, `prompts-` and `distribution-<mode>`, and `sweep-<mode>`
+    /// when the answers span several temperatures or min_p values. Returns the PNG paths.
+    pub fn save_charts(&self) -> Result<Vec<PathBuf>> {
+        let mut modes: Vec<&str> = Vec::new();
+        for j in &self.records {
+            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
+                modes.push(&j.mode);
+            }
+        }
+        let mut pairs: Vec<(u64, u64)> = self
+            .answers
+            .iter()
+            .map(|r| (r.temperature.to_bits(), r.min_p.to_bits()))
+            .collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut out = Vec::new();
+        for m in modes {
+            let mut figs = vec![
+                ("scores", self.score_bars(m)),
+                ("prompts", self.prompt_heatmap(m)),
+                ("distribution", self.score_distribution(m)),
+            ];
+            if pairs.len() > 1 {
+                figs.push(("sweep", self.sweep_heatmap(m)));
+            }
+            // A mode without parsed scores has nothing to draw; skip it, keep the rest.
+            for (name, fig) in figs {
+                let Ok(fig) = fig else { continue };
+                let png = self.dir.join(format!("{name}-{m}.png"));
+                fig.save_png(&png)?;
+                fig.save_svg(&png.with_extension("svg"))?;
+                out.push(png);
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes the self-contained HTML report of this run (`report.html`) and returns its path.
     pub fn report(&self) -> Result<PathBuf> {
         crate::report::write_report(&self.dir)

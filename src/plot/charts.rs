@@ -14,9 +14,9 @@ impl Figure {
             .iter()
             .filter(|r| r.mode == mode && r.criterion == criterion)
             .collect();
-        if rows.is_empty() {
+        if rows.iter().all(|r| r.n == 0) {
             return Err(Error::Plot(format!(
-                "no summary rows for mode `{mode}`, criterion `{criterion}`"
+                "no parsed scores for mode `{mode}`, criterion `{criterion}`"
             )));
         }
         let mut groups: Vec<String> = Vec::new();

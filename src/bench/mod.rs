@@ -1,11 +1,17 @@
 //! Throughput benchmarks of the engine, with optional llama.cpp reference figures measured in
-//! the same run on the same file and thread count (`llama-bench`), reported as ratios.
+//! the same run on the same file and thread count ([`reference`]), reported as ratios.
 //!
 //! Tests follow llama-bench's names: `ppN` is one forward pass over N prompt tokens into an
-//! empty cache; `tgN` is N single-token decoding steps. Each figure is the mean of `reps`
-//! runs after one warm-up.
+//! empty cache; `tgN` is N single-token decoding steps (the mean of `reps` runs after one
+//! warm-up); `tgN@bB` is the aggregate speed of B sequences decoding N tokens each together,
+//! as llama-batched-bench's S_TG. [`run`] adds judgments per second (text verdict vs expected
+//! score) and the wall time of an experiment grid, sequential vs batched.
 
-use crate::error::{Error, Result};
+pub mod reference;
+
+pub use reference::{add_llama_batched_bench, add_llama_bench};
+
+use crate::error::Result;
 use crate::experiment::ExperimentConfig;
 use crate::model::Model;
 use serde::Serialize;
@@ -97,53 +103,6 @@ pub fn bench_model(name: &str, model: &mut Model, reps: usize) -> Result<Vec<Ben
     Ok(rows)
 }
 
-/// Runs `llama-bench` on the same file and threads and fills in the reference figures.
-pub fn add_llama_bench(
-    rows: &mut [BenchRow],
-    llama_bench: &Path,
-    gguf: &Path,
-    threads: usize,
-    reps: usize,
-) -> Result<()> {
-    let out = std::process::Command::new(llama_bench)
-        .arg("-m")
-        .arg(gguf)
-        .args(["-t", &threads.to_string(), "-p", "128,512", "-n", "128"])
-        .args(["-r", &reps.max(1).to_string(), "-o", "json"])
-        .output()
-        .map_err(|e| Error::io(llama_bench, e))?;
-    if !out.status.success() {
-        return Err(Error::config(
-            llama_bench.display().to_string(),
-            format!(
-                "llama-bench failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ));
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::config(
-            llama_bench.display().to_string(),
-            format!("unreadable JSON: {e}"),
-        )
-    })?;
-    for t in v.as_array().into_iter().flatten() {
-        let (p, g) = (
-            t["n_prompt"].as_u64().unwrap_or(0),
-            t["n_gen"].as_u64().unwrap_or(0),
-        );
-        let test = if g > 0 {
-            format!("tg{g}")
-        } else {
-            format!("pp{p}")
-        };
-        if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
-            r.llama_cpp_tokens_per_s = t["avg_ts"].as_f64();
-        }
-    }
-    Ok(())
-}
-
 /// Aggregate decoding speed of `n_seqs` sequences decoding `n` tokens each together
 /// ([`crate::model::Transformer::forward_batch`]), after a short prompt of a different length
 /// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG.
@@ -181,49 +140,6 @@ pub fn batch_decode_row(
         tokens_per_s: (n * n_seqs) as f64 / t.elapsed().as_secs_f64(),
         llama_cpp_tokens_per_s: None,
     })
-}
-
-/// Runs `llama-batched-bench` (prompt 32 tokens, `n` generated, the given parallel counts) on
-/// the same file and threads, and fills in the `tg{n}@b{B}` reference figures (S_TG).
-pub fn add_llama_batched_bench(
-    rows: &mut [BenchRow],
-    bin: &Path,
-    gguf: &Path,
-    threads: usize,
-    n: usize,
-    parallel: &[usize],
-) -> Result<()> {
-    let npl: Vec<String> = parallel.iter().map(|p| p.to_string()).collect();
-    let out = std::process::Command::new(bin)
-        .arg("-m")
-        .arg(gguf)
-        .args(["-t", &threads.to_string(), "-c", "8192", "-npp", "32"])
-        .args(["-ntg", &n.to_string(), "-npl", &npl.join(",")])
-        .args(["--output-format", "jsonl"])
-        .output()
-        .map_err(|e| Error::io(bin, e))?;
-    if !out.status.success() {
-        return Err(Error::config(
-            bin.display().to_string(),
-            format!(
-                "llama-batched-bench failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ));
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line.trim()) else {
-            continue;
-        };
-        let (Some(pl), Some(speed)) = (v["pl"].as_u64(), v["speed_tg"].as_f64()) else {
-            continue;
-        };
-        let test = format!("tg{n}@b{pl}");
-        if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
-            r.llama_cpp_tokens_per_s = Some(speed);
-        }
-    }
-    Ok(())
 }
 
 /// Judgments per second of one judge on fixed answers: a generated rubric verdict (text)
