@@ -99,7 +99,9 @@ impl Figure {
                 rows: rows.clone(),
                 cols: cols.clone(),
             }),
-            width: 240 + 80 * cols.len() as u32,
+            width: 120
+                + 7 * rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32
+                + 110 * cols.len() as u32,
             height: 170 + 48 * rows.len() as u32,
         })
     }
@@ -156,7 +158,7 @@ impl Figure {
                 rows: temps.iter().map(|t| format!("T={t}")).collect(),
                 cols: min_ps.iter().map(|m| format!("min_p={m}")).collect(),
             }),
-            width: 220 + 130 * min_ps.len() as u32,
+            width: 200 + 130 * min_ps.len() as u32,
             height: 160 + 70 * temps.len() as u32,
         })
     }

@@ -88,11 +88,13 @@ pub(crate) fn draw_heatmap<DB: DrawingBackend>(
     let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let span = if hi > lo { hi - lo } else { 1.0 };
     let (rows, cols) = (h.rows.clone(), h.cols.clone());
+    // Room for the longest row label (about 7 px per character at 13 px) and the axis title.
+    let longest = rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
     let mut chart = ChartBuilder::on(root)
         .caption(&h.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(60)
-        .y_label_area_size(180)
+        .y_label_area_size(40 + 7 * longest)
         .build_cartesian_2d(0f64..nc as f64, 0f64..nr as f64)
         .map_err(perr)?;
     chart
