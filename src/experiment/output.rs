@@ -96,6 +96,17 @@ impl RunOutput {
         })
     }
 
+    /// The scoring modes in the run (every mode but pairwise), in first-seen order.
+    pub fn scoring_modes(&self) -> Vec<&str> {
+        let mut modes: Vec<&str> = Vec::new();
+        for j in &self.records {
+            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
+                modes.push(&j.mode);
+            }
+        }
+        modes
+    }
+
     /// The summary table, shown as HTML in notebooks.
     pub fn summary_table(&self) -> HtmlTable {
         HtmlTable(self.summary.clone())
@@ -134,12 +145,7 @@ impl RunOutput {
 
     /// Agreement between every pair of scoring modes on `total` (Spearman, Cohen's kappa).
     pub fn mode_agreement(&self) -> Vec<Agreement> {
-        let mut modes: Vec<&str> = Vec::new();
-        for j in &self.records {
-            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
-                modes.push(&j.mode);
-            }
-        }
+        let modes = self.scoring_modes();
         let mut out = Vec::new();
         for (i, a) in modes.iter().enumerate() {
             for b in &modes[i + 1..] {
@@ -151,12 +157,7 @@ impl RunOutput {
 
     /// Agreement with another judge's run over the same answers, mode by mode.
     pub fn judge_agreement(&self, other: &RunOutput) -> Vec<Agreement> {
-        let mut modes: Vec<&str> = Vec::new();
-        for j in &self.records {
-            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
-                modes.push(&j.mode);
-            }
-        }
+        let modes = self.scoring_modes();
         modes
             .into_iter()
             .map(|m| analysis::judge_agreement(&self.records, &other.records, m, "total"))
@@ -210,12 +211,7 @@ impl RunOutput {
                 table::StatRow::new("pairwise position consistency".into(), n).with("share", c),
             );
         }
-        let mut modes: Vec<&str> = Vec::new();
-        for j in &self.records {
-            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
-                modes.push(&j.mode);
-            }
-        }
+        let modes = self.scoring_modes();
         for m in modes {
             let lc = self.length_correlation(m);
             rows.push(
@@ -263,12 +259,7 @@ impl RunOutput {
     /// per scoring mode `scores-`, `prompts-` and `distribution-<mode>`, and `sweep-<mode>`
     /// when the answers span several temperatures or min_p values. Returns the PNG paths.
     pub fn save_charts(&self) -> Result<Vec<PathBuf>> {
-        let mut modes: Vec<&str> = Vec::new();
-        for j in &self.records {
-            if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
-                modes.push(&j.mode);
-            }
-        }
+        let modes = self.scoring_modes();
         let mut pairs: Vec<(u64, u64)> = self
             .answers
             .iter()
