@@ -23,7 +23,7 @@
 //! - [`plot`] and [`report`]: plotters charts that show inline in evcxr notebooks, and the
 //!   self-contained HTML report of a results folder. [`RunOutput`] has one-call views of a
 //!   run for notebook cells; `use llm_judge::prelude::*` brings in what cells need.
-//! - [`bench`]: throughput figures against llama.cpp on the same file.
+//! - [`mod@bench`]: throughput figures against llama.cpp on the same file.
 //!
 //! ## Example
 //!

@@ -1,5 +1,5 @@
 //! Throughput benchmarks of the engine, with optional llama.cpp reference figures measured in
-//! the same run on the same file and thread count ([`reference`]), reported as ratios.
+//! the same run on the same file and thread count ([`mod@reference`]), reported as ratios.
 //!
 //! Tests follow llama-bench's names: `ppN` is one forward pass over N prompt tokens into an
 //! empty cache; `tgN` is N single-token decoding steps (the mean of `reps` runs after one

@@ -11,7 +11,7 @@ pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, SettingEntry};
 pub use output::RunOutput;
 pub use progress::{Lines, Progress, Silent};
 pub use runner::run;
-pub use sanity::SanitySummary;
+pub use sanity::{SanitySummary, PASS_THRESHOLD};
 
 use crate::error::Result;
 use crate::judge::JudgeConfig;
