@@ -93,6 +93,41 @@ fn print_result(result: &llm_judge::RunOutput) {
     println!("results written to {}", result.dir.display());
 }
 
+/// `llm-judge bench` arguments.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Models to measure (default: the bundled ones).
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// Repetitions per figure.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
+    #[arg(long)]
+    llama_bench: Option<PathBuf>,
+    /// Path of a llama.cpp `llama-batched-bench` binary, for the batched reference.
+    #[arg(long)]
+    llama_batched_bench: Option<PathBuf>,
+    /// Sequence counts for aggregate batched decoding.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
+    parallel: Vec<usize>,
+    /// Tokens decoded per sequence in the batched test.
+    #[arg(long, default_value_t = 64)]
+    batch_tokens: usize,
+    /// Answers judged for the judge-speed figures (0 skips them).
+    #[arg(long, default_value_t = 4)]
+    judge_answers: usize,
+    /// An experiment whose generation grid is timed sequential vs batched.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Only the grid's first N prompts.
+    #[arg(long)]
+    grid_limit: Option<usize>,
+    /// Answer token limit for the grid.
+    #[arg(long)]
+    grid_max_tokens: Option<usize>,
+}
+
 #[derive(Parser)]
 #[command(
     name = "llm-judge",
@@ -165,39 +200,8 @@ enum Command {
         #[arg(long)]
         no_sanity: bool,
     },
-    /// Measure prompt and decode speed (optionally next to llama.cpp's llama-bench).
-    Bench {
-        /// Models to measure (default: the bundled ones).
-        #[arg(long = "model")]
-        models: Vec<String>,
-        /// Repetitions per figure.
-        #[arg(long, default_value_t = 3)]
-        reps: usize,
-        /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
-        #[arg(long)]
-        llama_bench: Option<PathBuf>,
-        /// Path of a llama.cpp `llama-batched-bench` binary, for the batched reference.
-        #[arg(long)]
-        llama_batched_bench: Option<PathBuf>,
-        /// Sequence counts for aggregate batched decoding.
-        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
-        parallel: Vec<usize>,
-        /// Tokens decoded per sequence in the batched test.
-        #[arg(long, default_value_t = 64)]
-        batch_tokens: usize,
-        /// Answers judged for the judge-speed figures (0 skips them).
-        #[arg(long, default_value_t = 4)]
-        judge_answers: usize,
-        /// An experiment whose generation grid is timed sequential vs batched.
-        #[arg(long)]
-        grid: Option<PathBuf>,
-        /// Only the grid's first N prompts.
-        #[arg(long)]
-        grid_limit: Option<usize>,
-        /// Answer token limit for the grid.
-        #[arg(long)]
-        grid_max_tokens: Option<usize>,
-    },
+    /// Measure prompt, decode, batched decode and judge speed (optionally next to llama.cpp).
+    Bench(BenchArgs),
     /// Write a self-contained HTML report (report.html) and the results chart of a run.
     Report {
         /// Results folder.
@@ -406,25 +410,14 @@ fn main() -> Result<()> {
             let result = prev.rejudge_with(judge, &out, &mut Bars { bar: None })?;
             print_result(&result);
         }
-        Command::Bench {
-            models,
-            reps,
-            llama_bench,
-            llama_batched_bench,
-            parallel,
-            batch_tokens,
-            judge_answers,
-            grid,
-            grid_limit,
-            grid_max_tokens,
-        } => {
-            let models = if models.is_empty() {
+        Command::Bench(a) => {
+            let models = if a.models.is_empty() {
                 bundled::BUNDLED
                     .iter()
                     .map(|m| m.name.to_string())
                     .collect()
             } else {
-                models
+                a.models
             };
             let threads = cli.threads.unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -433,16 +426,16 @@ fn main() -> Result<()> {
             });
             let opts = llm_judge::bench::BenchOptions {
                 models,
-                reps,
+                reps: a.reps,
                 threads,
-                llama_bench,
-                llama_batched_bench,
-                parallel,
-                batch_tokens,
-                judge_answers,
-                grid,
-                grid_limit,
-                grid_max_tokens,
+                llama_bench: a.llama_bench,
+                llama_batched_bench: a.llama_batched_bench,
+                parallel: a.parallel,
+                batch_tokens: a.batch_tokens,
+                judge_answers: a.judge_answers,
+                grid: a.grid,
+                grid_limit: a.grid_limit,
+                grid_max_tokens: a.grid_max_tokens,
             };
             llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
         }

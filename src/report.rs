@@ -4,9 +4,8 @@
 //! every answer with its scores.
 
 use crate::analysis::agreement_report;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::experiment::RunOutput;
-use crate::plot::Figure;
 use crate::store::write_atomic;
 use crate::table::to_html;
 use std::path::{Path, PathBuf};
@@ -20,12 +19,8 @@ fn esc(s: &str) -> String {
 /// Writes `<dir>/report.html` and returns its path.
 pub fn write_report(dir: &Path) -> Result<PathBuf> {
     let run = RunOutput::load(dir)?;
-    let meta_path = dir.join("run.json");
-    let meta_text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-    let meta: serde_json::Value = serde_json::from_str(&meta_text)
-        .map_err(|e| Error::config(meta_path.display().to_string(), e.to_string()))?;
+    let meta = &run.meta;
     let (responses, judgments) = (&run.answers, &run.records);
-    let summary_rows = &run.summary_rows;
     let summary = &run.summary;
     let name = run.config.name.as_str();
 
@@ -40,17 +35,10 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
          <h1>llm-judge report: {n}</h1>\n",
         n = esc(name)
     ));
-    for w in meta["warnings"].as_array().into_iter().flatten() {
-        h.push_str(&format!(
-            "<p class=\"warn\">{}</p>\n",
-            esc(w.as_str().unwrap_or(""))
-        ));
+    for w in &run.warnings {
+        h.push_str(&format!("<p class=\"warn\">{}</p>\n", esc(w)));
     }
-    if let Some(s) = meta.get("sanity").filter(|s| !s.is_null()) {
-        let s: crate::experiment::SanitySummary =
-            serde_json::from_value(s.clone()).map_err(|e| {
-                Error::config(format!("{}: sanity", meta_path.display()), e.to_string())
-            })?;
+    if let Some(s) = &run.sanity {
         let class = if s.flagged { " class=\"warn\"" } else { "" };
         h.push_str(&format!(
             "<h2>Judge sanity check</h2><p{class}>{}</p>\n",
@@ -58,14 +46,9 @@ pub fn write_report(dir: &Path) -> Result<PathBuf> {
         ));
     }
     h.push_str("<h2>Results</h2>\n");
-    let mut modes: Vec<String> = Vec::new();
-    for r in summary_rows {
-        if r.mode != "pairwise" && !modes.contains(&r.mode) {
-            modes.push(r.mode.clone());
-        }
-    }
+    let modes = run.scoring_modes();
     for m in &modes {
-        match Figure::score_bars(summary_rows, m, "total") {
+        match run.score_bars(m) {
             Ok(fig) => h.push_str(&fig.to_svg()?),
             Err(e) => h.push_str(&format!(
                 "<p class=\"warn\">{m}: {}</p>",

@@ -65,10 +65,10 @@ impl Model {
                     active.iter_mut().map(|a| &mut a.cache).collect();
                 self.transformer().forward_batch(&tokens, &mut caches)?
             };
+            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
             let mut still = Vec::with_capacity(active.len());
-            for (row, mut a) in active.into_iter().enumerate() {
-                let l: Vec<f32> = logits.get(row)?.to_vec1()?;
-                match a.seq.step(self, &l, None) {
+            for (mut a, l) in active.into_iter().zip(&logits) {
+                match a.seq.step(self, l, None) {
                     Ok(Some(t)) => {
                         a.next = t;
                         still.push(a);

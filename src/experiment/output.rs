@@ -35,6 +35,9 @@ pub struct RunOutput {
     pub config: ExperimentConfig,
     /// The judge sanity check, when it ran.
     pub sanity: Option<SanitySummary>,
+    /// The run's metadata as written to `run.json` (models with file hashes, settings,
+    /// judge, version, counts).
+    pub meta: serde_json::Value,
     /// Warnings (e.g. self-preference).
     pub warnings: Vec<String>,
     /// The results folder.
@@ -91,6 +94,7 @@ impl RunOutput {
             summary_rows,
             config,
             sanity,
+            meta,
             warnings,
             dir: dir.to_path_buf(),
         })

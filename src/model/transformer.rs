@@ -633,17 +633,18 @@ fn attend(
     };
     let (mut k, mut v) = cache.append(index, &k, &v)?;
     let total = pos + seq;
-    let mut mask = masks.get(layer.window)?;
     // A single decoding step only needs the last `window` keys: drop the rest, no mask.
-    if seq == 1 {
+    let mask = if seq == 1 {
         if let Some(w) = layer.window {
             if total > w {
                 k = k.narrow(2, total - w, w)?;
                 v = v.narrow(2, total - w, w)?;
             }
         }
-        mask = None;
-    }
+        None
+    } else {
+        masks.get(layer.window)?
+    };
     let kv_len = k.dim(2)?;
     // Grouped-query attention without copying keys: fold the query heads of each group.
     let rep = nh / nkv;

@@ -237,6 +237,7 @@ pub(crate) fn write_run(
         config: plan.config.clone(),
         summary: summary_t,
         sanity: sanity.cloned(),
+        meta,
         warnings: warnings.to_vec(),
         dir: dir.to_path_buf(),
     })
