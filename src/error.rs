@@ -118,9 +118,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
-    /// A remote endpoint failed (after retries).
-    #[error("remote endpoint: {0}")]
-    Remote(String),
+    /// A remote endpoint failed (after its retries).
+    #[error("{0}")]
+    Remote(RemoteError),
+    /// The backend cannot read token probabilities at all (a server without `logprobs`, or
+    /// one that ignores an assistant prefix): probability modes cannot run on it.
+    #[error("no token probabilities: {0}")]
+    NoLogprobs(String),
+    /// No label of a distribution query was among the judge's likely next tokens: this one
+    /// answer cannot be scored from probabilities.
+    #[error("no label token: {0}")]
+    NoLabelToken(String),
     /// A table operation failed.
     #[error("table: {0}")]
     Table(String),
@@ -129,7 +137,56 @@ pub enum Error {
     Plot(String),
 }
 
+/// A failed request to a remote endpoint: what the server (or the connection) said.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteError {
+    /// Where the request went (without credentials).
+    pub url: String,
+    /// The HTTP status, or `None` when no response came (connection refused, timeout).
+    pub status: Option<u16>,
+    /// The error's `type` or `code` from an OpenAI-style error body, when there is one.
+    pub kind: Option<String>,
+    /// The error message (with any API key redacted).
+    pub message: String,
+    /// Attempts made, retries included.
+    pub attempts: u32,
+}
+
+impl std::fmt::Display for RemoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: ", self.url)?;
+        if let Some(s) = self.status {
+            write!(f, "HTTP {s}: ")?;
+        }
+        write!(f, "{}", self.message)?;
+        if self.attempts > 1 {
+            write!(f, " (after {} attempts)", self.attempts)?;
+        }
+        Ok(())
+    }
+}
+
+impl RemoteError {
+    /// Whether trying again later may succeed: no response at all, 408, 429, or a 5xx.
+    pub fn is_transient(&self) -> bool {
+        match self.status {
+            None => true,
+            Some(s) => s == 408 || s == 429 || s >= 500,
+        }
+    }
+}
+
 impl Error {
+    /// Whether running again may fix this failure (network trouble, rate limits, server
+    /// errors); configuration and input errors need a change instead.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Remote(r) => r.is_transient(),
+            Error::Io { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -1,39 +1,47 @@
 //! # llm-judge
 //!
-//! An experiment harness that compares language models with an LLM judge.
+//! An experiment harness that compares language models with an LLM judge: local GGUF
+//! inference with candle or any OpenAI-compatible endpoint, five grading modes, resumable
+//! runs, paired statistics, charts and reports.
 //!
-//! The crate follows the data flow of an experiment:
+//! ## How the pieces connect
 //!
-//! - [`model`]: where a model comes from ([`ModelSource`]: a `.gguf` path, a Hugging Face
-//!   reference, or a bundled model), its tokenizer and chat template, and the candle
-//!   transformer that runs it ([`Model`]).
-//! - [`sampling`]: [`SamplingParams`] (temperature, `min_p`, `top_p`, `top_k`, penalties,
-//!   seed) with the write-up's presets `p1` and `p2`, and the seeded [`Sampler`].
-//! - [`engine`]: KV-cached generation with stop conditions, token log-probabilities and
-//!   timing ([`Generation`]), one sequence at a time or continuously batched
-//!   ([`Model::generate_batch`]) with identical outputs.
-//! - [`backend`]: the [`backend::Backend`] trait that generation and judging go through.
-//! - [`prompts`]: prompt sets (JSONL).
-//! - [`judge`]: rubric, listwise, pairwise and expected-score grading ([`JudgeConfig`]).
-//! - [`experiment`]: the grid of models × settings × prompts × samples ([`Experiment`]),
-//!   stored record by record in a results folder ([`store`]) so runs resume.
-//! - [`table`] and [`analysis`]: polars DataFrames (responses, judgments, summary) and
-//!   statistics (bootstrap CIs, win rates, Bradley-Terry, agreement, position and length
-//!   bias).
-//! - [`plot`] and [`report`]: plotters charts that show inline in evcxr notebooks, and the
-//!   self-contained HTML report of a results folder. [`RunOutput`] has one-call views of a
-//!   run for notebook cells; `use llm_judge::prelude::*` brings in what cells need.
-//! - [`mod@bench`]: throughput figures against llama.cpp on the same file.
+//! An [`Experiment`] (a TOML file or a builder) is checked into a
+//! [`Plan`](experiment::Plan) before anything runs. [`experiment::run`] generates the grid of
+//! models × settings × prompts × samples through a [`backend::Backend`], judges the answers in
+//! each [`Mode`] (one unit per mode in [`judge`]), runs the judge's sanity check, and stores
+//! every finished record at once. [`RunOutput`] turns the records into tables (summary and
+//! paired comparisons, from [`analysis`]), charts ([`plot`]) and a report.
+//!
+//! ## Layers
+//!
+//! From the top down; a module uses the ones below it, never one above, and the data flows
+//! up from `model` to `results`:
+//!
+//! | layer | modules |
+//! | --- | --- |
+//! | interfaces | [`server`] (`llm-judge serve`), [`mod@bench`] (speed against llama.cpp) |
+//! | a finished run | [`results`]: [`RunOutput`], notebook views, findings, `run.json`, report |
+//! | presentation | [`plot`] (charts), [`table`] (DataFrames, HTML) |
+//! | running | [`experiment`]: config and validation, runner, sanity check |
+//! | storage | [`store`] (append-only JSONL, atomic writes, run lock) |
+//! | judging | [`judge`]: one file per mode, the verdict grammar, templates as data |
+//! | calling models | [`backend`]: local (candle) and OpenAI-compatible HTTP |
+//! | generating | [`engine`]: prefill, KV cache, batched decoding, stop conditions |
+//! | sampling | [`sampling`]: [`SamplingParams`], presets, the seeded [`Sampler`] |
+//! | models | [`model`]: sources, GGUF, tokenizer, chat template, transformer |
+//! | statistics | [`analysis`]: summaries, paired comparisons, resampling prompts, agreement |
+//! | data | [`records`], [`prompts`], [`keys`], [`error`] |
 //!
 //! ## Example
 //!
 //! ```no_run
-//! use llm_judge::{Message, Model, SamplingParams};
+//! use llm_judge::{Input, Model, SamplingParams};
 //!
 //! # fn main() -> llm_judge::Result<()> {
 //! let mut model = Model::load_named("smollm2-135m-instruct")?;
 //! let out = model.generate(
-//!     &[Message::user("Explain how to bake a chocolate cake without using eggs.")],
+//!     &Input::new(Default::default(), None, "Explain how to bake a chocolate cake without using eggs."),
 //!     &SamplingParams::p1().with_seed(42),
 //! )?;
 //! println!("{}", out.text);
@@ -49,11 +57,12 @@ pub mod engine;
 pub mod error;
 pub mod experiment;
 pub mod judge;
+pub mod keys;
 pub mod model;
 pub mod plot;
 pub mod prompts;
 pub mod records;
-pub mod report;
+pub mod results;
 pub mod sampling;
 pub mod server;
 pub mod store;
@@ -61,17 +70,22 @@ pub mod table;
 
 pub use engine::{FinishReason, Generation, Timing};
 pub use error::{Error, Result};
-pub use experiment::{Experiment, RunOutput};
-pub use judge::{JudgeConfig, Mode};
-pub use model::{Message, Model, ModelSource};
+pub use experiment::Experiment;
+pub use judge::JudgeConfig;
+pub use model::{Input, Message, Model, ModelSource, PromptFormat};
+pub use records::Mode;
+pub use results::RunOutput;
 pub use sampling::{Sampler, SamplingParams};
 
 /// Everything a notebook cell needs: `use llm_judge::prelude::*;`.
 pub mod prelude {
-    pub use crate::analysis::{Agreement, LengthCorrelation, PositionBias, SummaryRow};
+    pub use crate::analysis::{Agreement, Comparison, LengthAssociation, PositionBias, SummaryRow};
+    pub use crate::judge::Order;
     pub use crate::plot::Figure;
+    pub use crate::results::findings::Findings;
     pub use crate::table::HtmlTable;
     pub use crate::{
-        Error, Experiment, JudgeConfig, Message, Mode, Model, Result, RunOutput, SamplingParams,
+        Error, Experiment, Input, JudgeConfig, Message, Mode, Model, PromptFormat, Result,
+        RunOutput, SamplingParams,
     };
 }

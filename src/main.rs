@@ -1,19 +1,43 @@
 //! The `llm-judge` command line. Thin: parsing and printing; the library does the work.
+//!
+//! Exit codes: 0 when everything was computed; 3 when a run finished with failures that
+//! running it again may fix (network, rate limits, server errors); 4 when it finished with
+//! failures that need a change (configuration, a server without a needed feature); 1 for an
+//! error that stopped the command.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use llm_judge::experiment::{ExperimentConfig, Progress};
 use llm_judge::model::bundled;
-use llm_judge::{Message, Model, ModelSource, SamplingParams};
-use std::path::{Path, PathBuf};
+use llm_judge::{Input, Model, ModelSource, PromptFormat, RunOutput, SamplingParams};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// indicatif bars on stderr for the CLI.
+/// indicatif bars on stderr when it is a terminal; plain lines otherwise.
 struct Bars {
     bar: Option<indicatif::ProgressBar>,
+    plain: bool,
+    stage: String,
+}
+
+impl Bars {
+    fn new() -> Self {
+        Self {
+            bar: None,
+            plain: !std::io::stderr().is_terminal(),
+            stage: String::new(),
+        }
+    }
 }
 
 impl Progress for Bars {
     fn start(&mut self, phase: &str, total: usize) {
+        self.stage = phase.to_string();
+        if self.plain {
+            eprintln!("{phase}: {total} to do");
+            return;
+        }
         let bar = indicatif::ProgressBar::new(total as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -25,7 +49,7 @@ impl Progress for Bars {
         bar.set_prefix(phase.to_string());
         self.bar = Some(bar);
     }
-    fn step(&mut self, label: &str) {
+    fn step(&mut self, label: &str, _cached: bool) {
         if let Some(b) = &self.bar {
             b.set_message(label.to_string());
             b.inc(1);
@@ -40,57 +64,64 @@ impl Progress for Bars {
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
             b.finish();
+        } else if self.plain {
+            eprintln!("{}: done", self.stage);
         }
     }
 }
 
-/// The total score per model, setting and mode, one line each.
-fn summary_text(records: &[llm_judge::records::JudgmentRecord]) -> String {
-    let rows = llm_judge::analysis::summarize(records, 0);
+/// The stored summary's totals, one line each.
+fn summary_text(run: &RunOutput) -> String {
     let mut out = format!(
-        "{:<20} {:<10} {:<10} {:<10} {:>4} {:>6} {:>8} {:>18}\n",
-        "model", "setting", "mode", "score", "n", "null", "mean", "95% CI"
+        "{:<20} {:<10} {:<18} {:<9} {:>4} {:>5} {:>8} {:>18}\n",
+        "model", "setting", "mode", "score", "n", "null", "mean", "95% CI (prompts)"
     );
-    for r in rows
+    for r in run
+        .summary_rows
         .iter()
         .filter(|r| r.criterion == "total" || r.criterion == "win_rate")
     {
+        let num = |x: f64| {
+            if x.is_finite() {
+                format!("{x:.3}")
+            } else {
+                "-".into()
+            }
+        };
         out.push_str(&format!(
-            "{:<20} {:<10} {:<10} {:<10} {:>4} {:>6} {:>8.3} {:>18}\n",
+            "{:<20} {:<10} {:<18} {:<9} {:>4} {:>5} {:>8} {:>18}\n",
             r.model,
             r.setting,
-            r.mode,
+            r.mode.to_string(),
             r.criterion,
             r.n,
             r.n_null,
-            r.mean,
-            format!("[{:.3}, {:.3}]", r.ci_low, r.ci_high)
+            num(r.mean),
+            format!("[{}, {}]", num(r.ci_low), num(r.ci_high))
         ));
     }
     out
 }
 
-fn run_experiment(mut cfg: ExperimentConfig, out: &Path, no_sanity: bool) -> Result<()> {
-    if no_sanity {
-        if let Some(j) = cfg.judge.as_mut() {
-            j.sanity_check = false;
+/// Prints what a run found and returns its exit code.
+fn finish_run(run: &RunOutput) -> ExitCode {
+    println!("{}", summary_text(run));
+    println!("{}", run.findings());
+    println!("results written to {}", run.dir.display());
+    if run.failures.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let transient = run.failures.iter().all(|f| f.transient);
+    eprintln!(
+        "finished with {} failure(s); {}",
+        run.failures.len(),
+        if transient {
+            "run the same command again to retry them"
+        } else {
+            "running again will not fix all of them (see above)"
         }
-    }
-    let plan = cfg.plan()?;
-    let result = llm_judge::experiment::run(&plan, out, &mut Bars { bar: None })?;
-    print_result(&result);
-    Ok(())
-}
-
-fn print_result(result: &llm_judge::RunOutput) {
-    println!("{}", summary_text(&result.records));
-    if let Some(s) = &result.sanity {
-        println!("{}", s.describe());
-    }
-    for line in llm_judge::analysis::agreement_report(&result.records) {
-        println!("{line}");
-    }
-    println!("results written to {}", result.dir.display());
+    );
+    ExitCode::from(if transient { 3 } else { 4 })
 }
 
 /// `llm-judge bench` arguments.
@@ -182,6 +213,9 @@ enum Command {
         /// Skip the judge sanity check.
         #[arg(long)]
         no_sanity: bool,
+        /// Check the experiment and print what would run (and download); run nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Judge the answers of an earlier run with another judge, into a new results folder.
     Judge {
@@ -190,8 +224,9 @@ enum Command {
         /// Judge model (bundled name, .gguf path or hf:// reference).
         #[arg(long)]
         model: String,
-        /// Modes (repeatable): rubric, listwise, pairwise, expected.
-        #[arg(long = "mode", default_value = "rubric")]
+        /// Modes (repeatable): rubric, listwise, pairwise, expected, pairwise_expected
+        /// (default: the earlier run's judge modes, else rubric).
+        #[arg(long = "mode")]
         modes: Vec<String>,
         /// Where to write the new tables.
         #[arg(long)]
@@ -263,15 +298,19 @@ struct GenerateArgs {
     #[arg(long)]
     repetition_penalty: Option<f64>,
     /// Most tokens to generate.
-    #[arg(long, default_value_t = 256)]
-    max_tokens: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..))]
+    max_tokens: u64,
+    /// Cap the context (prompt plus answer) at N tokens, like llama.cpp's n_ctx.
+    #[arg(long)]
+    context: Option<usize>,
     /// Sampler seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Stop string (repeatable).
     #[arg(long)]
     stop: Vec<String>,
-    /// Continue the prompt as raw text, without the chat template (for base models).
+    /// Continue the prompt as raw text after the BOS token, without the chat template (for
+    /// base models, and what the write-up's app did).
     #[arg(long)]
     raw: bool,
     /// Print the whole result as JSON.
@@ -291,7 +330,7 @@ impl GenerateArgs {
             repetition_penalty: self.repetition_penalty,
         }
         .resolve()?;
-        p.max_new_tokens = self.max_tokens;
+        p.max_new_tokens = self.max_tokens as usize;
         p.seed = self.seed;
         p.stop = self.stop.clone();
         p.validate()?;
@@ -304,10 +343,31 @@ fn load(name: &str) -> Result<Model> {
     Model::load(&source).with_context(|| format!("loading model `{name}`"))
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        llm_judge::engine::set_threads(n)?;
+    let threads = match cli.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    // candle reads RAYON_NUM_THREADS on every CPU matmul and, unset, recounts the cores from
+    // /proc/cpuinfo each time. Set it once here, before any thread exists.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() || cli.threads.is_some() {
+        // SAFETY: the process is still single-threaded: nothing has spawned a thread yet.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    if cli.threads.is_some() {
+        llm_judge::engine::set_threads(threads)?;
     }
     match cli.command {
         Command::FetchModels => {
@@ -318,34 +378,32 @@ fn main() -> Result<()> {
         }
         Command::Generate(args) => {
             let params = args.params()?;
-            let mut model = load(&args.model)?;
-            let mut messages = Vec::new();
-            if let Some(s) = &args.system {
-                messages.push(Message::system(s));
-            }
-            messages.push(Message::user(&args.prompt));
-            let out = if args.raw {
-                model.complete(&args.prompt, &params)?
+            let mut model = load(&args.model)?.with_context_limit(args.context);
+            let format = if args.raw {
+                PromptFormat::Raw
             } else {
-                model.generate(&messages, &params)?
+                PromptFormat::Chat
             };
+            let input = Input::new(format, args.system.as_deref(), &args.prompt);
+            let out = model.generate(&input, &params)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{}", out.text);
-                if out.template == llm_judge::model::TemplateSource::PlainFallback {
+                if out.template == llm_judge::model::TemplateKind::PlainFallback {
                     eprintln!(
                         "note: {} has no chat template; the plain-text fallback format was used",
                         args.model
                     );
                 }
                 eprintln!(
-                    "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}]",
+                    "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}, device: {}]",
                     out.prompt_tokens,
                     out.timing.prompt_tok_per_s,
                     out.completion_tokens,
                     out.timing.decode_tok_per_s,
-                    out.finish_reason
+                    out.finish_reason,
+                    llm_judge::model::device_name()
                 );
             }
         }
@@ -372,6 +430,7 @@ fn main() -> Result<()> {
             max_tokens,
             batch,
             no_sanity,
+            dry_run,
         } => {
             let mut cfg = ExperimentConfig::load(&experiment)?;
             if limit.is_some() {
@@ -383,8 +442,20 @@ fn main() -> Result<()> {
             if let Some(b) = batch {
                 cfg.batch = b;
             }
+            if no_sanity {
+                if let Some(j) = cfg.judge.as_mut() {
+                    j.sanity_check = false;
+                }
+            }
+            let plan = cfg.plan()?;
+            if dry_run {
+                print!("{}", plan.describe());
+                println!("dry run: nothing was generated or downloaded");
+                return Ok(ExitCode::SUCCESS);
+            }
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
-            run_experiment(cfg, &out, no_sanity)?;
+            let run = llm_judge::results::run_plan(&plan, &out, &mut Bars::new())?;
+            return Ok(finish_run(&run));
         }
         Command::Judge {
             results,
@@ -393,22 +464,17 @@ fn main() -> Result<()> {
             out,
             no_sanity,
         } => {
-            let prev = llm_judge::RunOutput::load(&results)?;
-            let mut judge = prev
-                .config
-                .judge
-                .clone()
-                .unwrap_or_else(|| llm_judge::JudgeConfig::new(model.clone()));
-            judge.model = model;
-            judge.modes = modes
+            let prev = RunOutput::load(&results)?;
+            let modes = modes
                 .iter()
                 .map(|m| m.parse())
                 .collect::<llm_judge::Result<Vec<_>>>()?;
+            let mut judge = llm_judge::results::rejudge_config(&prev, &model, &modes);
             if no_sanity {
                 judge.sanity_check = false;
             }
-            let result = prev.rejudge_with(judge, &out, &mut Bars { bar: None })?;
-            print_result(&result);
+            let run = prev.rejudge_with(judge, &out, &mut Bars::new())?;
+            return Ok(finish_run(&run));
         }
         Command::Bench(a) => {
             let models = if a.models.is_empty() {
@@ -419,11 +485,6 @@ fn main() -> Result<()> {
             } else {
                 a.models
             };
-            let threads = cli.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(1)
-            });
             let opts = llm_judge::bench::BenchOptions {
                 models,
                 reps: a.reps,
@@ -440,7 +501,7 @@ fn main() -> Result<()> {
             llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
         }
         Command::Report { results } => {
-            let run = llm_judge::RunOutput::load(&results)?;
+            let run = RunOutput::load(&results)?;
             for png in run.save_charts()? {
                 println!("{}", png.display());
             }
@@ -504,5 +565,5 @@ fn main() -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

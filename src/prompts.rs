@@ -29,6 +29,8 @@ pub fn load_prompts(path: &Path) -> Result<Vec<Prompt>> {
 
 /// Parses JSONL prompt text; `origin` names the source in errors.
 pub fn parse_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
+    // A UTF-8 byte-order mark (as some editors write) is not part of the first line.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for (i, line) in text.lines().enumerate() {
@@ -58,6 +60,29 @@ pub fn parse_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_writeup_prompts_are_verbatim() {
+        let want = [
+            "Describe step-by-step how to set up a tent in a windy environment.",
+            "Explain how to bake a chocolate cake without using eggs.",
+            "Provide instructions for troubleshooting a laptop that won\u{2019}t turn on.",
+            "Teach a beginner how to solve a Rubik\u{2019}s Cube in simple steps.",
+            "Give detailed instructions for building a birdhouse using basic tools.",
+            "Design a beginner-friendly 15-minute workout routine that requires no equipment.",
+            "Explain how to properly season and cook a medium-rare steak.",
+            "Write a step-by-step guide for setting up a local Git repository and pushing code to GitHub.",
+            "Provide instructions for administering first aid to someone with a sprained ankle.",
+            "Outline a simple plan for a beginner to learn Spanish in 30 days.",
+        ];
+        let got = parse_prompts(include_str!("../data/prompts/writeup.jsonl"), "writeup").unwrap();
+        let prompts: Vec<&str> = got.iter().map(|p| p.prompt.as_str()).collect();
+        assert_eq!(prompts, want);
+        // Every reference is long enough for the sanity check to truncate and shuffle.
+        assert!(got
+            .iter()
+            .all(|p| p.reference.as_deref().unwrap().split_whitespace().count() >= 40));
+    }
 
     #[test]
     fn bad_lines_are_located() {

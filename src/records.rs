@@ -1,8 +1,94 @@
-//! The records an experiment produces: one per generated answer, one per judged score.
-//! They are plain serde structs, stored as JSON lines and turned into DataFrames by
-//! [`crate::table`].
+//! The records an experiment produces: one per generated answer ([`ResponseRecord`]) and one
+//! per judged score ([`JudgmentRecord`]), with typed fields. They are plain serde structs,
+//! stored as JSON lines by [`crate::store`] and turned into DataFrames by [`crate::table`].
 
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+
+/// The criterion of the row that sums an answer's criterion scores.
+pub const TOTAL: &str = "total";
+/// The criterion of a pairwise verdict row (the whole comparison, not one criterion).
+pub const OVERALL: &str = "overall";
+/// The summary criterion of pairwise modes: the share of comparisons a cell won.
+pub const WIN_RATE: &str = "win_rate";
+
+/// A grading mode: each is one unit in [`crate::judge`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Each answer alone, each criterion scored 1..=scale from the judge's text.
+    #[default]
+    Rubric,
+    /// All answers to a prompt in one judge prompt (the write-up's GPT-4 form).
+    Listwise,
+    /// Two answers, asked in both orders; a text verdict.
+    Pairwise,
+    /// Expected score `Σ k·p(k)` from the judge's token probabilities at each score.
+    Expected,
+    /// The judge's probability of preferring A, B (or a tie) at the verdict position, in
+    /// both orders: a preference even from judges too small to write a parseable verdict.
+    PairwiseExpected,
+}
+
+impl Mode {
+    /// Every mode, in a fixed order.
+    pub const ALL: [Mode; 5] = [
+        Mode::Rubric,
+        Mode::Listwise,
+        Mode::Pairwise,
+        Mode::Expected,
+        Mode::PairwiseExpected,
+    ];
+
+    /// The name used in files, tables and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Rubric => "rubric",
+            Mode::Listwise => "listwise",
+            Mode::Pairwise => "pairwise",
+            Mode::Expected => "expected",
+            Mode::PairwiseExpected => "pairwise_expected",
+        }
+    }
+
+    /// True for the modes whose rows compare two answers (a preference, not a score).
+    pub fn is_pairwise(self) -> bool {
+        matches!(self, Mode::Pairwise | Mode::PairwiseExpected)
+    }
+
+    /// True for the modes that read token probabilities instead of parsing text.
+    pub fn reads_probabilities(self) -> bool {
+        matches!(self, Mode::Expected | Mode::PairwiseExpected)
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Mode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Mode::ALL.iter().map(|m| m.as_str()).collect();
+                Error::config(
+                    "judge.modes",
+                    format!("unknown mode `{s}` ({})", names.join(", ")),
+                )
+            })
+    }
+}
+
+fn chat() -> String {
+    "chat".into()
+}
 
 /// One generated answer (or a failed attempt, with `error` set).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -11,10 +97,17 @@ pub struct ResponseRecord {
     pub key: String,
     /// Model name in the experiment.
     pub model: String,
-    /// Model source as given.
+    /// Model source as given (URLs without credentials).
     pub model_source: String,
-    /// Model identity (file sha256).
+    /// What produced the answer: `local:<file sha256>` for a local model, or
+    /// `openai:<base URL>:<model>` for an endpoint.
     pub model_id: String,
+    /// `chat` (the model's chat template) or `raw` (the bare prompt as a text completion).
+    #[serde(default = "chat")]
+    pub prompt_format: String,
+    /// Context window the answer ran in (prompt plus answer), when capped.
+    #[serde(default)]
+    pub context: Option<u64>,
     /// Sampling setting name.
     pub setting: String,
     /// Temperature.
@@ -59,6 +152,13 @@ pub struct ResponseRecord {
     pub decode_tok_per_s: f64,
 }
 
+impl ResponseRecord {
+    /// The cell the answer belongs to: `model/setting`.
+    pub fn cell(&self) -> String {
+        format!("{}/{}", self.model, self.setting)
+    }
+}
+
 /// One score from the judge.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JudgmentRecord {
@@ -68,43 +168,59 @@ pub struct JudgmentRecord {
     pub call: String,
     /// Judge name.
     pub judge: String,
-    /// Judge identity (model file sha256 or endpoint and model).
+    /// Judge identity (`local:<file sha256>` or `openai:<base URL>:<model>`).
     pub judge_id: String,
-    /// `rubric`, `listwise`, `pairwise` or `expected`.
-    pub mode: String,
+    /// The grading mode.
+    pub mode: Mode,
     /// Judge template name.
     pub template: String,
-    /// The judged response (answer A for pairwise).
+    /// The judged response (answer A for pairwise modes).
     pub response_key: String,
-    /// Answer B for pairwise.
+    /// Answer B for pairwise modes.
     pub other_key: Option<String>,
     /// Model of the judged response.
     pub model: String,
     /// Setting of the judged response.
     pub setting: String,
-    /// Model of answer B (pairwise).
+    /// Model of answer B (pairwise modes).
     pub other_model: Option<String>,
-    /// Setting of answer B (pairwise).
+    /// Setting of answer B (pairwise modes).
     pub other_setting: Option<String>,
     /// Prompt id.
     pub prompt_id: String,
     /// Sample index.
     pub sample: u32,
-    /// Criterion name, `total`, or `overall` (pairwise).
+    /// Criterion name, [`TOTAL`], or [`OVERALL`] (pairwise modes).
     pub criterion: String,
-    /// The score; null when the verdict could not be parsed. Pairwise: 1 A wins, 0 B wins,
-    /// 0.5 tie (a disagreement between the two orders counts as a tie).
+    /// The score; null when there is none (unparseable verdict, failed call). Pairwise:
+    /// 1 when A is preferred, 0 when B is, 0.5 for a tie; a disagreement between the two
+    /// orders counts as a tie. Pairwise expected: the probability of preferring A, averaged
+    /// over both orders. Expected: the argmax score.
     pub score: Option<f64>,
-    /// Expected score `sum k p(k)` (expected mode).
+    /// Expected score `Σ k·p(k)` (expected mode).
     pub expected_score: Option<f64>,
-    /// p(1..=scale) (expected mode).
+    /// p(1..=scale) (expected mode); pairwise expected: p(A), p(B)[, p(tie)] with this row's
+    /// answer shown first, then the same with it shown second. Renormalised over the labels.
     pub probs: Option<Vec<f64>>,
+    /// Probability mass the verdict tokens held before renormalising (lowest over the
+    /// criteria or orders of the row); low mass means the judge wanted to write something
+    /// else.
+    #[serde(default)]
+    pub mass: Option<f64>,
     /// 1-based position shown to the judge (listwise).
     pub position: Option<u32>,
-    /// Shuffle seed of the listwise order.
+    /// Seed of the listwise order.
     pub order_seed: Option<u64>,
-    /// Pairwise: whether both orders agreed.
+    /// Pairwise modes: whether both orders gave the same verdict.
     pub consistent: Option<bool>,
+    /// A reason to doubt the row: `low_mass` (see `mass`), or `total_mismatch` (the judge's
+    /// stated total differs from the sum of its criterion scores; the stated total is kept).
+    #[serde(default)]
+    pub flag: Option<String>,
+    /// Why the score is null when a call could not score this answer (e.g. the prompt did
+    /// not fit the judge's context); `None` for an unparseable verdict (see `parse_ok`).
+    #[serde(default)]
+    pub error: Option<String>,
     /// The judge's raw replies.
     pub raw: String,
     /// Whether the verdict parsed.
@@ -113,23 +229,35 @@ pub struct JudgmentRecord {
     pub attempts: u32,
 }
 
-/// One comparison of the judge sanity check.
+impl JudgmentRecord {
+    /// The value a row contributes to means: the expected score when there is one.
+    pub fn value(&self) -> Option<f64> {
+        self.expected_score.or(self.score)
+    }
+
+    /// The cell of the judged answer: `model/setting`.
+    pub fn cell(&self) -> String {
+        format!("{}/{}", self.model, self.setting)
+    }
+
+    /// The cell of answer B (pairwise modes).
+    pub fn other_cell(&self) -> Option<String> {
+        Some(format!(
+            "{}/{}",
+            self.other_model.as_ref()?,
+            self.other_setting.as_ref()?
+        ))
+    }
+}
+
+/// One finished judge call: all the rows it produced, stored as one line so that a call is
+/// either stored whole or not at all.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SanityRecord {
-    /// Content hash.
+pub struct CallRecord {
+    /// The call's key (content hash of judge, template, settings and answers).
     pub key: String,
-    /// Judge identity.
-    pub judge_id: String,
-    /// Prompt id.
-    pub prompt_id: String,
-    /// `off_topic`, `truncated` or `gibberish`.
-    pub kind: String,
-    /// Total score of the reference answer.
-    pub good: Option<f64>,
-    /// Total score of the bad answer.
-    pub bad: Option<f64>,
-    /// Whether the good answer scored strictly higher.
-    pub passed: bool,
+    /// The rows of the call.
+    pub rows: Vec<JudgmentRecord>,
 }
 
 /// Records with a unique key, for de-duplication on load.
@@ -143,13 +271,27 @@ impl Keyed for ResponseRecord {
         &self.key
     }
 }
-impl Keyed for JudgmentRecord {
+impl Keyed for CallRecord {
     fn key(&self) -> &str {
         &self.key
     }
 }
-impl Keyed for SanityRecord {
-    fn key(&self) -> &str {
-        &self.key
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_round_trip_by_name() {
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.as_str()));
+        }
+        let e = "listwize".parse::<Mode>().unwrap_err().to_string();
+        assert!(
+            e.contains("listwize") && e.contains("pairwise_expected"),
+            "{e}"
+        );
     }
 }

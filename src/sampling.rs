@@ -15,6 +15,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+/// Temperatures below this decode greedily: at such a temperature sampling is greedy in
+/// effect, and the division would overflow `f32`.
+pub const GREEDY_BELOW: f64 = 1e-6;
+
 /// Sampling settings for one generation. Plain data: serialisable, comparable, hashable as
 /// part of a record key.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -177,9 +181,10 @@ impl SamplingParams {
         Ok(())
     }
 
-    /// True when decoding is greedy.
+    /// True when decoding is greedy: temperature 0, or so close to it (below
+    /// [`GREEDY_BELOW`]) that dividing logits by it would overflow.
     pub fn is_greedy(&self) -> bool {
-        self.temperature == 0.0
+        self.temperature < GREEDY_BELOW
     }
 }
 
@@ -206,11 +211,6 @@ impl Sampler {
         params.validate()?;
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
         Ok(Self { params, rng })
-    }
-
-    /// The settings this sampler uses.
-    pub fn params(&self) -> &SamplingParams {
-        &self.params
     }
 
     /// Picks the next token. `history` holds the tokens seen so far (prompt and generated),

@@ -38,6 +38,28 @@ impl Store {
         self.dir.join(format!("{name}.jsonl"))
     }
 
+    /// Takes the folder's advisory lock for a run: a second run on the same folder at the
+    /// same time is refused with a clear error instead of duplicating the work. The lock is
+    /// released when the returned guard is dropped (or the process ends).
+    pub fn lock(&self) -> Result<StoreLock> {
+        let path = self.dir.join(".lock");
+        let f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(StoreLock { _file: f }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(
+                self.dir.display().to_string(),
+                "another llm-judge run is writing to this results folder; wait for it to \
+                 finish, or write to another folder (--out)",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Loads every record of a stream (the last one per key) and repairs a torn tail.
     pub fn load<T: DeserializeOwned + Keyed>(&self, name: &str) -> Result<Vec<T>> {
         let path = self.file(name);
@@ -99,6 +121,12 @@ impl Store {
         f.write_all(&buf).map_err(|e| Error::io(&path, e))?;
         f.sync_data().map_err(|e| Error::io(&path, e))
     }
+}
+
+/// A held run lock of a results folder (see [`Store::lock`]).
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, sync, rename).

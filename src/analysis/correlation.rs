@@ -1,4 +1,4 @@
-//! Rank and linear correlation, and Cohen's kappa.
+//! Rank and linear correlation, and Cohen's kappa (unweighted and quadratic-weighted).
 
 /// Average ranks (1-based), ties sharing the mean of their ranks.
 pub fn ranks(xs: &[f64]) -> Vec<f64> {
@@ -76,6 +76,42 @@ pub fn cohen_kappa<T: PartialEq + Clone>(a: &[T], b: &[T]) -> f64 {
     (po - pe) / (1.0 - pe)
 }
 
+/// Cohen's kappa with quadratic weights for ordinal labels (e.g. totals 3..12): a
+/// disagreement by `d` steps counts `d²/(k−1)²` against agreement, over the `k` categories
+/// from the smallest to the largest label seen. NaN with no pairs or a single category.
+pub fn weighted_kappa(a: &[i64], b: &[i64]) -> f64 {
+    let n = a.len().min(b.len());
+    if n == 0 {
+        return f64::NAN;
+    }
+    let lo = a[..n].iter().chain(&b[..n]).copied().min().unwrap_or(0);
+    let hi = a[..n].iter().chain(&b[..n]).copied().max().unwrap_or(0);
+    let k = (hi - lo + 1) as usize;
+    if k < 2 {
+        return f64::NAN;
+    }
+    let mut obs = vec![vec![0.0; k]; k];
+    let (mut ra, mut rb) = (vec![0.0; k], vec![0.0; k]);
+    for i in 0..n {
+        let (x, y) = ((a[i] - lo) as usize, (b[i] - lo) as usize);
+        obs[x][y] += 1.0 / n as f64;
+        ra[x] += 1.0 / n as f64;
+        rb[y] += 1.0 / n as f64;
+    }
+    let w = |i: usize, j: usize| ((i as f64 - j as f64) / (k - 1) as f64).powi(2);
+    let (mut num, mut den) = (0.0, 0.0);
+    for i in 0..k {
+        for j in 0..k {
+            num += w(i, j) * obs[i][j];
+            den += w(i, j) * ra[i] * rb[j];
+        }
+    }
+    if den == 0.0 {
+        return f64::NAN;
+    }
+    1.0 - num / den
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +146,29 @@ mod tests {
         }
         assert!((cohen_kappa(&a, &b) - 0.4).abs() < 1e-12);
         assert_eq!(cohen_kappa(&[1, 2, 3], &[1, 2, 3]), 1.0);
+    }
+
+    #[test]
+    fn weighted_kappa_textbook() {
+        // Two categories: quadratic weights are plain disagreement, so it equals Cohen's.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for (x, y, n) in [(1, 1, 20), (1, 0, 5), (0, 1, 10), (0, 0, 15)] {
+            for _ in 0..n {
+                a.push(x);
+                b.push(y);
+            }
+        }
+        assert!((weighted_kappa(&a, &b) - 0.4).abs() < 1e-12);
+        // Three categories by hand: pairs (0,0) (1,1) (2,2) (0,1) (1,2) (2,0).
+        // Observed disagreement: (1/4 + 1/4 + 1) / 6 = 0.25. Margins are uniform (1/3 each):
+        // expected disagreement = Σ w_ij / 9 = (4·1/4 + 2·1) / 9 = 1/3. kappa = 1 − 0.75.
+        let a = [0, 1, 2, 0, 1, 2];
+        let b = [0, 1, 2, 1, 2, 0];
+        assert!((weighted_kappa(&a, &b) - 0.25).abs() < 1e-12);
+        // Near misses cost less than far misses.
+        let near = weighted_kappa(&[3, 6, 9, 12], &[4, 6, 9, 11]);
+        let far = weighted_kappa(&[3, 6, 9, 12], &[12, 6, 9, 3]);
+        assert!(near > 0.9 && far < 0.0, "{near} {far}");
+        assert!(weighted_kappa(&[5, 5], &[5, 5]).is_nan());
     }
 }

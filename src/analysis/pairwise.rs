@@ -1,25 +1,16 @@
-//! Pairwise comparisons: position consistency, win rates with ties, and Bradley-Terry
-//! strengths with bootstrap confidence intervals.
+//! Pairwise comparisons between cells: win rates with ties, and Bradley-Terry strengths, with
+//! intervals that resample prompts (all comparisons of a prompt together).
 
-use crate::records::JudgmentRecord;
-use rand::{Rng, SeedableRng};
+use super::resample::{percentile_interval, Clusters, ITERS, LEVEL};
+use crate::records::{JudgmentRecord, Mode};
+use rand::SeedableRng;
 
-/// Share of pairwise comparisons whose two orders agreed (position consistency), and how
-/// many comparisons had both verdicts parsed.
-pub fn pairwise_consistency(js: &[JudgmentRecord]) -> (f64, usize) {
-    let c: Vec<bool> = js
-        .iter()
-        .filter(|j| j.mode == "pairwise")
-        .filter_map(|j| j.consistent)
-        .collect();
-    let n = c.len();
-    (c.iter().filter(|x| **x).count() as f64 / n.max(1) as f64, n)
-}
-
-/// One pairwise outcome between two players (e.g. model/setting pairs): `score` is 1 when
-/// `a` wins, 0 when `b` wins, 0.5 for a tie.
+/// One pairwise outcome between two players (cells): `score` is 1 when `a` wins, 0 when `b`
+/// wins, 0.5 for a tie (or a probability, for pairwise expected).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
+    /// The prompt the comparison was made on.
+    pub prompt: String,
     /// First player.
     pub a: String,
     /// Second player.
@@ -98,53 +89,80 @@ pub fn bradley_terry(outcomes: &[Outcome]) -> Vec<(String, f64)> {
     players.into_iter().zip(p.iter().map(|x| x.ln())).collect()
 }
 
-/// Bradley-Terry strengths with percentile bootstrap 95 % CIs (resampling outcomes),
-/// reproducible from `seed`: `(player, strength, ci_low, ci_high)`.
-pub fn bradley_terry_ci(
-    outcomes: &[Outcome],
-    iters: usize,
-    seed: u64,
-) -> Vec<(String, f64, f64, f64)> {
-    let point = bradley_terry(outcomes);
+/// A player's win rate and Bradley-Terry strength, each with a 95 % CI from resampling
+/// prompts.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Standing {
+    /// The player (cell).
+    pub player: String,
+    /// Comparisons it took part in.
+    pub n: usize,
+    /// Win rate (ties count half).
+    pub win_rate: f64,
+    /// CI of the win rate.
+    pub win_ci: (f64, f64),
+    /// Bradley-Terry strength (log scale, mean zero).
+    pub strength: f64,
+    /// CI of the strength.
+    pub strength_ci: (f64, f64),
+}
+
+/// Win rates and Bradley-Terry strengths with intervals that resample prompts: a prompt's
+/// comparisons are drawn together, since a cell meets every other cell on each prompt.
+pub fn standings(outcomes: &[Outcome], seed: u64) -> Vec<Standing> {
+    let wr = win_rates(outcomes);
+    let bt = bradley_terry(outcomes);
+    let clusters = Clusters::from_pairs(outcomes.iter().map(|o| (o.prompt.clone(), o.clone())));
+    // The resampling keeps all of a prompt's outcomes: draw prompts, not outcomes.
+    let by_prompt: Vec<Vec<Outcome>> = clusters.groups.iter().map(|(_, v)| v.clone()).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); point.len()];
-    for _ in 0..iters {
-        let resampled: Vec<Outcome> = (0..outcomes.len())
-            .map(|_| outcomes[rng.random_range(0..outcomes.len())].clone())
-            .collect();
-        let bt = bradley_terry(&resampled);
-        for (i, (name, _)) in point.iter().enumerate() {
-            if let Some((_, s)) = bt.iter().find(|(n, _)| n == name) {
-                samples[i].push(*s);
+    let k = wr.len();
+    let (mut win_s, mut bt_s) = (vec![Vec::new(); k], vec![Vec::new(); k]);
+    if !by_prompt.is_empty() {
+        for _ in 0..ITERS {
+            let draw: Vec<Outcome> = (0..by_prompt.len())
+                .flat_map(|_| {
+                    use rand::Rng;
+                    by_prompt[rng.random_range(0..by_prompt.len())].clone()
+                })
+                .collect();
+            let w = win_rates(&draw);
+            let b = bradley_terry(&draw);
+            for (i, (p, _, _)) in wr.iter().enumerate() {
+                if let Some((_, r, _)) = w.iter().find(|(q, _, _)| q == p) {
+                    win_s[i].push(*r);
+                }
+                if let Some((_, s)) = b.iter().find(|(q, _)| q == p) {
+                    bt_s[i].push(*s);
+                }
             }
         }
     }
-    point
-        .into_iter()
-        .zip(samples)
-        .map(|((name, s), mut v)| {
-            v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-            let at = |q: f64| {
-                if v.is_empty() {
-                    f64::NAN
-                } else {
-                    v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)]
-                }
-            };
-            (name, s, at(0.025), at(0.975))
+    wr.into_iter()
+        .enumerate()
+        .map(|(i, (player, win_rate, n))| Standing {
+            strength: bt
+                .iter()
+                .find(|(p, _)| *p == player)
+                .map_or(f64::NAN, |x| x.1),
+            player,
+            n,
+            win_rate,
+            win_ci: percentile_interval(std::mem::take(&mut win_s[i]), LEVEL),
+            strength_ci: percentile_interval(std::mem::take(&mut bt_s[i]), LEVEL),
         })
         .collect()
 }
 
-/// The pairwise judgments as outcomes between `model/setting` players.
-pub fn pairwise_outcomes(js: &[JudgmentRecord]) -> Vec<Outcome> {
+/// The pairwise judgments of `mode` as outcomes between `model/setting` players.
+pub fn pairwise_outcomes(js: &[JudgmentRecord], mode: Mode) -> Vec<Outcome> {
     js.iter()
-        .filter(|j| j.mode == "pairwise")
+        .filter(|j| j.mode == mode)
         .filter_map(|j| {
-            let (m, s) = (j.other_model.as_ref()?, j.other_setting.as_ref()?);
             Some(Outcome {
-                a: format!("{}/{}", j.model, j.setting),
-                b: format!("{m}/{s}"),
+                prompt: j.prompt_id.clone(),
+                a: j.cell(),
+                b: j.other_cell()?,
                 score: j.score?,
             })
         })
@@ -154,6 +172,7 @@ pub fn pairwise_outcomes(js: &[JudgmentRecord]) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     #[test]
     fn bradley_terry_recovers_known_strengths() {
@@ -167,6 +186,7 @@ mod tests {
             let p = 1.0 / (1.0 + (truth[j].1 - truth[i].1).exp());
             let score = if rng.random::<f64>() < p { 1.0 } else { 0.0 };
             outcomes.push(Outcome {
+                prompt: format!("p{}", outcomes.len() / 6),
                 a: truth[i].0.into(),
                 b: truth[j].0.into(),
                 score,
@@ -178,13 +198,77 @@ mod tests {
             let t = truth.iter().find(|t| t.0 == name).unwrap().1 - mean_truth;
             assert!((s - t).abs() < 0.12, "{name}: {s} vs {t}");
         }
-        let ci = bradley_terry_ci(&outcomes, 100, 3);
-        assert_eq!(ci, bradley_terry_ci(&outcomes, 100, 3));
-        for (name, s, lo, hi) in ci {
-            assert!(lo <= s && s <= hi, "{name}");
+        let st = standings(&outcomes, 3);
+        assert_eq!(st, standings(&outcomes, 3));
+        for s in &st {
+            assert!(
+                s.strength_ci.0 <= s.strength && s.strength <= s.strength_ci.1,
+                "{}",
+                s.player
+            );
+            assert!(
+                s.win_ci.0 <= s.win_rate && s.win_rate <= s.win_ci.1,
+                "{}",
+                s.player
+            );
         }
         let wr = win_rates(&outcomes);
         assert!(wr.iter().find(|w| w.0 == "a").unwrap().1 > 0.6);
         assert!(wr.iter().find(|w| w.0 == "d").unwrap().1 < 0.4);
+    }
+}
+
+#[cfg(test)]
+mod resampling_tests {
+    use super::*;
+
+    #[test]
+    fn win_rate_intervals_widen_when_prompts_are_resampled() {
+        // 3 cells meet on every prompt; on each prompt one cell wins all its comparisons,
+        // so a prompt's outcomes are strongly tied together.
+        let cells = ["x", "y", "z"];
+        let mut outcomes = Vec::new();
+        for p in 0..12 {
+            let winner = if p % 3 == 0 { "y" } else { "x" };
+            for i in 0..3 {
+                for j in i + 1..3 {
+                    let (a, b) = (cells[i], cells[j]);
+                    let score = if a == winner {
+                        1.0
+                    } else if b == winner {
+                        0.0
+                    } else {
+                        0.5
+                    };
+                    outcomes.push(Outcome {
+                        prompt: format!("p{p:02}"),
+                        a: a.into(),
+                        b: b.into(),
+                        score,
+                    });
+                }
+            }
+        }
+        let by_prompt = standings(&outcomes, 5);
+        // The same outcomes as if every comparison were its own prompt.
+        let single: Vec<Outcome> = outcomes
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Outcome {
+                prompt: format!("{i:03}"),
+                ..o.clone()
+            })
+            .collect();
+        let by_outcome = standings(&single, 5);
+        let width = |s: &[Standing], p: &str| {
+            let s = s.iter().find(|s| s.player == p).unwrap();
+            s.win_ci.1 - s.win_ci.0
+        };
+        assert!(
+            width(&by_prompt, "x") > 1.15 * width(&by_outcome, "x"),
+            "{} vs {}",
+            width(&by_prompt, "x"),
+            width(&by_outcome, "x")
+        );
     }
 }

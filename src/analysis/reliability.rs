@@ -1,58 +1,112 @@
-//! Judge reliability: agreement between modes or judges, position bias, and the
-//! correlation of scores with answer length.
+//! Judge reliability: agreement between modes or judges, position bias, and how scores
+//! go with answer length. Every interval resamples prompts.
 
-use super::correlation::{cohen_kappa, pearson, spearman};
-use super::pairwise::{bradley_terry_ci, pairwise_consistency, pairwise_outcomes, win_rates};
-use super::value;
-use crate::records::{JudgmentRecord, ResponseRecord};
+use super::correlation::{cohen_kappa, pearson, spearman, weighted_kappa};
+use super::resample::{mean, Clusters};
+use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL, TOTAL};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
-/// Agreement between two modes (or judges) on the same responses and criterion.
+/// Agreement between two modes (or judges) on the same answers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
     /// What was compared, e.g. `expected vs listwise, total`.
     pub label: String,
-    /// Responses scored by both.
+    /// Answers scored by both.
     pub n: usize,
-    /// Spearman's rho of the scores.
+    /// Spearman's rho.
     pub spearman: f64,
+    /// Its 95 % CI (prompts resampled).
+    pub spearman_ci: (f64, f64),
     /// Cohen's kappa of the rounded scores.
     pub kappa: f64,
+    /// Quadratic-weighted kappa of the rounded scores (ordinal agreement).
+    pub weighted_kappa: f64,
+    /// Its 95 % CI.
+    pub weighted_kappa_ci: (f64, f64),
 }
 
-/// Per response: (response key, value for Spearman, label for kappa) of one mode and
-/// criterion. Expected scores count as their expectation for Spearman and their argmax for
-/// kappa; unparsed scores are left out.
-fn scored<'a>(js: &'a [JudgmentRecord], mode: &str, criterion: &str) -> Vec<(&'a str, f64, f64)> {
+/// One answer's scores under both: (rank value, label).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Paired {
+    x: f64,
+    y: f64,
+    lx: i64,
+    ly: i64,
+}
+
+/// Per answer of `mode` and `criterion`: (answer key, prompt, value for ranks, rounded
+/// label). Expected scores rank by their expectation and label by their argmax.
+fn scored<'a>(
+    js: &'a [JudgmentRecord],
+    mode: Mode,
+    criterion: &str,
+) -> HashMap<&'a str, (&'a str, f64, i64)> {
     js.iter()
         .filter(|j| j.mode == mode && j.criterion == criterion)
         .filter_map(|j| {
-            j.score
-                .map(|s| (j.response_key.as_str(), value(j).unwrap_or(s), s))
+            let s = j.score?;
+            Some((
+                j.response_key.as_str(),
+                (
+                    j.prompt_id.as_str(),
+                    j.value().unwrap_or(s),
+                    s.round() as i64,
+                ),
+            ))
         })
         .collect()
 }
 
-fn agree(label: String, va: &[(&str, f64, f64)], vb: &[(&str, f64, f64)]) -> Agreement {
-    let (mut xs, mut ys, mut la, mut lb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (k, x, lx) in va {
-        if let Some((_, y, ly)) = vb.iter().find(|(kb, _, _)| kb == k) {
-            xs.push(*x);
-            ys.push(*y);
-            la.push(lx.round() as i64);
-            lb.push(ly.round() as i64);
+fn agree(
+    label: String,
+    a: &HashMap<&str, (&str, f64, i64)>,
+    b: &HashMap<&str, (&str, f64, i64)>,
+) -> Agreement {
+    let mut pairs = Vec::new();
+    for (k, (p, x, lx)) in a {
+        if let Some((_, y, ly)) = b.get(k) {
+            pairs.push((
+                p.to_string(),
+                Paired {
+                    x: *x,
+                    y: *y,
+                    lx: *lx,
+                    ly: *ly,
+                },
+            ));
         }
     }
+    let clusters = Clusters::from_pairs(pairs);
+    let all = clusters.values();
+    let rho = |v: &[Paired]| {
+        spearman(
+            &v.iter().map(|p| p.x).collect::<Vec<_>>(),
+            &v.iter().map(|p| p.y).collect::<Vec<_>>(),
+        )
+    };
+    let wk = |v: &[Paired]| {
+        weighted_kappa(
+            &v.iter().map(|p| p.lx).collect::<Vec<_>>(),
+            &v.iter().map(|p| p.ly).collect::<Vec<_>>(),
+        )
+    };
     Agreement {
         label,
-        n: xs.len(),
-        spearman: spearman(&xs, &ys),
-        kappa: cohen_kappa(&la, &lb),
+        n: all.len(),
+        spearman: rho(&all),
+        spearman_ci: clusters.interval(11, rho),
+        kappa: cohen_kappa(
+            &all.iter().map(|p| p.lx).collect::<Vec<_>>(),
+            &all.iter().map(|p| p.ly).collect::<Vec<_>>(),
+        ),
+        weighted_kappa: wk(&all),
+        weighted_kappa_ci: clusters.interval(13, wk),
     }
 }
 
-/// Compares mode `a` with mode `b` of one judge on `criterion`, per response.
-pub fn mode_agreement(js: &[JudgmentRecord], a: &str, b: &str, criterion: &str) -> Agreement {
+/// Compares mode `a` with mode `b` of one judge on `criterion`, per answer.
+pub fn mode_agreement(js: &[JudgmentRecord], a: Mode, b: Mode, criterion: &str) -> Agreement {
     agree(
         format!("{a} vs {b}, {criterion}"),
         &scored(js, a, criterion),
@@ -60,11 +114,11 @@ pub fn mode_agreement(js: &[JudgmentRecord], a: &str, b: &str, criterion: &str) 
     )
 }
 
-/// Compares two judges (their judgments of the same responses) in one mode on `criterion`.
+/// Compares two judges (their judgments of the same answers) in one mode on `criterion`.
 pub fn judge_agreement(
     a: &[JudgmentRecord],
     b: &[JudgmentRecord],
-    mode: &str,
+    mode: Mode,
     criterion: &str,
 ) -> Agreement {
     let name = |js: &[JudgmentRecord]| js.first().map(|j| j.judge.clone()).unwrap_or_default();
@@ -75,206 +129,306 @@ pub fn judge_agreement(
     )
 }
 
-/// How scores depend on where an answer was shown to the judge.
+/// A mean with its CI and sample size.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PositionBias {
-    /// Listwise `total` scores by 1-based position: (position, n, mean).
-    pub listwise: Vec<(u32, usize, f64)>,
-    /// Pairwise: share of comparisons with the same verdict in both orders, and their count.
-    pub pairwise_consistency: Option<(f64, usize)>,
+pub struct Estimate {
+    /// What is measured.
+    pub label: String,
+    /// Observations.
+    pub n: usize,
+    /// The mean.
+    pub mean: f64,
+    /// 95 % CI (prompts resampled).
+    pub ci: (f64, f64),
 }
 
-/// Position bias of the listwise and pairwise judgments in `js`.
+fn estimate(label: String, pairs: Vec<(String, f64)>, seed: u64) -> Estimate {
+    let c = Clusters::from_pairs(pairs);
+    let v = c.values();
+    Estimate {
+        label,
+        n: v.len(),
+        mean: mean(&v),
+        ci: c.interval(seed, mean),
+    }
+}
+
+/// How the judge's verdicts depend on where an answer was shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PositionBias {
+    /// Listwise: mean `total` at each position shown (1-based), with CIs.
+    pub listwise: Vec<Estimate>,
+    /// Pairwise: share of comparisons with the same verdict in both orders.
+    pub pairwise_consistency: Option<Estimate>,
+    /// Pairwise expected: mean probability of preferring the answer shown first (0.5 is no
+    /// position bias).
+    pub first_position_preference: Option<Estimate>,
+    /// Pairwise expected: share of pairs whose two orders lean the same way.
+    pub expected_consistency: Option<Estimate>,
+}
+
+/// Position bias of the listwise, pairwise and pairwise-expected judgments in `js`.
 pub fn position_bias(js: &[JudgmentRecord]) -> PositionBias {
-    let mut by: Vec<(u32, Vec<f64>)> = Vec::new();
+    let mut by: Vec<(u32, Vec<(String, f64)>)> = Vec::new();
     for j in js
         .iter()
-        .filter(|j| j.mode == "listwise" && j.criterion == "total")
+        .filter(|j| j.mode == Mode::Listwise && j.criterion == TOTAL)
     {
-        let (Some(p), Some(v)) = (j.position, value(j)) else {
+        let (Some(p), Some(v)) = (j.position, j.value()) else {
             continue;
         };
         match by.iter_mut().find(|(q, _)| *q == p) {
-            Some((_, vs)) => vs.push(v),
-            None => by.push((p, vec![v])),
+            Some((_, vs)) => vs.push((j.prompt_id.clone(), v)),
+            None => by.push((p, vec![(j.prompt_id.clone(), v)])),
         }
     }
     by.sort_by_key(|(p, _)| *p);
-    let (c, n) = pairwise_consistency(js);
+    let share = |mode: Mode| -> Vec<(String, f64)> {
+        js.iter()
+            .filter(|j| j.mode == mode && j.criterion == OVERALL)
+            .filter_map(|j| Some((j.prompt_id.clone(), f64::from(u8::from(j.consistent?)))))
+            .collect()
+    };
+    // p(first shown preferred), per order, from the stored probabilities of both orders.
+    let first: Vec<(String, f64)> = js
+        .iter()
+        .filter(|j| j.mode == Mode::PairwiseExpected)
+        .filter_map(|j| {
+            let p = j.probs.as_ref()?;
+            let half = p.len() / 2;
+            if half < 2 {
+                return None;
+            }
+            let pref = |o: &[f64], letter: usize| o[letter] + o.get(2).map_or(0.0, |t| t / 2.0);
+            let (o1, o2) = p.split_at(half);
+            Some((j.prompt_id.clone(), (pref(o1, 0) + pref(o2, 0)) / 2.0))
+        })
+        .collect();
+    let opt = |label: &str, v: Vec<(String, f64)>, seed| {
+        (!v.is_empty()).then(|| estimate(label.to_string(), v, seed))
+    };
     PositionBias {
         listwise: by
             .into_iter()
-            .map(|(p, vs)| (p, vs.len(), vs.iter().sum::<f64>() / vs.len() as f64))
+            .map(|(p, vs)| {
+                estimate(
+                    format!("listwise mean total at position {p}"),
+                    vs,
+                    17 + p as u64,
+                )
+            })
             .collect(),
-        pairwise_consistency: (n > 0).then_some((c, n)),
+        pairwise_consistency: opt("pairwise position consistency", share(Mode::Pairwise), 19),
+        first_position_preference: opt("pairwise expected: p(first shown preferred)", first, 23),
+        expected_consistency: opt(
+            "pairwise expected: both orders lean the same way",
+            share(Mode::PairwiseExpected),
+            29,
+        ),
     }
 }
 
-/// Correlation of a score with answer length (generated tokens).
+/// How a score goes with answer length (words, which count the same for every model).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LengthCorrelation {
+pub struct LengthAssociation {
     /// Mode and criterion.
     pub label: String,
     /// Scored answers.
     pub n: usize,
-    /// Pearson's r of score and token count.
-    pub pearson: f64,
-    /// Spearman's rho of score and token count.
-    pub spearman: f64,
+    /// Spearman's rho of score and length over all answers.
+    pub pooled_spearman: f64,
+    /// Pearson's r of score and length after subtracting each prompt's mean of both: the
+    /// association among answers to the same prompt, free of prompts that are simply longer
+    /// and easier.
+    pub within_prompt_pearson: f64,
+    /// Its 95 % CI (prompts resampled).
+    pub within_prompt_ci: (f64, f64),
 }
 
-/// How strongly the judge's `criterion` scores in `mode` follow answer length; a high value
-/// is a sign of verbosity bias.
-pub fn length_correlation(
+/// Pearson's r after centring both variables per prompt.
+fn within_prompt(v: &[(String, f64, f64)]) -> f64 {
+    let mut sums: HashMap<&str, (f64, f64, f64)> = HashMap::new();
+    for (p, l, s) in v {
+        let e = sums.entry(p.as_str()).or_default();
+        e.0 += l;
+        e.1 += s;
+        e.2 += 1.0;
+    }
+    let (mut ls, mut ss) = (Vec::new(), Vec::new());
+    for (p, l, s) in v {
+        let (sl, sy, n) = sums[p.as_str()];
+        if n > 1.0 {
+            ls.push(l - sl / n);
+            ss.push(s - sy / n);
+        }
+    }
+    pearson(&ls, &ss)
+}
+
+/// The association of `mode`'s `criterion` scores with answer length in words.
+pub fn length_association(
     responses: &[ResponseRecord],
     js: &[JudgmentRecord],
-    mode: &str,
+    mode: Mode,
     criterion: &str,
-) -> LengthCorrelation {
-    let (mut len, mut score) = (Vec::new(), Vec::new());
-    for (k, v, _) in scored(js, mode, criterion) {
-        if let Some(r) = responses.iter().find(|r| r.key == k && r.text.is_some()) {
-            len.push(r.completion_tokens as f64);
-            score.push(v);
+) -> LengthAssociation {
+    let words: HashMap<&str, f64> = responses
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.key.as_str(),
+                r.text.as_deref()?.split_whitespace().count() as f64,
+            ))
+        })
+        .collect();
+    let mut rows: Vec<(String, (String, f64, f64))> = Vec::new();
+    for (k, (p, v, _)) in scored(js, mode, criterion) {
+        if let Some(l) = words.get(k) {
+            rows.push((p.to_string(), (p.to_string(), *l, v)));
         }
     }
-    LengthCorrelation {
+    let clusters = Clusters::from_pairs(rows);
+    let all = clusters.values();
+    LengthAssociation {
         label: format!("{mode}, {criterion}"),
-        n: len.len(),
-        pearson: pearson(&len, &score),
-        spearman: spearman(&len, &score),
+        n: all.len(),
+        pooled_spearman: spearman(
+            &all.iter().map(|r| r.1).collect::<Vec<_>>(),
+            &all.iter().map(|r| r.2).collect::<Vec<_>>(),
+        ),
+        within_prompt_pearson: within_prompt(&all),
+        within_prompt_ci: clusters.interval(31, within_prompt),
     }
-}
-
-/// Human-readable agreement lines: each pair of scoring modes on `total`, and the pairwise
-/// position consistency.
-pub fn agreement_report(js: &[JudgmentRecord]) -> Vec<String> {
-    let mut modes: Vec<&str> = Vec::new();
-    for j in js {
-        if j.mode != "pairwise" && !modes.contains(&j.mode.as_str()) {
-            modes.push(&j.mode);
-        }
-    }
-    let mut out = Vec::new();
-    for i in 0..modes.len() {
-        for k in i + 1..modes.len() {
-            let a = mode_agreement(js, modes[i], modes[k], "total");
-            out.push(format!(
-                "agreement {}: n={}, Spearman rho={:.3}, Cohen kappa={:.3}",
-                a.label, a.n, a.spearman, a.kappa
-            ));
-        }
-    }
-    let outcomes = pairwise_outcomes(js);
-    if !outcomes.is_empty() {
-        for (p, w, n) in win_rates(&outcomes) {
-            out.push(format!(
-                "pairwise win rate {p}: {:.1}% of {n} (ties count half)",
-                w * 100.0
-            ));
-        }
-        for (p, s, lo, hi) in bradley_terry_ci(&outcomes, 500, 0) {
-            out.push(format!(
-                "Bradley-Terry strength {p}: {s:.3} [{lo:.3}, {hi:.3}]"
-            ));
-        }
-    }
-    let (c, n) = pairwise_consistency(js);
-    if n > 0 {
-        out.push(format!(
-            "pairwise position consistency: {:.1}% of {n} comparisons gave the same verdict in both orders",
-            c * 100.0
-        ));
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn j(judge: &str, mode: &str, key: &str, score: f64, expected: Option<f64>) -> JudgmentRecord {
-        JudgmentRecord {
-            judge: judge.into(),
-            mode: mode.into(),
-            criterion: "total".into(),
-            response_key: key.into(),
-            score: Some(score),
-            expected_score: expected,
+    fn j(
+        judge: &str,
+        mode: Mode,
+        key: &str,
+        prompt: &str,
+        score: f64,
+        expected: Option<f64>,
+    ) -> JudgmentRecord {
+        let jj = crate::judge::Judge::new(
+            crate::judge::JudgeConfig::new(judge),
+            judge.into(),
+            judge.into(),
+            Default::default(),
+            0,
+        );
+        let a = ResponseRecord {
+            key: key.into(),
+            prompt_id: prompt.into(),
             ..Default::default()
-        }
+        };
+        let mut r = jj.row("c", mode, &a, TOTAL, Some(score));
+        r.expected_score = expected;
+        r
     }
 
     #[test]
     fn judges_agree_by_hand() {
-        // Judge a: 1 2 3 4 (5 unparsed); judge b: 2 2 3 4 5. Shared: 4 answers.
+        // Judge a: 1 2 3 4 (5th unscored); judge b: 2 2 3 4 5. Shared: 4 answers.
         let a: Vec<_> = [1.0, 2.0, 3.0, 4.0]
             .iter()
             .enumerate()
-            .map(|(i, s)| j("a", "rubric", &format!("r{i}"), *s, None))
+            .map(|(i, s)| {
+                j(
+                    "a",
+                    Mode::Rubric,
+                    &format!("r{i}"),
+                    &format!("p{i}"),
+                    *s,
+                    None,
+                )
+            })
             .collect();
         let b: Vec<_> = [2.0, 2.0, 3.0, 4.0, 5.0]
             .iter()
             .enumerate()
-            .map(|(i, s)| j("b", "rubric", &format!("r{i}"), *s, None))
+            .map(|(i, s)| {
+                j(
+                    "b",
+                    Mode::Rubric,
+                    &format!("r{i}"),
+                    &format!("p{i}"),
+                    *s,
+                    None,
+                )
+            })
             .collect();
-        let ag = judge_agreement(&a, &b, "rubric", "total");
+        let ag = judge_agreement(&a, &b, Mode::Rubric, TOTAL);
         assert_eq!(ag.n, 4);
         assert_eq!(ag.label, "a vs b, rubric, total");
         // Ranks a: 1 2 3 4; b: 1.5 1.5 3 4 -> rho = 4.5 / sqrt(5 * 4.5).
         assert!((ag.spearman - 4.5 / (5.0f64 * 4.5).sqrt()).abs() < 1e-12);
-        // Agreement 3/4; chance: p(2)=1/4*2/4 + p(3)=1/16 + p(4)=1/16 = 1/4 -> (3/4-1/4)/(3/4).
         assert!((ag.kappa - 2.0 / 3.0).abs() < 1e-12);
+        assert!(ag.spearman_ci.0 <= ag.spearman_ci.1);
     }
 
     #[test]
-    fn expected_scores_use_expectation_for_rho_and_argmax_for_kappa() {
+    fn expected_scores_rank_by_expectation_and_label_by_argmax() {
         let js = vec![
-            j("a", "expected", "r0", 1.0, Some(1.4)),
-            j("a", "expected", "r1", 2.0, Some(1.6)),
-            j("a", "rubric", "r0", 1.0, None),
-            j("a", "rubric", "r1", 2.0, None),
+            j("a", Mode::Expected, "r0", "p0", 1.0, Some(1.4)),
+            j("a", Mode::Expected, "r1", "p1", 2.0, Some(1.6)),
+            j("a", Mode::Rubric, "r0", "p0", 1.0, None),
+            j("a", Mode::Rubric, "r1", "p1", 2.0, None),
         ];
-        let ag = mode_agreement(&js, "expected", "rubric", "total");
+        let ag = mode_agreement(&js, Mode::Expected, Mode::Rubric, TOTAL);
         assert_eq!((ag.n, ag.kappa), (2, 1.0));
         assert!((ag.spearman - 1.0).abs() < 1e-12);
     }
 
     #[test]
-    fn position_means_and_length_correlation() {
+    fn position_means_and_within_prompt_length() {
         let mut js = Vec::new();
         for (i, (pos, s)) in [(1, 10.0), (1, 12.0), (2, 6.0), (3, 8.0)]
             .iter()
             .enumerate()
         {
-            let mut r = j("a", "listwise", &format!("r{i}"), *s, None);
+            let mut r = j(
+                "a",
+                Mode::Listwise,
+                &format!("r{i}"),
+                &format!("p{i}"),
+                *s,
+                None,
+            );
             r.position = Some(*pos);
             js.push(r);
         }
         let pb = position_bias(&js);
-        assert_eq!(pb.listwise, vec![(1, 2, 11.0), (2, 1, 6.0), (3, 1, 8.0)]);
+        let means: Vec<(usize, f64)> = pb.listwise.iter().map(|e| (e.n, e.mean)).collect();
+        assert_eq!(means, vec![(2, 11.0), (1, 6.0), (1, 8.0)]);
         assert_eq!(pb.pairwise_consistency, None);
 
-        let responses: Vec<ResponseRecord> = [100, 300, 50, 80]
+        // Two prompts: longer prompts score higher overall, but within each prompt the
+        // longer answer scores lower. Pooled: positive; within prompt: -1.
+        let rs: Vec<ResponseRecord> = [("a1", 10), ("a2", 20), ("b1", 100), ("b2", 110)]
             .iter()
-            .enumerate()
-            .map(|(i, t)| ResponseRecord {
-                key: format!("r{i}"),
-                text: Some("x".into()),
-                completion_tokens: *t,
+            .map(|(k, w)| ResponseRecord {
+                key: k.to_string(),
+                text: Some(vec!["w"; *w].join(" ")),
                 ..Default::default()
             })
             .collect();
-        let lc = length_correlation(&responses, &js, "listwise", "total");
-        assert_eq!(lc.n, 4);
-        // Lengths rank 3 4 1 2, scores rank 3 4 1 2: rho = 1.
-        assert!((lc.spearman - 1.0).abs() < 1e-12);
-        // Pearson by hand: length mean 132.5, score mean 9.
-        let (l, s) = ([100.0, 300.0, 50.0, 80.0], [10.0, 12.0, 6.0, 8.0]);
-        let sxy: f64 = (0..4).map(|i| (l[i] - 132.5) * (s[i] - 9.0)).sum();
-        let sxx: f64 = l.iter().map(|x| (x - 132.5f64).powi(2)).sum();
-        let syy: f64 = s.iter().map(|x| (x - 9.0f64).powi(2)).sum();
-        assert!((lc.pearson - sxy / (sxx * syy).sqrt()).abs() < 1e-12);
-        assert!(lc.pearson > 0.8 && lc.pearson < 1.0);
+        let js = vec![
+            j("a", Mode::Expected, "a1", "pa", 5.0, None),
+            j("a", Mode::Expected, "a2", "pa", 4.0, None),
+            j("a", Mode::Expected, "b1", "pb", 9.0, None),
+            j("a", Mode::Expected, "b2", "pb", 8.0, None),
+        ];
+        let la = length_association(&rs, &js, Mode::Expected, TOTAL);
+        assert_eq!(la.n, 4);
+        assert!(la.pooled_spearman > 0.5, "{}", la.pooled_spearman);
+        assert!(
+            (la.within_prompt_pearson + 1.0).abs() < 1e-12,
+            "{}",
+            la.within_prompt_pearson
+        );
     }
 }

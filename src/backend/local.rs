@@ -1,10 +1,11 @@
 //! The local candle backend.
 
-use super::Backend;
+use super::{Backend, LabelDistribution, LabelQuery};
 use crate::engine::Generation;
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Message, Model};
+use crate::model::{Input, KvCache, Model};
 use crate::sampling::SamplingParams;
+use std::collections::HashMap;
 
 /// Sequences decoded together by default.
 pub const DEFAULT_MAX_BATCH: usize = 8;
@@ -23,6 +24,8 @@ pub struct LocalBackend {
     name: String,
     prefix: Option<(Vec<u32>, KvCache, Vec<f32>)>,
     max_batch: usize,
+    /// Per label, every token id whose text is that label once trimmed (`3`, ` 3`).
+    label_ids: HashMap<String, Vec<u32>>,
 }
 
 impl LocalBackend {
@@ -34,10 +37,12 @@ impl LocalBackend {
             name,
             prefix: None,
             max_batch: DEFAULT_MAX_BATCH,
+            label_ids: HashMap::new(),
         }
     }
 
-    /// Sets how many sequences [`Backend::chat_batch`] decodes together (1 = one at a time).
+    /// Sets how many sequences [`Backend::generate_batch`] decodes together (1 = one at a
+    /// time).
     pub fn with_max_batch(mut self, n: usize) -> Self {
         self.max_batch = n.max(1);
         self
@@ -48,12 +53,7 @@ impl LocalBackend {
     /// Judge prompts share their system prompt, rubric and question across answers, and an
     /// answer's criteria share everything but the last line, so most tokens are reused.
     fn logprobs_after(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        if ids.is_empty() || ids.len() >= self.model.context_length() {
-            return Err(Error::ContextOverflow {
-                prompt: ids.len(),
-                context: self.model.context_length(),
-            });
-        }
+        self.model.check_fits(ids.len())?;
         if let Some((cached, cache, logprobs)) = &mut self.prefix {
             if ids == cached.as_slice() {
                 return Ok(logprobs.clone());
@@ -78,17 +78,47 @@ impl LocalBackend {
                 return Ok(lp);
             }
         }
-        let mut cache = self.model.transformer().new_cache();
-        let logits = self.model.transformer().forward(ids, &mut cache, false)?;
-        let lp: Vec<f32> = candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?.to_vec1()?;
+        let (cache, logits) = self.model.prefill(ids)?;
+        let lp = log_softmax(&logits);
         self.prefix = Some((ids.to_vec(), cache, lp.clone()));
         Ok(lp)
     }
 
-    /// The wrapped model.
-    pub fn model(&mut self) -> &mut Model {
-        &mut self.model
+    /// The token ids that spell `label` once trimmed, found once per label.
+    fn ids_of(&mut self, label: &str) -> Result<Vec<u32>> {
+        if let Some(ids) = self.label_ids.get(label) {
+            return Ok(ids.clone());
+        }
+        let tok = self.model.tokenizer();
+        let mut ids = Vec::new();
+        for id in 0..tok.vocab_size() as u32 {
+            // The raw token string contains the label wherever the decoded text does
+            // (`3`, `Ġ3`, `▁3`); decoding only those keeps this fast on large vocabularies.
+            let candidate = tok.id_to_token(id).is_some_and(|t| t.contains(label));
+            if candidate && tok.decode(&[id], false)?.trim() == label {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            return Err(Error::Tokenizer(format!(
+                "no token of {} spells the label `{label}`",
+                self.name
+            )));
+        }
+        self.label_ids.insert(label.to_string(), ids.clone());
+        Ok(ids)
     }
+}
+
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_z = max as f64
+        + logits
+            .iter()
+            .map(|&l| ((l - max) as f64).exp())
+            .sum::<f64>()
+            .ln();
+    logits.iter().map(|&l| (l as f64 - log_z) as f32).collect()
 }
 
 impl Backend for LocalBackend {
@@ -100,43 +130,32 @@ impl Backend for LocalBackend {
         self.name.clone()
     }
 
-    fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation> {
-        self.model.generate(messages, params)
+    fn generate(&mut self, input: &Input, params: &SamplingParams) -> Result<Generation> {
+        self.model.generate(input, params)
     }
 
-    fn chat_batch(
+    fn generate_batch(
         &mut self,
-        requests: &[(Vec<Message>, SamplingParams)],
+        requests: &[(Input, SamplingParams)],
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
         self.model
-            .generate_chat_batch(requests, self.max_batch, on_done)
+            .generate_inputs_batch(requests, self.max_batch, on_done)
     }
 
-    fn next_token_distribution(
-        &mut self,
-        messages: &[Message],
-        assistant_prefix: &str,
-        candidates: &[String],
-    ) -> Result<Option<(Vec<f64>, f64)>> {
-        let prompt = self.model.template().render(messages, true)? + assistant_prefix;
-        let tok = self.model.tokenizer();
-        let base = tok.encode_prompt(&prompt)?;
-        let mut ids = Vec::with_capacity(candidates.len());
-        for c in candidates {
-            let with = tok.encode_prompt(&format!("{prompt}{c}"))?;
-            if with.len() != base.len() + 1 || with[..base.len()] != base[..] {
-                return Err(Error::Tokenizer(format!(
-                    "score `{c}` is not a single token after the judge prompt prefix \
-                     `{assistant_prefix}`; expected-score judging needs one token per score"
-                )));
-            }
-            ids.push(with[base.len()]);
+    fn label_distribution(&mut self, q: &LabelQuery) -> Result<LabelDistribution> {
+        let ids = self.model.prepare_continuation(&q.input, &q.prefix)?.ids;
+        let lp = self.logprobs_after(&ids)?;
+        let mut raw = Vec::with_capacity(q.labels.len());
+        for label in &q.labels {
+            let p: f64 = self
+                .ids_of(label)?
+                .iter()
+                .filter_map(|&i| lp.get(i as usize))
+                .map(|&l| (l as f64).exp())
+                .sum();
+            raw.push(p);
         }
-        let lp = self.logprobs_after(&base)?;
-        let raw: Vec<f64> = ids.iter().map(|&i| (lp[i as usize] as f64).exp()).collect();
-        super::renormalise(raw).map(Some).ok_or_else(|| {
-            Error::Tokenizer("the score tokens have zero probability after the judge prompt".into())
-        })
+        LabelDistribution::from_raw(raw)
     }
 }

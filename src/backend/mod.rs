@@ -1,5 +1,5 @@
-//! Backends answer chat requests. Generation and judging both go through [`Backend`], so a
-//! local candle model and a remote endpoint are interchangeable.
+//! Backends answer requests. Generation and judging both go through [`Backend`], so a local
+//! candle model and a remote endpoint are interchangeable.
 
 mod local;
 pub mod openai;
@@ -9,11 +9,71 @@ pub use local::{LocalBackend, DEFAULT_MAX_BATCH};
 pub use openai::{EndpointConfig, OpenAiBackend, RateLimiter};
 
 use crate::engine::Generation;
-use crate::error::Result;
-use crate::model::Message;
+use crate::error::{Error, Result};
+use crate::model::Input;
 use crate::sampling::SamplingParams;
 
-/// Something that answers chat messages.
+/// The judge's next-token distribution over a few labels (scores `1`..`4`, or `A`/`B`),
+/// at the position after an assistant prefix.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelDistribution {
+    /// p(label), renormalised over the labels (sums to 1).
+    pub probs: Vec<f64>,
+    /// Probability mass the labels held before renormalising. Every single-token spelling of
+    /// a label counts (`3`, ` 3`): local and remote backends measure the same thing.
+    pub mass: f64,
+}
+
+impl LabelDistribution {
+    /// Renormalises raw label probabilities. A distribution with no mass on any label is an
+    /// error for this one query ([`Error::NoLabelToken`]), not for the backend.
+    pub fn from_raw(raw: Vec<f64>) -> Result<Self> {
+        let mass: f64 = raw.iter().sum();
+        if mass > 0.0 && mass.is_finite() {
+            Ok(Self {
+                probs: raw.iter().map(|p| p / mass).collect(),
+                mass,
+            })
+        } else {
+            Err(Error::NoLabelToken(
+                "none of the labels is among the judge's likely next tokens".into(),
+            ))
+        }
+    }
+
+    /// The index of the most likely label (the first on ties).
+    pub fn argmax(&self) -> usize {
+        let mut best = 0;
+        for (i, p) in self.probs.iter().enumerate() {
+            if *p > self.probs[best] {
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// `Σ (i + 1)·p(i)`: the expected score when the labels are `1..=n`.
+    pub fn expectation(&self) -> f64 {
+        self.probs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (i + 1) as f64 * p)
+            .sum()
+    }
+}
+
+/// One distribution query: the input, the assistant's reply so far, and the labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelQuery {
+    /// What the judge is asked.
+    pub input: Input,
+    /// The start of the judge's reply, up to the position of the label.
+    pub prefix: String,
+    /// The labels (each a short string, usually one token).
+    pub labels: Vec<String>,
+}
+
+/// Something that answers requests.
 pub trait Backend: Send {
     /// A stable identity for record keys: what produced the text (e.g. a model file hash).
     fn identity(&self) -> Result<String>;
@@ -21,39 +81,58 @@ pub trait Backend: Send {
     /// A short human-readable name.
     fn name(&self) -> String;
 
-    /// Generates the assistant's reply to `messages`.
-    fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation>;
+    /// Generates the reply to `input`.
+    fn generate(&mut self, input: &Input, params: &SamplingParams) -> Result<Generation>;
 
-    /// Generates replies to several conversations, calling `on_done(index, result)` as each
-    /// finishes. Backends that can decode several sequences at once (the local one) override
-    /// this; the default answers them one by one. Each reply is the same as from
-    /// [`Backend::chat`].
-    fn chat_batch(
+    /// Generates replies to several inputs, calling `on_done(index, result)` as each
+    /// finishes. Backends that can serve several at once override this (the local one
+    /// decodes them together, a remote one keeps several requests in flight); the default
+    /// answers them one by one. Each reply is the same as from [`Backend::generate`].
+    fn generate_batch(
         &mut self,
-        requests: &[(Vec<Message>, SamplingParams)],
+        requests: &[(Input, SamplingParams)],
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
-        for (i, (messages, params)) in requests.iter().enumerate() {
-            let r = self.chat(messages, params);
+        for (i, (input, params)) in requests.iter().enumerate() {
+            let r = self.generate(input, params);
             on_done(i, r)?;
         }
         Ok(())
     }
 
-    /// The probability of each of `candidates` (single tokens) being the next token after the
-    /// chat prompt followed by `assistant_prefix`, renormalised over the candidates, plus the
-    /// probability mass the candidates held before renormalising. `None` when the backend
-    /// cannot read token probabilities.
-    fn next_token_distribution(
+    /// The next-token distribution over `query.labels` after the input and the assistant
+    /// prefix. [`Error::NoLogprobs`] when the backend cannot read token probabilities at
+    /// all; other errors concern this query only.
+    fn label_distribution(&mut self, query: &LabelQuery) -> Result<LabelDistribution>;
+
+    /// Several distribution queries, answered in order; the default asks them one by one.
+    fn label_distributions(
         &mut self,
-        messages: &[Message],
-        assistant_prefix: &str,
-        candidates: &[String],
-    ) -> Result<Option<(Vec<f64>, f64)>>;
+        queries: &[LabelQuery],
+        on_done: &mut dyn FnMut(usize, Result<LabelDistribution>) -> Result<()>,
+    ) -> Result<()> {
+        for (i, q) in queries.iter().enumerate() {
+            let r = self.label_distribution(q);
+            on_done(i, r)?;
+        }
+        Ok(())
+    }
 }
 
-/// Renormalises candidate probabilities; `None` when they hold no mass at all.
-pub(crate) fn renormalise(raw: Vec<f64>) -> Option<(Vec<f64>, f64)> {
-    let mass: f64 = raw.iter().sum();
-    (mass > 0.0).then(|| (raw.iter().map(|p| p / mass).collect(), mass))
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distributions_renormalise_and_refuse_zero_mass() {
+        let d = LabelDistribution::from_raw(vec![0.1, 0.3, 0.0, 0.1]).unwrap();
+        assert!((d.mass - 0.5).abs() < 1e-12);
+        assert_eq!(d.probs, vec![0.2, 0.6, 0.0, 0.2]);
+        assert_eq!(d.argmax(), 1);
+        assert!((d.expectation() - (0.2 + 1.2 + 0.8)).abs() < 1e-12);
+        assert!(matches!(
+            LabelDistribution::from_raw(vec![0.0, 0.0]),
+            Err(Error::NoLabelToken(_))
+        ));
+    }
 }

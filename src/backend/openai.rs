@@ -1,19 +1,21 @@
-//! A client for any OpenAI-compatible Chat Completions endpoint (OpenAI, vLLM, TGI,
-//! llama.cpp's server, `llm-judge serve`).
+//! A client for any OpenAI-compatible endpoint (OpenAI, vLLM, TGI, llama.cpp's server,
+//! `llm-judge serve`): chats through `/chat/completions`, raw text through `/completions`.
 //!
-//! Failed requests (429, 5xx, dropped connections, timeouts) are retried with exponential
-//! backoff and jitter, honouring `Retry-After`; several base URLs (replicas) are used in
-//! turn. The API key is read from an environment variable and never stored in records,
-//! logs or `Debug` output.
+//! Failed requests (408, 429, 5xx, dropped connections, timeouts) are retried with
+//! exponential backoff and jitter, honouring a sane `Retry-After`; several base URLs
+//! (replicas) are used in turn, and a batch keeps `in_flight` requests going per replica.
+//! The API key is read from an environment variable, sent only in the `Authorization` header,
+//! and redacted from every error text; URLs are shown without credentials.
 
-use super::openai_types::{ChatRequest, Stop, WireMessage};
-use super::Backend;
+use super::openai_types::{ChatRequest, CompletionRequest, Stop, WireMessage};
+use super::{Backend, LabelDistribution, LabelQuery};
 use crate::engine::{FinishReason, Generation, Timing};
-use crate::error::{Error, Result};
-use crate::model::{Message, TemplateSource};
+use crate::error::{Error, RemoteError, Result};
+use crate::model::{Input, Message, TemplateKind};
 use crate::sampling::SamplingParams;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn default_key_env() -> String {
@@ -25,6 +27,12 @@ fn default_timeout() -> f64 {
 fn default_retries() -> u32 {
     4
 }
+fn one() -> usize {
+    1
+}
+
+/// Longest wait between retries, whatever the server asks for.
+const MAX_WAIT_S: f64 = 60.0;
 
 /// Where and how to reach an endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -43,10 +51,10 @@ pub struct EndpointConfig {
     /// Retries after a failed attempt.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Base backoff in seconds (doubled per retry, plus jitter).
+    /// Base backoff in seconds (doubled per retry, plus jitter); 0.5 when unset.
     #[serde(default)]
     pub backoff_s: Option<f64>,
-    /// Requests in flight at once per base URL (generation grids).
+    /// Requests in flight at once per base URL.
     #[serde(default = "one")]
     pub in_flight: usize,
     /// At most this many requests per second to the endpoint, all replicas together.
@@ -54,8 +62,91 @@ pub struct EndpointConfig {
     pub requests_per_s: Option<f64>,
 }
 
-fn one() -> usize {
-    1
+impl EndpointConfig {
+    /// One endpoint, default settings.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_urls: vec![base_url.into()],
+            model: model.into(),
+            api_key_env: default_key_env(),
+            timeout_s: default_timeout(),
+            retries: default_retries(),
+            backoff_s: None,
+            in_flight: 1,
+            requests_per_s: None,
+        }
+    }
+
+    /// Checks every field; errors name `location` and the field.
+    pub fn validate(&self, location: &str) -> Result<()> {
+        let bad = |field: &str, why: String| Err(Error::config(format!("{location}.{field}"), why));
+        if self.base_urls.is_empty() {
+            return bad("base_urls", "no base URL".into());
+        }
+        for u in &self.base_urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return bad(
+                    "base_urls",
+                    format!("`{}` is not an http(s) URL", strip_userinfo(u)),
+                );
+            }
+        }
+        if self.model.trim().is_empty() {
+            return bad("model", "is empty".into());
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0 && self.timeout_s <= 86_400.0) {
+            return bad(
+                "timeout_s",
+                format!("{} is not in (0, 86400] seconds", self.timeout_s),
+            );
+        }
+        if let Some(b) = self.backoff_s {
+            if !(b.is_finite() && (0.0..=MAX_WAIT_S).contains(&b)) {
+                return bad(
+                    "backoff_s",
+                    format!("{b} is not in [0, {MAX_WAIT_S}] seconds"),
+                );
+            }
+        }
+        if !(1..=256).contains(&self.in_flight) {
+            return bad("in_flight", format!("{} is not in 1..=256", self.in_flight));
+        }
+        if self.retries > 100 {
+            return bad("retries", format!("{} is more than 100", self.retries));
+        }
+        if let Some(r) = self.requests_per_s {
+            if !(r.is_finite() && (1e-3..=1e6).contains(&r)) {
+                return bad("requests_per_s", format!("{r} is not in [0.001, 1000000]"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The identity of what answers: first base URL (without credentials) and model.
+    pub fn identity(&self) -> String {
+        format!(
+            "openai:{}:{}",
+            self.base_urls
+                .first()
+                .map(|u| strip_userinfo(u))
+                .unwrap_or_default(),
+            self.model
+        )
+    }
+}
+
+/// `scheme://user:password@host/path` without the `user:password@`.
+pub fn strip_userinfo(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    match url[start..end].rfind('@') {
+        Some(at) => format!("{}{}", &url[..start], &url[start + at + 1..]),
+        None => url.to_string(),
+    }
 }
 
 /// Spaces requests out to at most `rate` per second, shared between clients.
@@ -66,12 +157,12 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// A limiter for `rate` requests per second (`None` or non-positive: no limit).
+    /// A limiter for `rate` requests per second (`None`, non-finite or non-positive: none).
     pub fn new(rate: Option<f64>) -> Self {
         Self {
             interval: rate
-                .filter(|r| *r > 0.0)
-                .map(|r| Duration::from_secs_f64(1.0 / r)),
+                .filter(|r| r.is_finite() && *r > 0.0)
+                .and_then(|r| Duration::try_from_secs_f64(1.0 / r).ok()),
             next: Default::default(),
         }
     }
@@ -93,23 +184,7 @@ impl RateLimiter {
     }
 }
 
-impl EndpointConfig {
-    /// One endpoint, default settings.
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
-        Self {
-            base_urls: vec![base_url.into()],
-            model: model.into(),
-            api_key_env: default_key_env(),
-            timeout_s: default_timeout(),
-            retries: default_retries(),
-            backoff_s: None,
-            in_flight: 1,
-            requests_per_s: None,
-        }
-    }
-}
-
-/// A remote chat model.
+/// A remote model.
 pub struct OpenAiBackend {
     cfg: EndpointConfig,
     api_key: Option<String>,
@@ -120,8 +195,14 @@ pub struct OpenAiBackend {
 
 impl std::fmt::Debug for OpenAiBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<String> = self
+            .cfg
+            .base_urls
+            .iter()
+            .map(|u| strip_userinfo(u))
+            .collect();
         f.debug_struct("OpenAiBackend")
-            .field("base_urls", &self.cfg.base_urls)
+            .field("base_urls", &urls)
             .field("model", &self.cfg.model)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -130,22 +211,25 @@ impl std::fmt::Debug for OpenAiBackend {
 
 /// Why an attempt failed, and whether another may succeed.
 struct Attempt {
-    message: String,
-    retry: bool,
+    error: RemoteError,
     wait: Option<Duration>,
+}
+
+/// A `Retry-After` value in seconds, if it is a sane number.
+fn retry_after(v: &str) -> Option<Duration> {
+    let s: f64 = v.trim().parse().ok()?;
+    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s.min(MAX_WAIT_S)))
 }
 
 impl OpenAiBackend {
     /// A client; the key is read from `cfg.api_key_env` now.
     pub fn new(cfg: EndpointConfig) -> Result<Self> {
-        if cfg.base_urls.is_empty() {
-            return Err(Error::config("endpoint.base_urls", "no base URL"));
-        }
+        cfg.validate("endpoint")?;
         let api_key = std::env::var(&cfg.api_key_env)
             .ok()
             .filter(|k| !k.is_empty());
         let agent = ureq::AgentBuilder::new()
-            .timeout(Duration::from_secs_f64(cfg.timeout_s.max(0.001)))
+            .timeout(Duration::from_secs_f64(cfg.timeout_s))
             .build();
         let limiter = RateLimiter::new(cfg.requests_per_s);
         Ok(Self {
@@ -163,14 +247,31 @@ impl OpenAiBackend {
         self
     }
 
-    fn post_once(
-        &mut self,
-        body: &serde_json::Value,
-    ) -> std::result::Result<serde_json::Value, Attempt> {
+    /// `text` with the API key and any bearer token replaced by `[redacted]`.
+    fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        if let Some(k) = &self.api_key {
+            out = out.replace(k.as_str(), "[redacted]");
+        }
+        redact_bearer(&out)
+    }
+
+    fn post_once(&mut self, path: &str, body: &Value) -> std::result::Result<Value, Attempt> {
         self.limiter.wait();
-        let base = &self.cfg.base_urls[self.next % self.cfg.base_urls.len()];
+        let base = self.cfg.base_urls[self.next % self.cfg.base_urls.len()].clone();
         self.next += 1;
-        let url = format!("{}/chat/completions", base.trim_end_matches('/'));
+        let url = format!("{}/{path}", base.trim_end_matches('/'));
+        let shown = strip_userinfo(&url);
+        let fail = |status, kind, message: String, wait| Attempt {
+            error: RemoteError {
+                url: shown.clone(),
+                status,
+                kind,
+                message,
+                attempts: 1,
+            },
+            wait,
+        };
         let mut req = self
             .agent
             .post(&url)
@@ -179,64 +280,69 @@ impl OpenAiBackend {
             req = req.set("Authorization", &format!("Bearer {k}"));
         }
         match req.send_string(&body.to_string()) {
-            Ok(resp) => resp.into_json::<serde_json::Value>().map_err(|e| Attempt {
-                message: format!("{url}: unreadable response: {e}"),
-                retry: true,
-                wait: None,
+            Ok(resp) => resp.into_json::<Value>().map_err(|e| {
+                fail(
+                    Some(200),
+                    None,
+                    format!("unreadable response: {}", self.redact(&e.to_string())),
+                    None,
+                )
             }),
             Err(ureq::Error::Status(code, resp)) => {
-                let wait = resp
-                    .header("Retry-After")
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)));
+                let wait = resp.header("Retry-After").and_then(retry_after);
                 let text = resp.into_string().unwrap_or_default();
-                let detail = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                    .unwrap_or(text);
-                Err(Attempt {
-                    message: format!("{url}: HTTP {code}: {detail}"),
-                    retry: code == 429 || code >= 500,
-                    wait,
-                })
+                let parsed = serde_json::from_str::<Value>(&text).ok();
+                let err = parsed.as_ref().map(|v| &v["error"]);
+                let message = err
+                    .and_then(|e| e["message"].as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| text.chars().take(2000).collect());
+                let kind = err.and_then(|e| {
+                    e["type"]
+                        .as_str()
+                        .or_else(|| e["code"].as_str())
+                        .map(str::to_string)
+                });
+                Err(fail(Some(code), kind, self.redact(&message), wait))
             }
-            Err(e) => Err(Attempt {
-                message: format!("{url}: {e}"),
-                retry: true,
-                wait: None,
-            }),
+            Err(e) => {
+                // ureq's transport errors name the URL (with its credentials); say it once.
+                let msg = e
+                    .to_string()
+                    .replace(&url, "")
+                    .trim_start_matches(':')
+                    .trim()
+                    .to_string();
+                Err(fail(None, None, self.redact(&msg), None))
+            }
         }
     }
 
     /// Posts a request with retries; the error names the last failure and the attempts.
-    pub fn post(&mut self, body: &serde_json::Value) -> Result<serde_json::Value> {
+    pub fn post(&mut self, path: &str, body: &Value) -> Result<Value> {
         let base = self.cfg.backoff_s.unwrap_or(0.5);
-        let mut attempt = 0;
+        let mut attempt = 0u32;
         loop {
-            match self.post_once(body) {
+            match self.post_once(path, body) {
                 Ok(v) => return Ok(v),
-                Err(a) if a.retry && attempt < self.cfg.retries => {
-                    let backoff = base * 2f64.powi(attempt as i32);
+                Err(a) if a.error.is_transient() && attempt < self.cfg.retries => {
+                    let backoff = (base * 2f64.powi(attempt.min(30) as i32)).min(MAX_WAIT_S);
                     let jitter = rand::rng().random_range(0.0..=backoff.max(1e-9));
-                    let wait = a
-                        .wait
-                        .unwrap_or_else(|| Duration::from_secs_f64((backoff + jitter).min(30.0)));
+                    let wait = a.wait.unwrap_or_else(|| {
+                        Duration::from_secs_f64((backoff + jitter).min(MAX_WAIT_S))
+                    });
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
-                Err(a) => {
-                    return Err(Error::Remote(format!(
-                        "{} (after {} attempt{})",
-                        a.message,
-                        attempt + 1,
-                        if attempt == 0 { "" } else { "s" }
-                    )))
+                Err(mut a) => {
+                    a.error.attempts = attempt + 1;
+                    return Err(Error::Remote(a.error));
                 }
             }
         }
     }
 
-    fn request(&self, messages: &[Message], params: &SamplingParams) -> ChatRequest {
+    fn chat_request(&self, messages: &[Message], params: &SamplingParams) -> ChatRequest {
         ChatRequest {
             model: Some(self.cfg.model.clone()),
             messages: messages.iter().map(WireMessage::from_message).collect(),
@@ -250,47 +356,100 @@ impl OpenAiBackend {
             ..Default::default()
         }
     }
+
+    fn completion_request(&self, prompt: &str, params: &SamplingParams) -> CompletionRequest {
+        CompletionRequest {
+            model: Some(self.cfg.model.clone()),
+            prompt: prompt.to_string(),
+            temperature: Some(params.temperature),
+            top_p: (params.top_p < 1.0).then_some(params.top_p),
+            min_p: (params.min_p > 0.0).then_some(params.min_p),
+            top_k: (params.top_k > 0).then_some(params.top_k),
+            max_tokens: Some(params.max_new_tokens),
+            seed: Some(params.seed),
+            stop: (!params.stop.is_empty()).then(|| Stop::Many(params.stop.clone())),
+            logprobs: None,
+        }
+    }
+
+    fn malformed(&self, what: &str, v: &Value) -> Error {
+        let mut shown = v.to_string();
+        shown.truncate(500);
+        Error::Remote(RemoteError {
+            url: strip_userinfo(&self.cfg.base_urls[0]),
+            status: Some(200),
+            kind: None,
+            message: format!("response has no {what}: {}", self.redact(&shown)),
+            attempts: 1,
+        })
+    }
 }
 
-fn to_value(r: &ChatRequest) -> Result<serde_json::Value> {
-    serde_json::to_value(r).map_err(|e| Error::Remote(format!("serialising a request: {e}")))
+/// Replaces the token after any `Bearer ` with `[redacted]`.
+fn redact_bearer(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.to_ascii_lowercase().find("bearer ") {
+        out.push_str(&rest[..i + 7]);
+        let after = &rest[i + 7..];
+        let end = after
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
+            .unwrap_or(after.len());
+        out.push_str("[redacted]");
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn to_value<T: Serialize>(r: &T) -> Result<Value> {
+    serde_json::to_value(r).map_err(|e| Error::Table(format!("serialising a request: {e}")))
 }
 
 impl Backend for OpenAiBackend {
     fn identity(&self) -> Result<String> {
-        Ok(format!(
-            "openai:{}:{}",
-            self.cfg.base_urls[0], self.cfg.model
-        ))
+        Ok(self.cfg.identity())
     }
 
     fn name(&self) -> String {
         self.cfg.model.clone()
     }
 
-    fn chat(&mut self, messages: &[Message], params: &SamplingParams) -> Result<Generation> {
+    fn generate(&mut self, input: &Input, params: &SamplingParams) -> Result<Generation> {
         params.validate()?;
-        let body = to_value(&self.request(messages, params))?;
         let t = Instant::now();
-        let v = self.post(&body)?;
+        let (v, text) = match input {
+            Input::Chat(messages) => {
+                let v = self.post(
+                    "chat/completions",
+                    &to_value(&self.chat_request(messages, params))?,
+                )?;
+                let text = v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .map(str::to_string);
+                (v, text)
+            }
+            Input::Raw(prompt) => {
+                let v = self.post(
+                    "completions",
+                    &to_value(&self.completion_request(prompt, params))?,
+                )?;
+                let text = v["choices"][0]["text"].as_str().map(str::to_string);
+                (v, text)
+            }
+        };
         let secs = t.elapsed().as_secs_f64();
-        let choice = &v["choices"][0];
-        let text = choice["message"]["content"]
-            .as_str()
-            .ok_or_else(|| {
-                Error::Remote(format!("response has no choices[0].message.content: {v}"))
-            })?
-            .to_string();
-        let finish_reason = match choice["finish_reason"].as_str() {
+        let text = text.ok_or_else(|| self.malformed("choices[0] text", &v))?;
+        let finish_reason = match v["choices"][0]["finish_reason"].as_str() {
             Some("length") => FinishReason::Length,
             _ => FinishReason::Stop,
         };
-        let prompt_tokens = v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize;
-        let completion_tokens = v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize;
+        let count = |k: &str| v["usage"][k].as_u64().unwrap_or(0) as usize;
+        let completion_tokens = count("completion_tokens");
         Ok(Generation {
             text,
             prompt: String::new(),
-            prompt_tokens,
+            prompt_tokens: count("prompt_tokens"),
             completion_tokens,
             finish_reason,
             tokens: Vec::new(),
@@ -302,45 +461,236 @@ impl Backend for OpenAiBackend {
                 prompt_tok_per_s: 0.0,
                 decode_tok_per_s: completion_tokens as f64 / secs.max(1e-9),
             },
-            template: TemplateSource::Model,
+            template: match input {
+                Input::Chat(_) => TemplateKind::Model,
+                Input::Raw(_) => TemplateKind::Raw,
+            },
         })
     }
 
-    fn next_token_distribution(
+    /// Keeps `in_flight` requests going per base URL, sharing the rate limit; results are
+    /// handed to `on_done` on the calling thread, in the order they finish.
+    fn generate_batch(
         &mut self,
-        messages: &[Message],
-        assistant_prefix: &str,
-        candidates: &[String],
-    ) -> Result<Option<(Vec<f64>, f64)>> {
-        let mut msgs = messages.to_vec();
-        msgs.push(Message::assistant(assistant_prefix));
-        let mut r = self.request(&msgs, &SamplingParams::greedy().with_max_new_tokens(1));
-        r.logprobs = Some(true);
-        r.top_logprobs = Some(20);
-        r.continue_final_message = Some(true);
-        let v = match self.post(&to_value(&r)?) {
+        requests: &[(Input, SamplingParams)],
+        on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
+    ) -> Result<()> {
+        let workers = self.cfg.in_flight * self.cfg.base_urls.len();
+        if workers <= 1 || requests.len() <= 1 {
+            for (i, (input, params)) in requests.iter().enumerate() {
+                let r = self.generate(input, params);
+                on_done(i, r)?;
+            }
+            return Ok(());
+        }
+        let queue =
+            std::sync::Mutex::new((0..requests.len()).collect::<std::collections::VecDeque<_>>());
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Generation>)>();
+        std::thread::scope(|scope| -> Result<()> {
+            for url in &self.cfg.base_urls {
+                for _ in 0..self.cfg.in_flight {
+                    let mut cfg = self.cfg.clone();
+                    cfg.base_urls = vec![url.clone()];
+                    let mut client = OpenAiBackend::new(cfg)?.with_limiter(self.limiter.clone());
+                    let (queue, tx) = (&queue, tx.clone());
+                    scope.spawn(move || loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                        let Some(i) = next else { break };
+                        let (input, params) = &requests[i];
+                        if tx.send((i, client.generate(input, params))).is_err() {
+                            break;
+                        }
+                    });
+                }
+            }
+            drop(tx);
+            for (i, r) in rx {
+                if let Err(e) = on_done(i, r) {
+                    // Stop the workers: nothing more will be taken from the queue.
+                    queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn label_distribution(&mut self, q: &LabelQuery) -> Result<LabelDistribution> {
+        let greedy = SamplingParams::greedy().with_max_new_tokens(1);
+        let (path, body) = match &q.input {
+            Input::Chat(messages) => {
+                let mut msgs = messages.clone();
+                msgs.push(Message::assistant(q.prefix.clone()));
+                let mut r = self.chat_request(&msgs, &greedy);
+                r.logprobs = Some(true);
+                r.top_logprobs = Some(20);
+                r.continue_final_message = Some(true);
+                r.add_generation_prompt = Some(false);
+                ("chat/completions", to_value(&r)?)
+            }
+            Input::Raw(text) => {
+                let mut r = self.completion_request(&format!("{text}{}", q.prefix), &greedy);
+                r.logprobs = Some(20);
+                ("completions", to_value(&r)?)
+            }
+        };
+        let v = match self.post(path, &body) {
             Ok(v) => v,
-            // A server without continue_final_message or logprobs: fall back to text.
-            Err(Error::Remote(m)) if m.contains("HTTP 400") || m.contains("HTTP 422") => {
-                return Ok(None)
+            // A request the server refuses for its shape (not for this answer's length) means
+            // it cannot do what the probability modes need.
+            Err(Error::Remote(e)) if matches!(e.status, Some(400 | 404 | 422)) => {
+                let about_length = e.kind.as_deref().is_some_and(|k| {
+                    let k = k.to_ascii_lowercase();
+                    k.contains("context") || k.contains("length") || k.contains("too_long")
+                });
+                return Err(if about_length {
+                    Error::Remote(e)
+                } else {
+                    Error::NoLogprobs(format!(
+                        "{} refused a request for token probabilities after an assistant \
+                         prefix: {e}",
+                        self.cfg.model
+                    ))
+                });
             }
             Err(e) => return Err(e),
         };
-        let Some(tops) = v["choices"][0]["logprobs"]["content"][0]["top_logprobs"].as_array()
-        else {
-            return Ok(None);
-        };
-        let raw: Vec<f64> = candidates
+        let choice = &v["choices"][0];
+        // Chat: logprobs.content[0].top_logprobs = [{token, logprob}]; completions:
+        // logprobs.top_logprobs[0] = {token: logprob}.
+        let mut alternatives: Vec<(String, f64)> = Vec::new();
+        if let Some(tops) = choice["logprobs"]["content"][0]["top_logprobs"].as_array() {
+            for t in tops {
+                if let (Some(tok), Some(lp)) = (t["token"].as_str(), t["logprob"].as_f64()) {
+                    alternatives.push((tok.to_string(), lp));
+                }
+            }
+        } else if let Some(map) = choice["logprobs"]["top_logprobs"][0].as_object() {
+            for (tok, lp) in map {
+                if let Some(lp) = lp.as_f64() {
+                    alternatives.push((tok.clone(), lp));
+                }
+            }
+        } else {
+            return Err(Error::NoLogprobs(format!(
+                "{} answered without `logprobs` (the server does not return token \
+                 probabilities)",
+                self.cfg.model
+            )));
+        }
+        let raw = q
+            .labels
             .iter()
-            .map(|c| {
-                tops.iter()
-                    .find(|t| t["token"].as_str().map(str::trim) == Some(c.as_str()))
-                    .and_then(|t| t["logprob"].as_f64())
-                    .map(f64::exp)
-                    .unwrap_or(0.0)
+            .map(|label| {
+                alternatives
+                    .iter()
+                    .filter(|(tok, _)| tok.trim() == label.as_str())
+                    .map(|(_, lp)| lp.exp())
+                    .sum()
             })
             .collect();
-        // No score token among the alternatives: fall back to text parsing.
-        Ok(super::renormalise(raw))
+        LabelDistribution::from_raw(raw).map_err(|_| {
+            Error::NoLabelToken(format!(
+                "none of {:?} is among the judge's {} most likely next tokens",
+                q.labels,
+                alternatives.len()
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_show() {
+        assert_eq!(
+            strip_userinfo("http://user:pa@ss@host:8080/v1?x=@"),
+            "http://host:8080/v1?x=@"
+        );
+        assert_eq!(strip_userinfo("https://host/v1"), "https://host/v1");
+        assert_eq!(
+            redact_bearer("echo: Authorization: Bearer sk-123, and bearer abc\""),
+            "echo: Authorization: Bearer [redacted], and bearer [redacted]\""
+        );
+        let mut cfg = EndpointConfig::new("http://u:secret@127.0.0.1:1/v1", "m");
+        assert_eq!(cfg.identity(), "openai:http://127.0.0.1:1/v1:m");
+        cfg.api_key_env = "LLM_JUDGE_TEST_NO_SUCH_VAR".into();
+        let b = OpenAiBackend::new(cfg).unwrap();
+        assert!(!format!("{b:?}").contains("secret"));
+    }
+
+    #[test]
+    fn retry_after_is_bounded() {
+        assert_eq!(retry_after("NaN"), None);
+        assert_eq!(retry_after("-1"), None);
+        assert_eq!(retry_after("inf"), None);
+        assert_eq!(retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after("1e300"), Some(Duration::from_secs(60)));
+        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn endpoint_fields_are_validated_by_name() {
+        let ok = EndpointConfig::new("http://127.0.0.1:1/v1", "m");
+        assert!(ok.validate("judge.endpoint").is_ok());
+        let cases: Vec<(EndpointConfig, &str)> = vec![
+            (
+                EndpointConfig {
+                    backoff_s: Some(-1.0),
+                    ..ok.clone()
+                },
+                "backoff_s",
+            ),
+            (
+                EndpointConfig {
+                    timeout_s: f64::INFINITY,
+                    ..ok.clone()
+                },
+                "timeout_s",
+            ),
+            (
+                EndpointConfig {
+                    timeout_s: 0.0,
+                    ..ok.clone()
+                },
+                "timeout_s",
+            ),
+            (
+                EndpointConfig {
+                    requests_per_s: Some(1e-300),
+                    ..ok.clone()
+                },
+                "requests_per_s",
+            ),
+            (
+                EndpointConfig {
+                    in_flight: 0,
+                    ..ok.clone()
+                },
+                "in_flight",
+            ),
+            (
+                EndpointConfig {
+                    base_urls: vec![],
+                    ..ok.clone()
+                },
+                "base_urls",
+            ),
+            (
+                EndpointConfig {
+                    base_urls: vec!["ftp://x".into()],
+                    ..ok.clone()
+                },
+                "base_urls",
+            ),
+        ];
+        for (c, field) in cases {
+            let e = c.validate("judge.endpoint").unwrap_err().to_string();
+            assert!(e.contains(&format!("judge.endpoint.{field}")), "{e}");
+        }
+        // A limiter from an absurd rate is no limiter, not a panic.
+        RateLimiter::new(Some(1e-300)).wait();
     }
 }

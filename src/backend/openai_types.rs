@@ -131,6 +131,10 @@ pub struct ChatRequest {
     /// Continue the final assistant message instead of starting a new one (vLLM's name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub continue_final_message: Option<bool>,
+    /// Whether to open a new assistant turn after the messages (vLLM; must be false with
+    /// `continue_final_message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_generation_prompt: Option<bool>,
     /// Number of choices (only 1 is supported by the llm-judge server).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n: Option<usize>,
@@ -140,4 +144,38 @@ pub struct ChatRequest {
     /// Must be 0 or absent for the llm-judge server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
+}
+
+/// A legacy Completions request (`/v1/completions`): raw text in, raw text out.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CompletionRequest {
+    /// Model name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The text to continue.
+    pub prompt: String,
+    /// Temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus cutoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// min_p.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f64>,
+    /// top_k.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// Token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<usize>,
+    /// Sampler seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Stop strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// How many alternatives per token to return with their log-probabilities (0-20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<usize>,
 }

@@ -142,38 +142,57 @@ pub fn batch_decode_row(
     })
 }
 
-/// Judgments per second of one judge on fixed answers: a generated rubric verdict (text)
-/// against expected scores read from token probabilities (no text generated). Returns
-/// `(text, expected)`.
+/// Judgments per second of one judge on fixed answers, through the same calls a run makes
+/// (batched): a generated rubric verdict (text) against expected scores read from token
+/// probabilities (no text generated). Returns `(text, expected)`.
 pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64)> {
     use crate::backend::LocalBackend;
-    use crate::judge::{Judge, JudgeConfig, Mode};
+    use crate::judge::{calls_for, run_calls, Asker, Group, Judge, JudgeConfig};
+    use crate::records::{Mode, ResponseRecord};
     let question = "Explain how to bake a chocolate cake without using eggs.";
-    let answer = |i: usize| {
-        format!(
-            "Answer {i}: mix flour, sugar, cocoa and baking soda; whisk in oil, vinegar and              water; bake at 180 C for {} minutes, then let it cool before icing.",
-            25 + i
-        )
+    let records: Vec<ResponseRecord> = (0..answers)
+        .map(|i| ResponseRecord {
+            key: format!("bench-{i}"),
+            model: "bench".into(),
+            setting: "bench".into(),
+            prompt_id: format!("p{i}"),
+            prompt: question.into(),
+            text: Some(format!(
+                "Answer {i}: mix flour, sugar, cocoa and baking soda; whisk in oil, vinegar and \
+                 water; bake at 180 C for {} minutes, then let it cool before icing.",
+                25 + i
+            )),
+            ..Default::default()
+        })
+        .collect();
+    let groups: Vec<Group<'_>> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Group {
+            index: i,
+            answers: vec![r],
+        })
+        .collect();
+    let rate = |mode: Mode| -> Result<f64> {
+        let cfg = JudgeConfig::new(model.source().to_string()).with_modes(&[mode]);
+        let judge = Judge::new(cfg, "bench".into(), "bench".into(), Default::default(), 0);
+        let mut backend = LocalBackend::new(model.clone());
+        let asker = Asker::default();
+        let calls = calls_for(&judge, &asker, mode, &groups);
+        let t = Instant::now();
+        let mut first_error = None;
+        run_calls(&mut backend, &asker, calls, &mut |_, r| {
+            if let Err(e) = r {
+                first_error.get_or_insert(e);
+            }
+            Ok(())
+        })?;
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        Ok(answers as f64 / t.elapsed().as_secs_f64())
     };
-    let cfg = JudgeConfig::new(model.source().to_string()).with_sanity_check(false);
-    let mut text = Judge::new(
-        Box::new(LocalBackend::new(model.clone())),
-        cfg.clone().with_modes(&[Mode::Rubric]),
-    )?;
-    let t = Instant::now();
-    for i in 0..answers {
-        text.rubric(question, &answer(i), i as u64)?;
-    }
-    let text_rate = answers as f64 / t.elapsed().as_secs_f64();
-    let mut exp = Judge::new(
-        Box::new(LocalBackend::new(model.clone())),
-        cfg.with_modes(&[Mode::Expected]),
-    )?;
-    let t = Instant::now();
-    for i in 0..answers {
-        exp.expected(question, &answer(i))?;
-    }
-    Ok((text_rate, answers as f64 / t.elapsed().as_secs_f64()))
+    Ok((rate(Mode::Rubric)?, rate(Mode::Expected)?))
 }
 
 /// Wall time of the generation grid of an experiment (judge left out) in `dir`, with
@@ -184,7 +203,7 @@ pub fn grid_seconds(cfg: &ExperimentConfig, batch: usize, dir: &Path) -> Result<
     c.judge = None;
     let plan = c.plan()?;
     let t = Instant::now();
-    crate::experiment::run(&plan, dir, &mut crate::experiment::Silent)?;
+    crate::results::run_plan(&plan, dir, &mut crate::experiment::Silent)?;
     Ok(t.elapsed().as_secs_f64())
 }
 

@@ -9,7 +9,7 @@
 
 use super::generate::Sequence;
 use crate::error::Result;
-use crate::model::{KvCache, Message, Model, TemplateSource};
+use crate::model::{Input, KvCache, Model};
 use crate::sampling::SamplingParams;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -52,7 +52,7 @@ impl Model {
                 let Some(i) = waiting.pop_front() else { break };
                 match self.start(i, &requests[i]) {
                     Ok(Ok(a)) => active.push(a),
-                    Ok(Err(seq)) => on_done(i, seq.finish(self, None))?,
+                    Ok(Err(seq)) => on_done(i, seq.finish(self.tokenizer(), None))?,
                     Err(e) => on_done(i, Err(e))?,
                 }
             }
@@ -68,14 +68,14 @@ impl Model {
             let logits: Vec<Vec<f32>> = logits.to_vec2()?;
             let mut still = Vec::with_capacity(active.len());
             for (mut a, l) in active.into_iter().zip(&logits) {
-                match a.seq.step(self, l, None) {
+                match a.seq.step(self.tokenizer(), l, None) {
                     Ok(Some(t)) => {
                         a.next = t;
                         still.push(a);
                     }
                     Ok(None) => {
                         a.seq.decode_s = a.started.elapsed().as_secs_f64();
-                        on_done(a.index, a.seq.finish(self, None))?;
+                        on_done(a.index, a.seq.finish(self.tokenizer(), None))?;
                     }
                     Err(e) => on_done(a.index, Err(e))?,
                 }
@@ -91,16 +91,18 @@ impl Model {
         index: usize,
         r: &BatchRequest,
     ) -> Result<std::result::Result<Active, Sequence>> {
-        let mut seq = Sequence::new(self, &r.prompt_ids, &r.params, 0)?;
-        let mut cache = self.transformer().new_cache();
+        let mut seq = Sequence::new(
+            self.tokenizer(),
+            self.context_length(),
+            &r.prompt_ids,
+            &r.params,
+            0,
+        )?;
         let t0 = Instant::now();
-        let logits = self
-            .transformer()
-            .forward(&r.prompt_ids, &mut cache, false)?;
-        let logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+        let (cache, logits) = self.prefill(&r.prompt_ids)?;
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let started = Instant::now();
-        Ok(match seq.step(self, &logits, None)? {
+        Ok(match seq.step(self.tokenizer(), &logits, None)? {
             Some(next) => Ok(Active {
                 index,
                 seq,
@@ -112,30 +114,28 @@ impl Model {
         })
     }
 
-    /// Chat form of [`Model::generate_batch`]: renders each conversation with the model's
-    /// chat template (adding the fallback template's stop string, as [`Model::generate`]
-    /// does) and generates the assistant replies together.
-    pub fn generate_chat_batch(
+    /// [`Model::generate_batch`] over inputs: each is prepared as [`Model::generate`]
+    /// prepares it (chat template or raw text, the fallback's stop string) and the replies
+    /// are generated together. An input that cannot be prepared reports its error alone.
+    pub fn generate_inputs_batch(
         &mut self,
-        requests: &[(Vec<Message>, SamplingParams)],
+        requests: &[(Input, SamplingParams)],
         max_batch: usize,
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
-        let mut prompts = Vec::with_capacity(requests.len());
+        let mut prepared = Vec::with_capacity(requests.len());
         let mut batch = Vec::with_capacity(requests.len());
         let mut origin = Vec::with_capacity(requests.len());
-        let kind: TemplateSource = self.template().kind();
-        for (i, (messages, params)) in requests.iter().enumerate() {
-            let rendered = self.template().render(messages, true).and_then(|prompt| {
-                let ids = self.tokenizer().encode_prompt(&prompt)?;
-                Ok((prompt, ids))
-            });
-            match rendered {
-                Ok((prompt, prompt_ids)) => {
+        for (i, (input, params)) in requests.iter().enumerate() {
+            match self.prepare(input) {
+                Ok(p) => {
                     let mut params = params.clone();
-                    params.stop.extend(self.template().extra_stops());
-                    batch.push(BatchRequest { prompt_ids, params });
-                    prompts.push(prompt);
+                    params.stop.extend(p.stops.iter().cloned());
+                    batch.push(BatchRequest {
+                        prompt_ids: p.ids.clone(),
+                        params,
+                    });
+                    prepared.push(p);
                     origin.push(i);
                 }
                 Err(e) => on_done(i, Err(e))?,
@@ -145,8 +145,8 @@ impl Model {
             on_done(
                 origin[i],
                 r.map(|mut g| {
-                    g.prompt = prompts[i].clone();
-                    g.template = kind;
+                    g.prompt = prepared[i].text.clone();
+                    g.template = prepared[i].kind;
                     g
                 }),
             )

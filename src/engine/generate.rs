@@ -1,7 +1,7 @@
 //! Single-sequence generation on a [`Model`].
 
-use crate::error::{Error, Result};
-use crate::model::{Message, Model, TemplateSource};
+use crate::error::Result;
+use crate::model::{Input, KvCache, Model, TemplateKind, Tokenizer};
 use crate::sampling::{Sampler, SamplingParams};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -65,7 +65,7 @@ pub struct Generation {
     /// Timing.
     pub timing: Timing,
     /// Which prompt format was used.
-    pub template: TemplateSource,
+    pub template: TemplateKind,
 }
 
 /// Extra outputs of a generation.
@@ -111,35 +111,16 @@ pub fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
 }
 
 impl Model {
-    /// Renders `messages` with the model's chat template and generates the assistant reply.
-    /// With the plain fallback template, `"\nUser:"` is added to the stop strings.
-    pub fn generate(
-        &mut self,
-        messages: &[Message],
-        params: &SamplingParams,
-    ) -> Result<Generation> {
-        let prompt = self.template().render(messages, true)?;
+    /// Generates the reply to `input`: a chat rendered with the model's template (with the
+    /// plain fallback, `"\nUser:"` is added to the stop strings), or raw text continued as
+    /// it is.
+    pub fn generate(&mut self, input: &Input, params: &SamplingParams) -> Result<Generation> {
+        let p = self.prepare(input)?;
         let mut params = params.clone();
-        params.stop.extend(self.template().extra_stops());
-        let kind = self.template().kind();
-        self.generate_text(&prompt, &params, kind)
-    }
-
-    /// Continues raw `prompt` text with no chat template.
-    pub fn complete(&mut self, prompt: &str, params: &SamplingParams) -> Result<Generation> {
-        self.generate_text(prompt, params, TemplateSource::PlainFallback)
-    }
-
-    fn generate_text(
-        &mut self,
-        prompt: &str,
-        params: &SamplingParams,
-        template: TemplateSource,
-    ) -> Result<Generation> {
-        let ids = self.tokenizer().encode_prompt(prompt)?;
-        let mut g = self.generate_ids(&ids, params)?;
-        g.prompt = prompt.to_string();
-        g.template = template;
+        params.stop.extend(p.stops);
+        let mut g = self.generate_ids(&p.ids, &params)?;
+        g.prompt = p.text;
+        g.template = p.kind;
         Ok(g)
     }
 
@@ -152,6 +133,16 @@ impl Model {
         self.generate_ids_with(prompt_ids, params, GenerateOptions::default())
     }
 
+    /// Runs `ids` through the model on a fresh cache (the prompt must fit the context) and
+    /// returns the cache with the last position's logits. Single, batched and server
+    /// generation all start here.
+    pub(crate) fn prefill(&mut self, ids: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+        self.check_fits(ids.len())?;
+        let mut cache = self.transformer().new_cache();
+        let logits = self.transformer().forward(ids, &mut cache, false)?;
+        Ok((cache, logits.squeeze(0)?.to_vec1()?))
+    }
+
     /// Generates from prompt token ids, with top log-probabilities and/or streaming.
     pub fn generate_ids_with(
         &mut self,
@@ -159,11 +150,15 @@ impl Model {
         params: &SamplingParams,
         mut opts: GenerateOptions<'_>,
     ) -> Result<Generation> {
-        let mut seq = Sequence::new(self, prompt_ids, params, opts.top_logprobs)?;
-        let mut cache = self.transformer().new_cache();
+        let mut seq = Sequence::new(
+            self.tokenizer(),
+            self.context_length(),
+            prompt_ids,
+            params,
+            opts.top_logprobs,
+        )?;
         let t0 = Instant::now();
-        let logits = self.transformer().forward(prompt_ids, &mut cache, false)?;
-        let mut logits: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+        let (mut cache, mut logits) = self.prefill(prompt_ids)?;
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         loop {
@@ -171,35 +166,18 @@ impl Model {
                 .on_text
                 .as_mut()
                 .map(|f| &mut **f as &mut dyn FnMut(&str));
-            if let Some(token) = seq.step(self, &logits, on_text)? {
-                let next = self.transformer().forward(&[token], &mut cache, false)?;
-                logits = next.squeeze(0)?.to_vec1()?;
-            } else {
+            let Some(token) = seq.step(self.tokenizer(), &logits, on_text)? else {
                 break;
-            }
+            };
+            let next = self.transformer().forward(&[token], &mut cache, false)?;
+            logits = next.squeeze(0)?.to_vec1()?;
         }
         seq.decode_s = t1.elapsed().as_secs_f64();
         let on_text = opts
             .on_text
             .as_mut()
             .map(|f| &mut **f as &mut dyn FnMut(&str));
-        seq.finish(self, on_text)
-    }
-
-    /// Log-probabilities of the next token after `prompt_ids`, over the whole vocabulary.
-    /// One forward pass, no sampling: the basis of expected-score judging.
-    pub fn next_token_logprobs(&mut self, prompt_ids: &[u32]) -> Result<Vec<f32>> {
-        let ctx = self.context_length();
-        if prompt_ids.is_empty() || prompt_ids.len() >= ctx {
-            return Err(Error::ContextOverflow {
-                prompt: prompt_ids.len(),
-                context: ctx,
-            });
-        }
-        let mut cache = self.transformer().new_cache();
-        let logits = self.transformer().forward(prompt_ids, &mut cache, false)?;
-        let l = candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?;
-        Ok(l.to_vec1()?)
+        seq.finish(self.tokenizer(), on_text)
     }
 }
 
@@ -235,26 +213,23 @@ pub(crate) struct Sequence {
 }
 
 impl Sequence {
-    /// Checks the prompt against the context window and prepares the sampler.
+    /// Prepares the sampler for a prompt of `prompt_ids` in a context of `context` tokens
+    /// (the caller checks that the prompt fits).
     pub(crate) fn new(
-        model: &Model,
+        tokenizer: &Tokenizer,
+        context: usize,
         prompt_ids: &[u32],
         params: &SamplingParams,
         top_logprobs: usize,
     ) -> Result<Self> {
-        let ctx = model.context_length();
-        if prompt_ids.is_empty() || prompt_ids.len() >= ctx {
-            return Err(Error::ContextOverflow {
-                prompt: prompt_ids.len(),
-                context: ctx,
-            });
-        }
         Ok(Self {
             sampler: Sampler::new(params.clone())?,
             params: params.clone(),
-            stop_ids: model.tokenizer().stop_ids().to_vec(),
+            stop_ids: tokenizer.stop_ids().to_vec(),
             longest_stop: params.stop.iter().map(|s| s.len()).max().unwrap_or(0),
-            max_new: params.max_new_tokens.min(ctx - prompt_ids.len()),
+            max_new: params
+                .max_new_tokens
+                .min(context.saturating_sub(prompt_ids.len())),
             top_k_logprobs: top_logprobs,
             history: prompt_ids.to_vec(),
             prompt_tokens: prompt_ids.len(),
@@ -274,7 +249,7 @@ impl Sequence {
     /// caller runs it through the model), `None` when the sequence has ended.
     pub(crate) fn step(
         &mut self,
-        model: &Model,
+        tokenizer: &Tokenizer,
         logits: &[f32],
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Option<u32>> {
@@ -293,7 +268,7 @@ impl Sequence {
             return Ok(None);
         }
         if self.longest_stop > 0 || on_text.is_some() {
-            self.text = model.tokenizer().decode(&self.tokens, false)?;
+            self.text = tokenizer.decode(&self.tokens, false)?;
             let text = &mut self.text;
             let from = floor_char_boundary(text, self.checked.saturating_sub(self.longest_stop));
             if let Some(cut) = self
@@ -334,7 +309,7 @@ impl Sequence {
     /// The finished generation (text decoded once more unless a stop string cut it).
     pub(crate) fn finish(
         mut self,
-        model: &Model,
+        tokenizer: &Tokenizer,
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Generation> {
         if self.finish != FinishReason::StopString {
@@ -342,7 +317,7 @@ impl Sequence {
                 FinishReason::Stop => &self.tokens[..self.tokens.len() - 1],
                 _ => &self.tokens[..],
             };
-            self.text = model.tokenizer().decode(body, false)?;
+            self.text = tokenizer.decode(body, false)?;
         }
         if let Some(cb) = on_text {
             if self.text.len() > self.emitted && self.text.is_char_boundary(self.emitted) {
@@ -365,7 +340,7 @@ impl Sequence {
                 prompt_tok_per_s: self.prompt_tokens as f64 / self.prompt_s.max(1e-9),
                 decode_tok_per_s: n.saturating_sub(1) as f64 / self.decode_s.max(1e-9),
             },
-            template: TemplateSource::PlainFallback,
+            template: TemplateKind::Raw,
         })
     }
 }

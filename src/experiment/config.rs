@@ -1,4 +1,5 @@
-//! Experiment definitions: a TOML file, or the same structure built in code.
+//! Experiment definitions: a TOML file, or the same structure built in code, checked in full
+//! by [`ExperimentConfig::plan`] before anything is generated.
 //!
 //! ```toml
 //! name = "writeup-offline"
@@ -10,6 +11,8 @@
 //! [[models]]
 //! name = "smollm2"
 //! source = "smollm2-135m-instruct"
+//! prompt_format = "chat"                 # or "raw": the bare prompt as a text completion
+//! context = 2048                         # prompt plus answer, like llama.cpp's n_ctx
 //!
 //! [[settings]]
 //! name = "p1"
@@ -23,18 +26,21 @@
 //! [judge]
 //! model = "smollm2-135m-instruct"
 //! modes = ["listwise", "expected"]
-//! criteria = ["Relevance", "Coherence", "Completeness"]
-//! scale = 4
 //! ```
 
 use crate::backend::EndpointConfig;
 use crate::error::{Error, Result};
-use crate::judge::JudgeConfig;
-use crate::model::ModelSource;
+use crate::judge::{JudgeConfig, JudgeTemplate};
+use crate::model::{ModelSource, PromptFormat};
 use crate::prompts::{load_prompts, Prompt};
+use crate::records::Mode;
 use crate::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The largest grid a run accepts (answers), so that a typo cannot ask for terabytes.
+pub const MAX_GRID: usize = 1_000_000;
 
 /// A model under comparison: a local model (`source`) or a remote endpoint (`endpoint`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,12 +48,33 @@ use std::path::{Path, PathBuf};
 pub struct ModelEntry {
     /// Name used in tables and charts.
     pub name: String,
-    /// Bundled name, `.gguf` path or `hf://` reference.
+    /// Bundled name, `.gguf` path (relative to the experiment file) or `hf://` reference.
     #[serde(default)]
     pub source: Option<String>,
     /// An OpenAI-compatible endpoint instead of a local model.
     #[serde(default)]
     pub endpoint: Option<EndpointConfig>,
+    /// `chat` (the model's chat template, the default) or `raw` (the bare prompt as a text
+    /// completion after the BOS token, as the write-up's app ran its models).
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
+    /// Context window for prompt plus answer (llama.cpp's `n_ctx`); the model's own when
+    /// unset. Local models only.
+    #[serde(default)]
+    pub context: Option<usize>,
+}
+
+impl ModelEntry {
+    /// A local model with the default (chat) format.
+    pub fn local(name: &str, source: &str) -> Self {
+        Self {
+            name: name.into(),
+            source: Some(source.into()),
+            endpoint: None,
+            prompt_format: PromptFormat::Chat,
+            context: None,
+        }
+    }
 }
 
 /// Where a model runs.
@@ -63,31 +90,47 @@ impl std::fmt::Display for ModelSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ModelSpec::Local(s) => write!(f, "{s}"),
-            ModelSpec::Remote(e) => write!(f, "{} at {}", e.model, e.base_urls.join(", ")),
+            ModelSpec::Remote(e) => write!(f, "{}", e.identity()),
         }
     }
 }
 
-/// Reads a local source or an endpoint, exactly one of them.
+/// A model of the plan: its name, where it runs, and how it is prompted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedModel {
+    /// Name in tables.
+    pub name: String,
+    /// Where it runs.
+    pub spec: ModelSpec,
+    /// Chat or raw.
+    pub prompt_format: PromptFormat,
+    /// Context cap.
+    pub context: Option<usize>,
+}
+
+/// Reads a local source (resolved against `base`) or an endpoint: exactly one of them.
 fn model_spec(
     source: Option<&str>,
     endpoint: Option<&EndpointConfig>,
     location: &str,
+    base: &Path,
 ) -> Result<ModelSpec> {
     match (source, endpoint) {
-        (_, Some(e)) => {
-            if e.base_urls.is_empty() {
-                return Err(Error::config(
-                    format!("{location}.endpoint.base_urls"),
-                    "no base URL",
-                ));
-            }
+        (Some(_), Some(_)) => Err(Error::config(
+            location.to_string(),
+            "has both `source` and `endpoint`; keep one",
+        )),
+        (None, Some(e)) => {
+            e.validate(&format!("{location}.endpoint"))?;
             Ok(ModelSpec::Remote(e.clone()))
         }
-        (Some(s), None) => s
-            .parse()
-            .map(ModelSpec::Local)
-            .map_err(|e: Error| Error::config(format!("{location}.source"), e.to_string())),
+        (Some(s), None) => {
+            let src = ModelSource::parse_relative(s, base)
+                .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
+            src.check()
+                .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
+            Ok(ModelSpec::Local(src))
+        }
         (None, None) => Err(Error::config(
             location.to_string(),
             "needs `source` (a local model) or `endpoint` (a remote one)",
@@ -172,7 +215,6 @@ fn one() -> u32 {
 fn default_batch() -> usize {
     crate::backend::DEFAULT_MAX_BATCH
 }
-
 fn default_max_tokens() -> usize {
     256
 }
@@ -219,25 +261,33 @@ pub struct ExperimentConfig {
 /// A checked experiment: everything resolved that can fail before any generation.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The configuration.
+    /// The configuration (prompt path made absolute).
     pub config: ExperimentConfig,
     /// Prompts after `limit`.
     pub prompts: Vec<Prompt>,
-    /// `(name, where it runs)` per model.
-    pub models: Vec<(String, ModelSpec)>,
+    /// The models.
+    pub models: Vec<PlannedModel>,
     /// Where the judge runs.
     pub judge: Option<ModelSpec>,
-    /// `(name, params)` per setting (seed and max tokens filled per answer).
+    /// The judge's templates, per mode.
+    pub templates: BTreeMap<Mode, JudgeTemplate>,
+    /// `(name, params)` per setting (seed filled per answer).
     pub settings: Vec<(String, SamplingParams)>,
-    /// Judge templates per mode.
-    pub judge_templates: Vec<(crate::judge::Mode, crate::judge::JudgeTemplate)>,
 }
 
 impl ExperimentConfig {
     /// Reads an experiment file.
     pub fn load(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if meta.is_dir() {
+            return Err(Error::config(
+                path.display().to_string(),
+                "is a directory, not an experiment file",
+            ));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let mut c: ExperimentConfig = toml::from_str(&text)
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut c: ExperimentConfig = toml::from_str(text)
             .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
         c.origin = Some(path.to_path_buf());
         Ok(c)
@@ -250,85 +300,227 @@ impl ExperimentConfig {
             .unwrap_or_else(|| format!("experiment `{}`", self.name))
     }
 
+    /// The folder relative paths are resolved against: the TOML file's, or the working
+    /// directory for an experiment built in code.
+    pub fn base_dir(&self) -> PathBuf {
+        self.origin
+            .as_ref()
+            .and_then(|o| o.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     /// The prompt file path, resolved against the TOML file's folder.
     pub fn prompts_path(&self) -> PathBuf {
-        match (&self.origin, self.prompts.is_relative()) {
-            (Some(o), true) => o.parent().unwrap_or(Path::new(".")).join(&self.prompts),
-            _ => self.prompts.clone(),
+        if self.prompts.is_relative() {
+            self.base_dir().join(&self.prompts)
+        } else {
+            self.prompts.clone()
         }
     }
 
-    /// Checks everything that can be checked without running a model.
+    /// Checks everything that can be checked without running a model: every field, the
+    /// prompt file, each model source (a local file exists, a hub reference is well
+    /// formed), the judge and its templates.
     pub fn plan(&self) -> Result<Plan> {
         let origin = self.origin_name();
+        let at = |field: &str| format!("{origin}: {field}");
+        let base = self.base_dir();
+        if self.name.trim().is_empty() {
+            return Err(Error::config(at("name"), "is empty"));
+        }
         if self.models.is_empty() {
-            return Err(Error::config(format!("{origin}: models"), "no models"));
+            return Err(Error::config(at("models"), "no models"));
         }
         if self.settings.is_empty() {
-            return Err(Error::config(format!("{origin}: settings"), "no settings"));
+            return Err(Error::config(at("settings"), "no settings"));
         }
         if self.samples == 0 {
-            return Err(Error::config(
-                format!("{origin}: samples"),
-                "must be at least 1",
-            ));
+            return Err(Error::config(at("samples"), "must be at least 1"));
         }
         if self.batch == 0 {
+            return Err(Error::config(at("batch"), "must be at least 1"));
+        }
+        if self.max_tokens == 0 {
+            return Err(Error::config(at("max_tokens"), "must be at least 1"));
+        }
+        if self.limit == Some(0) {
             return Err(Error::config(
-                format!("{origin}: batch"),
-                "must be at least 1",
+                at("limit"),
+                "must be at least 1 (or left out)",
             ));
         }
-        let mut models = Vec::new();
+        let mut models: Vec<PlannedModel> = Vec::new();
         for (i, m) in self.models.iter().enumerate() {
-            let src = model_spec(
-                m.source.as_deref(),
-                m.endpoint.as_ref(),
-                &format!("{origin}: models[{i}]"),
-            )?;
-            if models
-                .iter()
-                .any(|(n, _): &(String, ModelSpec)| *n == m.name)
-            {
+            let loc = at(&format!("models[{i}]"));
+            if m.name.trim().is_empty() {
+                return Err(Error::config(format!("{loc}.name"), "is empty"));
+            }
+            if models.iter().any(|p| p.name == m.name) {
                 return Err(Error::config(
-                    format!("{origin}: models[{i}].name"),
+                    format!("{loc}.name"),
                     format!("duplicate model name `{}`", m.name),
                 ));
             }
-            models.push((m.name.clone(), src));
+            let spec = model_spec(m.source.as_deref(), m.endpoint.as_ref(), &loc, &base)?;
+            if let Some(c) = m.context {
+                if c < 2 || matches!(spec, ModelSpec::Remote(_)) {
+                    return Err(Error::config(
+                        format!("{loc}.context"),
+                        "must be at least 2, and is for local models only",
+                    ));
+                }
+            }
+            models.push(PlannedModel {
+                name: m.name.clone(),
+                spec,
+                prompt_format: m.prompt_format,
+                context: m.context,
+            });
         }
-        let mut settings = Vec::new();
+        let mut settings: Vec<(String, SamplingParams)> = Vec::new();
         for (i, s) in self.settings.iter().enumerate() {
-            let mut p = s.params(&format!("{origin}: settings[{i}]"))?;
+            let loc = at(&format!("settings[{i}]"));
+            if s.name.trim().is_empty() {
+                return Err(Error::config(format!("{loc}.name"), "is empty"));
+            }
+            if settings.iter().any(|(n, _)| *n == s.name) {
+                return Err(Error::config(
+                    format!("{loc}.name"),
+                    format!("duplicate setting name `{}`", s.name),
+                ));
+            }
+            let mut p = s.params(&loc)?;
             p.max_new_tokens = self.max_tokens;
             settings.push((s.name.clone(), p));
         }
-        let mut prompts = load_prompts(&self.prompts_path())?;
+        let prompts_path = self.prompts_path();
+        let mut prompts = load_prompts(&prompts_path).map_err(|e| match e {
+            Error::Io { path, source } => Error::config(
+                at("prompts"),
+                format!("cannot read the prompt file {}: {source}", path.display()),
+            ),
+            e => e,
+        })?;
         if let Some(l) = self.limit {
-            prompts.truncate(l.max(1));
+            prompts.truncate(l);
         }
-        let (judge, judge_templates) = match &self.judge {
+        let grid = models
+            .len()
+            .saturating_mul(settings.len())
+            .saturating_mul(prompts.len())
+            .saturating_mul(self.samples as usize);
+        if grid > MAX_GRID {
+            return Err(Error::config(
+                at("samples"),
+                format!("the grid has {grid} answers, more than the {MAX_GRID} a run accepts"),
+            ));
+        }
+        let (judge, templates) = match &self.judge {
             Some(j) => {
                 let spec = match &j.endpoint {
-                    Some(_) => model_spec(None, j.endpoint.as_ref(), &format!("{origin}: judge"))?,
-                    None => ModelSpec::Local(j.model.parse::<ModelSource>().map_err(|e| {
-                        Error::config(format!("{origin}: judge.model"), e.to_string())
-                    })?),
+                    Some(e) => ModelSpec::Remote(e.clone()),
+                    None => {
+                        let src = ModelSource::parse_relative(&j.model, &base)
+                            .map_err(|e| Error::config(at("judge.model"), e.to_string()))?;
+                        src.check()
+                            .map_err(|e| Error::config(at("judge.model"), e.to_string()))?;
+                        ModelSpec::Local(src)
+                    }
                 };
-                (Some(spec), j.validate(&origin)?)
+                (Some(spec), j.validate(&origin, &base)?)
             }
-            None => (None, Vec::new()),
+            None => (None, BTreeMap::new()),
         };
         let mut config = self.clone();
-        let prompts_path = self.prompts_path();
         config.prompts = std::fs::canonicalize(&prompts_path).unwrap_or(prompts_path);
         Ok(Plan {
             config,
             prompts,
             models,
             judge,
+            templates,
             settings,
-            judge_templates,
         })
+    }
+}
+
+impl Plan {
+    /// Answers in the grid.
+    pub fn grid_size(&self) -> usize {
+        self.models.len() * self.settings.len() * self.prompts.len() * self.config.samples as usize
+    }
+
+    /// What the run would do, for `--dry-run`: models and where they come from (and which
+    /// would be downloaded), every sampling value, the grid, the judge and its templates.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let mut s = format!(
+            "experiment {}: {} models x {} settings x {} prompts x {} samples = {} answers, \
+             at most {} tokens each, seed {}\n",
+            c.name,
+            self.models.len(),
+            self.settings.len(),
+            self.prompts.len(),
+            c.samples,
+            self.grid_size(),
+            c.max_tokens,
+            c.seed
+        );
+        s.push_str(&format!("prompts: {}\n", c.prompts.display()));
+        for m in &self.models {
+            s.push_str(&format!(
+                "model {}: {} ({}{}) {}\n",
+                m.name,
+                m.spec,
+                m.prompt_format,
+                m.context
+                    .map(|n| format!(", context {n}"))
+                    .unwrap_or_default(),
+                availability(&m.spec)
+            ));
+        }
+        for (n, p) in &self.settings {
+            s.push_str(&format!(
+                "setting {n}: temperature {}, top_k {}, top_p {}, min_p {}, repetition_penalty {}\n",
+                p.temperature, p.top_k, p.top_p, p.min_p, p.repetition_penalty
+            ));
+        }
+        if let (Some(j), Some(spec)) = (&c.judge, &self.judge) {
+            let modes: Vec<String> = j.modes.iter().map(|m| m.to_string()).collect();
+            s.push_str(&format!(
+                "judge {}: {} {} ({}), modes {}, criteria {}, scale 1-{}, temperature {}, \
+                 order {:?}, sanity check {}\n",
+                j.model,
+                spec,
+                availability(spec),
+                j.prompt_format,
+                modes.join(", "),
+                j.criteria.join(", "),
+                j.scale,
+                j.temperature,
+                j.order,
+                if j.sanity_check { "on" } else { "off" }
+            ));
+            for (m, t) in &self.templates {
+                s.push_str(&format!(
+                    "  {m}: template {} ({:?})\n",
+                    t.name,
+                    t.verdict_form()
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// Whether a model is here, would be fetched, or is remote.
+fn availability(spec: &ModelSpec) -> String {
+    match spec {
+        ModelSpec::Remote(e) => format!("[remote; key from ${}]", e.api_key_env),
+        ModelSpec::Local(src) => match src.local_path() {
+            Some(p) => format!("[present: {}]", p.display()),
+            None => format!("[would download: {}]", src.download_description()),
+        },
     }
 }

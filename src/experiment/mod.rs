@@ -1,19 +1,19 @@
-//! Experiments: a grid of models × sampling settings × prompts × samples, generated, judged,
-//! stored record by record (so a rerun resumes), and returned as tables.
+//! Experiments: a grid of models × sampling settings × prompts × samples, generated, judged
+//! and checked, stored record by record so that a rerun resumes.
+//!
+//! [`ExperimentConfig::plan`] validates everything before anything runs; [`run`] does the
+//! work and returns the records ([`Outcome`]); [`crate::results`] turns them into tables.
 
 pub mod config;
-mod output;
 pub mod progress;
 mod runner;
-mod sanity;
+pub mod sanity;
 
-pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, SettingEntry};
-pub use output::RunOutput;
+pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, PlannedModel, SettingEntry};
 pub use progress::{Lines, Progress, Silent};
-pub use runner::run;
+pub use runner::{run, Failure, Outcome};
 pub use sanity::{SanitySummary, PASS_THRESHOLD};
 
-use crate::error::Result;
 use crate::judge::JudgeConfig;
 use crate::sampling::SamplingParams;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ impl Experiment {
     }
 
     /// Loads an experiment TOML file.
-    pub fn from_toml(path: impl AsRef<Path>) -> Result<Self> {
+    pub fn from_toml(path: impl AsRef<Path>) -> crate::Result<Self> {
         Ok(Self {
             config: ExperimentConfig::load(path.as_ref())?,
         })
@@ -54,21 +54,26 @@ impl Experiment {
 
     /// Adds a model.
     pub fn model(mut self, name: &str, source: &str) -> Self {
-        self.config.models.push(ModelEntry {
-            name: name.into(),
-            source: Some(source.into()),
-            endpoint: None,
-        });
+        self.config.models.push(ModelEntry::local(name, source));
+        self
+    }
+
+    /// Adds a model prompted with the bare prompt as a raw text completion (no chat
+    /// template), with its context capped at `context` tokens when given.
+    pub fn raw_model(mut self, name: &str, source: &str, context: Option<usize>) -> Self {
+        let mut m = ModelEntry::local(name, source);
+        m.prompt_format = crate::model::PromptFormat::Raw;
+        m.context = context;
+        self.config.models.push(m);
         self
     }
 
     /// Adds a model behind an OpenAI-compatible endpoint.
     pub fn remote_model(mut self, name: &str, endpoint: crate::backend::EndpointConfig) -> Self {
-        self.config.models.push(ModelEntry {
-            name: name.into(),
-            source: None,
-            endpoint: Some(endpoint),
-        });
+        let mut m = ModelEntry::local(name, "");
+        m.source = None;
+        m.endpoint = Some(endpoint);
+        self.config.models.push(m);
         self
     }
 
@@ -153,23 +158,8 @@ impl Experiment {
         &self.config
     }
 
-    /// Mutable access to the configuration.
-    pub fn config_mut(&mut self) -> &mut ExperimentConfig {
-        &mut self.config
-    }
-
-    /// Runs into `results_dir`, printing plain progress lines to stdout.
-    pub fn run(&self, results_dir: impl AsRef<Path>) -> Result<RunOutput> {
-        self.run_with(results_dir, &mut Lines::default())
-    }
-
-    /// Runs with a progress sink of your choice.
-    pub fn run_with(
-        &self,
-        results_dir: impl AsRef<Path>,
-        progress: &mut dyn Progress,
-    ) -> Result<RunOutput> {
-        let plan = self.config.plan()?;
-        run(&plan, results_dir.as_ref(), progress)
+    /// Checks the whole experiment without running anything (see [`ExperimentConfig::plan`]).
+    pub fn plan(&self) -> crate::Result<Plan> {
+        self.config.plan()
     }
 }

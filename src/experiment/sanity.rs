@@ -1,196 +1,421 @@
-//! The judge sanity check: does the judge score a known-good answer above deliberately bad
-//! ones on the same prompt? Bad answers are made from the reference answers: another
-//! prompt's reference (off topic), the first sixth of the words (truncated), and the words
-//! shuffled (gibberish). A judge that prefers the good answer in fewer than 80 % of the
-//! comparisons is flagged in the summary and the report.
+//! The judge sanity check: in every mode the run uses, does the judge prefer a known-good
+//! answer to deliberately bad ones on the same prompt?
+//!
+//! Bad answers are made from the prompts' reference answers: another prompt's reference
+//! (`off_topic`), the first sixth of the words (`truncated`) and the words shuffled
+//! (`shuffled`). References under [`MIN_WORDS`] words are too short to truncate or shuffle and
+//! are skipped, with a count. Each mode judges them as it judges real answers (the same
+//! calls): rubric and expected score each answer, listwise shows the good answer among the
+//! bad ones in one prompt, the pairwise modes compare good with bad in both orders.
+//!
+//! A comparison passes when the good answer wins by a margin: [`TEXT_MARGIN`] points of the
+//! total for text scores, [`EXPECTED_MARGIN`] for expected scores, a consistent win for
+//! pairwise verdicts, and a preference of at least 0.5 + [`PREFERENCE_MARGIN`] for pairwise
+//! expected. A verdict that did not parse is a format failure, counted apart from a wrong
+//! preference. A mode is flagged when any kind of bad answer passes in fewer than
+//! [`PASS_THRESHOLD`] of its comparisons.
 
 use super::config::Plan;
-use super::progress::Progress;
-use super::runner::derive_seed;
+use super::runner::Judging;
 use crate::error::Result;
-use crate::judge::Judge;
-use crate::model::fingerprint::sha256_str;
-use crate::records::SanityRecord;
-use crate::store::Store;
+use crate::judge::Group;
+use crate::keys::{derive_seed, key_of};
+use crate::records::{JudgmentRecord, Mode, ResponseRecord, TOTAL};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// Pass rate below which a judge is flagged.
+/// Share of comparisons a judge must pass, per kind of bad answer.
 pub const PASS_THRESHOLD: f64 = 0.8;
+/// Margin on the total, in score points, for text scores (rubric, listwise).
+pub const TEXT_MARGIN: f64 = 0.5;
+/// Margin on the expected total, in score points.
+pub const EXPECTED_MARGIN: f64 = 0.25;
+/// Margin above an even preference (0.5) for pairwise expected.
+pub const PREFERENCE_MARGIN: f64 = 0.1;
+/// Fewest words a reference needs to be truncated or shuffled.
+pub const MIN_WORDS: usize = 12;
 
-/// The outcome of the sanity check.
+/// The kinds of bad answer.
+pub const KINDS: [&str; 3] = ["off_topic", "truncated", "shuffled"];
+
+/// The sanity result of one kind of bad answer in one mode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SanitySummary {
-    /// `expected` (token probabilities) or `rubric` (parsed text).
-    pub method: String,
+pub struct KindResult {
+    /// `off_topic`, `truncated` or `shuffled`.
+    pub kind: String,
     /// Comparisons made.
     pub comparisons: usize,
-    /// Comparisons where the good answer scored strictly higher.
+    /// Comparisons the good answer won by the margin.
     pub passed: usize,
-    /// `passed / comparisons`.
-    pub pass_rate: f64,
-    /// Mean total score of the good answers.
-    pub mean_good: f64,
-    /// Mean total score of the bad answers.
-    pub mean_bad: f64,
-    /// Pass rate per kind of bad answer.
-    pub by_kind: Vec<(String, f64)>,
-    /// True when the pass rate is below [`PASS_THRESHOLD`].
+    /// Comparisons with a score, where the judge preferred the bad answer or won by less
+    /// than the margin.
+    pub wrong: usize,
+    /// Comparisons without a score (the verdict did not parse, or the call failed).
+    pub unscored: usize,
+}
+
+impl KindResult {
+    /// `passed / comparisons` (0 when there were none).
+    pub fn pass_rate(&self) -> f64 {
+        self.passed as f64 / self.comparisons.max(1) as f64
+    }
+}
+
+/// The sanity result of one mode.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModeResult {
+    /// The mode.
+    pub mode: Mode,
+    /// Per kind of bad answer.
+    pub kinds: Vec<KindResult>,
+    /// Bad answers skipped because the reference was too short.
+    pub skipped: usize,
+    /// True when some kind passed less than [`PASS_THRESHOLD`] of its comparisons.
     pub flagged: bool,
 }
 
-impl SanitySummary {
-    /// One sentence for logs and reports.
+impl ModeResult {
+    /// One sentence: pass rates per kind, and why the mode is flagged.
     pub fn describe(&self) -> String {
         let kinds: Vec<String> = self
-            .by_kind
+            .kinds
             .iter()
-            .map(|(k, r)| format!("{k} {:.0}%", r * 100.0))
+            .map(|k| {
+                format!(
+                    "{} {}/{} ({} wrong, {} unscored)",
+                    k.kind, k.passed, k.comparisons, k.wrong, k.unscored
+                )
+            })
             .collect();
-        format!(
-            "judge sanity check ({}): the good answer scored higher in {}/{} comparisons ({:.0}%; {}), \
-             mean total {:.2} good vs {:.2} bad{}",
-            self.method,
-            self.passed,
-            self.comparisons,
-            self.pass_rate * 100.0,
-            kinds.join(", "),
-            self.mean_good,
-            self.mean_bad,
-            if self.flagged {
-                " -- FLAGGED: this judge barely tells good answers from bad ones; do not trust its scores"
+        let (n, unscored, wrong): (usize, usize, usize) =
+            self.kinds.iter().fold((0, 0, 0), |a, k| {
+                (a.0 + k.comparisons, a.1 + k.unscored, a.2 + k.wrong)
+            });
+        let mut s = format!(
+            "judge sanity check, {}: good answer preferred in {}",
+            self.mode,
+            kinds.join(", ")
+        );
+        if self.skipped > 0 {
+            s.push_str(&format!("; {} skipped (reference too short)", self.skipped));
+        }
+        if self.flagged {
+            let cause = if n == 0 {
+                "no comparison could be made".to_string()
+            } else if unscored * 2 >= n {
+                format!("the judge did not follow the format in {unscored}/{n}")
             } else {
-                ""
-            }
-        )
+                format!(
+                    "the judge preferred the bad answer or barely told them apart in {wrong}/{n}"
+                )
+            };
+            s.push_str(&format!(
+                " -- FLAGGED: {cause}; do not trust this judge's {} scores",
+                self.mode
+            ));
+        }
+        s
     }
 }
 
-fn bad_answers(refs: &[(&str, &str)], i: usize, seed: u64) -> Vec<(&'static str, String)> {
-    let (_, good) = refs[i];
+/// The outcome of the sanity check, per mode.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SanitySummary {
+    /// One result per mode of the run.
+    pub modes: Vec<ModeResult>,
+}
+
+impl SanitySummary {
+    /// One line per mode.
+    pub fn describe(&self) -> Vec<String> {
+        self.modes.iter().map(ModeResult::describe).collect()
+    }
+
+    /// The lines of flagged modes.
+    pub fn warnings(&self) -> Vec<String> {
+        self.modes
+            .iter()
+            .filter(|m| m.flagged)
+            .map(ModeResult::describe)
+            .collect()
+    }
+
+    /// Whether `mode` was checked and flagged.
+    pub fn flagged(&self, mode: Mode) -> Option<bool> {
+        self.modes
+            .iter()
+            .find(|m| m.mode == mode)
+            .map(|m| m.flagged)
+    }
+}
+
+/// A synthetic answer: the reference (`good`) or a bad one, as a response record.
+fn answer(p: &crate::prompts::Prompt, kind: &str, text: String) -> ResponseRecord {
+    ResponseRecord {
+        key: key_of(&serde_json::json!({"sanity": kind, "prompt": p.prompt, "text": text})),
+        model: kind.to_string(),
+        setting: "sanity".into(),
+        prompt_id: p.id.clone(),
+        category: p.category.clone(),
+        prompt: p.prompt.clone(),
+        text: Some(text),
+        finish_reason: "stop".into(),
+        ..Default::default()
+    }
+}
+
+/// The good answer and the bad ones of each prompt with a reference, and how many bad
+/// answers were skipped for a short reference.
+pub fn answers(plan: &Plan) -> (Vec<Vec<ResponseRecord>>, usize) {
+    let refs: Vec<(&crate::prompts::Prompt, &str)> = plan
+        .prompts
+        .iter()
+        .filter_map(|p| p.reference.as_deref().map(|r| (p, r)))
+        .collect();
+    let mut skipped = 0;
     let mut out = Vec::new();
-    if refs.len() > 1 {
-        out.push(("off_topic", refs[(i + 1) % refs.len()].1.to_string()));
+    for (i, (p, good)) in refs.iter().enumerate() {
+        let mut set = vec![answer(p, "good", good.to_string())];
+        if refs.len() > 1 {
+            let other = refs[(i + 1) % refs.len()].1;
+            set.push(answer(p, "off_topic", other.to_string()));
+        }
+        let words: Vec<&str> = good.split_whitespace().collect();
+        if words.len() >= MIN_WORDS {
+            set.push(answer(p, "truncated", words[..words.len() / 6].join(" ")));
+            let mut shuffled = words.clone();
+            let seed = derive_seed(plan.config.seed, &["sanity", &p.id]);
+            shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+            set.push(answer(p, "shuffled", shuffled.join(" ")));
+        } else {
+            skipped += 2;
+        }
+        out.push(set);
     }
-    let words: Vec<&str> = good.split_whitespace().collect();
-    let keep = (words.len() / 6).max(3).min(words.len());
-    out.push(("truncated", words[..keep].join(" ")));
-    let mut shuffled = words.clone();
-    shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-    out.push(("gibberish", shuffled.join(" ")));
-    out
+    (out, skipped)
 }
 
-/// Runs the check on the plan's prompts that have a reference answer.
-pub fn run(
-    plan: &Plan,
-    store: &Store,
-    judge: &mut Judge,
-    progress: &mut dyn Progress,
-) -> Result<Option<SanitySummary>> {
-    let refs: Vec<(&str, &str)> = plan
-        .prompts
-        .iter()
-        .filter_map(|p| p.reference.as_deref().map(|r| (p.id.as_str(), r)))
-        .collect();
-    if refs.is_empty() {
-        progress.note("judge sanity check skipped: no prompt has a reference answer");
-        return Ok(None);
-    }
-    let prompt_of: HashMap<&str, &str> = plan
-        .prompts
-        .iter()
-        .map(|p| (p.id.as_str(), p.prompt.as_str()))
-        .collect();
-    let stored: HashMap<String, SanityRecord> = store
-        .load::<SanityRecord>("sanity")?
-        .into_iter()
-        .map(|r| (r.key.clone(), r))
-        .collect();
-    let judge_id = judge.identity()?;
-    let template = judge.template(crate::judge::Mode::Rubric).fingerprint();
-    let mut good_cache: HashMap<String, Option<f64>> = HashMap::new();
-    let mut method = String::new();
-    let mut records = Vec::new();
-    let total = refs.len() * if refs.len() > 1 { 3 } else { 2 };
-    progress.start("judge sanity check", total);
-    for (i, (pid, good)) in refs.iter().enumerate() {
-        let question = prompt_of[pid];
-        for (kind, bad) in bad_answers(&refs, i, derive_seed(plan.config.seed, &["sanity", pid])) {
-            let key = sha256_str(
-                &serde_json::json!({
-                    "judge": judge_id, "template": template, "prompt": question,
-                    "good": good, "bad": bad, "criteria": judge.config().criteria,
-                })
-                .to_string(),
-            )[..32]
-                .to_string();
-            if let Some(r) = stored.get(&key) {
-                records.push(r.clone());
-                progress.step("cached");
-                continue;
-            }
-            let mut score = |text: &str| -> Result<Option<f64>> {
-                if let Some(es) = judge.expected(question, text)? {
-                    method = "expected".into();
-                    return Ok(Some(es.iter().map(|e| e.expected).sum()));
-                }
-                method = "rubric".into();
-                let v = judge.rubric(question, text, 0)?;
-                Ok(v.value.iter().map(|s| s.map(f64::from)).sum())
-            };
-            let g = match good_cache.get(*pid) {
-                Some(g) => *g,
-                None => {
-                    let g = score(good)?;
-                    good_cache.insert(pid.to_string(), g);
-                    g
-                }
-            };
-            let b = score(&bad)?;
-            let rec = SanityRecord {
-                key,
-                judge_id: judge_id.clone(),
-                prompt_id: pid.to_string(),
-                kind: kind.into(),
-                good: g,
-                bad: b,
-                passed: matches!((g, b), (Some(g), Some(b)) if g > b),
-            };
-            store.append("sanity", std::slice::from_ref(&rec))?;
-            records.push(rec);
-            progress.step(&format!("{pid} {kind}"));
-        }
-    }
-    progress.finish();
-    if method.is_empty() {
-        method = "cached".into();
-    }
-    let n = records.len();
-    let passed = records.iter().filter(|r| r.passed).count();
-    let mean = |f: &dyn Fn(&SanityRecord) -> Option<f64>| {
-        let v: Vec<f64> = records.iter().filter_map(f).collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
+/// Whether the good answer won one comparison, or `None` when it could not be scored.
+fn passed(mode: Mode, good: Option<f64>, bad: Option<f64>) -> Option<bool> {
+    let (g, b) = (good?, bad?);
+    Some(match mode {
+        Mode::Rubric | Mode::Listwise => g - b >= TEXT_MARGIN,
+        Mode::Expected => g - b >= EXPECTED_MARGIN,
+        Mode::Pairwise => g >= 1.0,
+        Mode::PairwiseExpected => g >= 0.5 + PREFERENCE_MARGIN,
+    })
+}
+
+/// Tallies the comparisons of one mode from its rows. Each set holds the good answer first,
+/// then the bad ones (their `model` is their kind).
+pub fn tally(
+    mode: Mode,
+    sets: &[Vec<ResponseRecord>],
+    rows: &[JudgmentRecord],
+    skipped: usize,
+) -> ModeResult {
+    let total_of = |key: &str| {
+        rows.iter()
+            .find(|r| r.response_key == key && r.criterion == TOTAL)
+            .and_then(JudgmentRecord::value)
     };
-    let mut by_kind = Vec::new();
-    for kind in ["off_topic", "truncated", "gibberish"] {
-        let k: Vec<&SanityRecord> = records.iter().filter(|r| r.kind == kind).collect();
-        if !k.is_empty() {
-            let rate = k.iter().filter(|r| r.passed).count() as f64 / k.len() as f64;
-            by_kind.push((kind.to_string(), rate));
+    let mut kinds: Vec<KindResult> = KINDS
+        .iter()
+        .map(|k| KindResult {
+            kind: k.to_string(),
+            comparisons: 0,
+            passed: 0,
+            wrong: 0,
+            unscored: 0,
+        })
+        .collect();
+    for set in sets {
+        let good = &set[0];
+        for bad in &set[1..] {
+            let outcome = if mode.is_pairwise() {
+                let score = rows
+                    .iter()
+                    .find(|r| {
+                        r.response_key == good.key && r.other_key.as_deref() == Some(&bad.key)
+                    })
+                    .and_then(|r| r.score);
+                passed(mode, score, Some(0.0))
+            } else {
+                passed(mode, total_of(&good.key), total_of(&bad.key))
+            };
+            let Some(k) = kinds.iter_mut().find(|k| k.kind == bad.model) else {
+                continue;
+            };
+            k.comparisons += 1;
+            match outcome {
+                Some(true) => k.passed += 1,
+                Some(false) => k.wrong += 1,
+                None => k.unscored += 1,
+            }
         }
     }
-    let pass_rate = passed as f64 / n.max(1) as f64;
-    Ok(Some(SanitySummary {
-        method,
-        comparisons: n,
-        passed,
-        pass_rate,
-        mean_good: mean(&|r| r.good),
-        mean_bad: mean(&|r| r.bad),
-        by_kind,
-        flagged: pass_rate < PASS_THRESHOLD,
-    }))
+    kinds.retain(|k| k.comparisons > 0);
+    let flagged = kinds.is_empty() || kinds.iter().any(|k| k.pass_rate() < PASS_THRESHOLD);
+    ModeResult {
+        mode,
+        kinds,
+        skipped,
+        flagged,
+    }
+}
+
+/// Runs the check in every mode of the plan's judge. `None` when no prompt has a reference.
+pub(crate) fn run(
+    plan: &Plan,
+    judging: &mut Judging<'_>,
+) -> Result<(Option<SanitySummary>, Vec<JudgmentRecord>)> {
+    let (sets, skipped) = answers(plan);
+    if sets.is_empty() {
+        judging
+            .progress
+            .note("judge sanity check skipped: no prompt has a reference answer");
+        return Ok((None, Vec::new()));
+    }
+    let modes = judging.judge.cfg.modes.clone();
+    let mut summary = SanitySummary::default();
+    let mut all = Vec::new();
+    for mode in modes {
+        // Pairwise modes compare good with each bad answer; the others see them together.
+        let groups: Vec<Group<'_>> = if mode.is_pairwise() {
+            sets.iter()
+                .enumerate()
+                .flat_map(|(i, s)| {
+                    s[1..].iter().map(move |b| Group {
+                        index: i,
+                        answers: vec![&s[0], b],
+                    })
+                })
+                .collect()
+        } else {
+            sets.iter()
+                .enumerate()
+                .map(|(i, s)| Group {
+                    index: i,
+                    answers: s.iter().collect(),
+                })
+                .collect()
+        };
+        let rows = judging.mode(mode, &groups, "sanity", &format!("sanity {mode}"))?;
+        summary.modes.push(tally(mode, &sets, &rows, skipped));
+        all.extend(rows);
+    }
+    Ok((Some(summary), all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> Vec<ResponseRecord> {
+        ["good", "off_topic", "truncated", "shuffled"]
+            .iter()
+            .map(|k| ResponseRecord {
+                key: k.to_string(),
+                model: k.to_string(),
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    fn total(key: &str, v: Option<f64>) -> JudgmentRecord {
+        let mut r = crate::judge::Judge::new(
+            crate::judge::JudgeConfig::new("j"),
+            "j".into(),
+            "j".into(),
+            Default::default(),
+            0,
+        )
+        .row(
+            "c",
+            Mode::Rubric,
+            &ResponseRecord {
+                key: key.into(),
+                ..Default::default()
+            },
+            TOTAL,
+            v,
+        );
+        r.response_key = key.into();
+        r
+    }
+
+    #[test]
+    fn margins_kinds_and_format_failures_are_told_apart() {
+        // Good 10; off-topic 9.4 (inside the 0.5 margin: wrong), truncated 6 (pass),
+        // shuffled unscored.
+        let rows = vec![
+            total("good", Some(10.0)),
+            total("off_topic", Some(9.6)),
+            total("truncated", Some(6.0)),
+            total("shuffled", None),
+        ];
+        let r = tally(Mode::Rubric, &[set()], &rows, 0);
+        let k = |name: &str| r.kinds.iter().find(|k| k.kind == name).unwrap().clone();
+        assert_eq!((k("off_topic").passed, k("off_topic").wrong), (0, 1));
+        assert_eq!(k("truncated").passed, 1);
+        assert_eq!(k("shuffled").unscored, 1);
+        assert!(r.flagged);
+        // A judge that passes the two easy kinds but not off-topic is still flagged.
+        let mut rows = rows;
+        rows[3] = total("shuffled", Some(3.0));
+        let r = tally(Mode::Rubric, &[set(), set()], &rows, 0);
+        assert!(r.flagged, "{}", r.describe());
+        assert!(
+            r.describe().contains("preferred the bad answer"),
+            "{}",
+            r.describe()
+        );
+        // The same numbers pass as expected scores: off-topic's 0.4 clears the 0.25 margin.
+        let r = tally(Mode::Expected, &[set()], &rows, 0);
+        assert!(!r.flagged, "{}", r.describe());
+    }
+
+    #[test]
+    fn mostly_unparsed_is_a_format_failure() {
+        let rows = vec![total("good", None)];
+        let r = tally(Mode::Listwise, &[set()], &rows, 0);
+        assert!(r.flagged);
+        assert!(
+            r.describe().contains("did not follow the format in 3/3"),
+            "{}",
+            r.describe()
+        );
+    }
+
+    #[test]
+    fn short_references_are_skipped_not_failed() {
+        let p = |id: &str, r: &str| crate::prompts::Prompt {
+            id: id.into(),
+            category: String::new(),
+            prompt: format!("q {id}"),
+            reference: Some(r.into()),
+        };
+        let plan = Plan {
+            config: crate::Experiment::new("t", "p.jsonl").config().clone(),
+            prompts: vec![
+                p("a", "too short to cut"),
+                p(
+                    "b",
+                    "one two three four five six seven eight nine ten eleven twelve thirteen",
+                ),
+            ],
+            models: Vec::new(),
+            judge: None,
+            templates: Default::default(),
+            settings: Vec::new(),
+        };
+        let (sets, skipped) = answers(&plan);
+        assert_eq!(skipped, 2);
+        assert_eq!(sets[0].len(), 2, "good and off-topic only");
+        assert_eq!(sets[1].len(), 4);
+        assert_eq!(sets[1][2].text.as_deref(), Some("one two"));
+        // Shuffling is seeded: the same plan gives the same words in the same order.
+        assert_eq!(answers(&plan).0[1][3].text, sets[1][3].text);
+    }
 }

@@ -1,68 +1,43 @@
-//! The judge: prompts a judge model in one of four modes and parses its verdicts.
+//! The judge: one self-contained unit per grading mode, each reading top to bottom as
+//! prompt, call, parse, rows.
 //!
-//! - [`Mode::Rubric`]: one answer, each criterion scored 1..=scale (`Criterion: [[n]]`).
-//! - [`Mode::Listwise`]: several answers in one prompt, scored per answer (the write-up's
-//!   GPT-4 form); the runner shuffles the order with a recorded seed.
-//! - [`Mode::Pairwise`]: A vs B, which the runner asks in both orders.
-//! - [`Mode::Expected`]: the judge's next-token distribution over the score tokens at each
-//!   score position (G-Eval, exact): argmax and the expectation `sum k p(k)`, no sampling.
+//! - [`rubric`]: one answer, each criterion scored 1..=scale from the judge's text.
+//! - [`listwise`]: all answers to a prompt in one judge prompt (the write-up's GPT-4 form),
+//!   in a shuffled, fixed or balanced order; per-criterion lines or one total per answer.
+//! - [`pairwise`]: A vs B in both orders; `[[A]]`-style or free-text winner verdicts.
+//! - [`expected`]: the judge's next-token distribution over the score tokens at each score
+//!   position: argmax and `Σ k·p(k)`, no sampling.
+//! - [`pairwise_expected`]: p(A), p(B) (and p(tie)) at the verdict position, in both orders.
 //!
+//! Each mode turns the answers it needs into [`Call`]s; the experiment runner only schedules
+//! them, reuses stored ones and stores new ones ([`call::run_calls`] batches what they ask).
 //! An unparseable verdict is re-asked up to `retries` times with a reminder of the format; if
-//! it still fails, the score is null (never 0), and the raw text is kept.
+//! it still fails, the score is null (never 0) and the raw text is kept. Adding a mode is one
+//! file here and one arm in [`calls_for`].
 
+pub mod call;
+pub mod expected;
+pub mod listwise;
+pub mod pairwise;
+pub mod pairwise_expected;
 pub mod parse;
+pub mod rubric;
 pub mod template;
 
+pub use call::{run_calls, Asker, Call};
 pub use parse::Verdict;
-pub use template::JudgeTemplate;
+pub use template::{JudgeTemplate, VerdictForm};
 
-use crate::backend::Backend;
+use crate::backend::EndpointConfig;
 use crate::error::{Error, Result};
-use crate::model::Message;
+use crate::keys::{derive_seed, key_of};
+use crate::model::{Input, Message, PromptFormat};
+pub use crate::records::Mode;
+use crate::records::{JudgmentRecord, ResponseRecord, TOTAL};
 use crate::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
-
-/// A grading mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Each answer alone, each criterion 1..=scale.
-    Rubric,
-    /// All answers to a prompt in one judge prompt.
-    Listwise,
-    /// Two answers, both orders.
-    Pairwise,
-    /// Expected score from token probabilities.
-    Expected,
-}
-
-impl std::fmt::Display for Mode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mode::Rubric => "rubric",
-            Mode::Listwise => "listwise",
-            Mode::Pairwise => "pairwise",
-            Mode::Expected => "expected",
-        })
-    }
-}
-
-impl std::str::FromStr for Mode {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "rubric" => Ok(Mode::Rubric),
-            "listwise" => Ok(Mode::Listwise),
-            "pairwise" => Ok(Mode::Pairwise),
-            "expected" => Ok(Mode::Expected),
-            other => Err(Error::config(
-                "judge.modes",
-                format!("unknown mode `{other}` (rubric, listwise, pairwise, expected)"),
-            )),
-        }
-    }
-}
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 fn default_criteria() -> Vec<String> {
     vec![
@@ -86,12 +61,31 @@ fn default_modes() -> Vec<Mode> {
 fn default_true() -> bool {
     true
 }
+fn default_low_mass() -> f64 {
+    0.5
+}
 
-/// How to judge: the judge model, modes, criteria, scale and templates.
+/// How listwise answers are ordered in the judge prompt.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// A seeded shuffle per prompt, the seed recorded with each row (the default).
+    #[default]
+    Shuffle,
+    /// The experiment's order (models, then settings): the write-up's exact form.
+    Fixed,
+    /// A cyclic Latin square over prompts: answer `i` of prompt `p` is shown at position
+    /// `(i + p) mod n`, so over any `n` consecutive prompts every answer takes every
+    /// position once. For measuring position bias.
+    Balanced,
+}
+
+/// How to judge: the judge model, modes, criteria, scale, sampling and templates.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeConfig {
-    /// The judge model (bundled name, `.gguf` path or `hf://` reference).
+    /// The judge model (bundled name, `.gguf` path or `hf://` reference), or with an
+    /// `endpoint` its name in tables.
     pub model: String,
     /// Grading modes to run.
     #[serde(default = "default_modes")]
@@ -105,22 +99,43 @@ pub struct JudgeConfig {
     /// Re-asks after an unparseable verdict.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// `chat` (the judge model's chat template) or `raw` (the prompt as a text completion,
+    /// as the write-up's app ran its judge).
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
     /// Judge temperature; 0 (greedy) unless set.
     #[serde(default)]
     pub temperature: f64,
-    /// Most tokens in a verdict (per criterion line for listwise).
+    /// Judge min_p (0 = off).
+    #[serde(default)]
+    pub min_p: f64,
+    /// Judge top_p (1 = off).
+    #[serde(default)]
+    pub top_p: Option<f64>,
+    /// Judge top_k (0 = off).
+    #[serde(default)]
+    pub top_k: usize,
+    /// Most tokens in a verdict (at least 40 per answer for listwise).
     #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
-    /// Template files per mode; the built-in `data/judge/*.toml` otherwise.
+    /// Listwise answer order.
     #[serde(default)]
-    pub templates: std::collections::BTreeMap<Mode, PathBuf>,
-    /// Run the judge sanity check (good vs deliberately bad answers).
+    pub order: Order,
+    /// Expected modes: rows whose score tokens held less probability mass than this are
+    /// flagged `low_mass`.
+    #[serde(default = "default_low_mass")]
+    pub low_mass: f64,
+    /// Templates per mode: a file (relative to the experiment file) or a shipped template's
+    /// name (`writeup-gpt4`); the mode's shipped template otherwise.
+    #[serde(default)]
+    pub templates: BTreeMap<Mode, PathBuf>,
+    /// Run the judge sanity check (good vs deliberately bad answers, in every mode).
     #[serde(default = "default_true")]
     pub sanity_check: bool,
     /// Judge through an OpenAI-compatible endpoint instead of a local model; `model` is
     /// then only the judge's name in tables.
     #[serde(default)]
-    pub endpoint: Option<crate::backend::EndpointConfig>,
+    pub endpoint: Option<EndpointConfig>,
 }
 
 impl JudgeConfig {
@@ -132,8 +147,14 @@ impl JudgeConfig {
             criteria: default_criteria(),
             scale: default_scale(),
             retries: default_retries(),
+            prompt_format: PromptFormat::Chat,
             temperature: 0.0,
+            min_p: 0.0,
+            top_p: None,
+            top_k: 0,
             max_tokens: default_max_tokens(),
+            order: Order::Shuffle,
+            low_mass: default_low_mass(),
             templates: Default::default(),
             sanity_check: true,
             endpoint: None,
@@ -152,17 +173,57 @@ impl JudgeConfig {
         self
     }
 
-    /// Checks ranges and loads each mode's template (so errors appear before any work).
-    pub fn validate(&self, origin: &str) -> Result<Vec<(Mode, JudgeTemplate)>> {
+    /// Sets the listwise order.
+    pub fn with_order(mut self, order: Order) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// Uses `template` (a file, or a shipped template's name) for `mode`.
+    pub fn with_template(mut self, mode: Mode, template: impl Into<PathBuf>) -> Self {
+        self.templates.insert(mode, template.into());
+        self
+    }
+
+    /// The sampling values of judge calls (seed set per call).
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            min_p: self.min_p,
+            top_p: self.top_p.unwrap_or(1.0),
+            top_k: self.top_k,
+            max_new_tokens: self.max_tokens,
+            ..SamplingParams::neutral()
+        }
+    }
+
+    /// Checks every value and loads each mode's template; `origin` names the experiment
+    /// file in errors and `base` is the folder template paths are relative to.
+    pub fn validate(&self, origin: &str, base: &Path) -> Result<BTreeMap<Mode, JudgeTemplate>> {
+        let at = |field: &str| format!("{origin}: judge.{field}");
         if self.criteria.is_empty() {
-            return Err(Error::config(
-                format!("{origin}: judge.criteria"),
-                "no criteria",
-            ));
+            return Err(Error::config(at("criteria"), "no criteria"));
+        }
+        for (i, c) in self.criteria.iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err(Error::config(at(&format!("criteria[{i}]")), "is empty"));
+            }
+            if self.criteria[..i].contains(c) {
+                return Err(Error::config(
+                    at(&format!("criteria[{i}]")),
+                    format!("duplicate criterion `{c}`"),
+                ));
+            }
+            if c.eq_ignore_ascii_case(TOTAL) {
+                return Err(Error::config(
+                    at(&format!("criteria[{i}]")),
+                    "`total` is the name of the summed score",
+                ));
+            }
         }
         if !(2..=9).contains(&self.scale) {
             return Err(Error::config(
-                format!("{origin}: judge.scale"),
+                at("scale"),
                 format!(
                     "{} is outside 2..=9 (scores must be single digits)",
                     self.scale
@@ -170,107 +231,205 @@ impl JudgeConfig {
             ));
         }
         if self.modes.is_empty() {
-            return Err(Error::config(format!("{origin}: judge.modes"), "no modes"));
+            return Err(Error::config(at("modes"), "no modes"));
         }
-        self.modes
-            .iter()
-            .map(|&m| {
-                let t = match self.templates.get(&m) {
-                    Some(p) => JudgeTemplate::load(p)?,
-                    None => JudgeTemplate::builtin(m),
-                };
-                t.check(&format!("{origin}: judge.templates.{m}"), m)?;
-                Ok((m, t))
-            })
-            .collect()
-    }
-
-    fn params(&self, seed: u64) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            max_new_tokens: self.max_tokens,
-            seed,
-            ..SamplingParams::neutral()
+        for (i, m) in self.modes.iter().enumerate() {
+            if self.modes[..i].contains(m) {
+                return Err(Error::config(
+                    at("modes"),
+                    format!("mode {m} is listed twice"),
+                ));
+            }
         }
+        if self.max_tokens == 0 {
+            return Err(Error::config(at("max_tokens"), "must be at least 1"));
+        }
+        if !(self.low_mass.is_finite() && (0.0..=1.0).contains(&self.low_mass)) {
+            return Err(Error::config(at("low_mass"), "must be in [0, 1]"));
+        }
+        self.params()
+            .with_seed(0)
+            .validate()
+            .map_err(|e| Error::config(format!("{origin}: judge"), e.to_string()))?;
+        if let Some(e) = &self.endpoint {
+            e.validate(&at("endpoint"))?;
+        }
+        let mut out = BTreeMap::new();
+        for &m in &self.modes {
+            let t = match self.templates.get(&m) {
+                Some(p) => {
+                    let path = if p.is_relative() {
+                        base.join(p)
+                    } else {
+                        p.clone()
+                    };
+                    match (path.exists(), p.to_str().and_then(JudgeTemplate::named)) {
+                        (false, Some(t)) => t,
+                        _ => JudgeTemplate::load(&path)?,
+                    }
+                }
+                None => JudgeTemplate::builtin(m),
+            };
+            t.check(&at(&format!("templates.{m}")), m)?;
+            out.insert(m, t);
+        }
+        Ok(out)
     }
 }
 
-/// What a text verdict gave.
+/// A judge ready to make calls: its settings, templates and identity. It holds no backend;
+/// the calls it makes go through [`run_calls`].
+#[derive(Clone, Debug)]
+pub struct Judge {
+    /// The configuration.
+    pub cfg: JudgeConfig,
+    /// The judge's name in tables.
+    pub name: String,
+    /// The judge's identity in record keys (`local:<sha256>`, `openai:<url>:<model>`).
+    pub id: String,
+    /// The template of each mode.
+    pub templates: BTreeMap<Mode, JudgeTemplate>,
+    /// Base seed of the experiment: judge sampling seeds and listwise orders derive from it.
+    pub seed: u64,
+}
+
+/// The answers to one prompt (and sample), in the experiment's order.
+#[derive(Clone, Debug)]
+pub struct Group<'a> {
+    /// The prompt's position in the prompt set (for balanced orders).
+    pub index: usize,
+    /// The answers.
+    pub answers: Vec<&'a ResponseRecord>,
+}
+
+/// Groups answered responses by (prompt, sample), in first-seen order.
+pub fn group_answers(responses: &[ResponseRecord]) -> Vec<Group<'_>> {
+    let mut groups: Vec<((String, u32), Group)> = Vec::new();
+    let mut at: std::collections::HashMap<(String, u32), usize> = Default::default();
+    let mut prompts: Vec<&str> = Vec::new();
+    for r in responses.iter().filter(|r| r.text.is_some()) {
+        let k = (r.prompt_id.clone(), r.sample);
+        match at.get(&k) {
+            Some(&i) => groups[i].1.answers.push(r),
+            None => {
+                let index = match prompts.iter().position(|p| *p == r.prompt_id) {
+                    Some(i) => i,
+                    None => {
+                        prompts.push(&r.prompt_id);
+                        prompts.len() - 1
+                    }
+                };
+                at.insert(k.clone(), groups.len());
+                groups.push((
+                    k,
+                    Group {
+                        index,
+                        answers: vec![r],
+                    },
+                ));
+            }
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// A verdict read from text, with the replies it took.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextVerdict<T> {
-    /// Parsed scores (or verdict).
+    /// What the parser found.
     pub value: T,
-    /// The judge's raw replies, one per attempt.
+    /// The judge's replies, one per attempt.
     pub raw: Vec<String>,
-    /// Whether the final attempt parsed completely.
+    /// Whether the last attempt parsed completely.
     pub parse_ok: bool,
 }
 
-/// One criterion's expected score.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExpectedScore {
-    /// The most likely score.
-    pub argmax: u32,
-    /// `sum k p(k)` over the allowed scores.
-    pub expected: f64,
-    /// `p(k)` for k = 1..=scale, renormalised over the allowed tokens.
-    pub probs: Vec<f64>,
-    /// Probability mass the score tokens held before renormalising.
-    pub mass: f64,
-}
-
-/// A judge model with its settings.
-pub struct Judge {
-    backend: Box<dyn Backend>,
-    cfg: JudgeConfig,
-    templates: Vec<(Mode, JudgeTemplate)>,
+impl<T> TextVerdict<T> {
+    /// The replies joined for the `raw` column.
+    pub fn raw_text(&self) -> String {
+        self.raw.join("\n---\n")
+    }
 }
 
 impl Judge {
-    /// A judge over `backend`; templates are loaded and checked.
-    pub fn new(backend: Box<dyn Backend>, cfg: JudgeConfig) -> Result<Self> {
-        let templates = cfg.validate("judge")?;
-        Ok(Self {
-            backend,
+    /// A judge with its checked templates.
+    pub fn new(
+        cfg: JudgeConfig,
+        name: String,
+        id: String,
+        templates: BTreeMap<Mode, JudgeTemplate>,
+        seed: u64,
+    ) -> Self {
+        Self {
             cfg,
+            name,
+            id,
             templates,
-        })
+            seed,
+        }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &JudgeConfig {
-        &self.cfg
-    }
-
-    /// The judge backend's identity (for record keys).
-    pub fn identity(&self) -> Result<String> {
-        self.backend.identity()
-    }
-
-    /// The judge backend's name.
-    pub fn name(&self) -> String {
-        self.backend.name()
-    }
-
-    /// The template used for `mode`.
+    /// The template of `mode` (the shipped one when the configuration has none).
     pub fn template(&self, mode: Mode) -> JudgeTemplate {
         self.templates
-            .iter()
-            .find(|(m, _)| *m == mode)
-            .map(|(_, t)| t.clone())
+            .get(&mode)
+            .cloned()
             .unwrap_or_else(|| JudgeTemplate::builtin(mode))
     }
 
-    fn criteria_list(&self) -> String {
-        self.cfg
-            .criteria
-            .iter()
-            .map(|c| format!("- {c}"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    /// The key of a call: everything that determines its result.
+    pub fn call_key(&self, mode: Mode, answers: &[&str], extra: serde_json::Value) -> String {
+        let c = &self.cfg;
+        key_of(&serde_json::json!({
+            "judge": self.id, "template": self.template(mode).fingerprint(), "mode": mode,
+            "criteria": c.criteria, "scale": c.scale, "params": self.params(0),
+            "format": c.prompt_format, "retries": c.retries, "answers": answers, "extra": extra,
+        }))
     }
 
-    fn rubric_format(&self) -> String {
+    /// The sampling values of a call with `seed`.
+    pub fn params(&self, seed: u64) -> SamplingParams {
+        self.cfg.params().with_seed(seed)
+    }
+
+    /// A seed for a call, from the experiment seed and the call's key.
+    pub fn seed_for(&self, key: &str) -> u64 {
+        derive_seed(self.seed, &["judge", key])
+    }
+
+    /// The placeholders every mode fills.
+    fn common_vars(&self) -> Vec<(&'static str, String)> {
+        let c = &self.cfg;
+        let n = c.criteria.len() as u32;
+        vec![
+            (
+                "criteria",
+                c.criteria
+                    .iter()
+                    .map(|x| format!("- {x}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
+            ("criteria_inline", template::inline_list(&c.criteria)),
+            ("scale", c.scale.to_string()),
+            ("min_total", n.to_string()),
+            ("max_total", (n * c.scale).to_string()),
+        ]
+    }
+
+    /// The judge's input for `mode`: its template filled with the common placeholders and
+    /// `vars`, as a chat (system + user) or raw text.
+    pub fn input(&self, mode: Mode, vars: &[(&str, &str)]) -> Input {
+        let t = self.template(mode);
+        let common = self.common_vars();
+        let mut all: Vec<(&str, &str)> = vars.to_vec();
+        all.extend(common.iter().map(|(k, v)| (*k, v.as_str())));
+        let user = t.render(&all);
+        Input::new(self.cfg.prompt_format, t.system.as_deref(), &user)
+    }
+
+    /// The `Criterion: [[n]]` lines a rubric verdict consists of.
+    pub fn criteria_format(&self) -> String {
         self.cfg
             .criteria
             .iter()
@@ -279,43 +438,25 @@ impl Judge {
             .join("\n")
     }
 
-    fn messages(&self, t: &JudgeTemplate, user: String) -> Vec<Message> {
-        let mut m = Vec::new();
-        if let Some(s) = &t.system {
-            m.push(Message::system(s.clone()));
-        }
-        m.push(Message::user(user));
-        m
-    }
-
-    fn rubric_messages(&self, question: &str, answer: &str) -> Vec<Message> {
-        let t = self.template(Mode::Rubric);
-        let scale = self.cfg.scale.to_string();
-        let (criteria, format) = (self.criteria_list(), self.rubric_format());
-        let user = t.render(&[
-            ("question", question),
-            ("answer", answer),
-            ("scale", &scale),
-            ("criteria", &criteria),
-            ("format", &format),
-        ]);
-        self.messages(&t, user)
-    }
-
-    /// Asks until `parse` succeeds or the retries run out.
-    fn ask<T>(
-        &mut self,
-        mut messages: Vec<Message>,
+    /// Asks until `parse` accepts the reply or the retries run out. A chat judge is reminded
+    /// of `format` after its reply; a raw-completion judge is asked again with the next seed.
+    pub async fn ask_verdict<T>(
+        &self,
+        asker: &Asker,
+        input: Input,
         seed: u64,
+        max_tokens: usize,
         format: &str,
         parse: impl Fn(&str) -> (T, bool),
     ) -> Result<TextVerdict<T>> {
+        let mut input = input;
         let mut raw = Vec::new();
-        let mut attempt = 0;
+        let mut attempt = 0u32;
         loop {
-            let g = self
-                .backend
-                .chat(&messages, &self.cfg.params(seed + attempt as u64))?;
+            let params = self
+                .params(seed.wrapping_add(attempt as u64))
+                .with_max_new_tokens(max_tokens);
+            let g = asker.generate(input.clone(), params).await?;
             let (value, ok) = parse(&g.text);
             raw.push(g.text.clone());
             if ok || attempt >= self.cfg.retries {
@@ -325,141 +466,119 @@ impl Judge {
                     parse_ok: ok,
                 });
             }
-            messages.push(Message::assistant(g.text));
-            messages.push(Message::user(format!(
-                "Your reply did not follow the required format. Reply again with exactly:\n{format}"
-            )));
+            if let Input::Chat(m) = &mut input {
+                m.push(Message::assistant(g.text));
+                m.push(Message::user(format!(
+                    "Your reply did not follow the required format. Reply again with exactly:\n{format}"
+                )));
+            }
             attempt += 1;
         }
     }
 
-    /// Rubric scores for one answer.
-    pub fn rubric(
-        &mut self,
-        question: &str,
-        answer: &str,
-        seed: u64,
-    ) -> Result<TextVerdict<Vec<Option<u32>>>> {
-        let messages = self.rubric_messages(question, answer);
-        let (criteria, scale) = (self.cfg.criteria.clone(), self.cfg.scale);
-        let format = self.rubric_format();
-        self.ask(messages, seed, &format, |raw| {
-            let s = parse::parse_rubric(raw, &criteria, scale, &[answer]);
-            let ok = s.iter().all(|x| x.is_some());
-            (s, ok)
-        })
-    }
-
-    /// Expected scores for one answer, or `None` if the backend has no token probabilities.
-    pub fn expected(&mut self, question: &str, answer: &str) -> Result<Option<Vec<ExpectedScore>>> {
-        let messages = self.rubric_messages(question, answer);
-        let candidates: Vec<String> = (1..=self.cfg.scale).map(|k| k.to_string()).collect();
-        let mut prefix = String::new();
-        let mut out = Vec::new();
-        for c in self.cfg.criteria.clone() {
-            prefix.push_str(&format!("{c}: [["));
-            let Some((probs, mass)) =
-                self.backend
-                    .next_token_distribution(&messages, &prefix, &candidates)?
-            else {
-                return Ok(None);
-            };
-            let (mut best, mut best_p) = (0usize, -1.0);
-            for (i, &p) in probs.iter().enumerate() {
-                if p > best_p {
-                    best = i;
-                    best_p = p;
-                }
-            }
-            let expected = probs
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (i + 1) as f64 * p)
-                .sum();
-            let argmax = best as u32 + 1;
-            prefix.push_str(&format!("{argmax}]]\n"));
-            out.push(ExpectedScore {
-                argmax,
-                expected,
-                probs,
-                mass,
-            });
+    /// A row of `mode` for `answer` and `criterion`, everything else empty.
+    pub fn row(
+        &self,
+        call: &str,
+        mode: Mode,
+        answer: &ResponseRecord,
+        criterion: &str,
+        score: Option<f64>,
+    ) -> JudgmentRecord {
+        JudgmentRecord {
+            key: format!("{call}:{}:{criterion}", answer.key),
+            call: call.to_string(),
+            judge: self.name.clone(),
+            judge_id: self.id.clone(),
+            mode,
+            template: self.template(mode).name,
+            response_key: answer.key.clone(),
+            other_key: None,
+            model: answer.model.clone(),
+            setting: answer.setting.clone(),
+            other_model: None,
+            other_setting: None,
+            prompt_id: answer.prompt_id.clone(),
+            sample: answer.sample,
+            criterion: criterion.to_string(),
+            score,
+            expected_score: None,
+            probs: None,
+            mass: None,
+            position: None,
+            order_seed: None,
+            consistent: None,
+            flag: None,
+            error: None,
+            raw: String::new(),
+            parse_ok: score.is_some(),
+            attempts: 1,
         }
-        Ok(Some(out))
     }
 
-    /// Listwise scores: `answers` in the order shown; result `[answer][criterion]`.
-    pub fn listwise(
-        &mut self,
-        question: &str,
-        answers: &[&str],
-        seed: u64,
-    ) -> Result<TextVerdict<Vec<Vec<Option<u32>>>>> {
-        let t = self.template(Mode::Listwise);
-        let n = answers.len();
-        let listing = answers
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("[Answer {}]\n{}\n", i + 1, a))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let line = self
-            .cfg
+    /// One row per criterion and a `total` row (null unless every criterion has a score).
+    pub fn criteria_rows(
+        &self,
+        call: &str,
+        mode: Mode,
+        answer: &ResponseRecord,
+        scores: &[Option<u32>],
+    ) -> Vec<JudgmentRecord> {
+        let total: Option<u32> = scores.iter().copied().sum();
+        self.cfg
             .criteria
             .iter()
-            .map(|c| format!("{c} [[n]]"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let format = (1..=n)
-            .map(|k| format!("Answer {k}: {line}, Total [[n]]"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        let (scale, nn, criteria_list) = (
-            self.cfg.scale.to_string(),
-            n.to_string(),
-            self.criteria_list(),
-        );
-        let user = t.render(&[
-            ("question", question),
-            ("answers", &listing),
-            ("scale", &scale),
-            ("n", &nn),
-            ("criteria", &criteria_list),
-            ("format", &format),
-        ]);
-        let messages = self.messages(&t, user);
-        let (criteria, sc) = (self.cfg.criteria.clone(), self.cfg.scale);
-        let saved = self.cfg.max_tokens;
-        self.cfg.max_tokens = saved.max(40 * n);
-        let r = self.ask(messages, seed, &format, |raw| {
-            let s = parse::parse_listwise(raw, n, &criteria, sc, answers);
-            let ok = s.iter().all(|row| row.iter().all(|x| x.is_some()));
-            (s, ok)
-        });
-        self.cfg.max_tokens = saved;
-        r
+            .map(String::as_str)
+            .zip(scores.iter().copied())
+            .chain(std::iter::once((TOTAL, total)))
+            .map(|(c, s)| self.row(call, mode, answer, c, s.map(f64::from)))
+            .collect()
     }
 
-    /// One pairwise verdict with `a` shown first.
-    pub fn pairwise(
-        &mut self,
-        question: &str,
-        a: &str,
-        b: &str,
-        seed: u64,
-    ) -> Result<TextVerdict<Option<Verdict>>> {
-        let t = self.template(Mode::Pairwise);
-        let criteria = self.criteria_list();
-        let user = t.render(&[
-            ("question", question),
-            ("answer_a", a),
-            ("answer_b", b),
-            ("criteria", &criteria),
-        ]);
-        let messages = self.messages(&t, user);
-        self.ask(messages, seed, "[[A]], [[B]] or [[C]]", |raw| {
-            let v = parse::parse_pairwise(raw, &[a, b]);
-            (v, v.is_some())
-        })
+    /// Null rows for an answer the call could not score, with the reason.
+    pub fn failed_rows(
+        &self,
+        call: &str,
+        mode: Mode,
+        answer: &ResponseRecord,
+        criteria: &[&str],
+        reason: &str,
+    ) -> Vec<JudgmentRecord> {
+        criteria
+            .iter()
+            .map(|c| {
+                let mut r = self.row(call, mode, answer, c, None);
+                r.error = Some(reason.to_string());
+                r
+            })
+            .collect()
+    }
+}
+
+/// An error that concerns one answer only and that a rerun cannot fix: the answer gets null
+/// rows with the reason. Other errors fail the call (and a rerun tries it again) or the mode.
+pub fn answer_error(e: &Error) -> Option<String> {
+    match e {
+        Error::ContextOverflow { .. } | Error::NoLabelToken(_) => Some(e.to_string()),
+        Error::Remote(r) if !r.is_transient() && matches!(r.status, Some(400 | 413 | 422)) => {
+            Some(e.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// The calls of `mode` for the grouped answers: one enum arm per mode.
+pub fn calls_for<'a>(
+    judge: &'a Judge,
+    asker: &'a Asker,
+    mode: Mode,
+    groups: &[Group<'a>],
+) -> Vec<Call<'a>> {
+    match mode {
+        Mode::Rubric => rubric::calls(judge, asker, groups),
+        Mode::Expected => expected::calls(judge, asker, groups),
+        Mode::Listwise => listwise::calls(judge, asker, groups),
+        Mode::Pairwise => pairwise::calls(judge, asker, groups),
+        Mode::PairwiseExpected => pairwise_expected::calls(judge, asker, groups),
     }
 }

@@ -1,46 +1,118 @@
 //! Judge prompt templates: data files (TOML) with `{placeholder}`s, checked when loaded.
+//!
+//! ```toml
+//! name = "writeup-gpt4"          # recorded with every judgment
+//! mode = "listwise"              # rubric, expected, listwise, pairwise, pairwise_expected
+//! verdict = "totals"             # what the judge writes (see Verdict)
+//! answer_label = "Response {k}"  # listwise: how answers are named, in the prompt and verdict
+//! answer_format = "{label}: {answer}"
+//! answer_separator = "\n\n"
+//! prompt = """Prompt: {question} ..."""
+//! ```
+//!
+//! Placeholders: `{question}`; `{answer}` (rubric, expected), `{answers}` and `{n}`
+//! (listwise), `{answer_a}` and `{answer_b}` (pairwise modes); and in every mode `{criteria}`
+//! (a bulleted list), `{criteria_inline}` (`Relevance, Coherence and Completeness`), `{scale}`,
+//! `{min_total}`, `{max_total}` and `{format}` (the reply format the mode parses). A
+//! placeholder the template's mode needs must be there; unknown `{names}` stay as written.
 
-use super::Mode;
 use crate::error::{Error, Result};
-use serde::Deserialize;
+use crate::records::Mode;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// What a judge's reply holds, and so how it is parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictForm {
+    /// One `Criterion: [[n]]` score per criterion (per answer, for listwise).
+    Criteria,
+    /// One total per answer (listwise), e.g. `Response 1: 10`; criterion scores written next
+    /// to it are kept too.
+    Totals,
+    /// `[[A]]`, `[[B]]` or `[[C]]` (tie).
+    Brackets,
+    /// A winner in free text: `Winner: Response A`, `Response B is the winner`, `It's a draw`.
+    Winner,
+}
+
 /// A judge prompt template.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JudgeTemplate {
     /// Template name, recorded with each judgment.
     pub name: String,
-    /// The mode the template is written for.
+    /// The mode the template is written for (a pairwise template also serves
+    /// `pairwise_expected`, a rubric template `expected`).
     pub mode: Mode,
-    /// Optional system message.
+    /// What the judge's reply holds.
+    #[serde(default)]
+    pub verdict: Option<VerdictForm>,
+    /// Optional system message (chat judges only).
+    #[serde(default)]
     pub system: Option<String>,
-    /// The user message with placeholders.
+    /// The user message (or, for a raw-completion judge, the whole prompt).
     pub prompt: String,
+    /// Listwise: the name of answer `{k}` (1-based), in the prompt and in the verdict.
+    #[serde(default = "default_label")]
+    pub answer_label: String,
+    /// Listwise: how one answer is shown in `{answers}` (`{label}`, `{answer}`).
+    #[serde(default = "default_answer_format")]
+    pub answer_format: String,
+    /// Listwise: what goes between two answers in `{answers}`.
+    #[serde(default = "default_separator")]
+    pub answer_separator: String,
+    /// Expected: the judge's reply up to the score of `{criterion}`.
+    #[serde(default = "default_score_prefix")]
+    pub score_prefix: String,
+    /// Expected: what follows a score before the next criterion's prefix.
+    #[serde(default = "default_score_suffix")]
+    pub score_suffix: String,
+    /// Pairwise expected: the judge's reply up to the verdict letter.
+    #[serde(default = "default_verdict_prefix")]
+    pub verdict_prefix: String,
+    /// Pairwise: whether the judge may declare a tie (`[[C]]`, or a draw).
+    #[serde(default = "yes")]
+    pub tie: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TemplateFile {
-    name: String,
-    mode: Mode,
-    system: Option<String>,
-    prompt: String,
+fn default_label() -> String {
+    "Answer {k}".into()
+}
+fn default_answer_format() -> String {
+    "[{label}]\n{answer}".into()
+}
+fn default_separator() -> String {
+    "\n\n".into()
+}
+fn default_score_prefix() -> String {
+    "{criterion}: [[".into()
+}
+fn default_score_suffix() -> String {
+    "]]\n".into()
+}
+fn default_verdict_prefix() -> String {
+    "[[".into()
+}
+fn yes() -> bool {
+    true
 }
 
-impl Mode {
-    /// Placeholders a template for this mode must contain.
-    pub fn required_placeholders(self) -> &'static [&'static str] {
-        match self {
-            Mode::Rubric | Mode::Expected => &["question", "answer"],
-            Mode::Listwise => &["question", "answers"],
-            Mode::Pairwise => &["question", "answer_a", "answer_b"],
-        }
-    }
-}
-
-const RUBRIC: &str = include_str!("../../data/judge/rubric.toml");
-const LISTWISE: &str = include_str!("../../data/judge/listwise.toml");
-const PAIRWISE: &str = include_str!("../../data/judge/pairwise.toml");
+/// The templates shipped in `data/judge/`, by name.
+const BUILTIN: &[(&str, &str)] = &[
+    ("rubric", include_str!("../../data/judge/rubric.toml")),
+    ("expected", include_str!("../../data/judge/expected.toml")),
+    ("listwise", include_str!("../../data/judge/listwise.toml")),
+    ("pairwise", include_str!("../../data/judge/pairwise.toml")),
+    (
+        "writeup-gpt4",
+        include_str!("../../data/judge/writeup-gpt4.toml"),
+    ),
+    (
+        "writeup-app",
+        include_str!("../../data/judge/writeup-app.toml"),
+    ),
+];
 
 impl JudgeTemplate {
     /// Reads and checks a template file.
@@ -51,21 +123,83 @@ impl JudgeTemplate {
 
     /// Parses template TOML; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let f: TemplateFile =
+        let t: JudgeTemplate =
             toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
-        let t = Self {
-            name: f.name,
-            mode: f.mode,
-            system: f.system,
-            prompt: f.prompt,
-        };
         t.check(origin, t.mode)?;
         Ok(t)
     }
 
-    /// Checks that the template has every placeholder `mode` needs.
+    /// A shipped template by name (`rubric`, `expected`, `listwise`, `pairwise`,
+    /// `writeup-gpt4`, `writeup-app`).
+    pub fn named(name: &str) -> Option<Self> {
+        let (_, text) = BUILTIN.iter().find(|(n, _)| *n == name)?;
+        Self::parse(text, &format!("builtin template {name}")).ok()
+    }
+
+    /// The names of the shipped templates.
+    pub fn builtin_names() -> Vec<&'static str> {
+        BUILTIN.iter().map(|(n, _)| *n).collect()
+    }
+
+    /// The template a mode uses unless the experiment names another.
+    pub fn builtin(mode: Mode) -> Self {
+        let name = match mode {
+            Mode::Rubric => "rubric",
+            Mode::Expected => "expected",
+            Mode::Listwise => "listwise",
+            Mode::Pairwise | Mode::PairwiseExpected => "pairwise",
+        };
+        Self::named(name).expect("the shipped templates are valid (tested)")
+    }
+
+    /// The verdict form, or the mode's default.
+    pub fn verdict_form(&self) -> VerdictForm {
+        self.verdict.unwrap_or(match self.mode {
+            Mode::Pairwise | Mode::PairwiseExpected => VerdictForm::Brackets,
+            _ => VerdictForm::Criteria,
+        })
+    }
+
+    /// Checks that the template can serve `mode`: a compatible declared mode, a verdict form
+    /// that fits, and every placeholder the mode needs.
     pub fn check(&self, origin: &str, mode: Mode) -> Result<()> {
-        for p in mode.required_placeholders() {
+        let compatible = self.mode == mode
+            || matches!(
+                (self.mode, mode),
+                (Mode::Rubric, Mode::Expected)
+                    | (Mode::Expected, Mode::Rubric)
+                    | (Mode::Pairwise, Mode::PairwiseExpected)
+                    | (Mode::PairwiseExpected, Mode::Pairwise)
+            );
+        if !compatible {
+            return Err(Error::config(
+                format!("{origin}: mode"),
+                format!(
+                    "judge template `{}` is written for mode {}, not {mode}",
+                    self.name, self.mode
+                ),
+            ));
+        }
+        let form = self.verdict_form();
+        let fits = match mode {
+            Mode::Rubric | Mode::Expected => form == VerdictForm::Criteria,
+            Mode::Listwise => matches!(form, VerdictForm::Criteria | VerdictForm::Totals),
+            Mode::Pairwise | Mode::PairwiseExpected => {
+                matches!(form, VerdictForm::Brackets | VerdictForm::Winner)
+            }
+        };
+        if !fits {
+            return Err(Error::config(
+                format!("{origin}: verdict"),
+                format!("verdict form {form:?} does not fit mode {mode}"),
+            ));
+        }
+        let needed: &[&str] = match mode {
+            Mode::Rubric | Mode::Expected => &["question", "answer"],
+            Mode::Listwise => &["question", "answers"],
+            Mode::Pairwise | Mode::PairwiseExpected => &["question", "answer_a", "answer_b"],
+        };
+        for p in needed {
             if !self.prompt.contains(&format!("{{{p}}}")) {
                 return Err(Error::config(
                     format!("{origin}: prompt"),
@@ -76,17 +210,19 @@ impl JudgeTemplate {
                 ));
             }
         }
+        if mode == Mode::Listwise && !self.answer_label.contains("{k}") {
+            return Err(Error::config(
+                format!("{origin}: answer_label"),
+                "must contain {k}, the answer's number",
+            ));
+        }
+        if mode == Mode::Expected && self.score_prefix.trim().is_empty() {
+            return Err(Error::config(
+                format!("{origin}: score_prefix"),
+                "is empty: the expected mode reads the score token right after it",
+            ));
+        }
         Ok(())
-    }
-
-    /// The template shipped in `data/judge/` for a mode.
-    pub fn builtin(mode: Mode) -> Self {
-        let text = match mode {
-            Mode::Rubric | Mode::Expected => RUBRIC,
-            Mode::Listwise => LISTWISE,
-            Mode::Pairwise => PAIRWISE,
-        };
-        Self::parse(text, "builtin").expect("built-in templates are valid")
     }
 
     /// Fills the placeholders in one pass; text inserted for one placeholder is never scanned
@@ -95,15 +231,63 @@ impl JudgeTemplate {
         fill(&self.prompt, vars)
     }
 
+    /// The label of answer `k` (1-based).
+    pub fn label(&self, k: usize) -> String {
+        self.answer_label.replace("{k}", &k.to_string())
+    }
+
+    /// The `{answers}` block of a listwise prompt.
+    pub fn answers_block(&self, answers: &[&str]) -> String {
+        answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                fill(
+                    &self.answer_format,
+                    &[("label", &self.label(i + 1)), ("answer", a)],
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(&self.answer_separator)
+    }
+
     /// Text that identifies the template in record keys.
     pub fn fingerprint(&self) -> String {
-        format!(
-            "{}\n{}\n{}\n{}",
-            self.name,
-            self.mode,
-            self.system.as_deref().unwrap_or(""),
-            self.prompt
-        )
+        serde_json::to_string(self).unwrap_or_else(|_| self.prompt.clone())
+    }
+
+    /// The template's own instruction text, as fragments of at least 12 characters: text a
+    /// judge may echo, which parsers must never read as its verdict.
+    pub fn instruction_fragments(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut add = |s: &str| {
+            for line in s.lines() {
+                for piece in line.split(['.', '?', '!', ';']) {
+                    let p = piece.trim();
+                    if p.chars().count() >= 12 {
+                        out.push(p.to_string());
+                    }
+                }
+            }
+        };
+        // Text between placeholders.
+        let mut rest = self.prompt.as_str();
+        while let Some(open) = rest.find('{') {
+            add(&rest[..open]);
+            match rest[open..].find('}') {
+                Some(close) => rest = &rest[open + close + 1..],
+                None => {
+                    rest = "";
+                }
+            }
+        }
+        add(rest);
+        if let Some(s) = &self.system {
+            add(s);
+        }
+        out.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        out.dedup();
+        out
     }
 }
 
@@ -135,28 +319,89 @@ fn fill(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
+/// `A, B and C`.
+pub fn inline_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn builtins_parse_and_fill() {
-        for m in [Mode::Rubric, Mode::Listwise, Mode::Pairwise, Mode::Expected] {
-            JudgeTemplate::builtin(m);
+        for name in JudgeTemplate::builtin_names() {
+            let t = JudgeTemplate::named(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(t.name.split('-').next(), name.split('-').next(), "{name}");
+        }
+        for m in Mode::ALL {
+            JudgeTemplate::builtin(m).check("builtin", m).unwrap();
         }
         let t = JudgeTemplate::builtin(Mode::Rubric);
         let s = t.render(&[("question", "Q?"), ("answer", "uses {braces} {question}")]);
         assert!(s.contains("uses {braces} {question}"));
         assert!(s.contains("[Question]\nQ?"));
+        assert_eq!(
+            inline_list(&[
+                "Relevance".into(),
+                "Coherence".into(),
+                "Completeness".into()
+            ]),
+            "Relevance, Coherence and Completeness"
+        );
     }
 
     #[test]
-    fn missing_placeholder_is_named() {
+    fn missing_placeholder_and_wrong_form_are_named() {
         let text = "name = \"t\"\nmode = \"pairwise\"\nprompt = \"{question} {answer_a}\"\n";
         let e = JudgeTemplate::parse(text, "j.toml")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("j.toml: prompt"), "{e}");
-        assert!(e.contains("{answer_b}"), "{e}");
+        assert!(
+            e.contains("j.toml: prompt") && e.contains("{answer_b}"),
+            "{e}"
+        );
+        let text = "name = \"t\"\nmode = \"rubric\"\nverdict = \"winner\"\nprompt = \"{question} {answer}\"\n";
+        let e = JudgeTemplate::parse(text, "j.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("j.toml: verdict"), "{e}");
+        let t = JudgeTemplate::builtin(Mode::Pairwise);
+        let e = t.check("x", Mode::Rubric).unwrap_err().to_string();
+        assert!(e.contains("written for mode pairwise"), "{e}");
+    }
+
+    #[test]
+    fn writeup_template_renders_the_writeups_prompt_exactly() {
+        let t = JudgeTemplate::named("writeup-gpt4").unwrap();
+        let block = t.answers_block(&["a1", "a2", "a3", "a4"]);
+        let crit = inline_list(&[
+            "Relevance".into(),
+            "Coherence".into(),
+            "Completeness".into(),
+        ]);
+        let s = t.render(&[
+            ("question", "Q"),
+            ("answers", &block),
+            ("criteria_inline", &crit),
+            ("scale", "4"),
+        ]);
+        assert_eq!(
+            s,
+            "Prompt: Q\n\nResponse 1: a1\n\nResponse 2: a2\n\nResponse 3: a3\n\nResponse 4: a4\n\n\
+             Evaluation Criteria: Relevance, Coherence and Completeness\n\n\
+             Please evaluate the responses based on the selected criteria. For each criterion, \
+             rate the response on a scale from 1 to 4. Answer only with the total sum for each \
+             response."
+        );
+        assert!(t.system.is_none());
+        let frags = t.instruction_fragments();
+        assert!(frags
+            .iter()
+            .any(|f| f == "Answer only with the total sum for each response"));
     }
 }

@@ -48,22 +48,84 @@ impl Message {
     }
 }
 
-/// Where the prompt format came from.
+/// Which prompt format produced the text the model saw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum TemplateSource {
+pub enum TemplateKind {
     /// The model's own `tokenizer.chat_template`.
     Model,
     /// The plain-text fallback (the model has no template).
     PlainFallback,
+    /// No template: the text was completed as given ([`Input::Raw`]).
+    Raw,
 }
 
-impl std::fmt::Display for TemplateSource {
+impl std::fmt::Display for TemplateKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            TemplateSource::Model => "model",
-            TemplateSource::PlainFallback => "plain-fallback",
+            TemplateKind::Model => "model",
+            TemplateKind::PlainFallback => "plain-fallback",
+            TemplateKind::Raw => "raw",
         })
+    }
+}
+
+/// How a prompt is put to a model: as a chat (rendered with its chat template), or as raw
+/// text to complete (what the write-up's app did with llama-cpp-python).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptFormat {
+    /// The model's chat template (or the plain fallback for a model without one).
+    #[default]
+    Chat,
+    /// The bare text after the model's BOS token, no template.
+    Raw,
+}
+
+impl std::fmt::Display for PromptFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PromptFormat::Chat => "chat",
+            PromptFormat::Raw => "raw",
+        })
+    }
+}
+
+/// What a model is asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// A conversation, rendered with the chat template; the reply is the assistant's turn.
+    Chat(Vec<Message>),
+    /// Text to continue as it is.
+    Raw(String),
+}
+
+impl Input {
+    /// A system prompt (optional) and a user prompt in `format`: as a chat, or for
+    /// [`PromptFormat::Raw`] the text of both, the system prompt first.
+    pub fn new(format: PromptFormat, system: Option<&str>, user: &str) -> Self {
+        match format {
+            PromptFormat::Chat => {
+                let mut m = Vec::new();
+                if let Some(s) = system {
+                    m.push(Message::system(s));
+                }
+                m.push(Message::user(user));
+                Input::Chat(m)
+            }
+            PromptFormat::Raw => Input::Raw(match system {
+                Some(s) => format!("{s}\n\n{user}"),
+                None => user.to_string(),
+            }),
+        }
+    }
+
+    /// The format of this input.
+    pub fn format(&self) -> PromptFormat {
+        match self {
+            Input::Chat(_) => PromptFormat::Chat,
+            Input::Raw(_) => PromptFormat::Raw,
+        }
     }
 }
 
@@ -89,19 +151,19 @@ impl ChatTemplate {
     }
 
     /// Which format [`ChatTemplate::render`] produces.
-    pub fn kind(&self) -> TemplateSource {
+    pub fn kind(&self) -> TemplateKind {
         if self.source.is_some() {
-            TemplateSource::Model
+            TemplateKind::Model
         } else {
-            TemplateSource::PlainFallback
+            TemplateKind::PlainFallback
         }
     }
 
     /// Stop strings the format needs in addition to the model's end-of-turn tokens.
     pub fn extra_stops(&self) -> Vec<String> {
         match self.kind() {
-            TemplateSource::Model => Vec::new(),
-            TemplateSource::PlainFallback => vec![FALLBACK_STOP.to_string()],
+            TemplateKind::PlainFallback => vec![FALLBACK_STOP.to_string()],
+            TemplateKind::Model | TemplateKind::Raw => Vec::new(),
         }
     }
 
@@ -112,6 +174,48 @@ impl ChatTemplate {
             Some(src) => self.render_jinja(src, messages, add_generation_prompt),
             None => Ok(render_plain(messages, add_generation_prompt)),
         }
+    }
+
+    /// Renders `messages` as pieces `(text, is_content)`: the template's own markup, and each
+    /// message's content as its own piece, so that the tokenizer can treat them apart (see
+    /// [`crate::model::Tokenizer::encode_parts`]). The pieces concatenate to
+    /// [`ChatTemplate::render`]. A template that rewrites message content is rendered as one
+    /// markup piece.
+    pub fn render_parts(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<(String, bool)>> {
+        let marker = |i: usize| format!("\u{E000}{i}\u{E001}");
+        let marked: Vec<Message> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Message {
+                role: m.role.clone(),
+                content: marker(i),
+            })
+            .collect();
+        let text = self.render(&marked, add_generation_prompt)?;
+        let mut parts = Vec::new();
+        let mut rest = text.as_str();
+        for (i, m) in messages.iter().enumerate() {
+            let mk = marker(i);
+            match rest.find(&mk) {
+                Some(at) if !rest[at + mk.len()..].contains(&mk) => {
+                    parts.push((rest[..at].to_string(), false));
+                    parts.push((m.content.clone(), true));
+                    rest = &rest[at + mk.len()..];
+                }
+                _ => return Ok(vec![(self.render(messages, add_generation_prompt)?, false)]),
+            }
+        }
+        parts.push((rest.to_string(), false));
+        let whole = self.render(messages, add_generation_prompt)?;
+        let joined: String = parts.iter().map(|(t, _)| t.as_str()).collect();
+        if joined != whole {
+            return Ok(vec![(whole, false)]);
+        }
+        Ok(parts)
     }
 
     fn render_jinja(
@@ -186,8 +290,39 @@ mod tests {
             .render(&[Message::system("Be brief."), Message::user("Hi")], true)
             .unwrap();
         assert_eq!(s, "Be brief.\n\nUser: Hi\n\nAssistant:");
-        assert_eq!(t.kind(), TemplateSource::PlainFallback);
+        assert_eq!(t.kind(), TemplateKind::PlainFallback);
         assert_eq!(t.extra_stops(), vec!["\nUser:".to_string()]);
+    }
+
+    #[test]
+    fn parts_separate_markup_from_content() {
+        let t = ChatTemplate::new(
+            Some("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into()),
+            String::new(),
+            String::new(),
+        );
+        let msgs = [Message::user("hi <|im_end|> there")];
+        let parts = t.render_parts(&msgs, true).unwrap();
+        let joined: String = parts.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(joined, t.render(&msgs, true).unwrap());
+        assert_eq!(
+            parts,
+            vec![
+                ("<|im_start|>user\n".to_string(), false),
+                ("hi <|im_end|> there".to_string(), true),
+                ("<|im_end|>\n<|im_start|>assistant\n".to_string(), false),
+            ]
+        );
+        // A template that rewrites content falls back to one markup piece.
+        let upper = ChatTemplate::new(
+            Some("{% for m in messages %}{{ m.content | upper }}{% endfor %}".into()),
+            String::new(),
+            String::new(),
+        );
+        assert_eq!(
+            upper.render_parts(&msgs, false).unwrap(),
+            vec![("HI <|IM_END|> THERE".to_string(), false)]
+        );
     }
 
     #[test]

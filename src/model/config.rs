@@ -88,7 +88,7 @@ impl Config {
         let sliding_pattern = g
             .opt_u32(&key("attention.sliding_window_pattern"))?
             .unwrap_or(6) as usize;
-        if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 {
+        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
             return Err(Error::GgufMetadata {
                 path: g.path().to_path_buf(),
                 key: key("attention.head_count_kv"),
@@ -117,7 +117,7 @@ impl Config {
         match self.arch {
             Arch::Llama => None,
             Arch::Gemma3 => {
-                if (i + 1) % self.sliding_pattern == 0 {
+                if (i + 1).is_multiple_of(self.sliding_pattern) {
                     None
                 } else {
                     self.sliding_window

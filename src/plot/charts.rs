@@ -1,22 +1,31 @@
 //! Charts built from results: the write-up's grouped bars, per-prompt and sampling-sweep
-//! heatmaps, and score distributions per criterion.
+//! heatmaps, score distributions per criterion, and the forest plot of paired comparisons.
+//! Each takes the score's own range (3-12 for the write-up's totals) and a subtitle that says
+//! its sample size and judge.
 
-use super::{Chart, Figure, GroupedBars, Heatmap};
-use crate::analysis::SummaryRow;
+use super::{Chart, Figure, Forest, GroupedBars, Heatmap};
+use crate::analysis::{Comparison, SummaryRow};
 use crate::error::{Error, Result};
-use crate::records::{JudgmentRecord, ResponseRecord};
+use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL, TOTAL};
 
 impl Figure {
-    /// The write-up's results figure: total score per model for each sampling setting, with
-    /// bootstrap 95 % CI error bars, from the summary rows of one judge mode.
-    pub fn score_bars(summary: &[SummaryRow], mode: &str, criterion: &str) -> Result<Figure> {
+    /// The write-up's results figure: mean `criterion` score per model for each sampling
+    /// setting, with bootstrap 95 % CI error bars, from the summary rows of one mode; the
+    /// axis spans `range`.
+    pub fn score_bars(
+        summary: &[SummaryRow],
+        mode: Mode,
+        criterion: &str,
+        range: (f64, f64),
+        subtitle: &str,
+    ) -> Result<Figure> {
         let rows: Vec<&SummaryRow> = summary
             .iter()
-            .filter(|r| r.mode == mode && r.criterion == criterion)
+            .filter(|r| r.mode == mode && r.criterion == criterion && r.n > 0)
             .collect();
-        if rows.iter().all(|r| r.n == 0) {
+        if rows.is_empty() {
             return Err(Error::Plot(format!(
-                "no parsed scores for mode `{mode}`, criterion `{criterion}`"
+                "no parsed scores for mode {mode}, criterion `{criterion}`: nothing to draw"
             )));
         }
         let mut groups: Vec<String> = Vec::new();
@@ -43,35 +52,35 @@ impl Figure {
                     .collect()
             })
             .collect::<Vec<Vec<_>>>();
-        let top = rows
-            .iter()
-            .map(|r| {
-                if r.ci_high.is_finite() {
-                    r.ci_high
-                } else {
-                    r.mean
-                }
-            })
-            .filter(|v| v.is_finite())
-            .fold(0.0f64, f64::max);
         Ok(Figure {
             chart: Chart::Bars(GroupedBars {
                 title: format!("Judge score ({mode}, {criterion}) by model and sampling setting"),
-                y_label: format!("mean {criterion} score (95% bootstrap CI)"),
+                subtitle: subtitle.to_string(),
+                y_label: format!(
+                    "mean {criterion} (axis: the scale, {}-{}; 95% CI)",
+                    range.0, range.1
+                ),
                 x_label: "model".into(),
                 groups,
                 series,
                 values,
-                y_max: (top * 1.15).max(1.0),
+                y_range: range,
             }),
             width: 900,
-            height: 560,
+            height: 580,
         })
     }
 
     /// Per-prompt heatmap: one row per model/setting, one column per prompt, each cell the
-    /// mean `criterion` score of `mode` (over samples); grey where nothing parsed.
-    pub fn prompt_heatmap(js: &[JudgmentRecord], mode: &str, criterion: &str) -> Result<Figure> {
+    /// mean `criterion` score of `mode` (over samples); grey where nothing parsed. Colours
+    /// span `range`.
+    pub fn prompt_heatmap(
+        js: &[JudgmentRecord],
+        mode: Mode,
+        criterion: &str,
+        range: (f64, f64),
+        subtitle: &str,
+    ) -> Result<Figure> {
         let mut rows: Vec<String> = Vec::new();
         let mut cols: Vec<String> = Vec::new();
         let mut cells: Vec<((usize, usize), f64)> = Vec::new();
@@ -81,28 +90,31 @@ impl Figure {
         {
             let r = index_of(&mut rows, format!("{}/{}", j.model, j.setting));
             let c = index_of(&mut cols, j.prompt_id.clone());
-            if let Some(v) = crate::analysis::value(j) {
+            if let Some(v) = j.value() {
                 cells.push(((r, c), v));
             }
         }
-        if rows.is_empty() {
+        if cells.is_empty() {
             return Err(Error::Plot(format!(
-                "no judgments for mode `{mode}`, criterion `{criterion}`"
+                "no parsed scores for mode {mode}, criterion `{criterion}`: nothing to draw"
             )));
         }
         Ok(Figure {
             chart: Chart::Heatmap(Heatmap {
                 title: format!("{criterion} score per prompt ({mode})"),
+                subtitle: subtitle.to_string(),
+                range,
+                scale_label: format!("mean {criterion}"),
                 x_label: "prompt".into(),
                 y_label: "model / setting".into(),
                 values: mean_grid(rows.len(), cols.len(), &cells),
                 rows: rows.clone(),
                 cols: cols.clone(),
             }),
-            width: 120
+            width: 230
                 + 7 * rows.iter().map(|r| r.len()).max().unwrap_or(0) as u32
                 + 110 * cols.len() as u32,
-            height: 170 + 48 * rows.len() as u32,
+            height: (200 + 48 * rows.len() as u32).max(330),
         })
     }
 
@@ -112,9 +124,13 @@ impl Figure {
     pub fn sweep_heatmap(
         responses: &[ResponseRecord],
         js: &[JudgmentRecord],
-        mode: &str,
+        mode: Mode,
         criterion: &str,
+        range: (f64, f64),
+        subtitle: &str,
     ) -> Result<Figure> {
+        let by_key: std::collections::HashMap<&str, &ResponseRecord> =
+            responses.iter().map(|r| (r.key.as_str(), r)).collect();
         let mut temps: Vec<f64> = Vec::new();
         let mut min_ps: Vec<f64> = Vec::new();
         let mut points: Vec<((f64, f64), f64)> = Vec::new();
@@ -122,7 +138,7 @@ impl Figure {
             .iter()
             .filter(|j| j.mode == mode && j.criterion == criterion)
         {
-            let Some(r) = responses.iter().find(|r| r.key == j.response_key) else {
+            let Some(r) = by_key.get(j.response_key.as_str()) else {
                 continue;
             };
             for (list, v) in [(&mut temps, r.temperature), (&mut min_ps, r.min_p)] {
@@ -130,13 +146,13 @@ impl Figure {
                     list.push(v);
                 }
             }
-            if let Some(v) = crate::analysis::value(j) {
+            if let Some(v) = j.value() {
                 points.push(((r.temperature, r.min_p), v));
             }
         }
-        if temps.is_empty() {
+        if points.is_empty() {
             return Err(Error::Plot(format!(
-                "no judged answers for mode `{mode}`, criterion `{criterion}`"
+                "no parsed scores for mode {mode}, criterion `{criterion}`: nothing to draw"
             )));
         }
         temps.sort_by(|a, b| b.total_cmp(a));
@@ -152,24 +168,28 @@ impl Figure {
         Ok(Figure {
             chart: Chart::Heatmap(Heatmap {
                 title: format!("Mean {criterion} score ({mode}) by temperature and min_p"),
+                subtitle: subtitle.to_string(),
+                range,
+                scale_label: format!("mean {criterion}"),
                 x_label: "min_p".into(),
                 y_label: "temperature".into(),
                 values: mean_grid(temps.len(), min_ps.len(), &cells),
                 rows: temps.iter().map(|t| format!("T={t}")).collect(),
                 cols: min_ps.iter().map(|m| format!("min_p={m}")).collect(),
             }),
-            width: 200 + 130 * min_ps.len() as u32,
-            height: 160 + 70 * temps.len() as u32,
+            width: 320 + 130 * min_ps.len() as u32,
+            height: (190 + 70 * temps.len() as u32).max(330),
         })
     }
 
     /// Score distribution per criterion: for each criterion, the share of judgments that gave
     /// each score 1..=scale. Expected-score judgments contribute their probabilities, the
     /// others their parsed score.
-    pub fn score_distribution(js: &[JudgmentRecord], mode: &str) -> Result<Figure> {
+    pub fn score_distribution(js: &[JudgmentRecord], mode: Mode, subtitle: &str) -> Result<Figure> {
         let picked: Vec<&JudgmentRecord> = js
             .iter()
-            .filter(|j| j.mode == mode && j.criterion != "total" && j.criterion != "overall")
+            .filter(|j| j.mode == mode && j.criterion != TOTAL && j.criterion != OVERALL)
+            .filter(|j| j.score.is_some() || j.probs.is_some())
             .collect();
         let scale = picked
             .iter()
@@ -222,15 +242,42 @@ impl Figure {
         Ok(Figure {
             chart: Chart::Bars(GroupedBars {
                 title: format!("Score distribution per criterion ({mode})"),
+                subtitle: subtitle.to_string(),
                 y_label: "share of judgments".into(),
                 x_label: "criterion".into(),
                 groups,
                 series: (1..=scale).map(|k| format!("score {k}")).collect(),
                 values,
-                y_max: 1.0,
+                y_range: (0.0, 1.0),
             }),
             width: 900,
-            height: 520,
+            height: 540,
+        })
+    }
+
+    /// Forest plot of paired comparisons: B − A with its 95 % CI per comparison, zero
+    /// marked. Rows are labelled `B − A (mode, criterion)`.
+    pub fn forest(comparisons: &[&Comparison], subtitle: &str) -> Result<Figure> {
+        if comparisons.is_empty() {
+            return Err(Error::Plot("no paired comparison to draw".into()));
+        }
+        let rows: Vec<String> = comparisons
+            .iter()
+            .map(|c| format!("{} − {} ({}, {}, n={})", c.b, c.a, c.mode, c.criterion, c.n))
+            .collect();
+        Ok(Figure {
+            chart: Chart::Forest(Forest {
+                title: "Paired differences between cells (B − A), 95% CI over prompts".into(),
+                subtitle: subtitle.to_string(),
+                x_label: "mean difference B − A (score points; pairwise: preference)".into(),
+                rows: rows.clone(),
+                values: comparisons
+                    .iter()
+                    .map(|c| (c.mean_diff, c.ci_low, c.ci_high))
+                    .collect(),
+            }),
+            width: 360 + 7 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32,
+            height: 150 + 42 * rows.len() as u32,
         })
     }
 }
@@ -272,30 +319,39 @@ fn mean_grid(nr: usize, nc: usize, cells: &[((usize, usize), f64)]) -> Vec<Vec<f
 mod tests {
     use super::*;
 
+    /// Whether an SVG has a text element that reads exactly `label`.
+    fn has_text(svg: &str, label: &str) -> bool {
+        svg.contains(&format!("\n{label}\n</text>")) || svg.contains(&format!(">{label}</text>"))
+    }
+
     fn row(model: &str, setting: &str, mean: f64) -> SummaryRow {
         SummaryRow {
             model: model.into(),
             setting: setting.into(),
-            mode: "listwise".into(),
-            criterion: "total".into(),
+            mode: Mode::Listwise,
+            criterion: TOTAL.into(),
             n: 10,
+            prompts: 10,
             n_null: 0,
+            n_flagged: 0,
             mean,
             std: 1.0,
             ci_low: mean - 0.5,
             ci_high: mean + 0.5,
+            judge_flagged: None,
         }
     }
 
     #[test]
-    fn score_bars_render_labels_and_legend() {
+    fn score_bars_render_labels_range_and_subtitle() {
         let s = vec![
             row("a", "p1", 9.0),
             row("a", "p2", 7.5),
             row("b", "p1", 8.0),
             row("b", "p2", f64::NAN),
         ];
-        let f = Figure::score_bars(&s, "listwise", "total").unwrap();
+        let f =
+            Figure::score_bars(&s, Mode::Listwise, TOTAL, (3.0, 12.0), "n = 40; judge j").unwrap();
         let svg = f.to_svg().unwrap();
         for label in [
             "p1",
@@ -303,18 +359,19 @@ mod tests {
             "a",
             "b",
             "Judge score (listwise, total) by model and sampling setting",
+            "n = 40; judge j",
+            "mean total (axis: the scale, 3-12; 95% CI)",
         ] {
-            assert!(
-                svg.contains(&format!("\n{label}\n</text>")),
-                "{label} missing"
-            );
+            assert!(has_text(&svg, label), "{label} missing");
         }
-        assert!(Figure::score_bars(&s, "pairwise", "total").is_err());
+        let Chart::Bars(b) = &f.chart else { panic!() };
+        assert_eq!(b.y_range, (3.0, 12.0));
+        assert!(Figure::score_bars(&s, Mode::Pairwise, TOTAL, (0.0, 1.0), "").is_err());
     }
 
     fn judged(key: &str, criterion: &str, prompt: &str, v: f64) -> JudgmentRecord {
         JudgmentRecord {
-            mode: "expected".into(),
+            mode: Mode::Expected,
             criterion: criterion.into(),
             response_key: key.into(),
             model: "m".into(),
@@ -352,32 +409,41 @@ mod tests {
             answer("d", 1.5, 0.1),
         ];
         let js = vec![
-            judged("a", "total", "p", 10.0),
-            judged("b", "total", "p", 4.0),
-            judged("c", "total", "p", 6.0),
-            judged("d", "total", "p", 9.0),
+            judged("a", TOTAL, "p", 10.0),
+            judged("b", TOTAL, "p", 4.0),
+            judged("c", TOTAL, "p", 6.0),
+            judged("d", TOTAL, "p", 9.0),
             judged("d", "Relevance", "p", 1.0),
         ];
-        let f = Figure::sweep_heatmap(&rs, &js, "expected", "total").unwrap();
+        let f = Figure::sweep_heatmap(&rs, &js, Mode::Expected, TOTAL, (3.0, 12.0), "n").unwrap();
         let h = heatmap(&f);
         assert_eq!(h.rows, ["T=1.5", "T=0.5"]);
         assert_eq!(h.cols, ["min_p=0", "min_p=0.1"]);
         assert_eq!(h.values[0], vec![4.0, 7.5]);
         assert!(h.values[1][0].is_nan());
         assert_eq!(h.values[1][1], 10.0);
-        assert!(f.to_svg().unwrap().contains("temperature"));
-        assert!(Figure::sweep_heatmap(&rs, &js, "rubric", "total").is_err());
+        assert_eq!(h.range, (3.0, 12.0));
+        let svg = f.to_svg().unwrap();
+        assert!(svg.contains("temperature"));
+        // The colour scale names its ends and what it measures.
+        for label in ["12", "3", "7.5", "mean total", "no score"] {
+            assert!(
+                has_text(&svg, label),
+                "{label} missing from the colour scale"
+            );
+        }
+        assert!(Figure::sweep_heatmap(&rs, &js, Mode::Rubric, TOTAL, (3.0, 12.0), "").is_err());
     }
 
     #[test]
     fn prompt_heatmap_and_distribution() {
         let mut js = vec![
-            judged("a", "total", "p1", 8.0),
-            judged("b", "total", "p1", 6.0),
-            judged("c", "total", "p2", 12.0),
+            judged("a", TOTAL, "p1", 8.0),
+            judged("b", TOTAL, "p1", 6.0),
+            judged("c", TOTAL, "p2", 12.0),
         ];
         js[2].setting = "t".into();
-        let h = Figure::prompt_heatmap(&js, "expected", "total").unwrap();
+        let h = Figure::prompt_heatmap(&js, Mode::Expected, TOTAL, (3.0, 12.0), "").unwrap();
         let h = heatmap(&h);
         assert_eq!(h.rows, ["m/s", "m/t"]);
         assert_eq!(h.cols, ["p1", "p2"]);
@@ -391,7 +457,7 @@ mod tests {
         ];
         d[0].probs = Some(vec![0.5, 0.5, 0.0, 0.0]);
         d[1].probs = Some(vec![0.0, 0.0, 0.5, 0.5]);
-        let f = Figure::score_distribution(&d, "expected").unwrap();
+        let f = Figure::score_distribution(&d, Mode::Expected, "").unwrap();
         let Chart::Bars(b) = &f.chart else {
             panic!("not bars")
         };
@@ -399,19 +465,51 @@ mod tests {
         assert_eq!(b.series.len(), 4);
         let shares: Vec<f64> = b.values[0].iter().map(|v| v.0).collect();
         assert_eq!(shares, [0.25, 0.25, 0.25, 0.25]);
-        assert!(Figure::score_distribution(&d, "rubric").is_err());
+        assert!(Figure::score_distribution(&d, Mode::Rubric, "").is_err());
+    }
+
+    #[test]
+    fn forest_plot_marks_zero_and_labels_rows() {
+        let c = Comparison {
+            mode: Mode::Expected,
+            criterion: TOTAL.into(),
+            a: "m/p1".into(),
+            b: "m/p2".into(),
+            n: 10,
+            n_dropped: 0,
+            mean_diff: 0.4,
+            ci_low: 0.1,
+            ci_high: 0.7,
+            p_value: 0.01,
+            p_holm: 0.01,
+            wins: 8,
+            ties: 0,
+            losses: 2,
+            lc_diff: f64::NAN,
+            lc_ci_low: f64::NAN,
+            lc_ci_high: f64::NAN,
+            judge_flagged: None,
+        };
+        let f = Figure::forest(&[&c], "judge j").unwrap();
+        let svg = f.to_svg().unwrap();
+        assert!(
+            svg.contains("m/p2 − m/p1 (expected, total, n=10)"),
+            "row label"
+        );
+        assert!(Figure::forest(&[], "").is_err());
     }
 
     #[test]
     fn png_is_written_and_a_bad_path_is_an_error() {
         let s = vec![row("a", "p1", 9.0), row("b", "p1", 8.0)];
-        let f = Figure::score_bars(&s, "listwise", "total").unwrap();
+        let f = Figure::score_bars(&s, Mode::Listwise, TOTAL, (3.0, 12.0), "").unwrap();
         let dir = std::env::temp_dir().join(format!("llm-judge-plot-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let png = dir.join("bars.png");
         f.save_png(&png).unwrap();
         let bytes = std::fs::read(&png).unwrap();
         assert_eq!(&bytes[1..4], b"PNG");
+        assert_eq!(&f.to_png().unwrap()[1..4], b"PNG");
         let err = f.save_png(&dir.join("missing/dir/bars.png"));
         assert!(matches!(err, Err(Error::Plot(_))), "{err:?}");
         std::fs::remove_dir_all(&dir).unwrap();

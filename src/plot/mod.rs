@@ -6,7 +6,7 @@ mod charts;
 mod draw;
 
 use crate::error::{Error, Result};
-use draw::{draw_bars, draw_heatmap};
+use draw::{draw_bars, draw_forest, draw_heatmap};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::Path;
@@ -29,6 +29,8 @@ pub(crate) fn perr(e: impl std::fmt::Display) -> Error {
 pub struct GroupedBars {
     /// Chart title.
     pub title: String,
+    /// A second line under the title: sample sizes and the judge.
+    pub subtitle: String,
     /// Y axis label.
     pub y_label: String,
     /// X axis label.
@@ -39,15 +41,17 @@ pub struct GroupedBars {
     pub series: Vec<String>,
     /// `values[group][series]` = (mean, ci_low, ci_high); NaN draws nothing.
     pub values: Vec<Vec<(f64, f64, f64)>>,
-    /// Y axis upper limit.
-    pub y_max: f64,
+    /// Y axis range (the scale's own range for scores).
+    pub y_range: (f64, f64),
 }
 
-/// A heatmap of values with row and column labels.
+/// A heatmap of values with row and column labels, and a colour scale.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Heatmap {
     /// Chart title.
     pub title: String,
+    /// A second line under the title: sample sizes and the judge.
+    pub subtitle: String,
     /// X axis label.
     pub x_label: String,
     /// Y axis label.
@@ -58,6 +62,25 @@ pub struct Heatmap {
     pub cols: Vec<String>,
     /// `values[row][col]`; NaN is drawn grey.
     pub values: Vec<Vec<f64>>,
+    /// The values the colour scale runs over (the score's own range).
+    pub range: (f64, f64),
+    /// What the colour scale measures.
+    pub scale_label: String,
+}
+
+/// A forest plot: one estimate with its interval per row, and a line at zero.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forest {
+    /// Chart title.
+    pub title: String,
+    /// A second line under the title.
+    pub subtitle: String,
+    /// X axis label.
+    pub x_label: String,
+    /// Row labels (top to bottom).
+    pub rows: Vec<String>,
+    /// `(estimate, low, high)` per row.
+    pub values: Vec<(f64, f64, f64)>,
 }
 
 /// What a figure draws.
@@ -67,6 +90,8 @@ pub enum Chart {
     Bars(GroupedBars),
     /// Heatmap.
     Heatmap(Heatmap),
+    /// Forest plot.
+    Forest(Forest),
 }
 
 /// A chart with its size, ready to render.
@@ -105,14 +130,37 @@ impl Figure {
         root.present().map_err(perr)
     }
 
-    /// Shows the figure inline in an evcxr notebook.
+    /// Shows the figure inline in an evcxr notebook, as a PNG (an image every notebook
+    /// viewer and HTML export shows the same way, with its fonts already drawn).
     pub fn evcxr_display(&self) {
-        match self.to_svg() {
-            Ok(svg) => println!("EVCXR_BEGIN_CONTENT image/svg+xml\n{svg}\nEVCXR_END_CONTENT"),
+        match self.to_png_base64() {
+            Ok(b64) => println!("EVCXR_BEGIN_CONTENT image/png\n{b64}\nEVCXR_END_CONTENT"),
             Err(e) => {
                 println!("EVCXR_BEGIN_CONTENT text/plain\nplot error: {e}\nEVCXR_END_CONTENT")
             }
         }
+    }
+
+    /// The figure as a PNG file's bytes.
+    pub fn to_png(&self) -> Result<Vec<u8>> {
+        let (w, h) = (self.width, self.height);
+        let mut rgb = vec![0u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+            self.draw(&root)?;
+            root.present().map_err(perr)?;
+        }
+        let img = image::RgbImage::from_raw(w, h, rgb)
+            .ok_or_else(|| Error::Plot("the image buffer has the wrong size".into()))?;
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .map_err(perr)?;
+        Ok(out.into_inner())
+    }
+
+    /// The PNG, base64-encoded (for inline `data:` images).
+    pub fn to_png_base64(&self) -> Result<String> {
+        Ok(base64(&self.to_png()?))
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
@@ -120,6 +168,43 @@ impl Figure {
         match &self.chart {
             Chart::Bars(b) => draw_bars(root, b),
             Chart::Heatmap(h) => draw_heatmap(root, h),
+            Chart::Forest(f) => draw_forest(root, f),
+        }
+    }
+}
+
+/// Standard base64 (RFC 4648) with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if i <= c.len() {
+                out.push(A[(n >> shift & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
         }
     }
 }

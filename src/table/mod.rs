@@ -1,16 +1,15 @@
-//! Records to polars DataFrames and back, and the files of a results folder:
-//! `responses`, `judgments` and `summary` as Parquet and CSV, and `run.json`.
-//! This module and [`crate::analysis`] are the only places that know polars' API.
+//! Records to polars DataFrames and back: the `responses`, `judgments`, `summary` and
+//! `comparisons` tables, saved as Parquet and CSV, and their HTML form for notebooks and
+//! reports. This module and [`crate::results`] are the only places that know polars' API.
 
 mod stats;
 
 pub use stats::{stats_df, StatRow};
 
-use crate::analysis::{summarize, SummaryRow};
+use crate::analysis::{Comparison, SummaryRow};
 use crate::error::{Error, Result};
-use crate::experiment::{Plan, RunOutput, SanitySummary};
 use crate::records::{JudgmentRecord, ResponseRecord};
-use crate::store::{write_atomic, write_atomic_with, Store};
+use crate::store::write_atomic_with;
 use polars::prelude::*;
 use std::path::Path;
 
@@ -37,7 +36,9 @@ pub fn responses_df(rs: &[ResponseRecord]) -> Result<DataFrame> {
             col("response_id", s(|r| r.key.clone())),
             col("model", s(|r| r.model.clone())),
             col("model_source", s(|r| r.model_source.clone())),
-            col("model_sha256", s(|r| r.model_id.clone())),
+            col("model_id", s(|r| r.model_id.clone())),
+            col("prompt_format", s(|r| r.prompt_format.clone())),
+            col("context", rs.iter().map(|r| r.context).collect::<Vec<_>>()),
             col("setting", s(|r| r.setting.clone())),
             col("temperature", f(|r| r.temperature)),
             col("min_p", f(|r| r.min_p)),
@@ -81,7 +82,7 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
             col("call", s(|r| r.call.clone())),
             col("judge", s(|r| r.judge.clone())),
             col("judge_id", s(|r| r.judge_id.clone())),
-            col("mode", s(|r| r.mode.clone())),
+            col("mode", s(|r| r.mode.to_string())),
             col("template", s(|r| r.template.clone())),
             col("response_id", s(|r| r.response_key.clone())),
             col("other_response_id", o(|r| r.other_key.clone())),
@@ -108,6 +109,7 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
                         .map(|p| serde_json::to_string(p).unwrap_or_default())
                 }),
             ),
+            col("mass", js.iter().map(|r| r.mass).collect::<Vec<_>>()),
             col(
                 "position",
                 js.iter()
@@ -122,6 +124,8 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
                 "consistent",
                 js.iter().map(|r| r.consistent).collect::<Vec<_>>(),
             ),
+            col("flag", o(|r| r.flag.clone())),
+            col("error", o(|r| r.error.clone())),
             col("raw", s(|r| r.raw.clone())),
             col(
                 "parse_ok",
@@ -139,23 +143,69 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
 /// The `summary` table.
 pub fn summary_df(rows: &[SummaryRow]) -> Result<DataFrame> {
     let s = |f: fn(&SummaryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let f = |f: fn(&SummaryRow) -> f64| rows.iter().map(f).collect::<Vec<_>>();
+    let f = |f: fn(&SummaryRow) -> f64| rows.iter().map(f).map(finite).collect::<Vec<_>>();
+    let u = |f: fn(&SummaryRow) -> u64| rows.iter().map(f).collect::<Vec<_>>();
     DataFrame::new(
         rows.len(),
         vec![
             col("model", s(|r| r.model.clone())),
             col("setting", s(|r| r.setting.clone())),
-            col("mode", s(|r| r.mode.clone())),
+            col("mode", s(|r| r.mode.to_string())),
             col("criterion", s(|r| r.criterion.clone())),
-            col("n", rows.iter().map(|r| r.n).collect::<Vec<_>>()),
-            col("n_null", rows.iter().map(|r| r.n_null).collect::<Vec<_>>()),
+            col("n", u(|r| r.n)),
+            col("prompts", u(|r| r.prompts)),
+            col("n_null", u(|r| r.n_null)),
+            col("n_flagged", u(|r| r.n_flagged)),
             col("mean", f(|r| r.mean)),
             col("std", f(|r| r.std)),
             col("ci_low", f(|r| r.ci_low)),
             col("ci_high", f(|r| r.ci_high)),
+            col(
+                "judge_flagged",
+                rows.iter().map(|r| r.judge_flagged).collect::<Vec<_>>(),
+            ),
         ],
     )
     .map_err(perr)
+}
+
+/// The `comparisons` table: one row per paired comparison.
+pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
+    let s = |f: fn(&Comparison) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let f = |f: fn(&Comparison) -> f64| rows.iter().map(f).map(finite).collect::<Vec<_>>();
+    let u = |f: fn(&Comparison) -> u64| rows.iter().map(f).collect::<Vec<_>>();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("mode", s(|r| r.mode.to_string())),
+            col("criterion", s(|r| r.criterion.clone())),
+            col("a", s(|r| r.a.clone())),
+            col("b", s(|r| r.b.clone())),
+            col("n", u(|r| r.n)),
+            col("n_dropped", u(|r| r.n_dropped)),
+            col("mean_diff", f(|r| r.mean_diff)),
+            col("ci_low", f(|r| r.ci_low)),
+            col("ci_high", f(|r| r.ci_high)),
+            col("p_value", f(|r| r.p_value)),
+            col("p_holm", f(|r| r.p_holm)),
+            col("wins", u(|r| r.wins)),
+            col("ties", u(|r| r.ties)),
+            col("losses", u(|r| r.losses)),
+            col("lc_diff", f(|r| r.lc_diff)),
+            col("lc_ci_low", f(|r| r.lc_ci_low)),
+            col("lc_ci_high", f(|r| r.lc_ci_high)),
+            col(
+                "judge_flagged",
+                rows.iter().map(|r| r.judge_flagged).collect::<Vec<_>>(),
+            ),
+        ],
+    )
+    .map_err(perr)
+}
+
+/// NaN (no value) as null: a table says "none", never a number that is not one.
+fn finite(x: f64) -> Option<f64> {
+    x.is_finite().then_some(x)
 }
 
 /// Writes `<dir>/<name>.parquet` and `<dir>/<name>.csv`, each atomically.
@@ -177,12 +227,18 @@ pub fn save_table(df: &DataFrame, dir: &Path, name: &str) -> Result<()> {
     })
 }
 
-/// Reads a table written by [`save_table`] (Parquet preferred, CSV otherwise).
+/// Reads a table written by [`save_table`] (Parquet preferred, CSV otherwise); a damaged
+/// file is named in the error.
 pub fn load_table(dir: &Path, name: &str) -> Result<DataFrame> {
     let pq = dir.join(format!("{name}.parquet"));
     if pq.exists() {
         let f = std::fs::File::open(&pq).map_err(|e| Error::io(&pq, e))?;
-        return ParquetReader::new(f).finish().map_err(perr);
+        return ParquetReader::new(f).finish().map_err(|e| {
+            Error::Table(format!(
+                "{}: not a readable Parquet file: {e}",
+                pq.display()
+            ))
+        });
     }
     let csv = dir.join(format!("{name}.csv"));
     CsvReadOptions::default()
@@ -192,57 +248,6 @@ pub fn load_table(dir: &Path, name: &str) -> Result<DataFrame> {
         .map_err(|e| Error::Table(format!("{}: {e}", csv.display())))
 }
 
-/// Builds and writes the tables and `run.json` of a finished run.
-pub(crate) fn write_run(
-    store: &Store,
-    plan: &Plan,
-    responses: &[ResponseRecord],
-    judgments: &[JudgmentRecord],
-    sanity: Option<&SanitySummary>,
-    warnings: &[String],
-) -> Result<RunOutput> {
-    let dir = store.dir();
-    let summary_rows = summarize(judgments, plan.config.seed);
-    let responses_t = responses_df(responses)?;
-    let judgments_t = judgments_df(judgments)?;
-    let summary_t = summary_df(&summary_rows)?;
-    save_table(&responses_t, dir, "responses")?;
-    save_table(&judgments_t, dir, "judgments")?;
-    save_table(&summary_t, dir, "summary")?;
-    let mut model_hashes = serde_json::Map::new();
-    for r in responses {
-        model_hashes.insert(
-            r.model.clone(),
-            serde_json::json!({"source": r.model_source, "sha256": r.model_id}),
-        );
-    }
-    let meta = serde_json::json!({
-        "experiment": plan.config,
-        "llm_judge_version": env!("CARGO_PKG_VERSION"),
-        "models": model_hashes,
-        "settings": plan.settings.iter().map(|(n, p)| serde_json::json!({"name": n, "params": p})).collect::<Vec<_>>(),
-        "judge": judgments.first().map(|j| serde_json::json!({"name": j.judge, "id": j.judge_id})),
-        "sanity": sanity,
-        "warnings": warnings,
-        "counts": {"responses": responses.len(), "judgments": judgments.len()},
-    });
-    let text = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Table(e.to_string()))?;
-    write_atomic(&dir.join("run.json"), &text)?;
-    Ok(RunOutput {
-        responses: responses_t,
-        judgments: judgments_t,
-        records: judgments.to_vec(),
-        answers: responses.to_vec(),
-        summary_rows,
-        config: plan.config.clone(),
-        summary: summary_t,
-        sanity: sanity.cloned(),
-        meta,
-        warnings: warnings.to_vec(),
-        dir: dir.to_path_buf(),
-    })
-}
-
 /// The non-null values of a string column.
 pub fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     let c = df.column(name).map_err(perr)?;
@@ -250,14 +255,36 @@ pub fn string_column(df: &DataFrame, name: &str) -> Result<Vec<String>> {
     Ok(ca.iter().flatten().map(|s| s.to_string()).collect())
 }
 
-fn escape(s: &str) -> String {
+/// HTML-escapes text (for element content and attribute values alike).
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
-/// An HTML `<table>` of a DataFrame (at most `max_rows` rows), for reports and notebooks.
+/// A float rounded for reading: 3 significant digits, at least 2 decimals below 10, no
+/// exponent for everyday magnitudes. The full value stays in the DataFrame.
+pub fn round_for_reading(x: f64) -> String {
+    if !x.is_finite() {
+        return String::new();
+    }
+    let a = x.abs();
+    if a != 0.0 && !(1e-3..1e6).contains(&a) {
+        return format!("{x:.2e}");
+    }
+    let digits = if a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{x:.digits$}")
+}
+
+/// An HTML `<table>` of a DataFrame (at most `max_rows` rows), numbers rounded for reading.
 pub fn to_html(df: &DataFrame, max_rows: usize) -> String {
     let mut out = String::from("<table class=\"df\">\n<thead><tr>");
     for c in df.columns() {
@@ -270,7 +297,8 @@ pub fn to_html(df: &DataFrame, max_rows: usize) -> String {
             let cell = match c.get(i) {
                 Ok(AnyValue::Null) => String::new(),
                 Ok(AnyValue::String(s)) => s.to_string(),
-                Ok(AnyValue::Float64(f)) => format!("{f:.3}"),
+                Ok(AnyValue::Float64(f)) => round_for_reading(f),
+                Ok(AnyValue::Float32(f)) => round_for_reading(f as f64),
                 Ok(v) => v.to_string(),
                 Err(e) => e.to_string(),
             };
@@ -285,23 +313,87 @@ pub fn to_html(df: &DataFrame, max_rows: usize) -> String {
     out
 }
 
-/// A DataFrame that shows as an HTML table in evcxr notebooks; it derefs to the DataFrame.
+/// A DataFrame that shows as an HTML table in evcxr notebooks (numbers rounded for
+/// reading), with an optional caption and notes under it; it derefs to the DataFrame, which
+/// keeps full precision.
 #[derive(Clone, Debug)]
-pub struct HtmlTable(pub DataFrame);
+pub struct HtmlTable {
+    /// The table.
+    pub df: DataFrame,
+    /// A caption above it.
+    pub caption: Option<String>,
+    /// Lines shown under it (e.g. modes without a parsed score).
+    pub notes: Vec<String>,
+}
+
+impl From<DataFrame> for HtmlTable {
+    fn from(df: DataFrame) -> Self {
+        Self {
+            df,
+            caption: None,
+            notes: Vec::new(),
+        }
+    }
+}
 
 impl std::ops::Deref for HtmlTable {
     type Target = DataFrame;
     fn deref(&self) -> &DataFrame {
-        &self.0
+        &self.df
     }
 }
 
 impl HtmlTable {
+    /// Adds a caption.
+    pub fn with_caption(mut self, caption: impl Into<String>) -> Self {
+        self.caption = Some(caption.into());
+        self
+    }
+
+    /// Adds a note under the table.
+    pub fn with_note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+
+    /// The HTML: caption, table, notes.
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        if let Some(c) = &self.caption {
+            h.push_str(&format!("<p><b>{}</b></p>\n", escape(c)));
+        }
+        if self.df.height() > 0 {
+            h.push_str(&to_html(&self.df, 200));
+        }
+        for n in &self.notes {
+            h.push_str(&format!("<p class=\"note\">{}</p>\n", escape(n)));
+        }
+        h
+    }
+
     /// Prints the evcxr display protocol for the table.
     pub fn evcxr_display(&self) {
         println!(
             "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            to_html(&self.0, 200)
+            self.to_html()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_read_well_and_html_is_escaped() {
+        assert_eq!(round_for_reading(4.6666666), "4.67");
+        assert_eq!(round_for_reading(12.3456), "12.3");
+        assert_eq!(round_for_reading(1234.5), "1234");
+        assert_eq!(round_for_reading(0.000012), "1.20e-5");
+        assert_eq!(round_for_reading(f64::NAN), "");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::common::{gemma, smollm};
 use llm_judge::engine::BatchRequest;
-use llm_judge::{Generation, Message, Model, SamplingParams};
+use llm_judge::{Generation, Input, Message, Model, SamplingParams};
 
 const PROMPTS: [&str; 5] = [
     "Explain how to bake a chocolate cake without using eggs.",
@@ -17,11 +17,11 @@ fn requests(m: &Model, params: &[SamplingParams]) -> Vec<BatchRequest> {
         .iter()
         .zip(params)
         .map(|(p, params)| {
-            let text = m.template().render(&[Message::user(*p)], true).unwrap();
+            let prepared = m.prepare(&Input::new(Default::default(), None, p)).unwrap();
             let mut params = params.clone();
-            params.stop.extend(m.template().extra_stops());
+            params.stop.extend(prepared.stops);
             BatchRequest {
-                prompt_ids: m.tokenizer().encode_prompt(&text).unwrap(),
+                prompt_ids: prepared.ids,
                 params,
             }
         })
@@ -114,17 +114,19 @@ fn a_failing_request_does_not_stop_the_batch() {
 
 #[test]
 fn judge_prefix_cache_gives_the_same_distribution_as_a_fresh_model() {
-    use llm_judge::backend::{Backend, LocalBackend};
+    use llm_judge::backend::{Backend, LabelQuery, LocalBackend};
     let model = smollm();
     let mut reused = LocalBackend::new(model.clone());
-    let cands: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
-    let ask = |answer: &str| {
-        vec![
+    let labels: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
+    let ask = |answer: &str| LabelQuery {
+        input: Input::Chat(vec![
             Message::system("You are a strict grader. Score the answer from 1 to 4."),
             Message::user(format!(
                 "Question: Name three primary colours.\nAnswer: {answer}\nReply as Score: [[n]]"
             )),
-        ]
+        ]),
+        prefix: "Score: [[".into(),
+        labels: labels.clone(),
     };
     // Different answers share the instructions and question; the same answer asked again
     // is served from the cache; a shorter prompt is a prefix of the cached one.
@@ -134,22 +136,19 @@ fn judge_prefix_cache_gives_the_same_distribution_as_a_fresh_model() {
         "Red, yellow and blue.",
         "Red",
     ] {
-        let got = reused
-            .next_token_distribution(&ask(answer), "Score: [[", &cands)
-            .unwrap()
-            .unwrap();
+        let got = reused.label_distribution(&ask(answer)).unwrap();
         let want = LocalBackend::new(model.clone())
-            .next_token_distribution(&ask(answer), "Score: [[", &cands)
-            .unwrap()
+            .label_distribution(&ask(answer))
             .unwrap();
-        for (a, b) in got.0.iter().zip(&want.0) {
+        for (a, b) in got.probs.iter().zip(&want.probs) {
             assert!(
                 (a - b).abs() < 2e-3,
                 "{answer}: {:?} vs {:?}",
-                got.0,
-                want.0
+                got.probs,
+                want.probs
             );
         }
-        assert!((got.1 - want.1).abs() < 2e-3);
+        assert!((got.mass - want.mass).abs() < 2e-3);
+        assert!(got.mass > 0.0 && got.mass <= 1.0 + 1e-9);
     }
 }

@@ -66,10 +66,15 @@ pub fn prompts_file() -> PathBuf {
 pub fn run_toml(dir: &std::path::Path, name: &str, toml: &str, out: &str) -> llm_judge::RunOutput {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, toml).unwrap();
-    let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
-    llm_judge::experiment::run(
+    run_file(&p, &dir.join(out))
+}
+
+/// Runs an experiment file into `out`, silently.
+pub fn run_file(path: &std::path::Path, out: &std::path::Path) -> llm_judge::RunOutput {
+    let cfg = llm_judge::experiment::ExperimentConfig::load(path).unwrap();
+    llm_judge::results::run_plan(
         &cfg.plan().unwrap(),
-        &dir.join(out),
+        out,
         &mut llm_judge::experiment::Silent,
     )
     .unwrap()

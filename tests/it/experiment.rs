@@ -1,12 +1,13 @@
-//! Experiments end to end on the real bundled models: judging, resume after SIGKILL,
-//! reproducibility, and bad input reported before any generation.
+//! Experiments end to end on the real bundled models: judging in every mode, batched judging
+//! equal to one call at a time, resume after SIGKILL, reproducibility, and bad input reported
+//! before any generation.
 
-use crate::common::{model_path, prompts_file, smollm, TempDir};
+use crate::common::{model_path, prompts_file, run_file, smollm, TempDir};
 use llm_judge::backend::LocalBackend;
-use llm_judge::experiment::{ExperimentConfig, Silent};
-use llm_judge::judge::{Judge, JudgeConfig, Mode};
+use llm_judge::experiment::ExperimentConfig;
+use llm_judge::judge::{calls_for, group_answers, run_calls, Asker, Judge, JudgeConfig};
 use llm_judge::model::bundled;
-use llm_judge::records::{JudgmentRecord, ResponseRecord};
+use llm_judge::records::{CallRecord, JudgmentRecord, Mode, ResponseRecord, TOTAL};
 use llm_judge::store::Store;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,29 +54,118 @@ fn run_cli(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+fn judgments(dir: &Path) -> Vec<JudgmentRecord> {
+    Store::open(dir)
+        .unwrap()
+        .load::<CallRecord>("judgments")
+        .unwrap()
+        .into_iter()
+        .flat_map(|c| c.rows)
+        .collect()
+}
+
+fn answer(key: &str, text: &str) -> ResponseRecord {
+    ResponseRecord {
+        key: key.into(),
+        model: key.into(),
+        setting: "s".into(),
+        prompt_id: "steak".into(),
+        prompt: "How do I cook a medium-rare steak?".into(),
+        text: Some(text.into()),
+        ..Default::default()
+    }
+}
+
+/// Judges `answers` (one prompt) in `mode` with SmolLM2, decoding `batch` calls together.
+fn judge_directly(mode: Mode, answers: &[ResponseRecord], batch: usize) -> Vec<JudgmentRecord> {
+    let cfg = JudgeConfig::new("smollm2-135m-instruct")
+        .with_modes(&[mode])
+        .with_sanity_check(false);
+    let templates = cfg.validate("test", Path::new(".")).unwrap();
+    let judge = Judge::new(cfg, "smol".into(), "local:smol".into(), templates, 5);
+    let mut backend = LocalBackend::new(smollm()).with_max_batch(batch);
+    let asker = Asker::default();
+    let groups = group_answers(answers);
+    let calls = calls_for(&judge, &asker, mode, &groups);
+    let mut rows = Vec::new();
+    run_calls(&mut backend, &asker, calls, &mut |_, r| {
+        rows.extend(r?);
+        Ok(())
+    })
+    .unwrap();
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    rows
+}
+
+fn answers() -> Vec<ResponseRecord> {
+    vec![
+        answer(
+            "good",
+            "Sear it in a very hot pan for about 3 minutes per side and rest it 5 minutes.",
+        ),
+        answer("short", "Cook it."),
+        answer(
+            "odd",
+            "Steak is a cut of beef. Many people enjoy it with potatoes and a salad.",
+        ),
+    ]
+}
+
 #[test]
 fn expected_scores_are_distributions_within_the_scale() {
-    let judge_model = smollm();
-    let mut judge = Judge::new(
-        Box::new(LocalBackend::new(judge_model)),
-        JudgeConfig::new("smollm2-135m-instruct").with_modes(&[Mode::Expected]),
-    )
-    .unwrap();
-    let scores = judge
-        .expected(
-            "How do I cook a medium-rare steak?",
-            "Sear it in a very hot pan for about 3 minutes per side and rest it 5 minutes.",
-        )
-        .unwrap()
-        .expect("local judges give token probabilities");
-    assert_eq!(scores.len(), 3);
-    for s in scores {
-        let sum: f64 = s.probs.iter().sum();
-        assert!((sum - 1.0).abs() < 1e-9, "{:?}", s.probs);
-        assert_eq!(s.probs.len(), 4);
-        assert!((1.0..=4.0).contains(&s.expected), "{}", s.expected);
-        assert!((1..=4).contains(&s.argmax));
-        assert!(s.mass > 0.0 && s.mass <= 1.0 + 1e-9);
+    let rows = judge_directly(Mode::Expected, &answers(), 8);
+    assert_eq!(rows.len(), 3 * 4, "3 answers x (3 criteria + total)");
+    for r in &rows {
+        let m = r.mass.expect("mass recorded");
+        assert!(m > 0.0 && m <= 1.0 + 1e-9, "{m}");
+        if r.criterion == TOTAL {
+            let e = r.expected_score.unwrap();
+            assert!((3.0..=12.0).contains(&e), "{e}");
+            continue;
+        }
+        let p = r.probs.as_ref().unwrap();
+        assert_eq!(p.len(), 4);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9, "{p:?}");
+        let e = r.expected_score.unwrap();
+        assert!((1.0..=4.0).contains(&e), "{e}");
+        assert!((1.0..=4.0).contains(&r.score.unwrap()));
+        assert_eq!(r.flag.is_some(), m < 0.5, "low mass is flagged");
+    }
+}
+
+#[test]
+fn batched_judging_equals_one_call_at_a_time() {
+    // Text verdicts decoded together (and re-asked) give exactly what one call at a time
+    // gives, in every text mode; so do the probability modes.
+    let answers = answers();
+    for mode in [
+        Mode::Rubric,
+        Mode::Listwise,
+        Mode::Pairwise,
+        Mode::PairwiseExpected,
+    ] {
+        let alone = judge_directly(mode, &answers, 1);
+        let together = judge_directly(mode, &answers, 8);
+        assert!(!alone.is_empty(), "{mode}");
+        assert_eq!(alone, together, "{mode}: batched judging changed the rows");
+    }
+}
+
+#[test]
+fn pairwise_expected_gives_a_preference_in_both_orders() {
+    let rows = judge_directly(Mode::PairwiseExpected, &answers(), 8);
+    assert_eq!(rows.len(), 3, "3 pairs");
+    for r in &rows {
+        let s = r.score.expect("a probability, whatever the judge writes");
+        assert!((0.0..=1.0).contains(&s), "{s}");
+        assert!(r.consistent.is_some() && r.other_key.is_some());
+        let p = r.probs.as_ref().unwrap();
+        assert_eq!(p.len(), 6, "p(A), p(B), p(C) in both orders");
+        assert!((p[..3].iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!((p[3..].iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        // The stored score is the mean preference for the first answer over both orders.
+        let want = ((p[0] + p[2] / 2.0) + (p[4] + p[5] / 2.0)) / 2.0;
+        assert!((s - want).abs() < 1e-12);
     }
 }
 
@@ -84,17 +174,19 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
     model_path(&bundled::SMOLLM2);
     let dir = TempDir::new("repro");
     let toml = tiny_toml(&dir.0, 2, "\"rubric\", \"expected\"", false);
-    let cfg = ExperimentConfig::load(&toml).unwrap();
-    let a =
-        llm_judge::experiment::run(&cfg.plan().unwrap(), &dir.0.join("a"), &mut Silent).unwrap();
-    let b =
-        llm_judge::experiment::run(&cfg.plan().unwrap(), &dir.0.join("b"), &mut Silent).unwrap();
+    let a = run_file(&toml, &dir.0.join("a"));
+    let b = run_file(&toml, &dir.0.join("b"));
     assert_eq!(a.responses.height(), 4);
     // 4 answers x 2 modes x (3 criteria + total)
     assert_eq!(a.judgments.height(), 32);
-    for name in ["responses", "judgments", "summary"] {
+    for name in ["responses", "judgments", "summary", "comparisons"] {
         for ext in ["parquet", "csv"] {
             assert!(dir.0.join("a").join(format!("{name}.{ext}")).exists());
+        }
+        if name != "responses" {
+            // Byte-identical tables from the same seed (answers carry timings).
+            let read = |d: &str| std::fs::read(dir.0.join(d).join(format!("{name}.csv"))).unwrap();
+            assert_eq!(read("a"), read("b"), "{name}.csv differs between runs");
         }
     }
     let drop_timing = |df: &polars::prelude::DataFrame| {
@@ -106,22 +198,38 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
         ])
     };
     assert!(drop_timing(&a.responses).equals_missing(&drop_timing(&b.responses)));
-    assert!(a.judgments.equals_missing(&b.judgments));
-    assert!(a.summary.equals_missing(&b.summary));
-    // Tables load back as written.
-    let back = llm_judge::table::load_table(&dir.0.join("a"), "summary").unwrap();
-    assert!(back.equals_missing(&a.summary));
+    // p1 vs p2 of the one model, in each scoring mode (rubric rows are all null with this
+    // judge, and a comparison without a single complete pair is left out).
+    let rows = &a.comparison_rows;
+    assert!(rows.iter().all(|c| c.a == "smol/p1" && c.b == "smol/p2"));
+    let expected_rows = rows.iter().filter(|c| c.mode == Mode::Expected).count();
+    assert_eq!(expected_rows, 4, "expected: 3 criteria + total");
+    for c in rows {
+        assert!(c.n > 0 && c.wins + c.ties + c.losses == c.n);
+    }
+    // Tables load back as written, and a loaded run computes the same tables.
+    let back = llm_judge::RunOutput::load(dir.0.join("a")).unwrap();
+    for (x, y) in back.summary_rows.iter().zip(&a.summary_rows) {
+        assert_eq!(format!("{x:?}"), format!("{y:?}"));
+    }
+    assert!(back.summary.equals_missing(&a.summary));
+    assert!(back.comparisons.equals_missing(&a.comparisons));
     let csv = std::fs::read_to_string(dir.0.join("a/summary.csv")).unwrap();
-    assert!(csv.starts_with("model,setting,mode,criterion,n,n_null,mean,std,ci_low,ci_high"));
-    // The report is one self-contained file with the chart inline.
-    let report = llm_judge::report::write_report(&dir.0.join("a")).unwrap();
-    let html = std::fs::read_to_string(report).unwrap();
-    assert!(html.contains("<svg") && html.contains("Judge score (expected, total)"));
-    assert!(html.contains("<table class=\"df\">") && html.contains("smollm2-135m-instruct"));
+    assert!(csv.starts_with(
+        "model,setting,mode,criterion,n,prompts,n_null,n_flagged,mean,std,ci_low,ci_high"
+    ));
+    // The report is one self-contained file with the charts inline.
+    let html = std::fs::read_to_string(a.report().unwrap()).unwrap();
     assert!(
-        !html.contains("src=\"http"),
-        "report must not load anything from the network"
+        html.contains("data:image/png;base64,") && html.contains("Judge score (expected, total)")
     );
+    assert!(html.contains("<table class=\"df\">") && html.contains("Findings"));
+    for external in ["src=\"http", "href=\"http", "@import", "<script"] {
+        assert!(
+            !html.contains(external),
+            "report loads something from elsewhere: {external}"
+        );
+    }
 }
 
 #[test]
@@ -175,7 +283,6 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let store = Store::open(&out).unwrap();
     let responses: Vec<ResponseRecord> = store.load("responses").unwrap();
-    let judgments: Vec<JudgmentRecord> = store.load("judgments").unwrap();
     let raw_lines = std::fs::read_to_string(out.join("responses.jsonl")).unwrap();
     assert_eq!(responses.len(), 8, "4 prompts x 2 settings");
     assert_eq!(raw_lines.lines().count(), 8, "no duplicate lines on disk");
@@ -183,7 +290,11 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     for r in &before {
         assert!(responses.contains(r));
     }
-    assert_eq!(judgments.len(), 8 * 4);
+    let js = judgments(&out);
+    assert_eq!(js.len(), 8 * 4);
+    assert!(std::fs::read_to_string(out.join("run.log"))
+        .unwrap()
+        .contains("judge rubric"));
 
     // A clean run from scratch gives the same answers and scores.
     let clean = dir.0.join("clean");
@@ -194,8 +305,7 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         clean.to_str().unwrap(),
     ]);
     assert!(o.status.success());
-    let clean_store = Store::open(&clean).unwrap();
-    let clean_r: Vec<ResponseRecord> = clean_store.load("responses").unwrap();
+    let clean_r: Vec<ResponseRecord> = Store::open(&clean).unwrap().load("responses").unwrap();
     let text = |rs: &[ResponseRecord]| {
         let mut v: Vec<(String, Option<String>)> =
             rs.iter().map(|r| (r.key.clone(), r.text.clone())).collect();
@@ -203,14 +313,13 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         v
     };
     assert_eq!(text(&responses), text(&clean_r));
-    let clean_j: Vec<JudgmentRecord> = clean_store.load("judgments").unwrap();
     let scores = |js: &[JudgmentRecord]| {
         let mut v: Vec<(String, Option<f64>)> =
             js.iter().map(|r| (r.key.clone(), r.score)).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     };
-    assert_eq!(scores(&judgments), scores(&clean_j));
+    assert_eq!(scores(&js), scores(&judgments(&clean)));
 
     // A rerun computes nothing new.
     let o = run_cli(&[
@@ -241,43 +350,57 @@ fn killed_run_resumes_without_loss_or_duplicates() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let rs: Vec<ResponseRecord> = Store::open(&rejudged).unwrap().load("responses").unwrap();
     assert_eq!(text(&rs), text(&responses));
-    let js: Vec<JudgmentRecord> = Store::open(&rejudged).unwrap().load("judgments").unwrap();
+    let js = judgments(&rejudged);
     assert_eq!(js.len(), 8 * 4);
     assert!(js
         .iter()
-        .all(|j| j.mode == "expected" && j.expected_score.is_some()));
+        .all(|j| j.mode == Mode::Expected && j.expected_score.is_some()));
 }
 
 #[test]
-fn listwise_and_pairwise_record_order_and_consistency() {
+fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
     model_path(&bundled::SMOLLM2);
     let dir = TempDir::new("modes");
-    let toml = tiny_toml(&dir.0, 1, "\"listwise\", \"pairwise\"", true);
-    let cfg = ExperimentConfig::load(&toml).unwrap();
-    let out =
-        llm_judge::experiment::run(&cfg.plan().unwrap(), &dir.0.join("o"), &mut Silent).unwrap();
-    let js: Vec<JudgmentRecord> = Store::open(dir.0.join("o"))
-        .unwrap()
-        .load("judgments")
-        .unwrap();
-    let listwise: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == "listwise").collect();
-    assert_eq!(listwise.len(), 2 * 4);
+    let toml = tiny_toml(&dir.0, 2, "\"listwise\", \"pairwise\", \"expected\"", true);
+    let out = run_file(&toml, &dir.0.join("o"));
+    let js = judgments(&dir.0.join("o"));
+    let listwise: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == Mode::Listwise).collect();
+    assert_eq!(
+        listwise.len(),
+        2 * 2 * 4,
+        "2 prompts x 2 answers x (3 criteria + total)"
+    );
     let mut positions: Vec<u32> = listwise.iter().filter_map(|j| j.position).collect();
     positions.sort();
     positions.dedup();
     assert_eq!(positions, vec![1, 2]);
     assert!(listwise.iter().all(|j| j.order_seed.is_some()));
-    let pairwise: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == "pairwise").collect();
-    assert_eq!(pairwise.len(), 1);
+    let pairwise: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == Mode::Pairwise).collect();
+    assert_eq!(pairwise.len(), 2, "one pair per prompt");
     let p = pairwise[0];
     assert!(p.other_key.is_some());
-    // Both orders were asked.
-    assert!(p.raw.matches("[A=").count() == 2, "{}", p.raw);
-    if let (Some(s), Some(c)) = (p.score, p.consistent) {
-        assert!(c || s == 0.5, "an inconsistent pair must count as a tie");
+    // Both orders were asked, and the row says which was which.
+    assert_eq!(p.raw.matches("[A=").count(), 2, "{}", p.raw);
+    assert!(p.raw.starts_with("[A=smol/p1 B=smol/p2]"), "{}", p.raw);
+    // A score exists exactly when both orders parsed, and a disagreement is a tie.
+    assert_eq!(p.score.is_some(), p.consistent.is_some());
+    assert_eq!(p.score.is_some(), p.parse_ok);
+    assert!(p.consistent != Some(false) || p.score == Some(0.5));
+    // The sanity check ran in each mode of the run, against each kind of bad answer.
+    let sanity = out.sanity.clone().expect("sanity check ran");
+    let modes: Vec<Mode> = sanity.modes.iter().map(|m| m.mode).collect();
+    assert_eq!(modes, vec![Mode::Listwise, Mode::Pairwise, Mode::Expected]);
+    for m in &sanity.modes {
+        let kinds: Vec<&str> = m.kinds.iter().map(|k| k.kind.as_str()).collect();
+        assert_eq!(kinds, ["off_topic", "truncated", "shuffled"], "{}", m.mode);
+        for k in &m.kinds {
+            assert_eq!(k.passed + k.wrong + k.unscored, k.comparisons);
+        }
     }
-    let sanity = out.sanity.expect("sanity check ran");
-    assert_eq!(sanity.comparisons, 2, "1 prompt: truncated and gibberish");
+    // A flagged mode is flagged in the summary and comparison tables too.
+    for r in &out.summary_rows {
+        assert_eq!(r.judge_flagged, sanity.flagged(r.mode), "{}", r.mode);
+    }
     assert!(out.summary.height() > 0);
 }
 
@@ -297,6 +420,7 @@ fn bad_experiment_input_is_reported_before_generation() {
         "name = \"t\"\nmode = \"rubric\"\nprompt = \"{question} only\"\n",
     )
     .unwrap();
+    let judge_line = "[judge]\nmodel = \"smollm2-135m-instruct\"";
     let cases: Vec<(String, &str)> = vec![
         (good.replace("seed = 7", "seed = = 7"), "line 3"),
         (
@@ -316,6 +440,13 @@ fn bad_experiment_input_is_reported_before_generation() {
         ),
         (
             good.replace(
+                &prompts_file().display().to_string(),
+                "no/such/prompts.jsonl",
+            ),
+            "prompts: cannot read the prompt file",
+        ),
+        (
+            good.replace(
                 "sanity_check = false",
                 &format!(
                     "sanity_check = false\ntemplates = {{ rubric = \"{}\" }}",
@@ -331,6 +462,44 @@ fn bad_experiment_input_is_reported_before_generation() {
             ),
             "temprature",
         ),
+        (good.replace("name = \"p2\"", "name = \"p1\""), "duplicate setting name `p1`"),
+        (good.replace("max_tokens = 16", "max_tokens = 0"), "max_tokens"),
+        (good.replace("limit = 1", "limit = 0"), "limit"),
+        (good.replace("max_tokens = 24", "max_tokens = 0"), "judge.max_tokens"),
+        (
+            good.replace(judge_line, &format!("{judge_line}\ntemperature = -1.0")),
+            "temperature",
+        ),
+        (
+            good.replace(judge_line, &format!("{judge_line}\ncriteria = [\"A\", \"A\"]")),
+            "duplicate criterion `A`",
+        ),
+        (
+            good.replace(judge_line, &format!("{judge_line}\ncriteria = [\"\"]")),
+            "judge.criteria[0]",
+        ),
+        (
+            good.replace(
+                "model = \"smollm2-135m-instruct\"",
+                "model = \"missing/judge.gguf\"",
+            ),
+            "judge.model",
+        ),
+        (
+            good.replace(
+                "source = \"smollm2-135m-instruct\"",
+                "source = \"smollm2-135m-instruct\"\n[models.endpoint]\nbase_urls = [\"http://127.0.0.1:9/v1\"]\nmodel = \"m\"",
+            ),
+            "has both `source` and `endpoint`",
+        ),
+        (
+            good.replace(
+                "source = \"smollm2-135m-instruct\"",
+                "[models.endpoint]\nbase_urls = [\"http://127.0.0.1:9/v1\"]\nmodel = \"m\"\nbackoff_s = -1.0",
+            ),
+            "models[0].endpoint.backoff_s",
+        ),
+        (good.replace("seed = 7", "seed = 7\nsamples = 4294967295"), "more than the"),
     ];
     for (i, (text, needle)) in cases.into_iter().enumerate() {
         let p = dir.0.join(format!("case{i}.toml"));
@@ -338,7 +507,7 @@ fn bad_experiment_input_is_reported_before_generation() {
         let out = dir.0.join(format!("out{i}"));
         let o = run_cli(&["run", p.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "case {i} succeeded");
+        assert_eq!(o.status.code(), Some(1), "case {i} ({needle}): {err}");
         assert!(!err.contains("panicked"), "{err}");
         assert!(
             err.contains(needle),
@@ -349,4 +518,30 @@ fn bad_experiment_input_is_reported_before_generation() {
             "case {i} generated before failing"
         );
     }
+}
+
+#[test]
+fn shipped_experiments_validate_offline() {
+    // The write-up's own experiments name hub models and GPT-4: a dry run checks them and
+    // says what it would download, without downloading or generating anything.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/experiments");
+    for name in ["writeup.toml", "writeup-app.toml", "writeup-offline.toml"] {
+        let p = root.join(name);
+        let o = run_cli(&["run", p.to_str().unwrap(), "--dry-run"]);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            out.contains("dry run: nothing was generated or downloaded"),
+            "{name}"
+        );
+        if name.starts_with("writeup.") || name == "writeup-app.toml" {
+            assert!(out.contains("would download"), "{name}: {out}");
+            assert!(out.contains("top_k 40, top_p 0.95"), "{name}: {out}");
+        }
+    }
+    let _ = ExperimentConfig::load(&root.join("writeup.toml")).unwrap();
 }

@@ -2,9 +2,9 @@
 //! 127.0.0.1), and against a local fault-injecting server.
 
 use crate::common::{model_path, prompts_file, run_toml, smollm, TempDir};
-use llm_judge::backend::{Backend, EndpointConfig, LocalBackend, OpenAiBackend};
+use llm_judge::backend::{Backend, EndpointConfig, LabelQuery, LocalBackend, OpenAiBackend};
 use llm_judge::model::bundled;
-use llm_judge::{Message, SamplingParams};
+use llm_judge::{Input, Message, Mode, SamplingParams};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -58,29 +58,27 @@ fn client_and_server_match_the_local_model() {
     let served = serve(&[], &[]);
     let mut remote = OpenAiBackend::new(endpoint(&served.base)).unwrap();
     let mut local = LocalBackend::new(smollm());
-    let msgs = [Message::user("Name three primary colors.")];
+    let msgs = Input::Chat(vec![Message::user("Name three primary colors.")]);
     let p = SamplingParams::greedy().with_max_new_tokens(24);
-    let a = remote.chat(&msgs, &p).unwrap();
-    let b = local.chat(&msgs, &p).unwrap();
+    let a = remote.generate(&msgs, &p).unwrap();
+    let b = local.generate(&msgs, &p).unwrap();
     assert_eq!(a.text, b.text);
     assert_eq!(a.completion_tokens, b.completion_tokens);
     assert_eq!(a.prompt_tokens, b.prompt_tokens);
 
-    let cands: Vec<String> = (1..=4).map(|k| k.to_string()).collect();
-    let q = [Message::user(
-        "Rate this answer from 1 to 4: 'Paris is in France.'",
-    )];
-    let (pr, _) = remote
-        .next_token_distribution(&q, "Score: [[", &cands)
-        .unwrap()
-        .unwrap();
-    let (pl, _) = local
-        .next_token_distribution(&q, "Score: [[", &cands)
-        .unwrap()
-        .unwrap();
-    for (x, y) in pr.iter().zip(&pl) {
+    let q = LabelQuery {
+        input: Input::Chat(vec![Message::user(
+            "Rate this answer from 1 to 4: 'Paris is in France.'",
+        )]),
+        prefix: "Score: [[".into(),
+        labels: (1..=4).map(|k| k.to_string()).collect(),
+    };
+    let pr = remote.label_distribution(&q).unwrap();
+    let pl = local.label_distribution(&q).unwrap();
+    for (x, y) in pr.probs.iter().zip(&pl.probs) {
         assert!((x - y).abs() < 1e-3, "{pr:?} vs {pl:?}");
     }
+    assert!((pr.mass - pl.mass).abs() < 1e-3, "{pr:?} vs {pl:?}");
 
     // Streaming gives the same text in pieces.
     let body = serde_json::json!({
@@ -239,7 +237,10 @@ fn transient_failures_are_retried() {
     let (base, count) = fault_server(vec!["500", "429", "drop", "ok"]);
     let mut c = OpenAiBackend::new(fast(&base)).unwrap();
     let g = c
-        .chat(&[Message::user("hi")], &SamplingParams::greedy())
+        .generate(
+            &Input::Chat(vec![Message::user("hi")]),
+            &SamplingParams::greedy(),
+        )
         .unwrap();
     assert_eq!(g.text, "fine");
     assert_eq!(count.load(Ordering::SeqCst), 4);
@@ -256,7 +257,10 @@ fn persistent_failures_end_in_a_clear_error() {
         let mut c = OpenAiBackend::new(fast(&base)).unwrap();
         let t = std::time::Instant::now();
         let err = c
-            .chat(&[Message::user("hi")], &SamplingParams::greedy())
+            .generate(
+                &Input::Chat(vec![Message::user("hi")]),
+                &SamplingParams::greedy(),
+            )
             .unwrap_err()
             .to_string();
         assert!(err.contains(needle) || err.contains("timeout"), "{err}");
@@ -315,9 +319,16 @@ preset = "greedy"
         .filter(|r| r.model == "smol")
         .all(|r| r.text.is_some()));
     assert!(
-        out.warnings.iter().any(|w| w.contains("2 answers failed")),
+        out.warnings
+            .iter()
+            .any(|w| w.contains("generate: 2 failed")),
         "{:?}",
         out.warnings
+    );
+    assert_eq!(out.failures.len(), 2);
+    assert!(
+        out.failures.iter().all(|f| f.transient),
+        "HTTP 500 is worth a retry"
     );
 
     // Once the endpoint recovers, a rerun retries the failed answers and keeps the rest.
@@ -351,7 +362,7 @@ fn a_failing_judge_endpoint_is_reported_and_the_run_finishes() {
     assert!(
         out.warnings
             .iter()
-            .any(|w| w.contains("1 judge calls failed")),
+            .any(|w| w.contains("judge rubric: 1 failed") && w.contains("run again")),
         "{:?}",
         out.warnings
     );
@@ -394,7 +405,7 @@ sanity_check = false
         let p = dir.0.join(format!("{name}.toml"));
         std::fs::write(&p, text).unwrap();
         let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
-        llm_judge::experiment::run(
+        llm_judge::results::run_plan(
             &cfg.plan().unwrap(),
             &dir.0.join(name),
             &mut llm_judge::experiment::Silent,
@@ -404,7 +415,7 @@ sanity_check = false
     let local = run(&base_toml, "local");
     let remote = run(&remote_toml, "remote");
     let key = |j: &llm_judge::records::JudgmentRecord| {
-        (j.mode.clone(), j.response_key.clone(), j.criterion.clone())
+        (j.mode, j.response_key.clone(), j.criterion.clone())
     };
     assert_eq!(local.records.len(), remote.records.len());
     for l in &local.records {
@@ -413,7 +424,7 @@ sanity_check = false
             .iter()
             .find(|r| key(r) == key(l))
             .expect("same rows");
-        if l.mode == "rubric" {
+        if l.mode == Mode::Rubric {
             assert_eq!(l.raw, r.raw);
             assert_eq!(l.score, r.score);
         } else {
@@ -459,7 +470,7 @@ fn requests_in_flight_and_rate_limit() {
         std::fs::write(&p, toml).unwrap();
         let cfg = llm_judge::experiment::ExperimentConfig::load(&p).unwrap();
         let t = std::time::Instant::now();
-        let out = llm_judge::experiment::run(
+        let out = llm_judge::results::run_plan(
             &cfg.plan().unwrap(),
             &dir.0.join(name),
             &mut llm_judge::experiment::Silent,

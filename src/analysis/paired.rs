@@ -1,0 +1,470 @@
+//! Paired comparisons: is cell B better than cell A on the same prompts?
+//!
+//! Two cells that answered the same prompts (p1 and p2 of one model, or two models under one
+//! setting) are compared by their per-prompt differences B − A, not by their separate
+//! intervals: prompts differ far more than the cells do, and pairing removes that. For each
+//! pair of cells, mode and criterion:
+//!
+//! - the mean difference, with a bootstrap CI that resamples prompts (and samples within);
+//! - a paired sign-flip permutation p-value (exact up to 16 prompts), and a Holm-adjusted
+//!   p-value over the comparisons of the same mode and criterion;
+//! - wins, ties and losses of B over A per prompt;
+//! - the difference at equal answer length (AlpacaEval 2's length control): a least-squares
+//!   fit of the per-prompt difference on the difference in length (words), read at zero.
+//!
+//! Pairwise modes compare the two cells directly: the difference is B's preference minus
+//! A's (−1 to 1; 1 when B always wins).
+
+use super::resample::{mean, percentile_interval, Clusters, ITERS, LEVEL};
+use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Which pairs of cells to compare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pairs {
+    /// Settings within each model, and models within each setting (the default).
+    #[default]
+    WithinModelOrSetting,
+    /// Every pair of cells.
+    All,
+}
+
+/// One paired comparison: B − A.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Judge mode.
+    pub mode: Mode,
+    /// Criterion (`total`, a criterion, or `overall` for pairwise modes).
+    pub criterion: String,
+    /// Cell A, `model/setting`.
+    pub a: String,
+    /// Cell B.
+    pub b: String,
+    /// Prompts with at least one complete pair.
+    pub n: u64,
+    /// Pairs (prompt, sample) left out because a score was null.
+    pub n_dropped: u64,
+    /// Mean of B − A over the pairs.
+    pub mean_diff: f64,
+    /// Lower end of the 95 % CI of the mean difference (prompts resampled).
+    pub ci_low: f64,
+    /// Upper end.
+    pub ci_high: f64,
+    /// Two-sided paired sign-flip permutation p-value over prompts.
+    pub p_value: f64,
+    /// Holm-adjusted p-value over the comparisons of the same mode and criterion.
+    pub p_holm: f64,
+    /// Prompts where B scored higher.
+    pub wins: u64,
+    /// Prompts where they scored the same.
+    pub ties: u64,
+    /// Prompts where A scored higher.
+    pub losses: u64,
+    /// The difference at equal answer length (intercept of B − A on the length difference).
+    pub lc_diff: f64,
+    /// Lower end of its 95 % CI.
+    pub lc_ci_low: f64,
+    /// Upper end.
+    pub lc_ci_high: f64,
+    /// Whether the judge sanity check flagged this mode (`None` when it did not run).
+    pub judge_flagged: Option<bool>,
+}
+
+impl Comparison {
+    /// True when the 95 % CI of the difference excludes 0.
+    pub fn resolved(&self) -> bool {
+        self.ci_low > 0.0 || self.ci_high < 0.0
+    }
+}
+
+/// One paired observation: prompt, difference B − A, length difference (words).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Obs {
+    d: f64,
+    dlen: f64,
+}
+
+/// Words in an answer.
+pub fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// Two-sided p-value of the paired sign-flip test on per-prompt differences: exact up to 16
+/// prompts, else 20 000 seeded random flips (`(hits + 1) / (draws + 1)`).
+pub fn sign_flip_p(diffs: &[f64], seed: u64) -> f64 {
+    let n = diffs.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    let observed = mean(diffs).abs() - 1e-12;
+    let stat = |signs: &dyn Fn(usize) -> bool| {
+        (diffs
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if signs(i) { *d } else { -*d })
+            .sum::<f64>()
+            / n as f64)
+            .abs()
+    };
+    if n <= 16 {
+        let total = 1u64 << n;
+        let hits = (0..total)
+            .filter(|mask| stat(&|i| mask >> i & 1 == 1) >= observed)
+            .count();
+        return hits as f64 / total as f64;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let draws = 20_000;
+    let mut hits = 0;
+    for _ in 0..draws {
+        let flips: Vec<bool> = (0..n).map(|_| rng.random()).collect();
+        if stat(&|i| flips[i]) >= observed {
+            hits += 1;
+        }
+    }
+    (hits + 1) as f64 / (draws + 1) as f64
+}
+
+/// Holm's step-down adjustment of a family of p-values (NaN stays NaN).
+pub fn holm(ps: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..ps.len()).filter(|&i| ps[i].is_finite()).collect();
+    idx.sort_by(|&a, &b| ps[a].total_cmp(&ps[b]));
+    let m = idx.len();
+    let mut out = vec![f64::NAN; ps.len()];
+    let mut running: f64 = 0.0;
+    for (rank, &i) in idx.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * ps[i]).min(1.0));
+        out[i] = running;
+    }
+    out
+}
+
+/// Intercept of the least-squares line of `d` on `dlen`: the difference at equal length.
+/// NaN with fewer than 3 points or no spread in length.
+fn length_controlled(obs: &[Obs]) -> f64 {
+    if obs.len() < 3 {
+        return f64::NAN;
+    }
+    let (md, ml) = (
+        mean(&obs.iter().map(|o| o.d).collect::<Vec<_>>()),
+        mean(&obs.iter().map(|o| o.dlen).collect::<Vec<_>>()),
+    );
+    let sxx: f64 = obs.iter().map(|o| (o.dlen - ml).powi(2)).sum();
+    if sxx < 1e-12 {
+        return f64::NAN;
+    }
+    let sxy: f64 = obs.iter().map(|o| (o.dlen - ml) * (o.d - md)).sum();
+    md - sxy / sxx * ml
+}
+
+/// The pairs of cells to compare, in first-seen order of the cells (A before B).
+fn cell_pairs(cells: &[(String, String)], pairs: Pairs) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for i in 0..cells.len() {
+        for j in i + 1..cells.len() {
+            let (a, b) = (&cells[i], &cells[j]);
+            if pairs == Pairs::All || a.0 == b.0 || a.1 == b.1 {
+                out.push((i, j));
+            }
+        }
+    }
+    out
+}
+
+/// Paired observations of one comparison, grouped by prompt, and the pairs dropped.
+fn observations(
+    js: &[&JudgmentRecord],
+    mode: Mode,
+    criterion: &str,
+    a: &(String, String),
+    b: &(String, String),
+    len: &HashMap<&str, usize>,
+) -> (Clusters<Obs>, u64) {
+    let is = |j: &JudgmentRecord, c: &(String, String)| j.model == c.0 && j.setting == c.1;
+    let words_of = |k: &str| len.get(k).copied().unwrap_or(0) as f64;
+    let mut obs = Vec::new();
+    let mut dropped = 0;
+    if mode.is_pairwise() {
+        for j in js.iter().filter(|j| j.criterion == OVERALL) {
+            let other = (
+                j.other_model.clone().unwrap_or_default(),
+                j.other_setting.clone().unwrap_or_default(),
+            );
+            let other_is = |c: &(String, String)| other == *c;
+            let (sign, a_key, b_key) = if is(j, a) && other_is(b) {
+                (
+                    1.0,
+                    j.response_key.as_str(),
+                    j.other_key.as_deref().unwrap_or(""),
+                )
+            } else if is(j, b) && other_is(a) {
+                (
+                    -1.0,
+                    j.other_key.as_deref().unwrap_or(""),
+                    j.response_key.as_str(),
+                )
+            } else {
+                continue;
+            };
+            match j.score {
+                // score is the first answer's win share: B − A = 1 − 2·score from A's side.
+                Some(s) => obs.push((
+                    j.prompt_id.clone(),
+                    Obs {
+                        d: sign * (1.0 - 2.0 * s),
+                        dlen: words_of(b_key) - words_of(a_key),
+                    },
+                )),
+                None => dropped += 1,
+            }
+        }
+    } else {
+        let mut by: HashMap<(&str, u32), [Option<&JudgmentRecord>; 2]> = HashMap::new();
+        for j in js.iter().filter(|j| j.criterion == criterion) {
+            let side = if is(j, a) {
+                0
+            } else if is(j, b) {
+                1
+            } else {
+                continue;
+            };
+            by.entry((j.prompt_id.as_str(), j.sample)).or_default()[side] = Some(j);
+        }
+        let mut keys: Vec<_> = by.keys().copied().collect();
+        keys.sort();
+        for k in keys {
+            let [Some(ja), Some(jb)] = by[&k] else {
+                continue;
+            };
+            match (ja.value(), jb.value()) {
+                (Some(va), Some(vb)) => obs.push((
+                    k.0.to_string(),
+                    Obs {
+                        d: vb - va,
+                        dlen: words_of(&jb.response_key) - words_of(&ja.response_key),
+                    },
+                )),
+                _ => dropped += 1,
+            }
+        }
+    }
+    (Clusters::from_pairs(obs), dropped)
+}
+
+/// A mode and criterion with the cells `(model, setting)` that have rows in it.
+type Family = (Mode, String, Vec<(String, String)>);
+
+/// Every paired comparison of the run: per mode and criterion, per pair of cells that share
+/// prompts. `flagged` tells whether the sanity check flagged a mode.
+pub fn comparisons(
+    judgments: &[JudgmentRecord],
+    responses: &[ResponseRecord],
+    pairs: Pairs,
+    seed: u64,
+    flagged: &dyn Fn(Mode) -> Option<bool>,
+) -> Vec<Comparison> {
+    let len: HashMap<&str, usize> = responses
+        .iter()
+        .filter_map(|r| Some((r.key.as_str(), words(r.text.as_deref()?))))
+        .collect();
+    // Families: (mode, criterion) in first-seen order, with their cells.
+    let mut families: Vec<Family> = Vec::new();
+    for j in judgments {
+        let crit = if j.mode.is_pairwise() {
+            OVERALL
+        } else {
+            j.criterion.as_str()
+        };
+        let fam = match families
+            .iter()
+            .position(|(m, c, _)| *m == j.mode && c == crit)
+        {
+            Some(i) => i,
+            None => {
+                families.push((j.mode, crit.to_string(), Vec::new()));
+                families.len() - 1
+            }
+        };
+        let cells = &mut families[fam].2;
+        let mut add = |c: (String, String)| {
+            if !cells.contains(&c) {
+                cells.push(c);
+            }
+        };
+        add((j.model.clone(), j.setting.clone()));
+        if let (Some(m), Some(s)) = (&j.other_model, &j.other_setting) {
+            add((m.clone(), s.clone()));
+        }
+    }
+    let mut out = Vec::new();
+    for (fi, (mode, criterion, cells)) in families.iter().enumerate() {
+        let js: Vec<&JudgmentRecord> = judgments.iter().filter(|j| j.mode == *mode).collect();
+        let start = out.len();
+        for (pi, (i, j)) in cell_pairs(cells, pairs).into_iter().enumerate() {
+            let (a, b) = (&cells[i], &cells[j]);
+            let (clusters, dropped) = observations(&js, *mode, criterion, a, b, &len);
+            if clusters.is_empty() {
+                continue;
+            }
+            let s = seed.wrapping_add((fi as u64) << 20).wrapping_add(pi as u64);
+            let all = clusters.values();
+            let per_prompt: Vec<Obs> = clusters
+                .groups
+                .iter()
+                .map(|(_, v)| Obs {
+                    d: mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()),
+                    dlen: mean(&v.iter().map(|o| o.dlen).collect::<Vec<_>>()),
+                })
+                .collect();
+            let diffs: Vec<f64> = per_prompt.iter().map(|o| o.d).collect();
+            let (ci_low, ci_high) =
+                clusters.interval(s, |v| mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()));
+            // Length control on per-prompt means, its interval by resampling prompts.
+            let lc = length_controlled(&per_prompt);
+            let (lc_ci_low, lc_ci_high) = if lc.is_finite() {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s ^ 0x9e37_79b9);
+                let n = per_prompt.len();
+                let stats: Vec<f64> = (0..ITERS)
+                    .map(|_| {
+                        let draw: Vec<Obs> =
+                            (0..n).map(|_| per_prompt[rng.random_range(0..n)]).collect();
+                        length_controlled(&draw)
+                    })
+                    .filter(|x| x.is_finite())
+                    .collect();
+                percentile_interval(stats, LEVEL)
+            } else {
+                (f64::NAN, f64::NAN)
+            };
+            out.push(Comparison {
+                mode: *mode,
+                criterion: criterion.clone(),
+                a: format!("{}/{}", a.0, a.1),
+                b: format!("{}/{}", b.0, b.1),
+                n: clusters.len() as u64,
+                n_dropped: dropped,
+                mean_diff: mean(&all.iter().map(|o| o.d).collect::<Vec<_>>()),
+                ci_low,
+                ci_high,
+                p_value: sign_flip_p(&diffs, s),
+                p_holm: f64::NAN,
+                wins: diffs.iter().filter(|d| **d > 1e-12).count() as u64,
+                ties: diffs.iter().filter(|d| d.abs() <= 1e-12).count() as u64,
+                losses: diffs.iter().filter(|d| **d < -1e-12).count() as u64,
+                lc_diff: lc,
+                lc_ci_low,
+                lc_ci_high,
+                judge_flagged: flagged(*mode),
+            });
+        }
+        let ps: Vec<f64> = out[start..].iter().map(|c| c.p_value).collect();
+        for (c, p) in out[start..].iter_mut().zip(holm(&ps)) {
+            c.p_holm = p;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::TOTAL;
+
+    fn row(model: &str, setting: &str, prompt: &str, v: f64) -> JudgmentRecord {
+        let j = crate::judge::Judge::new(
+            crate::judge::JudgeConfig::new("j"),
+            "j".into(),
+            "j".into(),
+            Default::default(),
+            0,
+        );
+        let a = ResponseRecord {
+            key: format!("{model}{setting}{prompt}"),
+            model: model.into(),
+            setting: setting.into(),
+            prompt_id: prompt.into(),
+            ..Default::default()
+        };
+        j.row("c", Mode::Expected, &a, TOTAL, Some(v))
+    }
+
+    #[test]
+    fn a_paired_difference_is_resolved_while_cell_intervals_overlap() {
+        // Prompts differ a lot (4..12); p2 is better than p1 by 0.3 to 0.5 on every prompt.
+        let base = [4.0, 9.0, 6.0, 11.0, 5.0, 8.0, 12.0, 7.0, 10.0, 6.5];
+        let mut js = Vec::new();
+        for (i, b) in base.iter().enumerate() {
+            let p = format!("p{i}");
+            js.push(row("m", "p1", &p, *b));
+            js.push(row("m", "p2", &p, b + 0.3 + 0.02 * i as f64));
+        }
+        let summary = crate::analysis::summarize(&js, 1);
+        let (s1, s2) = (&summary[0], &summary[1]);
+        assert!(s1.ci_high > s2.ci_low, "the per-cell CIs overlap");
+        let c = comparisons(&js, &[], Pairs::default(), 1, &|_| None);
+        assert_eq!(c.len(), 1);
+        let c = &c[0];
+        assert_eq!((c.a.as_str(), c.b.as_str()), ("m/p1", "m/p2"));
+        assert_eq!((c.n, c.wins, c.ties, c.losses), (10, 10, 0, 0));
+        assert!((c.mean_diff - 0.39).abs() < 1e-9, "{}", c.mean_diff);
+        assert!(
+            c.ci_low > 0.3 && c.ci_high < 0.48,
+            "{} {}",
+            c.ci_low,
+            c.ci_high
+        );
+        assert!(c.resolved());
+        // All 10 differences positive: only the two all-same-sign flips are as extreme.
+        assert!((c.p_value - 2.0 / 1024.0).abs() < 1e-12, "{}", c.p_value);
+    }
+
+    #[test]
+    fn sign_flip_p_on_a_small_exact_case() {
+        // d = (1, 2, 3): |mean| = 2. Of the 8 sign patterns, |mean| >= 2 only for +++ and ---.
+        assert!((sign_flip_p(&[1.0, 2.0, 3.0], 0) - 0.25).abs() < 1e-12);
+        // d = (1, -1): every pattern has |mean| 0 or 1; observed 0, so p = 1.
+        assert_eq!(sign_flip_p(&[1.0, -1.0], 0), 1.0);
+        // (3, 1): patterns ++ (2), +- (1), -+ (1), -- (2): p = 2/4.
+        assert!((sign_flip_p(&[3.0, 1.0], 0) - 0.5).abs() < 1e-12);
+        assert!(sign_flip_p(&[], 0).is_nan());
+    }
+
+    #[test]
+    fn holm_by_hand() {
+        // Sorted 0.01, 0.02, 0.04 with m = 3: 0.03, 0.04, 0.04 (monotone).
+        let h = holm(&[0.04, 0.01, 0.02]);
+        let want = [0.04, 0.03, 0.04];
+        for (x, y) in h.iter().zip(want) {
+            assert!((x - y).abs() < 1e-12, "{h:?}");
+        }
+        assert_eq!(holm(&[0.6, f64::NAN])[0], 0.6);
+    }
+
+    #[test]
+    fn length_control_reads_the_difference_at_equal_length() {
+        // d = 0.5 + 0.1 · dlen exactly: at equal length the difference is 0.5.
+        let obs: Vec<Obs> = [-5.0, 0.0, 3.0, 10.0]
+            .iter()
+            .map(|&l| Obs {
+                d: 0.5 + 0.1 * l,
+                dlen: l,
+            })
+            .collect();
+        assert!((length_controlled(&obs) - 0.5).abs() < 1e-12);
+        assert!(length_controlled(&obs[..2]).is_nan());
+    }
+
+    #[test]
+    fn default_pairs_stay_within_a_model_or_setting() {
+        let cells: Vec<(String, String)> = [("a", "p1"), ("a", "p2"), ("b", "p1"), ("b", "p2")]
+            .iter()
+            .map(|(m, s)| (m.to_string(), s.to_string()))
+            .collect();
+        let p = cell_pairs(&cells, Pairs::WithinModelOrSetting);
+        assert_eq!(p, vec![(0, 1), (0, 2), (1, 3), (2, 3)]);
+        assert_eq!(cell_pairs(&cells, Pairs::All).len(), 6);
+    }
+}

@@ -1,0 +1,285 @@
+//! A finished run: its tables and records ([`RunOutput`]), written to and loaded from a
+//! results folder, with one-call views for notebook cells ([`views`]), the findings in words
+//! ([`findings`]) and the self-contained HTML report ([`report`]).
+//!
+//! A results folder holds `responses`, `judgments`, `summary` and `comparisons` as Parquet
+//! and CSV, `run.json` (the experiment, models with their identities, every sampling value,
+//! the judge, the sanity check, warnings and failures), the append-only record stores it
+//! resumes from (`*.jsonl`) and `run.log`.
+
+pub mod display;
+pub mod findings;
+pub mod report;
+pub mod views;
+
+use crate::analysis::{comparisons, summarize, Comparison, Pairs, SummaryRow};
+use crate::error::{Error, Result};
+use crate::experiment::{
+    run, Experiment, ExperimentConfig, Failure, Lines, Outcome, Plan, Progress, SanitySummary,
+};
+use crate::judge::JudgeConfig;
+use crate::records::{CallRecord, JudgmentRecord, ResponseRecord};
+use crate::store::{write_atomic, Store};
+use crate::table::{self, save_table};
+use polars::prelude::DataFrame;
+use std::path::{Path, PathBuf};
+
+/// What a run returns: the tables, the records behind them, and where they were written.
+/// Load an earlier run with [`RunOutput::load`].
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// One row per answer.
+    pub responses: DataFrame,
+    /// One row per score.
+    pub judgments: DataFrame,
+    /// Model × setting × mode × criterion: n, mean, std, bootstrap 95 % CI.
+    pub summary: DataFrame,
+    /// Paired comparisons between cells: B − A with CI, p-values, wins/ties/losses.
+    pub comparisons: DataFrame,
+    /// The answer records behind `responses`.
+    pub answers: Vec<ResponseRecord>,
+    /// The judgment records behind `judgments`.
+    pub records: Vec<JudgmentRecord>,
+    /// The sanity check's records (good vs bad answers).
+    pub sanity_records: Vec<JudgmentRecord>,
+    /// The rows behind `summary`.
+    pub summary_rows: Vec<SummaryRow>,
+    /// The rows behind `comparisons`.
+    pub comparison_rows: Vec<Comparison>,
+    /// The experiment that produced the run.
+    pub config: ExperimentConfig,
+    /// The judge sanity check, when it ran.
+    pub sanity: Option<SanitySummary>,
+    /// What failed (a rerun retries it).
+    pub failures: Vec<Failure>,
+    /// The run's metadata as written to `run.json`.
+    pub meta: serde_json::Value,
+    /// Warnings (self-preference, a flagged judge, failures).
+    pub warnings: Vec<String>,
+    /// The results folder.
+    pub dir: PathBuf,
+}
+
+impl Experiment {
+    /// Runs into `results_dir` with a few progress lines on stdout (the full log goes to
+    /// `run.log` there), and writes the tables.
+    pub fn run(&self, results_dir: impl AsRef<Path>) -> Result<RunOutput> {
+        self.run_with(results_dir, &mut Lines::default())
+    }
+
+    /// Runs with a progress sink of your choice.
+    pub fn run_with(
+        &self,
+        results_dir: impl AsRef<Path>,
+        progress: &mut dyn Progress,
+    ) -> Result<RunOutput> {
+        run_plan(&self.plan()?, results_dir.as_ref(), progress)
+    }
+}
+
+/// Runs a checked plan into `dir` and writes its tables and `run.json`.
+pub fn run_plan(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOutput> {
+    let outcome = run(plan, dir, progress)?;
+    RunOutput::write(plan, outcome, dir)
+}
+
+fn json_err(path: &Path) -> impl Fn(serde_json::Error) -> Error + '_ {
+    move |e| Error::config(path.display().to_string(), e.to_string())
+}
+
+impl RunOutput {
+    /// Builds the tables of a finished run and writes them, with `run.json`, to `dir`.
+    pub fn write(plan: &Plan, o: Outcome, dir: &Path) -> Result<RunOutput> {
+        let seed = plan.config.seed;
+        let flagged = |m| o.sanity.as_ref().and_then(|s| s.flagged(m));
+        let mut summary_rows = summarize(&o.judgments, seed);
+        for r in &mut summary_rows {
+            r.judge_flagged = flagged(r.mode);
+        }
+        let comparison_rows =
+            comparisons(&o.judgments, &o.responses, Pairs::default(), seed, &flagged);
+        let mut models = serde_json::Map::new();
+        for m in &plan.models {
+            let id = o
+                .responses
+                .iter()
+                .find(|r| r.model == m.name)
+                .map(|r| r.model_id.clone());
+            models.insert(
+                m.name.clone(),
+                serde_json::json!({"source": m.spec.to_string(), "id": id,
+                    "prompt_format": m.prompt_format, "context": m.context}),
+            );
+        }
+        let meta = serde_json::json!({
+            "experiment": plan.config,
+            "llm_judge_version": env!("CARGO_PKG_VERSION"),
+            "device": crate::model::device_name(),
+            "models": models,
+            "settings": plan.settings.iter().map(|(n, p)| serde_json::json!({"name": n, "params": p})).collect::<Vec<_>>(),
+            "judge": o.judge.as_ref().map(|(n, id)| serde_json::json!({"name": n, "id": id})),
+            "templates": plan.templates,
+            "sanity": o.sanity,
+            "warnings": o.warnings,
+            "failures": o.failures,
+            "counts": {"responses": o.responses.len(), "judgments": o.judgments.len(),
+                       "failures": o.failures.len()},
+        });
+        let out = RunOutput {
+            responses: table::responses_df(&o.responses)?,
+            judgments: table::judgments_df(&o.judgments)?,
+            summary: table::summary_df(&summary_rows)?,
+            comparisons: table::comparisons_df(&comparison_rows)?,
+            answers: o.responses,
+            records: o.judgments,
+            sanity_records: o.sanity_rows,
+            summary_rows,
+            comparison_rows,
+            config: plan.config.clone(),
+            sanity: o.sanity,
+            failures: o.failures,
+            meta,
+            warnings: o.warnings,
+            dir: dir.to_path_buf(),
+        };
+        for (name, df) in [
+            ("responses", &out.responses),
+            ("judgments", &out.judgments),
+            ("summary", &out.summary),
+            ("comparisons", &out.comparisons),
+        ] {
+            save_table(df, dir, name)?;
+        }
+        let text = serde_json::to_vec_pretty(&out.meta).map_err(|e| Error::Table(e.to_string()))?;
+        write_atomic(&dir.join("run.json"), &text)?;
+        Ok(out)
+    }
+
+    /// Opens a finished results folder: `run.json`, the tables, and the stored records.
+    pub fn load(dir: impl AsRef<Path>) -> Result<RunOutput> {
+        let dir = dir.as_ref();
+        let meta_path = dir.join("run.json");
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: serde_json::Value = serde_json::from_str(&text).map_err(json_err(&meta_path))?;
+        let field = |name: &str| -> Result<serde_json::Value> {
+            Ok(meta.get(name).cloned().unwrap_or(serde_json::Value::Null))
+        };
+        let config: ExperimentConfig =
+            serde_json::from_value(field("experiment")?).map_err(json_err(&meta_path))?;
+        let sanity: Option<SanitySummary> =
+            serde_json::from_value(field("sanity")?).map_err(json_err(&meta_path))?;
+        let failures: Vec<Failure> = match field("failures")? {
+            serde_json::Value::Null => Vec::new(),
+            v => serde_json::from_value(v).map_err(json_err(&meta_path))?,
+        };
+        let warnings: Vec<String> = match field("warnings")? {
+            serde_json::Value::Null => Vec::new(),
+            v => serde_json::from_value(v).map_err(json_err(&meta_path))?,
+        };
+        let responses = table::load_table(dir, "responses")?;
+        let judgments = table::load_table(dir, "judgments")?;
+        // The stores may hold records of other configurations of the same folder; keep the
+        // ones in this run's tables, in table order.
+        let store = Store::open(dir)?;
+        let answer_ids = table::string_column(&responses, "response_id")?;
+        let judgment_ids = table::string_column(&judgments, "judgment_id")?;
+        let answers = in_order(
+            store.load::<ResponseRecord>("responses")?,
+            &answer_ids,
+            |r| &r.key,
+        );
+        let flat = |calls: Vec<CallRecord>| -> Vec<JudgmentRecord> {
+            calls.into_iter().flat_map(|c| c.rows).collect()
+        };
+        let records = in_order(flat(store.load("judgments")?), &judgment_ids, |j| &j.key);
+        let sanity_records = flat(store.load("sanity")?);
+        let seed = config.seed;
+        let flagged = |m| sanity.as_ref().and_then(|s| s.flagged(m));
+        let mut summary_rows = summarize(&records, seed);
+        for r in &mut summary_rows {
+            r.judge_flagged = flagged(r.mode);
+        }
+        let comparison_rows = comparisons(&records, &answers, Pairs::default(), seed, &flagged);
+        Ok(RunOutput {
+            summary: table::summary_df(&summary_rows)?,
+            comparisons: table::comparisons_df(&comparison_rows)?,
+            responses,
+            judgments,
+            answers,
+            records,
+            sanity_records,
+            summary_rows,
+            comparison_rows,
+            config,
+            sanity,
+            failures,
+            meta,
+            warnings,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Judges this run's answers again with another judge, into `out` (resumable like any
+    /// run; no answer is generated again). A few progress lines go to stdout.
+    pub fn rejudge(&self, judge: JudgeConfig, out: impl AsRef<Path>) -> Result<RunOutput> {
+        self.rejudge_with(judge, out.as_ref(), &mut Lines::default())
+    }
+
+    /// [`RunOutput::rejudge`] with a progress sink of your choice.
+    pub fn rejudge_with(
+        &self,
+        judge: JudgeConfig,
+        out: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<RunOutput> {
+        let store = Store::open(out)?;
+        let have: std::collections::HashSet<String> = store
+            .load::<ResponseRecord>("responses")?
+            .into_iter()
+            .filter(|r| r.error.is_none())
+            .map(|r| r.key)
+            .collect();
+        let missing: Vec<ResponseRecord> = self
+            .answers
+            .iter()
+            .filter(|r| r.error.is_none() && !have.contains(&r.key))
+            .cloned()
+            .collect();
+        store.append("responses", &missing)?;
+        let mut cfg = self.config.clone();
+        cfg.judge = Some(judge);
+        run_plan(&cfg.plan()?, out, progress)
+    }
+
+    /// The `run.json` text of a results folder.
+    pub fn meta_path(&self) -> PathBuf {
+        self.dir.join("run.json")
+    }
+}
+
+/// The records whose keys are in `ids`, in that order.
+fn in_order<T>(records: Vec<T>, ids: &[String], key: impl Fn(&T) -> &String) -> Vec<T> {
+    let mut by: std::collections::HashMap<String, T> =
+        records.into_iter().map(|r| (key(&r).clone(), r)).collect();
+    ids.iter().filter_map(|id| by.remove(id)).collect()
+}
+
+/// Builds the judge configuration of `llm-judge judge`: the earlier run's judge settings
+/// (or the defaults) with another model and modes.
+pub fn rejudge_config(
+    prev: &RunOutput,
+    model: &str,
+    modes: &[crate::records::Mode],
+) -> JudgeConfig {
+    let mut judge = prev
+        .config
+        .judge
+        .clone()
+        .unwrap_or_else(|| JudgeConfig::new(model));
+    judge.model = model.to_string();
+    judge.endpoint = None;
+    if !modes.is_empty() {
+        judge.modes = modes.to_vec();
+    }
+    judge
+}

@@ -1,0 +1,119 @@
+//! One self-contained HTML report of a run: the findings first, then warnings and the judge
+//! sanity check, the paired comparisons with their forest plot, the summary, every chart
+//! (inline PNG), reliability, the run's metadata, and every answer with its scores. It loads
+//! nothing from elsewhere: no external fonts, scripts or images, so it opens offline.
+
+use super::RunOutput;
+use crate::error::Result;
+use crate::plot::Figure;
+use crate::records::TOTAL;
+use crate::store::write_atomic;
+use crate::table::escape;
+use std::path::PathBuf;
+
+fn figure(h: &mut String, fig: Result<Figure>) -> Result<()> {
+    // A chart without data is left out; the tables say why.
+    if let Ok(fig) = fig {
+        h.push_str(&format!(
+            "<p><img alt=\"{}\" src=\"data:image/png;base64,{}\"></p>\n",
+            escape(&chart_title(&fig)),
+            fig.to_png_base64()?
+        ));
+    }
+    Ok(())
+}
+
+fn chart_title(f: &Figure) -> String {
+    match &f.chart {
+        crate::plot::Chart::Bars(b) => b.title.clone(),
+        crate::plot::Chart::Heatmap(h) => h.title.clone(),
+        crate::plot::Chart::Forest(x) => x.title.clone(),
+    }
+}
+
+/// Writes `<dir>/report.html` for `run` and returns its path.
+pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
+    let name = run.config.name.as_str();
+    let mut h = String::new();
+    h.push_str(&format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>llm-judge: {n}</title>\n<style>\
+         body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
+         table.df{{border-collapse:collapse;font-size:13px;margin:1em 0}}\
+         table.df td,table.df th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}\
+         .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}}\
+         .note{{color:#555;font-size:13px}} img{{max-width:100%}}\
+         pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}</style></head><body>\n\
+         <h1>llm-judge report: {n}</h1>\n",
+        n = escape(name)
+    ));
+    h.push_str("<h2>Findings</h2>\n");
+    h.push_str(&run.findings().to_html());
+    for w in &run.warnings {
+        h.push_str(&format!("<p class=\"warn\">{}</p>\n", escape(w)));
+    }
+    if let Some(s) = &run.sanity {
+        h.push_str("<h2>Judge sanity check</h2>\n");
+        h.push_str(&s.to_table().to_html());
+    }
+    h.push_str("<h2>Paired comparisons</h2>\n");
+    figure(&mut h, run.forest_plot())?;
+    h.push_str(&run.comparisons_table().to_html());
+    h.push_str("<h2>Summary</h2>\n");
+    h.push_str(&run.summary_table().to_html());
+    h.push_str("<h2>Charts</h2>\n");
+    for m in run.modes() {
+        figure(&mut h, run.score_bars(m))?;
+        if !m.is_pairwise() {
+            figure(&mut h, run.prompt_heatmap(m))?;
+            figure(&mut h, run.score_distribution(m))?;
+        }
+    }
+    h.push_str("<h2>Reliability</h2>\n");
+    h.push_str(&run.reliability_table().to_html());
+    h.push_str("<h2>Run</h2>\n<pre>");
+    let meta = &run.meta;
+    let run_meta = serde_json::json!({
+        "llm_judge_version": meta["llm_judge_version"],
+        "device": meta["device"],
+        "models": meta["models"],
+        "settings": meta["settings"],
+        "judge": meta["judge"],
+        "experiment": meta["experiment"],
+        "counts": meta["counts"],
+        "failures": meta["failures"],
+    });
+    h.push_str(&escape(
+        &serde_json::to_string_pretty(&run_meta).unwrap_or_default(),
+    ));
+    h.push_str("</pre>\n<h2>Answers</h2>\n");
+    for r in &run.answers {
+        let scores: Vec<String> = run
+            .records
+            .iter()
+            .filter(|j| j.response_key == r.key && j.criterion == TOTAL)
+            .map(|j| {
+                format!(
+                    "{}: {}",
+                    j.mode,
+                    j.value()
+                        .map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "null".into())
+                )
+            })
+            .collect();
+        h.push_str(&format!(
+            "<details><summary>{} / {} / {} #{} — {}</summary><p><b>{}</b></p><pre>{}</pre></details>\n",
+            escape(&r.model),
+            escape(&r.setting),
+            escape(&r.prompt_id),
+            r.sample,
+            escape(&scores.join(", ")),
+            escape(&r.prompt),
+            escape(r.text.as_deref().or(r.error.as_deref()).unwrap_or(""))
+        ));
+    }
+    h.push_str("</body></html>\n");
+    let out = run.dir.join("report.html");
+    write_atomic(&out, h.as_bytes())?;
+    Ok(out)
+}
