@@ -4,16 +4,23 @@
 evcxr reports a panic, a failed assert or a `?` error on the cell's stderr stream and goes on
 with the next cell, so a clean exit of the kernel proves nothing. This script therefore reads
 the executed notebook back and fails when any cell has an error output or wrote to stderr
-(the library writes progress to stdout only).
+(the library writes progress to stdout only), or when an output shows a Rust Debug struct
+where a table or chart belongs.
 
     notebooks/execute.py [--small] [--inplace] [--html DIR] [NOTEBOOK ...]
 
 --small sets LLM_JUDGE_SMALL=1, the notebooks' small-run parameter (few prompts, short
 answers). Without --inplace the executed copies go to --out (default: a temporary folder).
+--html writes a self-contained HTML export of each notebook (images inline; the exporter's
+external scripts, which these notebooks do not need, are removed).
+
+The kernel's environment comes from `notebooks/setup.sh --env`, so that evcxr reuses the
+dependencies `cargo build` compiled (see setup.sh).
 """
 import argparse
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,17 +30,50 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+# A Debug struct in an output (`PositionBias { listwise: [] ...`): a value without a display.
+DEBUG_STRUCT = re.compile(r"\b[A-Z][A-Za-z]+ \{ [a-z_]+: ")
+
 
 def problems(nb):
-    """(cell number, text) for every error output and every stderr stream."""
+    """(cell number, text) for every error output, stderr stream and Debug struct output."""
     found = []
     for i, cell in enumerate(nb.cells):
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "error":
+            kind = out.get("output_type")
+            if kind == "error":
                 found.append((i, f"{out.get('ename')}: {out.get('evalue')}"))
-            elif out.get("output_type") == "stream" and out.get("name") == "stderr":
+            elif kind == "stream" and out.get("name") == "stderr":
                 found.append((i, out.get("text", "").strip()[:2000]))
+            elif kind in ("execute_result", "display_data"):
+                text = out.get("data", {}).get("text/plain", "")
+                if isinstance(text, list):
+                    text = "".join(text)
+                if DEBUG_STRUCT.search(text):
+                    found.append((i, f"Debug output instead of a display: {text[:200]}"))
     return found
+
+
+def kernel_env(here):
+    """The exports of `setup.sh --env`, applied to this process (the kernel inherits them)."""
+    out = subprocess.run(
+        ["bash", str(here / "setup.sh"), "--env"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        m = re.match(r"export (\w+)='(.*)'(.*)$", line)
+        if not m:
+            continue
+        key, value, rest = m.groups()
+        if rest.startswith("${"):
+            old = os.environ.get(key)
+            value = value + (":" + old if old else "")
+        os.environ[key] = value
+
+
+def self_contained(html):
+    """The HTML without references to other sites (the exporter's CDN scripts and styles)."""
+    html = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", html)
+    html = re.sub(r"<link[^>]*\bhref=\"https?://[^\"]*\"[^>]*/?>", "", html)
+    return html
 
 
 def main():
@@ -49,21 +89,7 @@ def main():
     paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(here.glob("[0-9]*.ipynb"))
     if args.small:
         os.environ["LLM_JUDGE_SMALL"] = "1"
-    # evcxr must build in its own folder, not in a shared cargo target folder.
-    os.environ.pop("CARGO_TARGET_DIR", None)
-    # evcxr 0.22 loads each cell's library from target/<triple>/debug, but cargo computes
-    # the library's rpath to libstd from target/<triple>/debug/deps; the path is one level
-    # off, and dlopen fails unless the build folder happens to lie under no shared parent
-    # with the toolchain. Point the loader at the toolchain's libstd directly.
-    sysroot = subprocess.run(
-        ["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True
-    ).stdout.strip()
-    host = subprocess.run(
-        ["rustc", "-vV"], capture_output=True, text=True, check=True
-    ).stdout.split("host: ")[1].split()[0]
-    libs = [f"{sysroot}/lib/rustlib/{host}/lib", f"{sysroot}/lib"]
-    old = os.environ.get("LD_LIBRARY_PATH")
-    os.environ["LD_LIBRARY_PATH"] = ":".join(libs + ([old] if old else []))
+    kernel_env(here)
     out_dir = pathlib.Path(args.out or tempfile.mkdtemp(prefix="llm-judge-nb-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = False
@@ -95,7 +121,7 @@ def main():
             html, _ = HTMLExporter().from_notebook_node(nb)
             dest = pathlib.Path(args.html) / (path.stem + ".html")
             dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_text(html, encoding="utf-8")
+            dest.write_text(self_contained(html), encoding="utf-8")
             print(f"{path.name}: html -> {dest}", flush=True)
     sys.exit(1 if failed else 0)
 

@@ -256,6 +256,24 @@ enum Command {
         /// Environment variable holding the API key clients must send (none: no key).
         #[arg(long)]
         api_key_env: Option<String>,
+        /// Serve a non-loopback address without an API key.
+        #[arg(long)]
+        allow_unauthenticated: bool,
+        /// Largest request body in bytes (larger is refused with 413).
+        #[arg(long, default_value_t = 8 << 20)]
+        max_body_bytes: usize,
+        /// Most tokens one request may generate.
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Connections served at once (more wait).
+        #[arg(long, default_value_t = 64)]
+        max_connections: usize,
+        /// Seconds a client has to send a request's headers, and then its body.
+        #[arg(long, default_value_t = 30)]
+        read_timeout: u64,
+        /// Requests decoded together.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
     },
     /// Describe a model file.
     Info {
@@ -505,13 +523,19 @@ fn real_main() -> Result<ExitCode> {
             for png in run.save_charts()? {
                 println!("{}", png.display());
             }
-            println!("{}", run.report()?.display());
+            println!("{}", run.report()?.path.display());
         }
         Command::Serve {
             model,
             host,
             port,
             api_key_env,
+            allow_unauthenticated,
+            max_body_bytes,
+            max_tokens,
+            max_connections,
+            read_timeout,
+            batch,
         } => {
             let api_key = match &api_key_env {
                 Some(var) => Some(
@@ -526,6 +550,12 @@ fn real_main() -> Result<ExitCode> {
                 port,
                 api_key,
                 model_name: model.clone(),
+                max_body_bytes,
+                max_tokens,
+                max_connections,
+                read_timeout_s: read_timeout,
+                max_batch: batch,
+                allow_unauthenticated,
             };
             llm_judge::server::serve(m, opts, |addr| {
                 use std::io::Write;

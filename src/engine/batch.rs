@@ -25,15 +25,143 @@ pub struct BatchRequest {
     pub params: SamplingParams,
 }
 
-struct Active {
-    index: usize,
+/// Receives each new piece of text of a sequence, with the sequence's tag.
+pub type TextSink<'a, T> = dyn FnMut(&T, &str) + 'a;
+
+/// A sequence decoding in a [`Batch`], tagged by its owner.
+struct Active<T> {
+    tag: T,
     seq: Sequence,
     cache: KvCache,
     next: u32,
     started: Instant,
 }
 
+/// Sequences decoding together, added and finished at any step: what
+/// [`Model::generate_batch`] runs on a fixed list of requests, and what `llm-judge serve`
+/// runs on requests as they arrive. Each sequence is tagged (`T`) by whoever added it.
+pub struct Batch<T> {
+    active: Vec<Active<T>>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Self { active: Vec::new() }
+    }
+}
+
+impl<T> Batch<T> {
+    /// Sequences decoding.
+    pub fn len(&self) -> usize {
+        self.active.len()
+    }
+
+    /// True with nothing decoding.
+    pub fn is_empty(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// The tags of the sequences decoding.
+    pub fn tags(&self) -> impl Iterator<Item = &T> {
+        self.active.iter().map(|a| &a.tag)
+    }
+
+    /// Drops the sequences whose tag `cancel` says are no longer wanted (e.g. the client went
+    /// away); their caches are freed at once.
+    pub fn cancel(&mut self, cancel: impl Fn(&T) -> bool) {
+        self.active.retain(|a| !cancel(&a.tag));
+    }
+}
+
 impl Model {
+    /// Prefills `r` on its own (exactly as single generation does) and samples its first
+    /// token; the sequence joins `batch`, or, when it already ended, its generation is
+    /// returned. `top_logprobs` alternatives are kept per token; `on_text` receives the
+    /// first piece of text.
+    pub fn batch_add<T>(
+        &mut self,
+        batch: &mut Batch<T>,
+        tag: T,
+        r: &BatchRequest,
+        top_logprobs: usize,
+        on_text: Option<&mut dyn FnMut(&str)>,
+    ) -> Result<Option<(T, Generation)>> {
+        let mut seq = Sequence::new(
+            self.tokenizer(),
+            self.context_length(),
+            &r.prompt_ids,
+            &r.params,
+            top_logprobs,
+        )?;
+        let t0 = Instant::now();
+        let (cache, logits) = self.prefill(&r.prompt_ids)?;
+        seq.prompt_s = t0.elapsed().as_secs_f64();
+        let started = Instant::now();
+        match seq.step(self.tokenizer(), &logits, on_text)? {
+            Some(next) => {
+                batch.active.push(Active {
+                    tag,
+                    seq,
+                    cache,
+                    next,
+                    started,
+                });
+                Ok(None)
+            }
+            None => Ok(Some((tag, seq.finish(self.tokenizer(), None)?))),
+        }
+    }
+
+    /// One decoding step of every sequence in `batch`. `on_text(tag, piece)`, when given,
+    /// receives the new text of each sequence as it becomes final (streaming). Returns the
+    /// sequences that finished in this step (or failed), which leave the batch.
+    pub fn batch_step<T>(
+        &mut self,
+        batch: &mut Batch<T>,
+        mut on_text: Option<&mut TextSink<'_, T>>,
+    ) -> Result<Vec<(T, Result<Generation>)>> {
+        if batch.active.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tokens: Vec<u32> = batch.active.iter().map(|a| a.next).collect();
+        let logits = {
+            let mut caches: Vec<&mut KvCache> =
+                batch.active.iter_mut().map(|a| &mut a.cache).collect();
+            self.transformer().forward_batch(&tokens, &mut caches)?
+        };
+        let logits: Vec<Vec<f32>> = logits.to_vec2()?;
+        let mut done = Vec::new();
+        let mut still = Vec::with_capacity(batch.active.len());
+        for (mut a, l) in std::mem::take(&mut batch.active).into_iter().zip(&logits) {
+            let tag = &a.tag;
+            let mut text = on_text.as_mut().map(|f| move |piece: &str| f(tag, piece));
+            let step = a.seq.step(
+                self.tokenizer(),
+                l,
+                text.as_mut().map(|t| t as &mut dyn FnMut(&str)),
+            );
+            match step {
+                Ok(Some(t)) => {
+                    a.next = t;
+                    still.push(a);
+                }
+                Ok(None) => {
+                    a.seq.decode_s = a.started.elapsed().as_secs_f64();
+                    let tag = &a.tag;
+                    let mut text = on_text.as_mut().map(|f| move |piece: &str| f(tag, piece));
+                    let g = a.seq.finish(
+                        self.tokenizer(),
+                        text.as_mut().map(|t| t as &mut dyn FnMut(&str)),
+                    );
+                    done.push((a.tag, g));
+                }
+                Err(e) => done.push((a.tag, Err(e))),
+            }
+        }
+        batch.active = still;
+        Ok(done)
+    }
+
     /// Generates every request with up to `max_batch` sequences decoding together, and calls
     /// `on_done(index, result)` as each one finishes (in finishing order). A request that
     /// fails (e.g. a prompt longer than the context) reports its error and the others go on;
@@ -46,72 +174,23 @@ impl Model {
     ) -> Result<()> {
         let max_batch = max_batch.max(1);
         let mut waiting: VecDeque<usize> = (0..requests.len()).collect();
-        let mut active: Vec<Active> = Vec::new();
+        let mut batch: Batch<usize> = Batch::default();
         loop {
-            while active.len() < max_batch {
+            while batch.len() < max_batch {
                 let Some(i) = waiting.pop_front() else { break };
-                match self.start(i, &requests[i]) {
-                    Ok(Ok(a)) => active.push(a),
-                    Ok(Err(seq)) => on_done(i, seq.finish(self.tokenizer(), None))?,
+                match self.batch_add(&mut batch, i, &requests[i], 0, None) {
+                    Ok(None) => {}
+                    Ok(Some((i, g))) => on_done(i, Ok(g))?,
                     Err(e) => on_done(i, Err(e))?,
                 }
             }
-            if active.is_empty() {
+            if batch.is_empty() {
                 return Ok(());
             }
-            let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
-            let logits = {
-                let mut caches: Vec<&mut KvCache> =
-                    active.iter_mut().map(|a| &mut a.cache).collect();
-                self.transformer().forward_batch(&tokens, &mut caches)?
-            };
-            let logits: Vec<Vec<f32>> = logits.to_vec2()?;
-            let mut still = Vec::with_capacity(active.len());
-            for (mut a, l) in active.into_iter().zip(&logits) {
-                match a.seq.step(self.tokenizer(), l, None) {
-                    Ok(Some(t)) => {
-                        a.next = t;
-                        still.push(a);
-                    }
-                    Ok(None) => {
-                        a.seq.decode_s = a.started.elapsed().as_secs_f64();
-                        on_done(a.index, a.seq.finish(self.tokenizer(), None))?;
-                    }
-                    Err(e) => on_done(a.index, Err(e))?,
-                }
+            for (i, r) in self.batch_step(&mut batch, None)? {
+                on_done(i, r)?;
             }
-            active = still;
         }
-    }
-
-    /// Prefills one request and samples its first token: `Ok(Ok(active))` when it goes on,
-    /// `Ok(Err(sequence))` when it already ended.
-    fn start(
-        &mut self,
-        index: usize,
-        r: &BatchRequest,
-    ) -> Result<std::result::Result<Active, Sequence>> {
-        let mut seq = Sequence::new(
-            self.tokenizer(),
-            self.context_length(),
-            &r.prompt_ids,
-            &r.params,
-            0,
-        )?;
-        let t0 = Instant::now();
-        let (cache, logits) = self.prefill(&r.prompt_ids)?;
-        seq.prompt_s = t0.elapsed().as_secs_f64();
-        let started = Instant::now();
-        Ok(match seq.step(self.tokenizer(), &logits, None)? {
-            Some(next) => Ok(Active {
-                index,
-                seq,
-                cache,
-                next,
-                started,
-            }),
-            None => Err(seq),
-        })
     }
 
     /// [`Model::generate_batch`] over inputs: each is prepared as [`Model::generate`]

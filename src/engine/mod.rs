@@ -5,7 +5,7 @@
 mod batch;
 mod generate;
 
-pub use batch::BatchRequest;
+pub use batch::{Batch, BatchRequest, TextSink};
 pub use generate::{top_logprobs, FinishReason, GenerateOptions, Generation, Timing};
 
 use crate::error::{Error, Result};

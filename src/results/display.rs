@@ -3,7 +3,9 @@
 
 use crate::analysis::{Estimate, LengthAssociation, PositionBias};
 use crate::experiment::SanitySummary;
-use crate::table::{stats_df, HtmlTable, StatRow};
+use crate::plot::Figure;
+use crate::table::{escape, stats_df, HtmlTable, StatRow};
+use std::path::{Path, PathBuf};
 
 fn show(t: HtmlTable) {
     t.evcxr_display();
@@ -110,5 +112,67 @@ impl SanitySummary {
     /// Shows the table in a notebook.
     pub fn evcxr_display(&self) {
         show(self.to_table());
+    }
+}
+
+/// A file the run wrote (the report), shown in a notebook as its path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saved {
+    /// What the file is.
+    pub what: String,
+    /// Where it is.
+    pub path: PathBuf,
+}
+
+impl std::ops::Deref for Saved {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Saved {
+    /// Shows the path in a notebook.
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n<p>{} written to <code>{}</code></p>\nEVCXR_END_CONTENT",
+            escape(&self.what),
+            escape(&self.path.display().to_string())
+        );
+    }
+}
+
+/// Several charts shown together, with a note for each chart that has no data.
+#[derive(Clone, Debug, Default)]
+pub struct Gallery {
+    /// The charts.
+    pub figures: Vec<Figure>,
+    /// What was left out, and why.
+    pub notes: Vec<String>,
+}
+
+impl Gallery {
+    /// The charts as inline PNG images, then the notes.
+    pub fn to_html(&self) -> String {
+        let mut h = String::new();
+        for f in &self.figures {
+            if let Ok(b64) = f.to_png_base64() {
+                h.push_str(&format!(
+                    "<p><img src=\"data:image/png;base64,{b64}\"></p>\n"
+                ));
+            }
+        }
+        for n in &self.notes {
+            h.push_str(&format!("<p class=\"note\">{}</p>\n", escape(n)));
+        }
+        h
+    }
+
+    /// Shows the charts in a notebook.
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            self.to_html()
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! shows a number it does not have (a mode without parsed scores is one line, not a table of
 //! empty cells).
 
+use super::display::{Gallery, Saved};
 use super::RunOutput;
 use crate::analysis::{self, Agreement, LengthAssociation, PositionBias, Standing};
 use crate::error::Result;
@@ -442,9 +443,34 @@ impl RunOutput {
         Ok(out)
     }
 
-    /// Writes the self-contained HTML report of this run (`report.html`) and returns its path.
-    pub fn report(&self) -> Result<PathBuf> {
-        super::report::write_report(self)
+    /// Writes the self-contained HTML report of this run (`report.html`).
+    pub fn report(&self) -> Result<Saved> {
+        Ok(Saved {
+            what: "the report".into(),
+            path: super::report::write_report(self)?,
+        })
+    }
+
+    /// The judge sanity check as a table (a note when it did not run).
+    pub fn sanity_table(&self) -> HtmlTable {
+        match &self.sanity {
+            Some(s) => s.to_table(),
+            None => HtmlTable::from(polars::prelude::DataFrame::empty())
+                .with_note("the judge sanity check did not run (no judge, no reference answers, or sanity_check = false)"),
+        }
+    }
+
+    /// The write-up's results figure for every mode that has scores, and a note for each
+    /// mode that has none.
+    pub fn score_charts(&self) -> Gallery {
+        let mut g = Gallery::default();
+        for m in self.modes() {
+            match self.score_bars(m) {
+                Ok(f) => g.figures.push(f),
+                Err(e) => g.notes.push(format!("{m}: {e}")),
+            }
+        }
+        g
     }
 }
 

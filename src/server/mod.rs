@@ -1,21 +1,40 @@
 //! `llm-judge serve`: an OpenAI-compatible HTTP server over a local model.
 //!
-//! Endpoints: `GET /v1/models` and `POST /v1/chat/completions` (temperature, top_p, min_p,
+//! Endpoints: `GET /v1/models`, `POST /v1/chat/completions` (temperature, top_p, min_p,
 //! top_k, max_tokens, seed, stop, logprobs/top_logprobs, stream, and vLLM's
-//! `continue_final_message`). Bad requests get OpenAI-style JSON errors. It binds to loopback
-//! unless told otherwise; with an API key set, requests need `Authorization: Bearer KEY`.
-//! Requests are served one generation at a time (the model is shared).
+//! `continue_final_message`) and `POST /v1/completions` (raw text). Bad requests get
+//! OpenAI-style JSON errors.
+//!
+//! One client cannot stall the others:
+//! - requests that arrive together decode together (continuous batching in one model
+//!   thread, [`worker`]); rendering and tokenizing happen before, outside it;
+//! - a client that disconnects is dropped from the batch at the next token;
+//! - bodies are capped (413), headers and bodies must arrive within a timeout, and at most
+//!   `max_connections` connections are served at once (the rest wait in the backlog);
+//! - streamed events are sent as soon as each token is final.
+//!
+//! It binds to loopback unless told otherwise; binding elsewhere without an API key needs
+//! `allow_unauthenticated`. With a key, requests need `Authorization: Bearer KEY` (the scheme
+//! in any case; the key is compared in constant time).
 
-use crate::backend::openai_types::ChatRequest;
-use crate::engine::{GenerateOptions, Generation};
+pub mod api;
+pub mod worker;
+
+use crate::backend::openai_types::{ChatRequest, CompletionRequest};
 use crate::error::{Error, Result};
-use crate::model::{Message, Model};
-use crate::sampling::SamplingParams;
+use crate::model::Model;
+use api::{ApiError, Limits, Prepared};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
 use serde_json::{json, Value};
-use std::io::Read;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use tiny_http::{Header, Method, Response, Server, StatusCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use worker::{Event, Job};
 
 /// Server settings.
 #[derive(Clone, Debug)]
@@ -28,45 +47,53 @@ pub struct ServeOptions {
     pub api_key: Option<String>,
     /// Name reported by `/v1/models` and in responses.
     pub model_name: String,
+    /// Largest request body in bytes (larger gets 413).
+    pub max_body_bytes: usize,
+    /// Most tokens one request may generate.
+    pub max_tokens: Option<usize>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, and then its body.
+    pub read_timeout_s: u64,
+    /// Requests decoded together.
+    pub max_batch: usize,
+    /// Serve a non-loopback address without an API key.
+    pub allow_unauthenticated: bool,
 }
 
-/// An HTTP error in OpenAI's shape.
-struct ApiError {
-    status: u16,
-    message: String,
-    param: Option<String>,
-    code: Option<&'static str>,
-}
-
-impl ApiError {
-    fn bad(message: impl Into<String>, param: Option<&str>) -> Self {
+impl ServeOptions {
+    /// Loopback, no key, the default limits.
+    pub fn new(model_name: impl Into<String>) -> Self {
         Self {
-            status: 400,
-            message: message.into(),
-            param: param.map(str::to_string),
-            code: None,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_key: None,
+            model_name: model_name.into(),
+            max_body_bytes: 8 << 20,
+            max_tokens: None,
+            max_connections: 64,
+            read_timeout_s: 30,
+            max_batch: crate::backend::DEFAULT_MAX_BATCH,
+            allow_unauthenticated: false,
         }
     }
-    fn body(&self) -> Value {
-        let kind = match self.status {
-            401 => "authentication_error",
-            404 => "not_found_error",
-            500 => "server_error",
-            _ => "invalid_request_error",
-        };
-        json!({"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}})
-    }
 }
 
-fn json_header() -> Header {
-    Header::from_bytes("Content-Type", "application/json").expect("valid header")
+struct Shared {
+    opts: ServeOptions,
+    /// A clone of the served model for rendering and tokenizing (weights are shared).
+    model: Model,
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
+    next_id: AtomicU64,
+    nonce: u64,
 }
 
-fn respond_json(req: tiny_http::Request, status: u16, body: &Value) {
-    let resp = Response::from_string(body.to_string())
-        .with_status_code(StatusCode(status))
-        .with_header(json_header());
-    let _ = req.respond(resp);
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_matches(['[', ']']);
+    h == "localhost"
+        || h.parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 /// Binds and serves until the process ends. `on_ready` receives the bound address.
@@ -75,376 +102,404 @@ pub fn serve(
     opts: ServeOptions,
     on_ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<()> {
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let server = Server::http(&addr)
-        .map_err(|e| Error::config("serve", format!("cannot bind {addr}: {e}")))?;
-    let bound = server
-        .server_addr()
-        .to_ip()
-        .ok_or_else(|| Error::config("serve", "not an IP address"))?;
-    on_ready(bound);
-    let model = Arc::new(Mutex::new(model));
-    let opts = Arc::new(opts);
-    for req in server.incoming_requests() {
-        let (model, opts) = (model.clone(), opts.clone());
-        std::thread::spawn(move || handle(req, &model, &opts));
-    }
-    Ok(())
-}
-
-fn authorized(req: &tiny_http::Request, key: &Option<String>) -> bool {
-    let Some(key) = key else { return true };
-    req.headers()
-        .iter()
-        .any(|h| h.field.equiv("Authorization") && h.value.as_str() == format!("Bearer {key}"))
-}
-
-fn handle(mut req: tiny_http::Request, model: &Mutex<Model>, opts: &ServeOptions) {
-    if !authorized(&req, &opts.api_key) {
-        let e = ApiError {
-            status: 401,
-            message: "Incorrect or missing API key".into(),
-            param: None,
-            code: Some("invalid_api_key"),
-        };
-        return respond_json(req, 401, &e.body());
-    }
-    let path = req.url().split('?').next().unwrap_or("").to_string();
-    match (req.method().clone(), path.as_str()) {
-        (Method::Get, "/v1/models") => {
-            let body = json!({"object": "list", "data": [
-                {"id": opts.model_name, "object": "model", "created": 0, "owned_by": "llm-judge"}
-            ]});
-            respond_json(req, 200, &body)
-        }
-        (Method::Post, "/v1/chat/completions") => {
-            let mut body = String::new();
-            if req.as_reader().read_to_string(&mut body).is_err() {
-                return respond_json(req, 400, &ApiError::bad("body is not UTF-8", None).body());
-            }
-            let parsed: ChatRequest = match serde_json::from_str(&body) {
-                Ok(r) => r,
-                Err(e) => {
-                    return respond_json(
-                        req,
-                        400,
-                        &ApiError::bad(format!("invalid JSON body: {e}"), None).body(),
-                    )
-                }
-            };
-            match prepare(&parsed, model) {
-                Err(e) => respond_json(req, e.status, &e.body()),
-                Ok(job) if parsed.stream == Some(true) => stream(req, job, model, opts),
-                Ok(job) => match run(&job, model, None) {
-                    Ok(g) => respond_json(req, 200, &completion_body(&g, &job, model, opts)),
-                    Err(e) => respond_json(
-                        req,
-                        500,
-                        &ApiError {
-                            status: 500,
-                            message: e.to_string(),
-                            param: None,
-                            code: None,
-                        }
-                        .body(),
-                    ),
-                },
-            }
-        }
-        (_, "/v1/models") | (_, "/v1/chat/completions") => respond_json(
-            req,
-            405,
-            &ApiError {
-                status: 405,
-                message: format!("method not allowed on {path}"),
-                param: None,
-                code: None,
-            }
-            .body(),
-        ),
-        _ => respond_json(
-            req,
-            404,
-            &ApiError {
-                status: 404,
-                message: format!("unknown path {path}"),
-                param: None,
-                code: None,
-            }
-            .body(),
-        ),
-    }
-}
-
-/// A checked request: prompt tokens and sampling values.
-struct Job {
-    prompt_ids: Vec<u32>,
-    params: SamplingParams,
-    top_logprobs: usize,
-    logprobs: bool,
-}
-
-fn prepare(r: &ChatRequest, model: &Mutex<Model>) -> std::result::Result<Job, ApiError> {
-    if r.messages.is_empty() {
-        return Err(ApiError::bad(
-            "`messages` must not be empty",
-            Some("messages"),
-        ));
-    }
-    if r.n.unwrap_or(1) != 1 {
-        return Err(ApiError::bad("only n = 1 is supported", Some("n")));
-    }
-    for (name, v) in [
-        ("frequency_penalty", r.frequency_penalty),
-        ("presence_penalty", r.presence_penalty),
-    ] {
-        if v.unwrap_or(0.0) != 0.0 {
-            return Err(ApiError::bad(
-                format!("`{name}` is not supported"),
-                Some(name),
-            ));
-        }
-    }
-    let messages: Vec<Message> = r
-        .messages
-        .iter()
-        .enumerate()
-        .map(|(i, m)| m.to_message(i))
-        .collect::<Result<_>>()
-        .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
-    let mut p = crate::experiment::SettingEntry {
-        name: "request".into(),
-        preset: None,
-        temperature: r.temperature,
-        min_p: r.min_p,
-        top_p: r.top_p,
-        top_k: r.top_k,
-        repetition_penalty: None,
-    }
-    .resolve()
-    .map_err(|e| ApiError::bad(e.to_string(), None))?;
-    if let Some(v) = r.max_completion_tokens.or(r.max_tokens) {
-        p.max_new_tokens = v;
-    }
-    if let Some(v) = r.seed {
-        p.seed = v;
-    }
-    if let Some(s) = r.stop.clone() {
-        p.stop = s.into_vec();
-    }
-    if let Err(Error::InvalidSampling {
-        field,
-        value,
-        reason,
-    }) = p.validate()
-    {
-        return Err(ApiError::bad(
-            format!("`{field}` = {value}: {reason}"),
-            Some(field),
-        ));
-    }
-    let top = r.top_logprobs.unwrap_or(0);
-    if top > 20 {
-        return Err(ApiError::bad(
-            "`top_logprobs` must be at most 20",
-            Some("top_logprobs"),
-        ));
-    }
-    let m = model.lock().unwrap_or_else(|e| e.into_inner());
-    let cont = r.continue_final_message == Some(true);
-    let text = if cont {
-        let (last, head) = messages.split_last().expect("non-empty");
-        if last.role != "assistant" {
-            return Err(ApiError::bad(
-                "continue_final_message needs an assistant message last",
-                Some("continue_final_message"),
-            ));
-        }
-        m.template().render(head, true).map(|t| t + &last.content)
-    } else {
-        m.template().render(&messages, true)
-    }
-    .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
-    p.stop.extend(m.template().extra_stops());
-    let prompt_ids = m
-        .tokenizer()
-        .encode_prompt(&text)
-        .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
-    if prompt_ids.len() >= m.context_length() {
-        return Err(ApiError {
-            status: 400,
-            message: format!(
-                "the prompt has {} tokens; the context length is {}",
-                prompt_ids.len(),
-                m.context_length()
+    if !is_loopback(&opts.host) && opts.api_key.is_none() && !opts.allow_unauthenticated {
+        return Err(Error::config(
+            "serve --host",
+            format!(
+                "{} is reachable from other machines and no API key is set; pass \
+                 --api-key-env VAR, or --allow-unauthenticated if that is what you want",
+                opts.host
             ),
-            param: Some("messages".into()),
-            code: Some("context_length_exceeded"),
+        ));
+    }
+    if opts.max_connections == 0 || opts.max_body_bytes == 0 || opts.read_timeout_s == 0 {
+        return Err(Error::config(
+            "serve",
+            "--max-connections, --max-body-bytes and --read-timeout must be at least 1",
+        ));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::config("serve", format!("cannot start the runtime: {e}")))?;
+    let jobs = worker::start(model.clone(), opts.max_batch);
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ std::process::id() as u64;
+    let shared = Arc::new(Shared {
+        opts: opts.clone(),
+        model,
+        jobs: std::sync::Mutex::new(jobs),
+        next_id: AtomicU64::new(0),
+        nonce,
+    });
+    rt.block_on(async move {
+        let addr = format!("{}:{}", opts.host, opts.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::config("serve", format!("cannot bind {addr}: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::config("serve", e.to_string()))?;
+        on_ready(bound);
+        accept_loop(listener, shared).await;
+        Ok(())
+    })
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let app = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .fallback(not_found)
+        .with_state(shared.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.opts.max_connections));
+    let timeout = Duration::from_secs(shared.opts.read_timeout_s);
+    loop {
+        // At most `max_connections` at once: the next is accepted when one closes.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = conn.await;
+            drop(permit);
         });
     }
-    Ok(Job {
-        prompt_ids,
-        params: p,
-        top_logprobs: top,
-        logprobs: r.logprobs == Some(true),
-    })
 }
 
-fn run(
-    job: &Job,
-    model: &Mutex<Model>,
-    on_text: Option<&mut dyn FnMut(&str)>,
-) -> Result<Generation> {
-    let mut m = model.lock().unwrap_or_else(|e| e.into_inner());
-    let opts = GenerateOptions {
-        top_logprobs: if job.logprobs { job.top_logprobs } else { 0 },
-        on_text,
+fn error(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &e.body())
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Equal in constant time for equal lengths.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(headers: &HeaderMap, key: &Option<String>) -> bool {
+    let Some(key) = key else { return true };
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
     };
-    m.generate_ids_with(&job.prompt_ids, &job.params, opts)
+    let mut parts = value.trim().splitn(2, ' ');
+    let (Some(scheme), Some(token)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    scheme.eq_ignore_ascii_case("bearer") && same_secret(token.trim().as_bytes(), key.as_bytes())
 }
 
-fn token_entry(m: &Model, id: u32, logprob: f32) -> Value {
-    let text = m.tokenizer().decode(&[id], false).unwrap_or_default();
-    json!({"token": text, "logprob": logprob, "bytes": text.as_bytes()})
-}
-
-fn logprobs_body(g: &Generation, job: &Job, model: &Mutex<Model>) -> Value {
-    if !job.logprobs {
-        return Value::Null;
+fn check_auth(shared: &Shared, headers: &HeaderMap) -> std::result::Result<(), ApiError> {
+    if authorized(headers, &shared.opts.api_key) {
+        return Ok(());
     }
-    let m = model.lock().unwrap_or_else(|e| e.into_inner());
-    let content: Vec<Value> = g
-        .tokens
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let mut e = token_entry(&m, t, g.logprobs[i]);
-            let tops: Vec<Value> = g
-                .top_logprobs
-                .get(i)
-                .map(|v| v.iter().map(|&(id, lp)| token_entry(&m, id, lp)).collect())
-                .unwrap_or_default();
-            e["top_logprobs"] = Value::Array(tops);
-            e
-        })
-        .collect();
-    json!({"content": content})
-}
-
-fn finish(g: &Generation) -> &'static str {
-    match g.finish_reason {
-        crate::engine::FinishReason::Length => "length",
-        _ => "stop",
-    }
-}
-
-fn id_for(g: &Generation) -> String {
-    let h = crate::model::fingerprint::sha256_str(&format!("{:?}{}", g.tokens, g.prompt_tokens));
-    format!("chatcmpl-{}", &h[..24])
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn completion_body(g: &Generation, job: &Job, model: &Mutex<Model>, opts: &ServeOptions) -> Value {
-    json!({
-        "id": id_for(g),
-        "object": "chat.completion",
-        "created": now(),
-        "model": opts.model_name,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": g.text},
-            "logprobs": logprobs_body(g, job, model),
-            "finish_reason": finish(g),
-        }],
-        "usage": {
-            "prompt_tokens": g.prompt_tokens,
-            "completion_tokens": g.completion_tokens,
-            "total_tokens": g.prompt_tokens + g.completion_tokens,
-        },
+    Err(ApiError {
+        status: 401,
+        message: "Incorrect or missing API key".into(),
+        param: None,
+        code: Some("invalid_api_key"),
     })
 }
 
-/// A `Read` over chunks sent from the generating thread.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
+async fn models(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_auth(&shared, &headers) {
+        return error(e);
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({"object": "list", "data": [
+            {"id": shared.opts.model_name, "object": "model", "created": 0, "owned_by": "llm-judge"}
+        ]}),
+    )
 }
 
-impl Read for ChannelReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+async fn not_found(uri: axum::http::Uri, method: axum::http::Method) -> Response {
+    let path = uri.path().to_string();
+    if ["/v1/models", "/v1/chat/completions", "/v1/completions"].contains(&path.as_str()) {
+        return error(ApiError::new(
+            405,
+            format!("method {method} not allowed on {path}"),
+        ));
+    }
+    error(ApiError::new(404, format!("unknown path {path}")))
+}
+
+/// Reads the body within the size cap and the read timeout.
+async fn read_body(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> std::result::Result<Bytes, ApiError> {
+    let cap = shared.opts.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            413,
+            format!("the request body is larger than the server's limit of {cap} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_large());
+    }
+    let timeout = Duration::from_secs(shared.opts.read_timeout_s);
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, cap)).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(ApiError::new(
+            408,
+            "the request body did not arrive in time",
+        )),
     }
 }
 
-fn stream(req: tiny_http::Request, job: Job, model: &Mutex<Model>, opts: &ServeOptions) {
-    let (tx, rx) = mpsc::channel::<Vec<u8>>();
-    let name = opts.model_name.clone();
-    let created = now();
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> std::result::Result<T, ApiError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| ApiError::bad("the body is not UTF-8", None))?;
+    serde_json::from_str(text).map_err(|e| {
+        let msg = e.to_string();
+        let hint = if msg.contains("Content") || msg.contains("content") {
+            " (each message's `content` must be a string or a list of text parts, not null)"
+        } else {
+            ""
+        };
+        ApiError::bad(format!("invalid JSON body: {msg}{hint}"), None)
+    })
+}
+
+impl Shared {
+    fn id(&self, prefix: &str) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!("{prefix}-{:016x}{n:08x}", self.nonce)
+    }
+
+    fn submit(
+        &self,
+        p: &Prepared,
+    ) -> std::result::Result<tokio::sync::mpsc::UnboundedReceiver<Event>, ApiError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            request: p.request.clone(),
+            top_logprobs: p.logprobs.unwrap_or(0),
+            stream: p.stream,
+            events: tx,
+        };
+        let sent = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .is_ok();
+        if sent {
+            Ok(rx)
+        } else {
+            Err(ApiError::new(503, "the model worker has stopped"))
+        }
+    }
+}
+
+/// Waits for the finished generation (text events are skipped).
+async fn finished(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> std::result::Result<crate::engine::Generation, ApiError> {
+    while let Some(e) = rx.recv().await {
+        match e {
+            Event::Text(_) => {}
+            Event::Done(Ok(g)) => return Ok(g),
+            Event::Done(Err(m)) => return Err(ApiError::new(500, m)),
+        }
+    }
+    Err(ApiError::new(500, "the model worker dropped the request"))
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    chat_inner(shared, headers, body)
+        .await
+        .unwrap_or_else(error)
+}
+
+async fn chat_inner(
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> std::result::Result<Response, ApiError> {
+    check_auth(&shared, &headers)?;
+    let req: ChatRequest = parse(&read_body(&shared, &headers, body).await?)?;
+    let limits = Limits {
+        max_tokens: shared.opts.max_tokens,
+    };
+    let prepared = api::chat_job(&req, &shared.model, limits)?;
+    let mut rx = shared.submit(&prepared)?;
+    let id = shared.id("chatcmpl");
+    let created = api::now();
+    if prepared.stream {
+        return Ok(stream_chat(shared.clone(), id, created, rx));
+    }
+    let g = finished(&mut rx).await?;
+    let logprobs = match prepared.logprobs {
+        Some(_) => api::chat_logprobs(&g, &shared.model),
+        None => Value::Null,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id, "object": "chat.completion", "created": created,
+            "model": shared.opts.model_name,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": g.text},
+                "logprobs": logprobs,
+                "finish_reason": api::finish_reason(&g),
+            }],
+            "usage": api::usage(&g),
+        }),
+    ))
+}
+
+/// Server-sent events: one event per piece of text as soon as it is final, a last event with
+/// the finish reason, then `[DONE]`. A client that goes away drops the stream, and with it
+/// the request's place in the batch.
+fn stream_chat(
+    shared: Arc<Shared>,
+    id: String,
+    created: u64,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) -> Response {
+    let name = shared.opts.model_name.clone();
     let chunk = move |delta: Value, finish: Value| {
         let v = json!({
-            "id": "chatcmpl-stream", "object": "chat.completion.chunk", "created": created,
+            "id": id, "object": "chat.completion.chunk", "created": created,
             "model": name, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
-        format!("data: {v}\n\n").into_bytes()
+        Bytes::from(format!("data: {v}\n\n"))
     };
-    std::thread::scope(|s| {
-        let tx2 = tx.clone();
-        let chunk2 = chunk.clone();
-        s.spawn(move || {
-            let _ = tx2.send(chunk2(
-                json!({"role": "assistant", "content": ""}),
-                Value::Null,
-            ));
-            let mut send = |t: &str| {
-                let _ = tx2.send(chunk2(json!({"content": t}), Value::Null));
-            };
-            let result = run(&job, model, Some(&mut send));
-            match result {
-                Ok(g) => {
-                    let _ = tx2.send(chunk2(json!({}), json!(finish(&g))));
-                }
-                Err(e) => {
-                    let err = json!({"error": {"message": e.to_string(), "type": "server_error"}});
-                    let _ = tx2.send(format!("data: {err}\n\n").into_bytes());
-                }
+    let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    // State: (receiver, what to send first, whether the stream has ended).
+    let stream = futures_util::stream::unfold(
+        (rx, Some(first), false, chunk),
+        |(mut rx, pending, ended, chunk)| async move {
+            if let Some(p) = pending {
+                return Some((Ok::<Bytes, std::io::Error>(p), (rx, None, ended, chunk)));
             }
-            let _ = tx2.send(b"data: [DONE]\n\n".to_vec());
-        });
-        drop(tx);
-        let reader = ChannelReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
+            if ended {
+                return None;
+            }
+            match rx.recv().await {
+                Some(Event::Text(t)) => {
+                    let b = chunk(json!({"content": t}), Value::Null);
+                    Some((Ok(b), (rx, None, false, chunk)))
+                }
+                Some(Event::Done(Ok(g))) => {
+                    let b = chunk(json!({}), json!(api::finish_reason(&g)));
+                    let done = Bytes::from_static(b"data: [DONE]\n\n");
+                    Some((Ok(b), (rx, Some(done), true, chunk)))
+                }
+                Some(Event::Done(Err(m))) => {
+                    let err = json!({"error": {"message": m, "type": "server_error"}});
+                    let b = Bytes::from(format!("data: {err}\n\n"));
+                    let done = Bytes::from_static(b"data: [DONE]\n\n");
+                    Some((Ok(b), (rx, Some(done), true, chunk)))
+                }
+                None => None,
+            }
+        },
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error(ApiError::new(500, "cannot build the stream")))
+}
+
+async fn completions(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    completions_inner(shared, headers, body)
+        .await
+        .unwrap_or_else(error)
+}
+
+async fn completions_inner(
+    shared: Arc<Shared>,
+    headers: HeaderMap,
+    body: Body,
+) -> std::result::Result<Response, ApiError> {
+    check_auth(&shared, &headers)?;
+    let req: CompletionRequest = parse(&read_body(&shared, &headers, body).await?)?;
+    let limits = Limits {
+        max_tokens: shared.opts.max_tokens,
+    };
+    let prepared = api::completion_job(&req, &shared.model, limits)?;
+    let mut rx = shared.submit(&prepared)?;
+    let g = finished(&mut rx).await?;
+    let logprobs = match prepared.logprobs {
+        Some(_) => api::completion_logprobs(&g, &shared.model),
+        None => Value::Null,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": shared.id("cmpl"), "object": "text_completion", "created": api::now(),
+            "model": shared.opts.model_name,
+            "choices": [{"index": 0, "text": g.text, "logprobs": logprobs,
+                         "finish_reason": api::finish_reason(&g)}],
+            "usage": api::usage(&g),
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_in_any_case_and_keys_compared_whole() {
+        let key = Some("s3cret".to_string());
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::AUTHORIZATION, v.parse().unwrap());
+            m
         };
-        let resp = Response::new(
-            StatusCode(200),
-            vec![
-                Header::from_bytes("Content-Type", "text/event-stream").expect("valid header"),
-                Header::from_bytes("Cache-Control", "no-cache").expect("valid header"),
-            ],
-            reader,
-            None,
-            None,
-        );
-        let _ = req.respond(resp);
-    });
+        assert!(authorized(&h("Bearer s3cret"), &key));
+        assert!(authorized(&h("bearer s3cret"), &key));
+        assert!(authorized(&h("BEARER  s3cret "), &key));
+        assert!(!authorized(&h("Bearer s3cre"), &key));
+        assert!(!authorized(&h("Basic s3cret"), &key));
+        assert!(!authorized(&HeaderMap::new(), &key));
+        assert!(authorized(&HeaderMap::new(), &None));
+        assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));
+        assert!(!is_loopback("0.0.0.0") && !is_loopback("192.168.1.4"));
+    }
 }

@@ -219,7 +219,7 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
         "model,setting,mode,criterion,n,prompts,n_null,n_flagged,mean,std,ci_low,ci_high"
     ));
     // The report is one self-contained file with the charts inline.
-    let html = std::fs::read_to_string(a.report().unwrap()).unwrap();
+    let html = std::fs::read_to_string(&a.report().unwrap().path).unwrap();
     assert!(
         html.contains("data:image/png;base64,") && html.contains("Judge score (expected, total)")
     );

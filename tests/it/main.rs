@@ -7,4 +7,5 @@ mod engine;
 mod experiment;
 mod hub;
 mod remote;
+mod serve;
 mod tokenizer;

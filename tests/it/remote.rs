@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 /// `llm-judge serve` on a free loopback port; killed on drop.
 pub struct Served {
-    child: Child,
+    pub child: Child,
     pub base: String,
 }
 
@@ -47,7 +47,7 @@ pub fn serve(extra_env: &[(&str, &str)], extra_args: &[&str]) -> Served {
     Served { child, base }
 }
 
-fn endpoint(base: &str) -> EndpointConfig {
+pub fn endpoint(base: &str) -> EndpointConfig {
     let mut e = EndpointConfig::new(base, "smollm2-135m-instruct");
     e.api_key_env = "LLM_JUDGE_TEST_NO_KEY".into();
     e
@@ -175,7 +175,7 @@ fn server_errors_are_openai_shaped() {
 
 /// A server that answers each connection from a script: `500`, `429`, `drop`, `stall`, or
 /// `ok`; the last entry repeats. Counts connections.
-fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
+pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}/v1", listener.local_addr().unwrap());
     let count = Arc::new(AtomicUsize::new(0));
@@ -224,7 +224,7 @@ fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
     (base, count)
 }
 
-fn fast(base: &str) -> EndpointConfig {
+pub fn fast(base: &str) -> EndpointConfig {
     let mut e = endpoint(base);
     e.backoff_s = Some(0.01);
     e.timeout_s = 0.5;
