@@ -293,6 +293,26 @@ impl ExperimentConfig {
         Ok(c)
     }
 
+    /// A copy safe to write down: endpoint URLs without the user and password they may
+    /// carry (keys are never in the configuration, only the name of their variable).
+    pub fn redacted(&self) -> Self {
+        let strip = |e: &mut EndpointConfig| {
+            for u in &mut e.base_urls {
+                *u = crate::backend::openai::strip_userinfo(u);
+            }
+        };
+        let mut c = self.clone();
+        for m in &mut c.models {
+            if let Some(e) = m.endpoint.as_mut() {
+                strip(e);
+            }
+        }
+        if let Some(e) = c.judge.as_mut().and_then(|j| j.endpoint.as_mut()) {
+            strip(e);
+        }
+        c
+    }
+
     fn origin_name(&self) -> String {
         self.origin
             .as_ref()

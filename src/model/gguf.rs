@@ -9,6 +9,147 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
+mod header {
+    //! A bounded walk over a GGUF header: every count and length is checked against the
+    //! bytes left in the file before anything is read or allocated.
+
+    use std::io::Read;
+
+    /// The value types of GGUF metadata.
+    const STRING: u32 = 8;
+    const ARRAY: u32 = 9;
+
+    struct Walk<'a, R> {
+        r: &'a mut R,
+        pos: u64,
+        size: u64,
+    }
+
+    impl<R: Read> Walk<'_, R> {
+        fn left(&self) -> u64 {
+            self.size.saturating_sub(self.pos)
+        }
+
+        fn bytes(&mut self, n: u64, what: &str) -> Result<Vec<u8>, String> {
+            if n > self.left() {
+                return Err(format!(
+                    "{what} needs {n} bytes at offset {} but the file has {} left (truncated?)",
+                    self.pos,
+                    self.left()
+                ));
+            }
+            let mut b = vec![0u8; n as usize];
+            self.r
+                .read_exact(&mut b)
+                .map_err(|e| format!("{what}: {e}"))?;
+            self.pos += n;
+            Ok(b)
+        }
+
+        fn u32(&mut self, what: &str) -> Result<u32, String> {
+            let b = self.bytes(4, what)?;
+            Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        }
+
+        fn u64(&mut self, what: &str) -> Result<u64, String> {
+            let b = self.bytes(8, what)?;
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b);
+            Ok(u64::from_le_bytes(a))
+        }
+
+        fn string(&mut self, what: &str) -> Result<String, String> {
+            let n = self.u64(what)?;
+            let b = self.bytes(n, what)?;
+            String::from_utf8(b).map_err(|_| format!("{what} is not UTF-8"))
+        }
+
+        fn value(&mut self, ty: u32, what: &str, depth: u32) -> Result<(), String> {
+            let fixed = |ty: u32| -> Option<u64> {
+                match ty {
+                    0 | 1 | 7 => Some(1),
+                    2 | 3 => Some(2),
+                    4..=6 => Some(4),
+                    10..=12 => Some(8),
+                    _ => None,
+                }
+            };
+            if let Some(n) = fixed(ty) {
+                self.bytes(n, what)?;
+                return Ok(());
+            }
+            match ty {
+                STRING => self.string(what).map(|_| ()),
+                ARRAY if depth < 2 => {
+                    let item = self.u32(what)?;
+                    let len = self.u64(what)?;
+                    // Even the smallest item takes a byte: more items than bytes left is a lie.
+                    let least = fixed(item).unwrap_or(if item == STRING { 8 } else { 12 });
+                    if len.saturating_mul(least) > self.left() {
+                        return Err(format!(
+                            "{what}: an array of {len} items does not fit in the {} bytes left",
+                            self.left()
+                        ));
+                    }
+                    match fixed(item) {
+                        Some(n) => self.bytes(n * len, what).map(|_| ()),
+                        None => (0..len).try_for_each(|_| self.value(item, what, depth + 1)),
+                    }
+                }
+                other => Err(format!("{what}: unknown value type {other}")),
+            }
+        }
+    }
+
+    /// Checks the header of a GGUF file of `size` bytes read from the start of `r`.
+    pub(super) fn scan<R: Read>(r: &mut R, size: u64) -> Result<(), String> {
+        let mut w = Walk { r, pos: 0, size };
+        let magic = w.bytes(4, "the magic bytes")?;
+        if magic != b"GGUF" {
+            return Err("the file does not start with the GGUF magic bytes".into());
+        }
+        let version = w.u32("the version")?;
+        if !(2..=3).contains(&version) {
+            return Err(format!("GGUF version {version} is not supported (2 or 3)"));
+        }
+        let tensors = w.u64("the tensor count")?;
+        let kvs = w.u64("the metadata count")?;
+        // Each metadata entry takes at least 12 bytes, each tensor entry at least 24.
+        if kvs.saturating_mul(12) > w.left() || tensors.saturating_mul(24) > w.left() {
+            return Err(format!(
+                "the header claims {kvs} metadata entries and {tensors} tensors, more than                  the file can hold"
+            ));
+        }
+        for i in 0..kvs {
+            let key = w.string(&format!("metadata key {i}"))?;
+            let ty = w.u32(&format!("the type of `{key}`"))?;
+            w.value(ty, &format!("metadata `{key}`"), 0)?;
+        }
+        for i in 0..tensors {
+            let name = w.string(&format!("the name of tensor {i}"))?;
+            let dims = w.u32(&format!("the rank of tensor `{name}`"))?;
+            if !(1..=4).contains(&dims) {
+                return Err(format!("tensor `{name}` has {dims} dimensions (1 to 4)"));
+            }
+            let mut elems: u64 = 1;
+            for _ in 0..dims {
+                let d = w.u64(&format!("a dimension of tensor `{name}`"))?;
+                elems = elems
+                    .checked_mul(d)
+                    .filter(|e| *e <= u64::from(u32::MAX) * 64)
+                    .ok_or_else(|| format!("tensor `{name}` has an impossible size"))?;
+            }
+            let ty = w.u32(&format!("the type of tensor `{name}`"))?;
+            // The ggml types candle reads (F32, F16, Q4_0 .. Q8_K, BF16).
+            if !matches!(ty, 0..=3 | 6..=15 | 30) {
+                return Err(format!("tensor `{name}` has unknown type {ty}"));
+            }
+            w.u64(&format!("the offset of tensor `{name}`"))?;
+        }
+        Ok(())
+    }
+}
+
 /// An open GGUF file: its parsed header and a reader for its tensors.
 pub struct GgufFile {
     path: PathBuf,
@@ -31,38 +172,58 @@ impl GgufFile {
     /// inside the file (a truncated download is caught here, not mid-load).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(Error::ModelNotFound(path));
+        let invalid = |reason: String| Error::InvalidGguf {
+            path: path.clone(),
+            reason,
+        };
+        let meta = std::fs::metadata(&path).map_err(|_| Error::ModelNotFound(path.clone()))?;
+        if meta.is_dir() {
+            return Err(invalid("is a directory, not a model file".into()));
+        }
+        if meta.len() == 0 {
+            return Err(invalid("the file is empty".into()));
         }
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let mut reader = BufReader::new(file);
-        let mut magic = [0u8; 4];
-        use std::io::{Read, Seek};
-        if reader.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-            return Err(Error::InvalidGguf {
-                path,
-                reason: "the file does not start with the GGUF magic bytes".into(),
-            });
-        }
+        use std::io::Seek;
+        // Walk the header with every length checked against the file, so that the parser
+        // behind it never sees a count or length that could make it allocate or index
+        // beyond the file (a damaged or hostile header is an error, not a crash).
+        header::scan(&mut reader, file_size).map_err(invalid)?;
         reader
             .seek(std::io::SeekFrom::Start(0))
             .map_err(|e| Error::io(&path, e))?;
-        let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::InvalidGguf {
-            path: path.clone(),
-            reason: format!("cannot read the header (truncated or damaged?): {e}"),
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| {
+            invalid(format!(
+                "cannot read the header (truncated or damaged?): {e}"
+            ))
         })?;
         for (name, info) in &content.tensor_infos {
+            let (block, size) = (info.ggml_dtype.block_size(), info.ggml_dtype.type_size());
             let elems = info.shape.elem_count();
-            let bytes = elems / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
-            let end = content.tensor_data_offset + info.offset + bytes as u64;
-            if end > file_size {
-                return Err(Error::InvalidGguf {
-                    path,
-                    reason: format!(
+            if block == 0 || elems % block != 0 {
+                return Err(invalid(format!(
+                    "tensor `{name}` has {elems} values, not whole blocks of {block}"
+                )));
+            }
+            let end = (elems / block)
+                .checked_mul(size)
+                .and_then(|b| u64::try_from(b).ok())
+                .and_then(|b| b.checked_add(info.offset))
+                .and_then(|b| b.checked_add(content.tensor_data_offset));
+            match end {
+                Some(end) if end <= file_size => {}
+                Some(end) => {
+                    return Err(invalid(format!(
                         "truncated: tensor `{name}` ends at byte {end} but the file has {file_size} bytes"
-                    ),
-                });
+                    )))
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "tensor `{name}`: its offset and size overflow"
+                    )))
+                }
             }
         }
         Ok(Self {

@@ -347,6 +347,17 @@ fn spm_tokenizer(g: &GgufFile, tokens: &[String]) -> Result<tokenizers::Tokenize
             key: "tokenizer.ggml.scores".into(),
             reason: "missing (needed for a SentencePiece vocabulary)".into(),
         })?;
+    if scores.len() != tokens.len() {
+        return Err(Error::GgufMetadata {
+            path: g.path().to_path_buf(),
+            key: "tokenizer.ggml.scores".into(),
+            reason: format!(
+                "{} scores for {} tokens (one score per token is needed)",
+                scores.len(),
+                tokens.len()
+            ),
+        });
+    }
     let vocab = vocab_map(tokens);
     let mut merges: Vec<(u32, u32, f32)> = Vec::new();
     for (id, piece) in tokens.iter().enumerate() {

@@ -112,7 +112,7 @@ impl RunOutput {
             );
         }
         let meta = serde_json::json!({
-            "experiment": plan.config,
+            "experiment": plan.config.redacted(),
             "llm_judge_version": env!("CARGO_PKG_VERSION"),
             "device": crate::model::device_name(),
             "models": models,
@@ -135,7 +135,7 @@ impl RunOutput {
             sanity_records: o.sanity_rows,
             summary_rows,
             comparison_rows,
-            config: plan.config.clone(),
+            config: plan.config.redacted(),
             sanity: o.sanity,
             failures: o.failures,
             meta,

@@ -118,6 +118,20 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(&cut, &real[..1000]).unwrap();
     let o = llm_judge(&["info", "--model", cut.to_str().unwrap()]);
     assert_clean_failure(&o, "not a valid GGUF file");
+    // An empty file, and a folder, given as a model.
+    let empty = dir.0.join("empty.gguf");
+    std::fs::write(&empty, "").unwrap();
+    let o = llm_judge(&["info", "--model", empty.to_str().unwrap()]);
+    assert_clean_failure(&o, "the file is empty");
+    let folder = dir.0.join("folder.gguf");
+    std::fs::create_dir_all(&folder).unwrap();
+    let o = llm_judge(&["info", "--model", folder.to_str().unwrap()]);
+    assert_clean_failure(&o, "is a directory");
+    // Zero threads, and a token limit of zero.
+    let o = llm_judge(&["--threads", "0", "info", "--model", "smollm2-135m-instruct"]);
+    assert_clean_failure(&o, "--threads must be at least 1");
+    let o = llm_judge(&["generate", "--model", "smollm2-135m-instruct", "--prompt", "hi", "--max-tokens", "0"]);
+    assert_clean_failure(&o, "--max-tokens");
     // Unknown model name.
     let o = llm_judge(&["info", "--model", "llama-9000"]);
     assert_clean_failure(&o, "unknown model `llama-9000`");

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod engine;
 mod experiment;
+mod fuzz;
 mod hub;
 mod remote;
 mod serve;

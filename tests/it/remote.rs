@@ -187,7 +187,8 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
             let script = script.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 65536];
-                let _ = s.read(&mut buf);
+                let n = s.read(&mut buf).unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
                 let step = script[i.min(script.len() - 1)];
                 let reply = |s: &mut std::net::TcpStream, status: &str, body: &str, extra: &str| {
                     let _ = write!(
@@ -210,6 +211,11 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
                         "retry-after: 0\r\n",
                     ),
                     "drop" => drop(s),
+                    // A server that echoes the request (headers included) in its error.
+                    "echo" => {
+                        let msg = serde_json::json!({"error": {"message": format!("bad request: {request}")}});
+                        reply(&mut s, "400 Bad Request", &msg.to_string(), "")
+                    }
                     "stall" => std::thread::sleep(std::time::Duration::from_secs(3)),
                     _ => reply(
                         &mut s,
@@ -488,4 +494,62 @@ fn requests_in_flight_and_rate_limit() {
     // 8 requests at 10 per second need at least 0.7 s even with 4 in flight.
     let limited = run(4, "requests_per_s = 10.0", "limited");
     assert!(limited >= 0.7, "{limited}");
+}
+
+#[test]
+fn no_secret_reaches_any_file() {
+    // The endpoint echoes the request, Authorization header included, into its error; the
+    // URL carries a user and password. Neither may reach a record, table, log or run.json.
+    let (base, _) = fault_server(vec!["echo"]);
+    let base = base.replace("http://", "http://alice:pa55word@");
+    let dir = TempDir::new("secrets");
+    std::env::set_var("LLM_JUDGE_TEST_SECRET_KEY", "sk-very-secret-123");
+    let toml = format!(
+        "name = \"s\"\nprompts = \"{}\"\nlimit = 1\nmax_tokens = 4\n\n[[models]]\nname = \"r\"\n[models.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_SECRET_KEY\"\nretries = 0\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
+        prompts_file().display()
+    );
+    let out = run_toml(&dir.0, "s", &toml, "o");
+    assert_eq!(out.failures.len(), 1);
+    let err = &out.failures[0].error;
+    assert!(err.contains("bad request") && err.contains("[redacted]"), "{err}");
+    assert!(!out.failures[0].transient, "a 400 is not worth a retry");
+    for entry in std::fs::read_dir(dir.0.join("o")).unwrap() {
+        let p = entry.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in ["sk-very-secret-123", "pa55word", "alice:"] {
+            assert!(!text.contains(secret), "{} holds `{secret}`", p.display());
+        }
+    }
+}
+
+#[test]
+fn a_run_with_failures_exits_non_zero_and_says_why() {
+    let dir = TempDir::new("exit-codes");
+    let run = |script: Vec<&'static str>, name: &str| {
+        let (base, _) = fault_server(script);
+        let toml = format!(
+            "name = \"e\"\nprompts = \"{}\"\nlimit = 1\nmax_tokens = 4\n\n[[models]]\nname = \"r\"\n[models.endpoint]\nbase_urls = [\"{base}\"]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nretries = 0\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
+            prompts_file().display()
+        );
+        let p = dir.0.join(format!("{name}.toml"));
+        std::fs::write(&p, toml).unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+            .args(["run", p.to_str().unwrap(), "--out", dir.0.join(name).to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // A server error: worth a retry (exit 3).
+    let o = run(vec!["500"], "transient");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("generate: 1 failed") && err.contains("run again"), "{err}");
+    // A request the server refuses: a retry will not help (exit 4), and it says so.
+    let o = run(vec!["echo"], "permanent");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(err.contains("will not fix"), "{err}");
+    // Everything computed: exit 0.
+    let o = run(vec!["ok"], "fine");
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }
