@@ -6,7 +6,7 @@ pub mod chat_template;
 pub mod config;
 pub mod fingerprint;
 pub mod gguf;
-mod q4_1;
+mod qmatmul;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;

@@ -16,7 +16,7 @@
 
 use super::config::{Arch, Config};
 use super::gguf::GgufFile;
-use super::q4_1::Q41Matrix;
+use super::qmatmul::QMatrix;
 use crate::error::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -59,20 +59,20 @@ fn qmatmul(g: &mut GgufFile, name: &str, dev: &Device) -> Result<QMatMul> {
     })
 }
 
-/// A projection: candle's quantized matmul, or our own kernel for Q4_1 weights on the CPU
-/// (see [`super::q4_1`]).
+/// A projection: our own kernel for the quantized types it handles on the CPU (see
+/// [`super::qmatmul`]), candle's quantized matmul otherwise.
 #[derive(Debug, Clone)]
 enum Linear {
     Candle(QMatMul),
-    Q41(Arc<Q41Matrix>),
+    Ours(Arc<QMatrix>),
 }
 
 impl Linear {
     fn load(g: &mut GgufFile, name: &str, dev: &Device) -> Result<Self> {
         if dev.is_cpu() {
             let qt = g.tensor(name, dev)?;
-            if let Some(m) = Q41Matrix::from_qtensor(&qt)? {
-                return Ok(Linear::Q41(Arc::new(m)));
+            if let Some(m) = QMatrix::from_qtensor(Arc::new(qt))? {
+                return Ok(Linear::Ours(Arc::new(m)));
             }
         }
         Ok(Linear::Candle(qmatmul(g, name, dev)?))
@@ -82,12 +82,12 @@ impl Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Candle(q) => Ok(q.forward(x)?),
-            Linear::Q41(m) => {
+            Linear::Ours(m) => {
                 let mut dims = x.dims().to_vec();
                 let k = dims.pop().unwrap_or(0);
                 if k != m.k() {
                     return Err(candle_core::Error::Msg(format!(
-                        "Q4_1 projection expects {} inputs, got shape {:?}",
+                        "projection expects {} inputs, got shape {:?}",
                         m.k(),
                         x.dims()
                     ))
@@ -96,7 +96,7 @@ impl Linear {
                 let rows = x.elem_count() / k.max(1);
                 let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
                 dims.push(m.n());
-                let y = m.matmul(&data, rows);
+                let y = m.matmul(&data, rows)?;
                 Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
             }
         }
@@ -262,7 +262,11 @@ impl Transformer {
         let output = if g.has_tensor("output.weight") {
             Linear::load(g, "output.weight", dev)?
         } else {
-            Linear::Candle(QMatMul::from_arc(embed.clone())?)
+            // Tied to the embedding: the same bytes serve both.
+            match QMatrix::from_qtensor(embed.clone())? {
+                Some(m) => Linear::Ours(Arc::new(m)),
+                None => Linear::Candle(QMatMul::from_arc(embed.clone())?),
+            }
         };
         let norm = RmsNorm::load(g, "output_norm.weight", cfg.eps, dev)?;
         let half = cfg.head_dim / 2;
@@ -626,7 +630,7 @@ fn grouped_attention(
 fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
     use candle_core::quantized::GgmlDType as D;
     let rows_apart = match w {
-        Linear::Q41(_) => false,
+        Linear::Ours(_) => false,
         Linear::Candle(QMatMul::QTensor(t)) => matches!(t.dtype(), D::Q4K | D::Q6K | D::Q8_0),
         Linear::Candle(QMatMul::Tensor(_) | QMatMul::TensorF16(_)) => true,
     };
