@@ -191,7 +191,11 @@ impl QMatrix {
                 let (sc, m) = scale_min_k4(j, &s[4..16]);
                 let q = &s[16 + (j / 2) * 32..16 + (j / 2) * 32 + 32];
                 for (l, v) in q.iter().enumerate() {
-                    u.w[l] = if j % 2 == 0 { v & 0x0F } else { v >> 4 } as i8;
+                    u.w[l] = if j.is_multiple_of(2) {
+                        v & 0x0F
+                    } else {
+                        v >> 4
+                    } as i8;
                 }
                 u.lo = d * sc as f32;
                 u.hi = u.lo;
@@ -434,7 +438,12 @@ mod avx2 {
             Kind::Q8_0 => {
                 let b = sb * 34;
                 let d = f16_at(w, b);
-                (_mm256_loadu_si256(p.add(b + 2) as *const __m256i), d, d, 0.0)
+                (
+                    _mm256_loadu_si256(p.add(b + 2) as *const __m256i),
+                    d,
+                    d,
+                    0.0,
+                )
             }
             Kind::Q4K => {
                 let s = (sb / 8) * 144;
@@ -442,7 +451,11 @@ mod avx2 {
                 let (d, dmin) = (f16_at(w, s), f16_at(w, s + 2));
                 let (sc, m) = scale_min_k4(j, &w[s + 4..s + 16]);
                 let q = _mm256_loadu_si256(p.add(s + 16 + (j / 2) * 32) as *const __m256i);
-                let q = if j % 2 == 0 { q } else { _mm256_srli_epi16(q, 4) };
+                let q = if j.is_multiple_of(2) {
+                    q
+                } else {
+                    _mm256_srli_epi16(q, 4)
+                };
                 let q = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
                 let ds = d * sc as f32;
                 (q, ds, ds, -dmin * m as f32)
@@ -452,7 +465,11 @@ mod avx2 {
                 let (c, g) = ((sb % 8) / 4, sb % 4);
                 let ql = p.add(s + 64 * c + if g % 2 == 1 { 32 } else { 0 });
                 let low = _mm256_loadu_si256(ql as *const __m256i);
-                let low = if g >= 2 { _mm256_srli_epi16(low, 4) } else { low };
+                let low = if g >= 2 {
+                    _mm256_srli_epi16(low, 4)
+                } else {
+                    low
+                };
                 let low = _mm256_and_si256(low, _mm256_set1_epi8(0x0F));
                 let qh = _mm256_loadu_si256(p.add(s + 128 + 32 * c) as *const __m256i);
                 let high = _mm256_and_si256(
@@ -499,7 +516,10 @@ mod avx2 {
         let q = if SIGNED { _mm256_sign_epi8(q, wq) } else { q };
         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, q), _mm256_set1_epi16(1));
         let s = if SPLIT {
-            _mm256_mul_ps(_mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo), _mm256_set1_ps(d))
+            _mm256_mul_ps(
+                _mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo),
+                _mm256_set1_ps(d),
+            )
         } else {
             _mm256_set1_ps(lo * d)
         };
@@ -523,13 +543,20 @@ mod avx2 {
             while sb + 1 < nb {
                 let (wq, lo, hi, b) = unpack::<K>(w, sb);
                 let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) = block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
+                let (s, p) =
+                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
                 a0 = _mm256_fmadd_ps(s, p, a0);
                 bias += b * *xs.add(sb);
                 let (wq, lo, hi, b) = unpack::<K>(w, sb + 1);
                 let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) =
-                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add((sb + 1) * QK), lo, hi, *xd.add(sb + 1));
+                let (s, p) = block_dot::<SIGNED, SPLIT>(
+                    wq,
+                    aw,
+                    xq.add((sb + 1) * QK),
+                    lo,
+                    hi,
+                    *xd.add(sb + 1),
+                );
                 a1 = _mm256_fmadd_ps(s, p, a1);
                 bias += b * *xs.add(sb + 1);
                 sb += 2;
@@ -537,7 +564,8 @@ mod avx2 {
             if sb < nb {
                 let (wq, lo, hi, b) = unpack::<K>(w, sb);
                 let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) = block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
+                let (s, p) =
+                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
                 a0 = _mm256_fmadd_ps(s, p, a0);
                 bias += b * *xs.add(sb);
             }
@@ -556,7 +584,8 @@ mod avx2 {
             let parity = sb % 2;
             for i in 0..rows {
                 let at = i * nb + sb;
-                let (s, p) = block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(at * QK), lo, hi, *xd.add(at));
+                let (s, p) =
+                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(at * QK), lo, hi, *xd.add(at));
                 acc[i][parity] = _mm256_fmadd_ps(s, p, acc[i][parity]);
                 bias[i] += b * *xs.add(at);
             }
@@ -585,7 +614,9 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let mat = QMatrix::from_qtensor(std::sync::Arc::new(q)).unwrap().unwrap();
+        let mat = QMatrix::from_qtensor(std::sync::Arc::new(q))
+            .unwrap()
+            .unwrap();
         let data = mat.tensor.data().unwrap().into_owned();
         // The unpacked sub-blocks reproduce candle's dequantisation exactly.
         let rb = mat.row_bytes();
@@ -596,7 +627,10 @@ mod tests {
                     let s = if j < 16 { u.lo } else { u.hi };
                     let v = s * u.w[j] as f32 + u.bias;
                     let want = deq[col * k + sb * QK + j];
-                    assert!((v - want).abs() < 1e-5 * (1.0 + want.abs()), "{dtype:?} {col} {sb} {j}: {v} vs {want}");
+                    assert!(
+                        (v - want).abs() < 1e-5 * (1.0 + want.abs()),
+                        "{dtype:?} {col} {sb} {j}: {v} vs {want}"
+                    );
                 }
             }
         }
@@ -620,7 +654,10 @@ mod tests {
                     (got - want).abs() < 1e-3 * (1.0 + want.abs()),
                     "{dtype:?} {r},{c}: {got} vs {want}"
                 );
-                assert!((got - exact).abs() < 0.1 * (1.0 + exact.abs()), "{dtype:?} {r},{c}: {got} vs {exact}");
+                assert!(
+                    (got - exact).abs() < 0.1 * (1.0 + exact.abs()),
+                    "{dtype:?} {r},{c}: {got} vs {exact}"
+                );
             }
             // The same row alone gives bit-identical results.
             let alone = mat.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
@@ -631,7 +668,12 @@ mod tests {
         let mut s = vec![0f32; m];
         mat.scalar_dot_rows(&data[..rb], &act.rows(0, m, nb), nb, &mut s);
         for r in 0..m {
-            assert!((s[r] - y[r * n]).abs() < 1e-3 * (1.0 + s[r].abs()), "{dtype:?}: {} vs {}", s[r], y[r * n]);
+            assert!(
+                (s[r] - y[r * n]).abs() < 1e-3 * (1.0 + s[r].abs()),
+                "{dtype:?}: {} vs {}",
+                s[r],
+                y[r * n]
+            );
         }
     }
 
@@ -649,6 +691,8 @@ mod tests {
     fn other_types_are_left_to_candle() {
         let wt = Tensor::zeros((32, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
         let q = QTensor::quantize(&wt, GgmlDType::Q4_0).unwrap();
-        assert!(QMatrix::from_qtensor(std::sync::Arc::new(q)).unwrap().is_none());
+        assert!(QMatrix::from_qtensor(std::sync::Arc::new(q))
+            .unwrap()
+            .is_none());
     }
 }

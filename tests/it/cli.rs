@@ -130,7 +130,15 @@ fn bad_inputs_fail_cleanly() {
     // Zero threads, and a token limit of zero.
     let o = llm_judge(&["--threads", "0", "info", "--model", "smollm2-135m-instruct"]);
     assert_clean_failure(&o, "--threads must be at least 1");
-    let o = llm_judge(&["generate", "--model", "smollm2-135m-instruct", "--prompt", "hi", "--max-tokens", "0"]);
+    let o = llm_judge(&[
+        "generate",
+        "--model",
+        "smollm2-135m-instruct",
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "0",
+    ]);
     assert_clean_failure(&o, "--max-tokens");
     // Unknown model name.
     let o = llm_judge(&["info", "--model", "llama-9000"]);

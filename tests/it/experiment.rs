@@ -553,7 +553,14 @@ fn a_second_run_on_the_same_folder_is_refused() {
     let toml = tiny_toml(&dir.0, 4, "\"rubric\"", false);
     let out = dir.0.join("out");
     let mut first = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
-        .args(["run", toml.to_str().unwrap(), "--out", out.to_str().unwrap(), "--batch", "1"])
+        .args([
+            "run",
+            toml.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch",
+            "1",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -561,13 +568,24 @@ fn a_second_run_on_the_same_folder_is_refused() {
     // Wait until the first run holds the folder (its log exists), then start a second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !out.join("run.log").exists() {
-        assert!(std::time::Instant::now() < deadline, "first run did not start");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run did not start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let o = run_cli(&["run", toml.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let o = run_cli(&[
+        "run",
+        toml.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("another llm-judge run is writing to this results folder"), "{err}");
+    assert!(
+        err.contains("another llm-judge run is writing to this results folder"),
+        "{err}"
+    );
     assert!(first.wait().unwrap().success());
     // Nothing was done twice.
     let lines = std::fs::read_to_string(out.join("responses.jsonl")).unwrap();

@@ -63,27 +63,71 @@ fn damaged_gguf_headers_are_errors() {
         }
         let p = dir.0.join(format!("case{case}.gguf"));
         std::fs::write(&p, &b).unwrap();
-        let opened = no_panic(&format!("GGUF case {case} (kind {kind})"), || GgufFile::open(&p));
+        let opened = no_panic(&format!("GGUF case {case} (kind {kind})"), || {
+            GgufFile::open(&p)
+        });
         // The prefix holds no tensor data: every case must fail, with the file named.
-        let err = opened.expect_err("a header-only file cannot open").to_string();
+        let err = opened
+            .expect_err("a header-only file cannot open")
+            .to_string();
         assert!(err.contains(&p.display().to_string()), "case {case}: {err}");
     }
 }
 
 const PIECES: &[&str] = &[
-    "Response", "Answer", " ", "1", "2", "3", "4", "9", "12", "13", ":", "-", "=", "[[", "]]", "**",
-    "Total", "total", "Relevance", "Coherence", "Completeness", "\n", "Winner", "winner", "A", "B",
-    "C", "draw", "tie", "is the", "/", "#", ".", ")", "é", "\u{2019}", "Response 1:", "[[A]]", "if",
+    "Response",
+    "Answer",
+    " ",
+    "1",
+    "2",
+    "3",
+    "4",
+    "9",
+    "12",
+    "13",
+    ":",
+    "-",
+    "=",
+    "[[",
+    "]]",
+    "**",
+    "Total",
+    "total",
+    "Relevance",
+    "Coherence",
+    "Completeness",
+    "\n",
+    "Winner",
+    "winner",
+    "A",
+    "B",
+    "C",
+    "draw",
+    "tie",
+    "is the",
+    "/",
+    "#",
+    ".",
+    ")",
+    "é",
+    "\u{2019}",
+    "Response 1:",
+    "[[A]]",
+    "if",
 ];
 
 #[test]
 fn verdict_parsers_never_panic_and_stay_in_range() {
     use llm_judge::judge::parse::*;
-    let crit: Vec<String> = ["Relevance", "Coherence", "Completeness"].map(String::from).to_vec();
+    let crit: Vec<String> = ["Relevance", "Coherence", "Completeness"]
+        .map(String::from)
+        .to_vec();
     let mut r = rng(2);
     for case in 0..2000 {
         let n = r.random_range(0..40);
-        let text: String = (0..n).map(|_| PIECES[r.random_range(0..PIECES.len())]).collect();
+        let text: String = (0..n)
+            .map(|_| PIECES[r.random_range(0..PIECES.len())])
+            .collect();
         no_panic(&format!("verdict case {case}: {text:?}"), || {
             for s in criteria_scores(&text, &crit, 4).into_iter().flatten() {
                 assert!((1..=4).contains(&s));
@@ -107,7 +151,10 @@ fn damaged_experiment_files_and_prompt_sets_are_errors() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let toml = std::fs::read_to_string(root.join("data/experiments/writeup-offline.toml"))
         .unwrap()
-        .replace("../prompts/writeup.jsonl", &prompts_file().display().to_string());
+        .replace(
+            "../prompts/writeup.jsonl",
+            &prompts_file().display().to_string(),
+        );
     let jsonl = std::fs::read_to_string(prompts_file()).unwrap();
     let mutate = |r: &mut rand_chacha::ChaCha8Rng, text: &str| -> String {
         let mut c: Vec<char> = text.chars().collect();
@@ -117,13 +164,23 @@ fn damaged_experiment_files_and_prompt_sets_are_errors() {
                 0 if !c.is_empty() => {
                     c.remove(i.min(c.len() - 1));
                 }
-                1 => c.insert(i.min(c.len()), ['"', '[', ']', '=', '\n', '0', '9', '-', '\u{feff}'][r.random_range(0..9)]),
+                1 => c.insert(
+                    i.min(c.len()),
+                    ['"', '[', ']', '=', '\n', '0', '9', '-', '\u{feff}'][r.random_range(0..9)],
+                ),
                 2 if !c.is_empty() => {
                     let (j, k) = (r.random_range(0..c.len()), i.min(c.len() - 1));
                     c.swap(k, j);
                 }
                 _ => {
-                    let digits = ["0", "-1", "1e309", "4294967295", "18446744073709551616", "nan"];
+                    let digits = [
+                        "0",
+                        "-1",
+                        "1e309",
+                        "4294967295",
+                        "18446744073709551616",
+                        "nan",
+                    ];
                     let s = digits[r.random_range(0..digits.len())];
                     for (k, ch) in s.chars().enumerate() {
                         c.insert((i + k).min(c.len()), ch);
@@ -167,7 +224,10 @@ fn hostile_request_bodies_get_answers_not_crashes() {
                 0 => {
                     c.remove(i);
                 }
-                1 => c.insert(i, ['"', '{', '}', '[', ']', ',', ':', '-', '9', 'e', 'n'][r.random_range(0..11)]),
+                1 => c.insert(
+                    i,
+                    ['"', '{', '}', '[', ']', ',', ':', '-', '9', 'e', 'n'][r.random_range(0..11)],
+                ),
                 _ => c[i] = char::from(r.random_range(32u8..127)),
             }
         }
@@ -180,7 +240,10 @@ fn hostile_request_bodies_get_answers_not_crashes() {
             Err(ureq::Error::Status(code, _)) => code,
             Err(e) => panic!("case {case}: no answer ({e}) to {body}"),
         };
-        assert!(matches!(status, 200 | 400 | 413), "case {case}: {status} for {body}");
+        assert!(
+            matches!(status, 200 | 400 | 413),
+            "case {case}: {status} for {body}"
+        );
     }
     // Still serving.
     let ok = agent

@@ -511,7 +511,10 @@ fn no_secret_reaches_any_file() {
     let out = run_toml(&dir.0, "s", &toml, "o");
     assert_eq!(out.failures.len(), 1);
     let err = &out.failures[0].error;
-    assert!(err.contains("bad request") && err.contains("[redacted]"), "{err}");
+    assert!(
+        err.contains("bad request") && err.contains("[redacted]"),
+        "{err}"
+    );
     assert!(!out.failures[0].transient, "a 400 is not worth a retry");
     for entry in std::fs::read_dir(dir.0.join("o")).unwrap() {
         let p = entry.unwrap().path();
@@ -535,7 +538,12 @@ fn a_run_with_failures_exits_non_zero_and_says_why() {
         let p = dir.0.join(format!("{name}.toml"));
         std::fs::write(&p, toml).unwrap();
         std::process::Command::new(env!("CARGO_BIN_EXE_llm-judge"))
-            .args(["run", p.to_str().unwrap(), "--out", dir.0.join(name).to_str().unwrap()])
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "--out",
+                dir.0.join(name).to_str().unwrap(),
+            ])
             .output()
             .unwrap()
     };
@@ -543,7 +551,10 @@ fn a_run_with_failures_exits_non_zero_and_says_why() {
     let o = run(vec!["500"], "transient");
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
-    assert!(err.contains("generate: 1 failed") && err.contains("run again"), "{err}");
+    assert!(
+        err.contains("generate: 1 failed") && err.contains("run again"),
+        "{err}"
+    );
     // A request the server refuses: a retry will not help (exit 4), and it says so.
     let o = run(vec!["echo"], "permanent");
     let err = String::from_utf8_lossy(&o.stderr);
@@ -551,5 +562,10 @@ fn a_run_with_failures_exits_non_zero_and_says_why() {
     assert!(err.contains("will not fix"), "{err}");
     // Everything computed: exit 0.
     let o = run(vec!["ok"], "fine");
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
