@@ -402,6 +402,87 @@ fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
         assert_eq!(r.judge_flagged, sanity.flagged(r.mode), "{}", r.mode);
     }
     assert!(out.summary.height() > 0);
+    every_display_is_html_without_debug_syntax(&out);
+}
+
+/// `text` without each span that starts with `open` and ends before `close`.
+fn without(text: &str, open: &str, close: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split(open).enumerate() {
+        out.push_str(if i == 0 {
+            part
+        } else {
+            part.split_once(close).map_or("", |p| p.1)
+        });
+    }
+    out
+}
+
+/// Every value type a notebook shows renders as HTML with no Debug struct syntax, and the
+/// report is self-contained (no external script, style, font or image).
+fn every_display_is_html_without_debug_syntax(out: &llm_judge::RunOutput) {
+    use llm_judge::RunOutput;
+    let mut shown = vec![
+        ("findings", out.findings().to_html()),
+        ("summary", out.summary_table().to_html()),
+        ("comparisons", out.comparisons_table().to_html()),
+        ("position bias", out.position_bias().to_table().to_html()),
+        (
+            "length association",
+            out.length_association(Mode::Expected).to_table().to_html(),
+        ),
+        ("sanity", out.sanity_table().to_html()),
+        (
+            "mode agreement",
+            RunOutput::agreement_table(&out.mode_agreement()).to_html(),
+        ),
+        ("standings", out.standings_table(Mode::Pairwise).to_html()),
+        ("reliability", out.reliability_table().to_html()),
+        ("unparsed", out.unparsed(Mode::Listwise).to_html()),
+        ("self preference", out.self_preference(out).to_html()),
+        ("charts", out.score_charts().to_html()),
+    ];
+    let report = out.report().expect("report written");
+    shown.push(("report", std::fs::read_to_string(&*report).unwrap()));
+    let debug_marks = [
+        "Some(",
+        "None",
+        "PositionBias",
+        "Estimate {",
+        "LengthAssociation",
+        "SanitySummary",
+        "Agreement {",
+        "Standing {",
+        "Findings {",
+        ": [",
+        "NaN",
+        "inf",
+    ];
+    for (what, html) in &shown {
+        assert!(!html.trim().is_empty(), "{what} renders nothing");
+        // Inline images (base64) and <pre> blocks (the run's JSON, the models' own words)
+        // may hold anything: leave them out.
+        let text = without(&without(html, "data:image/png;base64,", "\""), "<pre>", "</pre>");
+        for mark in debug_marks {
+            // Words in prose (e.g. "information") are fine; a Debug mark is not.
+            let hit = text
+                .match_indices(mark)
+                .find(|(i, _)| !text[..*i].ends_with(char::is_alphabetic));
+            if let Some((i, _)) = hit {
+                let from = text.floor_char_boundary(i.saturating_sub(200));
+                let to = text.ceil_char_boundary((i + 200).min(text.len()));
+                panic!("{what} shows {mark:?}: …{}…", &text[from..to]);
+            }
+        }
+    }
+    let report = &shown.last().unwrap().1;
+    for external in ["<script src", "<link", "@import", "url(http", "src=\"http"] {
+        assert!(
+            !report.contains(external),
+            "report loads {external}: not self-contained"
+        );
+    }
+    assert!(report.contains("data:image/png;base64,"), "charts inline");
 }
 
 #[test]
