@@ -31,7 +31,10 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
 # A Debug struct in an output (`PositionBias { listwise: [] ...`): a value without a display.
-DEBUG_STRUCT = re.compile(r"\b[A-Z][A-Za-z]+ \{ [a-z_]+: ")
+# Also pretty-printed (`{:#?}`) structs, tuple structs (`Figure(`) and options (`Some(`).
+DEBUG_STRUCT = re.compile(
+    r"\b[A-Z][A-Za-z]+ \{(?: |\n\s+)[a-z_]+: |\bSome\(|\b[A-Z][A-Za-z]+\((?:[A-Z][A-Za-z]+ )?\{"
+)
 
 
 def problems(nb):

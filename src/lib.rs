@@ -79,7 +79,9 @@ pub use sampling::{Sampler, SamplingParams};
 
 /// Everything a notebook cell needs: `use llm_judge::prelude::*;`.
 pub mod prelude {
-    pub use crate::analysis::{Agreement, Comparison, LengthAssociation, PositionBias, SummaryRow};
+    pub use crate::analysis::{
+        Agreement, Comparison, LengthAssociation, Pairs, PositionBias, SummaryRow,
+    };
     pub use crate::judge::Order;
     pub use crate::plot::Figure;
     pub use crate::results::display::{Gallery, Saved};

@@ -139,6 +139,18 @@ struct BenchArgs {
     /// Path of a llama.cpp `llama-batched-bench` binary, for the batched reference.
     #[arg(long)]
     llama_batched_bench: Option<PathBuf>,
+    /// Path of a llama.cpp `llama-server` binary, for the serving reference.
+    #[arg(long)]
+    llama_server: Option<PathBuf>,
+    /// Also measure tg128 while another process keeps one core busy.
+    #[arg(long)]
+    busy: bool,
+    /// Concurrent clients for the serving test (`serve` on loopback; 0 skips it).
+    #[arg(long, default_value_t = 0)]
+    serve_clients: usize,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Sequence counts for aggregate batched decoding.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8,16")]
     parallel: Vec<usize>,
@@ -509,14 +521,23 @@ fn real_main() -> Result<ExitCode> {
                 threads,
                 llama_bench: a.llama_bench,
                 llama_batched_bench: a.llama_batched_bench,
+                llama_server: a.llama_server,
                 parallel: a.parallel,
                 batch_tokens: a.batch_tokens,
                 judge_answers: a.judge_answers,
+                busy: a.busy,
+                serve_clients: a.serve_clients,
                 grid: a.grid,
                 grid_limit: a.grid_limit,
                 grid_max_tokens: a.grid_max_tokens,
             };
-            llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
+            let report = llm_judge::bench::run(&opts, &mut |line| println!("{line}"))?;
+            if let Some(path) = &a.json {
+                let text = serde_json::to_vec_pretty(&report)?;
+                llm_judge::store::write_atomic(path, &text)
+                    .with_context(|| format!("--json {}", path.display()))?;
+                println!("written to {}", path.display());
+            }
         }
         Command::Report { results } => {
             let run = RunOutput::load(&results)?;

@@ -73,10 +73,15 @@ pub struct Comparison {
     pub judge_flagged: Option<bool>,
 }
 
+/// Fewest paired prompts for a comparison to count as a finding: with fewer, a bootstrap
+/// over prompts has too few distinct resamples for its interval to mean anything.
+pub const MIN_PROMPTS: u64 = 5;
+
 impl Comparison {
-    /// True when the 95 % CI of the difference excludes 0.
+    /// True when the comparison has at least [`MIN_PROMPTS`] paired prompts and its 95 % CI
+    /// excludes 0.
     pub fn resolved(&self) -> bool {
-        self.ci_low > 0.0 || self.ci_high < 0.0
+        self.n >= MIN_PROMPTS && (self.ci_low > 0.0 || self.ci_high < 0.0)
     }
 }
 

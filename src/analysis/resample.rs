@@ -109,7 +109,8 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     }
     let m = mean(xs);
     if xs.len() < 2 {
-        return (m, 0.0);
+        // One value has no spread to estimate: null, not 0.
+        return (m, f64::NAN);
     }
     let v = xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() - 1) as f64;
     (m, v.sqrt())

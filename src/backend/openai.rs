@@ -253,6 +253,19 @@ impl OpenAiBackend {
         if let Some(k) = &self.api_key {
             out = out.replace(k.as_str(), "[redacted]");
         }
+        // A password in a base URL, wherever an echo puts it.
+        for url in &self.cfg.base_urls {
+            if let Some(userinfo) = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(u, _)| u)
+                .filter(|u| !u.contains('/'))
+            {
+                if let Some((_, pw)) = userinfo.split_once(':').filter(|(_, p)| !p.is_empty()) {
+                    out = out.replace(pw, "[redacted]");
+                }
+            }
+        }
         redact_bearer(&out)
     }
 
@@ -281,8 +294,10 @@ impl OpenAiBackend {
         }
         match req.send_string(&body.to_string()) {
             Ok(resp) => resp.into_json::<Value>().map_err(|e| {
+                // A body that is not JSON will not improve; one cut off in transit may.
+                let status = (e.kind() == std::io::ErrorKind::InvalidData).then_some(200);
                 fail(
-                    Some(200),
+                    status,
                     None,
                     format!("unreadable response: {}", self.redact(&e.to_string())),
                     None,
@@ -369,12 +384,15 @@ impl OpenAiBackend {
             seed: Some(params.seed),
             stop: (!params.stop.is_empty()).then(|| Stop::Many(params.stop.clone())),
             logprobs: None,
+            stream: None,
+            n: None,
+            frequency_penalty: None,
+            presence_penalty: None,
         }
     }
 
     fn malformed(&self, what: &str, v: &Value) -> Error {
-        let mut shown = v.to_string();
-        shown.truncate(500);
+        let shown: String = v.to_string().chars().take(500).collect();
         Error::Remote(RemoteError {
             url: strip_userinfo(&self.cfg.base_urls[0]),
             status: Some(200),
@@ -385,13 +403,19 @@ impl OpenAiBackend {
     }
 }
 
-/// Replaces the token after any `Bearer ` with `[redacted]`.
+/// Replaces the credential after any `Bearer ` or `Basic ` (any case) with `[redacted]`.
 fn redact_bearer(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.to_ascii_lowercase().find("bearer ") {
-        out.push_str(&rest[..i + 7]);
-        let after = &rest[i + 7..];
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let found = ["bearer ", "basic "]
+            .iter()
+            .filter_map(|s| lower.find(s).map(|i| (i, s.len())))
+            .min();
+        let Some((i, len)) = found else { break };
+        out.push_str(&rest[..i + len]);
+        let after = &rest[i + len..];
         let end = after
             .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',')
             .unwrap_or(after.len());
@@ -613,6 +637,10 @@ mod tests {
         assert_eq!(
             redact_bearer("echo: Authorization: Bearer sk-123, and bearer abc\""),
             "echo: Authorization: Bearer [redacted], and bearer [redacted]\""
+        );
+        assert_eq!(
+            redact_bearer("authorization: Basic dXNlcjpwdw==\nx"),
+            "authorization: Basic [redacted]\nx"
         );
         let mut cfg = EndpointConfig::new("http://u:secret@127.0.0.1:1/v1", "m");
         assert_eq!(cfg.identity(), "openai:http://127.0.0.1:1/v1:m");

@@ -178,4 +178,16 @@ pub struct CompletionRequest {
     /// How many alternatives per token to return with their log-probabilities (0-20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
+    /// Streaming; the llm-judge server streams chat completions only, and refuses it here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Number of choices (only 1 is supported by the llm-judge server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Must be 0 or absent for the llm-judge server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f64>,
+    /// Must be 0 or absent for the llm-judge server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f64>,
 }

@@ -5,11 +5,15 @@
 //! empty cache; `tgN` is N single-token decoding steps (the mean of `reps` runs after one
 //! warm-up); `tgN@bB` is the aggregate speed of B sequences decoding N tokens each together,
 //! as llama-batched-bench's S_TG. [`run`] adds judgments per second (text verdict vs expected
-//! score) and the wall time of an experiment grid, sequential vs batched.
+//! score), the wall time of an experiment grid (sequential vs batched), `tg128+busy` (decoding
+//! while another process keeps one core busy), and `serve@cN` (aggregate tokens/s of N
+//! concurrent clients of `serve`, next to `llama-server -np N`, [`serve_load`]). [`run`]
+//! returns everything as one [`BenchReport`], which the CLI also writes as JSON.
 
 pub mod reference;
+pub mod serve_load;
 
-pub use reference::{add_llama_batched_bench, add_llama_bench};
+pub use reference::{add_llama_batched_bench, add_llama_bench, llama_bench};
 
 use crate::error::Result;
 use crate::experiment::ExperimentConfig;
@@ -220,12 +224,18 @@ pub struct BenchOptions {
     pub llama_bench: Option<std::path::PathBuf>,
     /// `llama-batched-bench` binary for batched reference figures.
     pub llama_batched_bench: Option<std::path::PathBuf>,
+    /// `llama-server` binary for the serving reference figure.
+    pub llama_server: Option<std::path::PathBuf>,
     /// Sequence counts for aggregate decoding.
     pub parallel: Vec<usize>,
     /// Tokens decoded per sequence in the batched test.
     pub batch_tokens: usize,
     /// Answers judged per judge-speed figure.
     pub judge_answers: usize,
+    /// Measure tg128 again while another process keeps one core busy.
+    pub busy: bool,
+    /// Concurrent clients of the serving test (0 skips it).
+    pub serve_clients: usize,
     /// Experiment whose generation grid is timed sequential vs batched.
     pub grid: Option<std::path::PathBuf>,
     /// Prompts of the grid (its first N).
@@ -234,12 +244,100 @@ pub struct BenchOptions {
     pub grid_max_tokens: Option<usize>,
 }
 
-/// Runs every measurement and prints one line per figure through `print`.
-pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
+/// Judgments per second of one model as a judge.
+#[derive(Clone, Debug, Serialize)]
+pub struct JudgeSpeed {
+    /// Model name.
+    pub model: String,
+    /// Generated rubric verdicts per second.
+    pub text_per_s: f64,
+    /// Expected scores (token probabilities) per second.
+    pub expected_per_s: f64,
+}
+
+/// Wall time of an experiment's generation grid.
+#[derive(Clone, Debug, Serialize)]
+pub struct GridTiming {
+    /// Experiment name.
+    pub experiment: String,
+    /// Prompts (`None`: all).
+    pub prompts: Option<usize>,
+    /// Answer token limit.
+    pub max_tokens: usize,
+    /// Seconds, one answer at a time.
+    pub sequential_s: f64,
+    /// Seconds, `batch` answers decoded together.
+    pub batched_s: f64,
+    /// Answers decoded together.
+    pub batch: usize,
+}
+
+/// Everything one `bench` run measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The CPU (`model name` of /proc/cpuinfo).
+    pub cpu: String,
+    /// Threads used by both engines.
+    pub threads: usize,
+    /// Speed figures, with llama.cpp's where measured.
+    pub rows: Vec<BenchRow>,
+    /// Judge speed per model.
+    pub judge: Vec<JudgeSpeed>,
+    /// The grid timing, when asked for.
+    pub grid: Option<GridTiming>,
+    /// Peak resident memory of the bench process, in MB.
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The CPU's model name, or `unknown`.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Another process that keeps one core busy (a shell loop) while it lives.
+pub struct BusyCore(std::process::Child);
+
+impl BusyCore {
+    /// Starts the busy loop.
+    pub fn start() -> Result<Self> {
+        std::process::Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .map(BusyCore)
+            .map_err(|e| crate::error::Error::config("bench --busy", e.to_string()))
+    }
+}
+
+impl Drop for BusyCore {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs every measurement, prints one line per figure through `print`, and returns them all.
+pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchReport> {
     let opt = |v: Option<f64>, p: usize| {
         v.map(|x| format!("{x:.*}", p))
             .unwrap_or_else(|| "-".into())
     };
+    let mut report = BenchReport {
+        cpu: cpu_name(),
+        threads: opts.threads,
+        rows: Vec::new(),
+        judge: Vec::new(),
+        grid: None,
+        peak_rss_mb: None,
+    };
+    print(format!("{}, {} threads", report.cpu, opts.threads));
     print(format!(
         "{:<24} {:>10} {:>12} {:>12} {:>7}",
         "model", "test", "ours tok/s", "llama.cpp", "ratio"
@@ -265,7 +363,49 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
                 &opts.parallel,
             )?;
         }
-        for r in rows.iter().chain(&batched) {
+        rows.extend(batched);
+        if opts.busy {
+            let _busy = BusyCore::start()?;
+            let mut row = BenchRow {
+                model: name.clone(),
+                test: "tg128+busy".into(),
+                tokens_per_s: decode_speed(&mut m, 128, opts.reps.max(1))?,
+                llama_cpp_tokens_per_s: None,
+            };
+            if let Some(lb) = &opts.llama_bench {
+                let found = llama_bench(
+                    lb,
+                    m.path(),
+                    opts.threads,
+                    opts.reps,
+                    &["-p", "0", "-n", "128"],
+                )?;
+                row.llama_cpp_tokens_per_s = found.iter().find(|(t, _)| t == "tg128").map(|f| f.1);
+            }
+            rows.push(row);
+            print(format!(
+                "{name}: tg128+busy: the kernels have run on one thread {} times after a \
+                 descheduled worker",
+                crate::model::parallel::straggles()
+            ));
+        }
+        if opts.serve_clients > 0 {
+            let n = opts.serve_clients;
+            let base = serve_load::start_ours(&m, name, n)?;
+            let mut row = BenchRow {
+                model: name.clone(),
+                test: format!("serve@c{n}"),
+                tokens_per_s: serve_load::load(&base, n, opts.batch_tokens)?,
+                llama_cpp_tokens_per_s: None,
+            };
+            if let Some(ls) = &opts.llama_server {
+                let server = serve_load::start_llama_server(ls, m.path(), opts.threads, n, 512)?;
+                row.llama_cpp_tokens_per_s =
+                    Some(serve_load::load(&server.base, n, opts.batch_tokens)?);
+            }
+            rows.push(row);
+        }
+        for r in &rows {
             print(format!(
                 "{:<24} {:>10} {:>12.1} {:>12} {:>7}",
                 r.model,
@@ -275,13 +415,14 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
                 opt(r.ratio(), 2)
             ));
         }
-        for r in &batched {
+        for r in rows.iter().filter(|r| r.test.contains("@b")) {
             print(format!(
                 "{name}: {} aggregate / single-stream tg128 = {:.2}x",
                 r.test,
                 r.tokens_per_s / single
             ));
         }
+        report.rows.extend(rows);
         if opts.judge_answers > 0 {
             let (text, exp) = judge_speed(&m, opts.judge_answers)?;
             print(format!(
@@ -289,6 +430,11 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
                  ({:.1}x)",
                 exp / text
             ));
+            report.judge.push(JudgeSpeed {
+                model: name.clone(),
+                text_per_s: text,
+                expected_per_s: exp,
+            });
         }
     }
     if let Some(path) = &opts.grid {
@@ -314,11 +460,20 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<()> {
             cfg.batch.max(2),
             seq / bat
         ));
+        report.grid = Some(GridTiming {
+            experiment: cfg.name.clone(),
+            prompts: cfg.limit,
+            max_tokens: cfg.max_tokens,
+            sequential_s: seq,
+            batched_s: bat,
+            batch: cfg.batch.max(2),
+        });
     }
-    if let Some(rss) = peak_rss_bytes() {
-        print(format!("peak RSS: {:.0} MB", rss as f64 / 1e6));
+    report.peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
+    if let Some(mb) = report.peak_rss_mb {
+        print(format!("peak RSS: {mb:.0} MB"));
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Peak resident memory of this process in bytes (Linux `VmHWM`).

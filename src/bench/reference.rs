@@ -7,18 +7,21 @@ use super::BenchRow;
 use crate::error::{Error, Result};
 use std::path::Path;
 
-/// Runs `llama-bench` on the same file and threads and fills in the reference figures.
-pub fn add_llama_bench(
-    rows: &mut [BenchRow],
+/// Runs `llama-bench` on the same file and threads with `tests` (e.g. `-p 128,512 -n 128`)
+/// and returns its figures as `(test, tokens/s)`, with llama-bench's test names (`pp512`,
+/// `tg128`).
+pub fn llama_bench(
     llama_bench: &Path,
     gguf: &Path,
     threads: usize,
     reps: usize,
-) -> Result<()> {
+    tests: &[&str],
+) -> Result<Vec<(String, f64)>> {
     let out = std::process::Command::new(llama_bench)
         .arg("-m")
         .arg(gguf)
-        .args(["-t", &threads.to_string(), "-p", "128,512", "-n", "128"])
+        .args(["-t", &threads.to_string()])
+        .args(tests)
         .args(["-r", &reps.max(1).to_string(), "-o", "json"])
         .output()
         .map_err(|e| Error::io(llama_bench, e))?;
@@ -37,6 +40,7 @@ pub fn add_llama_bench(
             format!("unreadable JSON: {e}"),
         )
     })?;
+    let mut found = Vec::new();
     for t in v.as_array().into_iter().flatten() {
         let (p, g) = (
             t["n_prompt"].as_u64().unwrap_or(0),
@@ -47,8 +51,25 @@ pub fn add_llama_bench(
         } else {
             format!("pp{p}")
         };
+        if let Some(speed) = t["avg_ts"].as_f64() {
+            found.push((test, speed));
+        }
+    }
+    Ok(found)
+}
+
+/// Runs `llama-bench` (pp128, pp512, tg128) on the same file and threads and fills in the
+/// reference figures.
+pub fn add_llama_bench(
+    rows: &mut [BenchRow],
+    bin: &Path,
+    gguf: &Path,
+    threads: usize,
+    reps: usize,
+) -> Result<()> {
+    for (test, speed) in llama_bench(bin, gguf, threads, reps, &["-p", "128,512", "-n", "128"])? {
         if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
-            r.llama_cpp_tokens_per_s = t["avg_ts"].as_f64();
+            r.llama_cpp_tokens_per_s = Some(speed);
         }
     }
     Ok(())

@@ -253,6 +253,10 @@ pub struct ExperimentConfig {
     /// The judge; without one, only answers are generated.
     #[serde(default)]
     pub judge: Option<JudgeConfig>,
+    /// Which cells the comparisons table pairs: `within_model_or_setting` (the default:
+    /// settings within each model, models within each setting) or `all`.
+    #[serde(default)]
+    pub compare: crate::analysis::Pairs,
     /// Where the file was read from (for relative paths and error messages).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -542,5 +546,25 @@ fn availability(spec: &ModelSpec) -> String {
             Some(p) => format!("[present: {}]", p.display()),
             None => format!("[would download: {}]", src.download_description()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analysis::Pairs;
+
+    const BASE: &str = "name = \"x\"\nprompts = \"p.jsonl\"\nmodels = []\nsettings = []\n";
+
+    #[test]
+    fn compare_defaults_to_within_and_accepts_all_only_by_name() {
+        let c: ExperimentConfig = toml::from_str(BASE).unwrap();
+        assert_eq!(c.compare, Pairs::WithinModelOrSetting);
+        let c: ExperimentConfig = toml::from_str(&format!("compare = \"all\"\n{BASE}")).unwrap();
+        assert_eq!(c.compare, Pairs::All);
+        let e = toml::from_str::<ExperimentConfig>(&format!("compare = \"every\"\n{BASE}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("every") && e.contains("all"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ pub mod sanity;
 
 pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, PlannedModel, SettingEntry};
 pub use progress::{Lines, Progress, Silent};
+pub(crate) use runner::run_locked;
 pub use runner::{run, Failure, Outcome};
 pub use sanity::{SanitySummary, PASS_THRESHOLD};
 
@@ -40,6 +41,7 @@ impl Experiment {
                 limit: None,
                 batch: crate::backend::DEFAULT_MAX_BATCH,
                 judge: None,
+                compare: Default::default(),
                 origin: None,
             },
         }
@@ -144,6 +146,12 @@ impl Experiment {
     /// Answers of a local model decoded together (1 = one at a time); outputs are the same.
     pub fn batch(mut self, n: usize) -> Self {
         self.config.batch = n;
+        self
+    }
+
+    /// Which cells the comparisons table pairs (every pair with [`crate::analysis::Pairs::All`]).
+    pub fn compare(mut self, pairs: crate::analysis::Pairs) -> Self {
+        self.config.compare = pairs;
         self
     }
 

@@ -93,8 +93,14 @@ fn backend_for(
 /// Runs the plan into `dir`, resuming from what is already stored there. Progress goes to
 /// `progress`, and in full to `<dir>/run.log`.
 pub fn run(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<Outcome> {
+    let _lock = Store::open(dir)?.lock()?;
+    run_locked(plan, dir, progress)
+}
+
+/// [`run`] for a caller that already holds the folder's lock (and keeps it while it writes
+/// the tables).
+pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<Outcome> {
     let store = Store::open(dir)?;
-    let _lock = store.lock()?;
     let mut progress = Logged::new(progress, &dir.join("run.log"));
     let progress: &mut dyn Progress = &mut progress;
     let mut models = Models::default();

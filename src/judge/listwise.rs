@@ -123,14 +123,7 @@ async fn judge_group(
                     VerdictForm::Totals => {
                         listwise_totals(&text, &t.answer_label, n, criteria, scale)
                     }
-                    _ => listwise_criteria(&text, &t.answer_label, n, criteria, scale)
-                        .into_iter()
-                        .map(|c| TotalVerdict {
-                            total: c.iter().copied().sum(),
-                            criteria: c,
-                            mismatch: false,
-                        })
-                        .collect(),
+                    _ => listwise_criteria(&text, &t.answer_label, n, criteria, scale),
                 };
                 let ok = v.iter().all(|a| a.total.is_some());
                 (v, ok)
@@ -174,7 +167,19 @@ async fn judge_group(
                 r.push(total);
                 r
             }
-            _ => judge.criteria_rows(&call, Mode::Listwise, answer, &v.criteria),
+            // Every criterion (null where missing) and the total: the judge's stated one where
+            // it wrote one, flagged when it is not the sum.
+            _ => {
+                let mut r = judge.criteria_rows(&call, Mode::Listwise, answer, &v.criteria);
+                if let Some(total) = r.iter_mut().find(|x| x.criterion == TOTAL) {
+                    total.score = v.total.map(f64::from);
+                    total.parse_ok = total.score.is_some();
+                    if v.mismatch {
+                        total.flag = Some("total_mismatch".into());
+                    }
+                }
+                r
+            }
         };
         for r in &mut mine {
             r.position = Some(pos as u32 + 1);

@@ -220,6 +220,15 @@ impl JudgeConfig {
                     "`total` is the name of the summed score",
                 ));
             }
+            // Verdicts are matched at word boundaries, which a name that starts or ends with
+            // punctuation ("Accuracy (1-4)") would never meet.
+            let word = |ch: Option<char>| ch.is_some_and(|c| c.is_alphanumeric() || c == '_');
+            if !word(c.chars().next()) || !word(c.chars().last()) {
+                return Err(Error::config(
+                    at(&format!("criteria[{i}]")),
+                    format!("`{c}` must start and end with a letter or digit"),
+                ));
+            }
         }
         if !(2..=9).contains(&self.scale) {
             return Err(Error::config(

@@ -65,7 +65,13 @@ fn re(pattern: &str) -> Regex {
 /// The score of one criterion in `text`: the last `Criterion: [[n]]`, else the last
 /// `Criterion: n`; `None` when absent or outside 1..=scale.
 pub fn criterion_score(text: &str, criterion: &str, scale: u32) -> Option<u32> {
-    let c = regex::escape(criterion);
+    labelled_number(text, criterion, 1, scale)
+}
+
+/// The number after the last `name: [[n]]` (else `name: n`) in `text`, when it lies in
+/// `lo..=hi`.
+fn labelled_number(text: &str, name: &str, lo: u32, hi: u32) -> Option<u32> {
+    let c = regex::escape(name);
     let strict = re(&format!(r"(?i)\b{c}\b\s*:?\s*\[\[\s*(\d+)\s*\]\]"));
     let found = strict
         .captures_iter(text)
@@ -76,7 +82,7 @@ pub fn criterion_score(text: &str, criterion: &str, scale: u32) -> Option<u32> {
             lenient.captures_iter(text).last().map(|m| m[1].to_string())
         })?;
     let n: u32 = found.parse().ok()?;
-    (1..=scale).contains(&n).then_some(n)
+    (lo..=hi).contains(&n).then_some(n)
 }
 
 /// Scores per criterion from a rubric verdict (after [`strip_echo`]).
@@ -95,28 +101,61 @@ fn label_regex(label: &str) -> Regex {
     re(&format!(r"(?i)\b{before}\s*#?\s*(\d+)\b{after}"))
 }
 
-/// Scores per answer (`label` with `{k}`, 1-based) and criterion from a listwise verdict,
-/// one line per answer; lines for the same answer merge criterion by criterion.
+/// Per-criterion scores (and a stated `Total`, when the judge wrote one) for each of `n`
+/// answers from a listwise verdict whose lines start with the answer label. The first
+/// complete line for an answer (every criterion scored) is its verdict, and later lines for
+/// it change nothing; incomplete lines only fill criteria still missing. The total is the
+/// stated one, else the sum of complete criterion scores; a stated total that differs from
+/// the sum is flagged.
 pub fn listwise_criteria(
     text: &str,
     label: &str,
     n: usize,
     criteria: &[String],
     scale: u32,
-) -> Vec<Vec<Option<u32>>> {
+) -> Vec<TotalVerdict> {
+    let (lo, hi) = (criteria.len() as u32, criteria.len() as u32 * scale);
     let head = label_regex(label);
-    let mut out = vec![vec![None; criteria.len()]; n];
+    let mut out = vec![
+        TotalVerdict {
+            criteria: vec![None; criteria.len()],
+            ..Default::default()
+        };
+        n
+    ];
+    let mut complete = vec![false; n];
     for line in text.lines() {
         let Some(k) = head.captures(line).and_then(|c| c[1].parse::<usize>().ok()) else {
             continue;
         };
-        if k == 0 || k > n {
+        if k == 0 || k > n || complete[k - 1] {
             continue;
         }
-        for (slot, c) in out[k - 1].iter_mut().zip(criteria) {
-            if let Some(s) = criterion_score(line, c, scale) {
-                *slot = Some(s);
+        let found: Vec<Option<u32>> = criteria
+            .iter()
+            .map(|c| criterion_score(line, c, scale))
+            .collect();
+        let stated = labelled_number(line, "Total", lo, hi);
+        let v = &mut out[k - 1];
+        if found.iter().all(Option::is_some) {
+            v.criteria = found;
+            v.total = stated;
+            complete[k - 1] = true;
+        } else {
+            for (slot, s) in v.criteria.iter_mut().zip(found) {
+                if slot.is_none() {
+                    *slot = s;
+                }
             }
+            v.total = v.total.or(stated);
+        }
+    }
+    for v in &mut out {
+        let sum: Option<u32> = v.criteria.iter().copied().sum();
+        match (v.total, sum) {
+            (Some(t), Some(s)) if t != s => v.mismatch = true,
+            (None, Some(s)) => v.total = Some(s),
+            _ => {}
         }
     }
     out
@@ -340,10 +379,21 @@ mod tests {
                    Answer 9: Relevance [[4]]\n\
                    Answer 1: Coherence [[2]]";
         let s = listwise_criteria(raw, "Answer {k}", 3, &crit(), 4);
-        // The later, incomplete line for answer 1 replaces only its coherence.
-        assert_eq!(s[0], vec![Some(3), Some(2), Some(2)]);
-        assert_eq!(s[1], vec![Some(1), Some(1), Some(1)]);
-        assert_eq!(s[2], vec![None, None, None]);
+        // The later, incomplete line for answer 1 changes nothing of its complete verdict.
+        assert_eq!(s[0].criteria, vec![Some(3), Some(4), Some(2)]);
+        assert_eq!((s[0].total, s[0].mismatch), (Some(9), false));
+        assert_eq!(s[1].criteria, vec![Some(1), Some(1), Some(1)]);
+        assert_eq!(s[1].total, Some(3), "no stated total: the sum");
+        assert_eq!(s[2].criteria, vec![None, None, None]);
+        assert_eq!(s[2].total, None);
+        // Incomplete lines fill only what is missing; a stated total that is not the sum is
+        // kept, and flagged.
+        let raw = "Answer 1: Relevance [[3]]\n\
+                   Answer 1: Relevance [[1]], Coherence [[4]]\n\
+                   Answer 1: Completeness [[2]], Total [[12]]";
+        let s = listwise_criteria(raw, "Answer {k}", 1, &crit(), 4);
+        assert_eq!(s[0].criteria, vec![Some(3), Some(4), Some(2)]);
+        assert_eq!((s[0].total, s[0].mismatch), (Some(12), true));
     }
 
     #[test]

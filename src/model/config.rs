@@ -59,6 +59,13 @@ impl Config {
         };
         let key = |k: &str| format!("{arch_name}.{k}");
         let n_head = g.u32(&key("attention.head_count"))? as usize;
+        if n_head == 0 {
+            return Err(Error::GgufMetadata {
+                path: g.path().to_path_buf(),
+                key: key("attention.head_count"),
+                reason: "is 0".into(),
+            });
+        }
         let n_kv_head = g
             .opt_u32(&key("attention.head_count_kv"))?
             .map(|v| v as usize)

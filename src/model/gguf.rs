@@ -117,7 +117,8 @@ mod header {
         // Each metadata entry takes at least 12 bytes, each tensor entry at least 24.
         if kvs.saturating_mul(12) > w.left() || tensors.saturating_mul(24) > w.left() {
             return Err(format!(
-                "the header claims {kvs} metadata entries and {tensors} tensors, more than                  the file can hold"
+                "the header claims {kvs} metadata entries and {tensors} tensors, more than the \
+                 file can hold"
             ));
         }
         for i in 0..kvs {
@@ -281,11 +282,13 @@ impl GgufFile {
             Some(U8(v)) => Some(*v as u32),
             Some(U16(v)) => Some(*v as u32),
             Some(U32(v)) => Some(*v),
-            Some(U64(v)) => Some(*v as u32),
+            Some(U64(v)) => Some(u32::try_from(*v).map_err(|_| self.missing(key, "too large"))?),
             Some(I8(v)) if *v >= 0 => Some(*v as u32),
             Some(I16(v)) if *v >= 0 => Some(*v as u32),
             Some(I32(v)) if *v >= 0 => Some(*v as u32),
-            Some(I64(v)) if *v >= 0 => Some(*v as u32),
+            Some(I64(v)) if *v >= 0 => {
+                Some(u32::try_from(*v).map_err(|_| self.missing(key, "too large"))?)
+            }
             Some(other) => {
                 return Err(self.missing(key, &format!("expected an integer, found {other:?}")))
             }

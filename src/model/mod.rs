@@ -6,6 +6,7 @@ pub mod chat_template;
 pub mod config;
 pub mod fingerprint;
 pub mod gguf;
+pub mod parallel;
 mod qmatmul;
 pub mod source;
 pub mod tokenizer;
@@ -209,8 +210,10 @@ impl Model {
                     kind: self.template.kind(),
                 })
             }
+            // Raw text is all content: a control token spelled inside it (an answer under
+            // judgment, say) stays text.
             Input::Raw(text) => Ok(Prepared {
-                ids: self.tokenizer.encode_prompt(text)?,
+                ids: self.tokenizer.encode_parts(&[(text.clone(), true)])?,
                 text: text.clone(),
                 stops: Vec::new(),
                 kind: TemplateKind::Raw,
@@ -234,10 +237,17 @@ impl Model {
         match parts.iter().rposition(|(_, content)| *content) {
             Some(at) if parts[at].0 == prefix => parts.truncate(at + 1),
             _ => {
-                let mut p = self.prepare(input)?;
-                p.text.push_str(prefix);
-                p.ids = self.tokenizer.encode_prompt(&p.text)?;
-                return Ok(p);
+                // The template reshaped the prefix: continue the open prompt instead, still
+                // with control tokens parsed in the markup only.
+                let mut parts = self.template.render_parts(messages, true)?;
+                parts.push((prefix.to_string(), true));
+                let text: String = parts.iter().map(|(t, _)| t.as_str()).collect();
+                return Ok(Prepared {
+                    ids: self.tokenizer.encode_parts(&parts)?,
+                    text,
+                    stops: self.template.extra_stops(),
+                    kind: self.template.kind(),
+                });
             }
         }
         let text: String = parts.iter().map(|(t, _)| t.as_str()).collect();

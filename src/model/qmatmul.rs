@@ -11,7 +11,8 @@
 //!   scalar fallback);
 //! - sums every output element in the same order whatever the number of rows, so a sequence's
 //!   result never depends on the other rows of its batch or prompt chunk;
-//! - runs on candle's own thread pool, columns split across threads.
+//! - runs on candle's own thread pool, columns split across threads, and on the calling
+//!   thread alone while another process holds a core ([`super::parallel`]).
 //!
 //! A weight block of 32 values becomes `w_j` (signed bytes) with `value_j = scale_j · w_j +
 //! bias`, where `scale_j` is `lo` for the first 16 values and `hi` for the last 16. The dot
@@ -236,8 +237,9 @@ impl QMatrix {
         let rb = self.row_bytes();
         let mut y = vec![0f32; m * n];
         let y_ptr = SendPtr(y.as_mut_ptr());
-        // candle's own thread pool, so our kernel and candle's never compete for the cores.
-        candle_core::utils::barrier_pool().execute_chunked(n.div_ceil(COLS_PER_TASK), |tasks| {
+        // candle's own thread pool (so our kernel and candle's never compete for the cores),
+        // or this thread alone while another process holds a core.
+        super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
             let mut dst = [0f32; ROW_GROUP];
             for t in tasks {

@@ -269,7 +269,7 @@ impl Figure {
             chart: Chart::Forest(Forest {
                 title: "Paired differences between cells (B − A), 95% CI over prompts".into(),
                 subtitle: subtitle.to_string(),
-                x_label: "mean difference B − A (score points; pairwise: preference)".into(),
+                x_label: "B − A (points; pairwise modes: preference)".into(),
                 rows: rows.clone(),
                 values: comparisons
                     .iter()

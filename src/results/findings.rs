@@ -4,6 +4,7 @@
 //! comparison of a flagged judge or with no data is said to be no finding.
 
 use super::RunOutput;
+use crate::analysis::MIN_PROMPTS;
 use crate::records::{OVERALL, TOTAL};
 use crate::table::escape;
 
@@ -73,6 +74,9 @@ impl std::fmt::Display for Findings {
     }
 }
 
+/// Comparisons listed one by one; beyond this, only the resolved ones are.
+const MAX_LISTED: usize = 10;
+
 impl RunOutput {
     /// The findings of the run, generated from its tables.
     pub fn findings(&self) -> Findings {
@@ -99,6 +103,7 @@ impl RunOutput {
             }
         );
         let mut comparisons = Vec::new();
+        let mut unresolved = Vec::new();
         for cmp in self
             .comparison_rows
             .iter()
@@ -112,11 +117,22 @@ impl RunOutput {
             } else {
                 "points"
             };
+            let better = if cmp.mean_diff > 0.0 { &cmp.b } else { &cmp.a };
             let verdict = if !cmp.mean_diff.is_finite() {
                 "no estimate".to_string()
+            } else if cmp.n < MIN_PROMPTS {
+                format!(
+                    "too few paired prompts to say anything (n = {}, at least {MIN_PROMPTS} needed)",
+                    cmp.n
+                )
+            } else if cmp.resolved() && cmp.p_holm < 0.05 {
+                format!("{better} is judged better (the CI excludes 0, Holm p < 0.05)")
             } else if cmp.resolved() {
-                let better = if cmp.mean_diff > 0.0 { &cmp.b } else { &cmp.a };
-                format!("{better} is judged better (the CI excludes 0)")
+                format!(
+                    "{better} leans better, but only suggestively: the CI excludes 0, while the \
+                     p-value adjusted for the run's other comparisons (Holm) is {:.3}",
+                    cmp.p_holm
+                )
             } else {
                 "not resolved: the CI includes 0".to_string()
             };
@@ -148,7 +164,21 @@ impl RunOutput {
                 s.push_str(" — the judge is FLAGGED in this mode, so this is not a finding");
             }
             s.push('.');
-            comparisons.push(s);
+            if cmp.resolved() {
+                comparisons.push(s);
+            } else {
+                unresolved.push(s);
+            }
+        }
+        // A long table (a sweep) reads as its resolved comparisons and a count of the rest.
+        if comparisons.len() + unresolved.len() <= MAX_LISTED {
+            comparisons.append(&mut unresolved);
+        } else if !unresolved.is_empty() {
+            comparisons.push(format!(
+                "{} other comparisons are not resolved (too few prompts, or a CI that includes \
+                 0): see the comparisons table.",
+                unresolved.len()
+            ));
         }
         if comparisons.is_empty() {
             comparisons

@@ -12,10 +12,10 @@ pub mod findings;
 pub mod report;
 pub mod views;
 
-use crate::analysis::{comparisons, summarize, Comparison, Pairs, SummaryRow};
+use crate::analysis::{comparisons, summarize, Comparison, SummaryRow};
 use crate::error::{Error, Result};
 use crate::experiment::{
-    run, Experiment, ExperimentConfig, Failure, Lines, Outcome, Plan, Progress, SanitySummary,
+    Experiment, ExperimentConfig, Failure, Lines, Outcome, Plan, Progress, SanitySummary,
 };
 use crate::judge::JudgeConfig;
 use crate::records::{CallRecord, JudgmentRecord, ResponseRecord};
@@ -79,7 +79,13 @@ impl Experiment {
 
 /// Runs a checked plan into `dir` and writes its tables and `run.json`.
 pub fn run_plan(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOutput> {
-    let outcome = run(plan, dir, progress)?;
+    // The lock covers the tables and run.json too, not only the generation.
+    let _lock = Store::open(dir)?.lock()?;
+    run_plan_locked(plan, dir, progress)
+}
+
+fn run_plan_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOutput> {
+    let outcome = crate::experiment::run_locked(plan, dir, progress)?;
     RunOutput::write(plan, outcome, dir)
 }
 
@@ -96,8 +102,13 @@ impl RunOutput {
         for r in &mut summary_rows {
             r.judge_flagged = flagged(r.mode);
         }
-        let comparison_rows =
-            comparisons(&o.judgments, &o.responses, Pairs::default(), seed, &flagged);
+        let comparison_rows = comparisons(
+            &o.judgments,
+            &o.responses,
+            plan.config.compare,
+            seed,
+            &flagged,
+        );
         let mut models = serde_json::Map::new();
         for m in &plan.models {
             let id = o
@@ -113,6 +124,10 @@ impl RunOutput {
         }
         let meta = serde_json::json!({
             "experiment": plan.config.redacted(),
+            // Relative paths in the experiment (prompts, templates) resolve against it.
+            "experiment_file": plan.config.origin.as_ref().map(|p| {
+                std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
+            }),
             "llm_judge_version": env!("CARGO_PKG_VERSION"),
             "device": crate::model::device_name(),
             "models": models,
@@ -164,8 +179,9 @@ impl RunOutput {
         let field = |name: &str| -> Result<serde_json::Value> {
             Ok(meta.get(name).cloned().unwrap_or(serde_json::Value::Null))
         };
-        let config: ExperimentConfig =
+        let mut config: ExperimentConfig =
             serde_json::from_value(field("experiment")?).map_err(json_err(&meta_path))?;
+        config.origin = field("experiment_file")?.as_str().map(PathBuf::from);
         let sanity: Option<SanitySummary> =
             serde_json::from_value(field("sanity")?).map_err(json_err(&meta_path))?;
         let failures: Vec<Failure> = match field("failures")? {
@@ -199,7 +215,7 @@ impl RunOutput {
         for r in &mut summary_rows {
             r.judge_flagged = flagged(r.mode);
         }
-        let comparison_rows = comparisons(&records, &answers, Pairs::default(), seed, &flagged);
+        let comparison_rows = comparisons(&records, &answers, config.compare, seed, &flagged);
         Ok(RunOutput {
             summary: table::summary_df(&summary_rows)?,
             comparisons: table::comparisons_df(&comparison_rows)?,
@@ -233,6 +249,7 @@ impl RunOutput {
         progress: &mut dyn Progress,
     ) -> Result<RunOutput> {
         let store = Store::open(out)?;
+        let _lock = store.lock()?;
         let have: std::collections::HashSet<String> = store
             .load::<ResponseRecord>("responses")?
             .into_iter()
@@ -248,7 +265,7 @@ impl RunOutput {
         store.append("responses", &missing)?;
         let mut cfg = self.config.clone();
         cfg.judge = Some(judge);
-        run_plan(&cfg.plan()?, out, progress)
+        run_plan_locked(&cfg.plan()?, out, progress)
     }
 
     /// The `run.json` text of a results folder.

@@ -219,13 +219,18 @@ impl RunOutput {
         )
     }
 
-    /// Forest plot of the paired comparisons on the total (and pairwise verdicts).
+    /// Forest plot of the paired comparisons on the total (and pairwise verdicts) that have
+    /// at least [`analysis::MIN_PROMPTS`] paired prompts; the subtitle counts the others.
     pub fn forest_plot(&self) -> Result<Figure> {
-        let picked: Vec<&analysis::Comparison> = self
-            .comparison_rows
-            .iter()
-            .filter(|c| c.criterion == TOTAL || c.criterion == OVERALL)
+        let on_total = || {
+            self.comparison_rows
+                .iter()
+                .filter(|c| c.criterion == TOTAL || c.criterion == OVERALL)
+        };
+        let picked: Vec<&analysis::Comparison> = on_total()
+            .filter(|c| c.n >= analysis::MIN_PROMPTS)
             .collect();
+        let too_few = on_total().filter(|c| c.n < analysis::MIN_PROMPTS).count();
         let flagged: Vec<String> = self
             .modes()
             .into_iter()
@@ -237,6 +242,12 @@ impl RunOutput {
             sub.push_str(&format!(
                 "; FLAGGED by its sanity check in {}",
                 flagged.join(", ")
+            ));
+        }
+        if too_few > 0 {
+            sub.push_str(&format!(
+                "; {too_few} comparison(s) with fewer than {} paired prompts left out",
+                analysis::MIN_PROMPTS
             ));
         }
         Figure::forest(&picked, &sub)
@@ -352,8 +363,21 @@ impl RunOutput {
         for m in self.scoring_modes() {
             rows.push(self.length_association(m).row());
         }
-        HtmlTable::from(stats_df(&rows).unwrap_or_default())
-            .with_caption("Judge reliability (n = 0 means no data: the judge gave no such scores)")
+        let few: Vec<String> = rows
+            .iter()
+            .filter(|r| r.n > 0 && (r.n as u64) < analysis::MIN_PROMPTS)
+            .map(|r| format!("{} (n = {})", r.label, r.n))
+            .collect();
+        let mut t = HtmlTable::from(stats_df(&rows).unwrap_or_default())
+            .with_caption("Judge reliability (n = 0 means no data: the judge gave no such scores)");
+        if !few.is_empty() {
+            t = t.with_note(format!(
+                "too few to read (fewer than {} prompts or answers): {}",
+                analysis::MIN_PROMPTS,
+                few.join("; ")
+            ));
+        }
+        t
     }
 
     /// Where the judge is one of the compared models: that model's paired advantage over the

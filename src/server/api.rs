@@ -135,13 +135,17 @@ pub struct Limits {
     pub max_tokens: Option<usize>,
 }
 
-fn unsupported(r: &ChatRequest) -> Result<(), ApiError> {
-    if r.n.unwrap_or(1) != 1 {
+fn unsupported(
+    n: Option<usize>,
+    frequency: Option<f64>,
+    presence: Option<f64>,
+) -> Result<(), ApiError> {
+    if n.unwrap_or(1) != 1 {
         return Err(ApiError::bad("only n = 1 is supported", Some("n")));
     }
     for (name, v) in [
-        ("frequency_penalty", r.frequency_penalty),
-        ("presence_penalty", r.presence_penalty),
+        ("frequency_penalty", frequency),
+        ("presence_penalty", presence),
     ] {
         if v.unwrap_or(0.0) != 0.0 {
             return Err(ApiError::bad(
@@ -189,7 +193,7 @@ pub fn chat_job(r: &ChatRequest, model: &Model, limits: Limits) -> Result<Prepar
             Some("messages"),
         ));
     }
-    unsupported(r)?;
+    unsupported(r.n, r.frequency_penalty, r.presence_penalty)?;
     let messages: Vec<Message> = r
         .messages
         .iter()
@@ -239,6 +243,13 @@ pub fn completion_job(
     model: &Model,
     limits: Limits,
 ) -> Result<Prepared, ApiError> {
+    unsupported(r.n, r.frequency_penalty, r.presence_penalty)?;
+    if r.stream == Some(true) {
+        return Err(ApiError::bad(
+            "streaming is supported on /v1/chat/completions only",
+            Some("stream"),
+        ));
+    }
     let params = sampling(
         Wire {
             temperature: r.temperature,

@@ -112,10 +112,16 @@ pub fn serve(
             ),
         ));
     }
-    if opts.max_connections == 0 || opts.max_body_bytes == 0 || opts.read_timeout_s == 0 {
+    if opts.max_connections == 0
+        || opts.max_body_bytes == 0
+        || opts.read_timeout_s == 0
+        || opts.max_tokens == Some(0)
+        || opts.max_batch == 0
+    {
         return Err(Error::config(
             "serve",
-            "--max-connections, --max-body-bytes and --read-timeout must be at least 1",
+            "--max-connections, --max-body-bytes, --read-timeout, --max-tokens and --batch must \
+             be at least 1",
         ));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -271,6 +271,10 @@ pub fn round_for_reading(x: f64) -> String {
         return String::new();
     }
     let a = x.abs();
+    if x.fract() == 0.0 && a < 1e15 {
+        // Counts (and whole numbers) read as counts.
+        return format!("{x:.0}");
+    }
     if a != 0.0 && !(1e-3..1e6).contains(&a) {
         return format!("{x:.2e}");
     }

@@ -214,3 +214,62 @@ fn hub_reference_downloads_through_hf_endpoint_then_works_offline() {
         served
     );
 }
+
+/// `bench` measures every figure it is asked for (speeds, not timings: nothing here asserts
+/// how fast) and writes them as JSON: tg128 under a busy core, and `serve` under concurrent
+/// clients on loopback.
+#[test]
+fn bench_writes_every_figure_as_json() {
+    model_path(&bundled::SMOLLM2);
+    let dir = TempDir::new("bench");
+    let json = dir.0.join("bench.json");
+    let o = llm_judge(&[
+        "--threads",
+        "2",
+        "bench",
+        "--model",
+        "smollm2-135m-instruct",
+        "--reps",
+        "1",
+        "--parallel",
+        "2",
+        "--batch-tokens",
+        "8",
+        "--judge-answers",
+        "0",
+        "--busy",
+        "--serve-clients",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["threads"], 2);
+    assert!(v["cpu"].as_str().is_some_and(|c| !c.is_empty()));
+    let tests: Vec<&str> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert!(r["tokens_per_s"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(
+                r["llama_cpp_tokens_per_s"].is_null(),
+                "no reference was asked for"
+            );
+            r["test"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            "pp128",
+            "pp512",
+            "tg128",
+            "tg8@b2",
+            "tg128+busy",
+            "serve@c3"
+        ]
+    );
+    assert!(v["peak_rss_mb"].as_f64().unwrap() > 50.0);
+}

@@ -462,16 +462,19 @@ fn every_display_is_html_without_debug_syntax(out: &llm_judge::RunOutput) {
         assert!(!html.trim().is_empty(), "{what} renders nothing");
         // Inline images (base64) and <pre> blocks (the run's JSON, the models' own words)
         // may hold anything: leave them out.
-        let text = without(&without(html, "data:image/png;base64,", "\""), "<pre>", "</pre>");
+        let text = without(
+            &without(html, "data:image/png;base64,", "\""),
+            "<pre>",
+            "</pre>",
+        );
         for mark in debug_marks {
             // Words in prose (e.g. "information") are fine; a Debug mark is not.
             let hit = text
                 .match_indices(mark)
                 .find(|(i, _)| !text[..*i].ends_with(char::is_alphabetic));
             if let Some((i, _)) = hit {
-                let from = text.floor_char_boundary(i.saturating_sub(200));
-                let to = text.ceil_char_boundary((i + 200).min(text.len()));
-                panic!("{what} shows {mark:?}: …{}…", &text[from..to]);
+                let around: String = text[i..].chars().take(200).collect();
+                panic!("{what} shows {mark:?}: {around}…");
             }
         }
     }
@@ -561,6 +564,13 @@ fn bad_experiment_input_is_reported_before_generation() {
         ),
         (
             good.replace(
+                judge_line,
+                &format!("{judge_line}\ncriteria = [\"Relevance\", \"Accuracy (1-4)\"]"),
+            ),
+            "judge.criteria[1]",
+        ),
+        (
+            good.replace(
                 "model = \"smollm2-135m-instruct\"",
                 "model = \"missing/judge.gguf\"",
             ),
@@ -606,7 +616,14 @@ fn shipped_experiments_validate_offline() {
     // The write-up's own experiments name hub models and GPT-4: a dry run checks them and
     // says what it would download, without downloading or generating anything.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/experiments");
-    for name in ["writeup.toml", "writeup-app.toml", "writeup-offline.toml"] {
+    let mut names: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 4, "{names:?}");
+    for name in names.iter().map(String::as_str) {
         let p = root.join(name);
         let o = run_cli(&["run", p.to_str().unwrap(), "--dry-run"]);
         let out = String::from_utf8_lossy(&o.stdout);

@@ -116,6 +116,44 @@ const PIECES: &[&str] = &[
     "if",
 ];
 
+/// Metadata values that parse but make no sense (no heads, heads that kv heads do not divide)
+/// are clear errors naming the key, not a division by zero.
+#[test]
+fn nonsense_metadata_values_are_errors() {
+    let path = model_path(&bundled::SMOLLM2);
+    let bytes = std::fs::read(&path).unwrap();
+    // Each value follows its key: u32 type tag, then the value.
+    let value_at = |key: &str| -> usize {
+        let mut k = (key.len() as u64).to_le_bytes().to_vec();
+        k.extend_from_slice(key.as_bytes());
+        let i = bytes
+            .windows(k.len())
+            .position(|w| w == k.as_slice())
+            .unwrap_or_else(|| panic!("{key} not in the file"));
+        i + k.len()
+    };
+    let dir = TempDir::new("fuzz-meta");
+    let cases = [
+        ("llama.attention.head_count", 0u32),
+        ("llama.attention.head_count_kv", 2),
+    ];
+    for (i, (key, value)) in cases.into_iter().enumerate() {
+        let at = value_at(key);
+        assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+        let mut b = bytes.clone();
+        b[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+        let p = dir.0.join(format!("meta{i}.gguf"));
+        std::fs::write(&p, &b).unwrap();
+        let source: llm_judge::model::ModelSource = p.to_str().unwrap().parse().unwrap();
+        let err = no_panic(&format!("{key} = {value}"), || {
+            llm_judge::model::inspect(&source)
+        })
+        .expect_err("nonsense metadata must not load")
+        .to_string();
+        assert!(err.contains(key), "{key} = {value}: {err}");
+    }
+}
+
 #[test]
 fn verdict_parsers_never_panic_and_stay_in_range() {
     use llm_judge::judge::parse::*;
@@ -135,8 +173,13 @@ fn verdict_parsers_never_panic_and_stay_in_range() {
             for v in listwise_totals(&text, "Response {k}", 4, &crit, 4) {
                 assert!(v.total.is_none_or(|t| (3..=12).contains(&t)), "{text:?}");
             }
-            for row in listwise_criteria(&text, "Answer {k}", 4, &crit, 4) {
-                assert!(row.into_iter().flatten().all(|s| (1..=4).contains(&s)));
+            for v in listwise_criteria(&text, "Answer {k}", 4, &crit, 4) {
+                assert!(v
+                    .criteria
+                    .into_iter()
+                    .flatten()
+                    .all(|s| (1..=4).contains(&s)));
+                assert!(v.total.is_none_or(|t| (3..=12).contains(&t)), "{text:?}");
             }
             bracket_verdict(&text, true);
             winner_verdict(&text);

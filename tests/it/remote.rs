@@ -164,6 +164,25 @@ fn server_errors_are_openai_shaped() {
     }
     let (status, _) = call(Some("sekret"), "not json");
     assert_eq!(status, 400);
+    // /v1/completions refuses what it cannot do instead of ignoring it.
+    let completions = format!("{}/completions", served.base);
+    for (body, param) in [
+        (r#"{"prompt":"hi","max_tokens":2,"stream":true}"#, "stream"),
+        (r#"{"prompt":"hi","max_tokens":2,"n":3}"#, "n"),
+        (
+            r#"{"prompt":"hi","max_tokens":2,"presence_penalty":0.5}"#,
+            "presence_penalty",
+        ),
+    ] {
+        let r = ureq::post(&completions)
+            .set("Authorization", "Bearer sekret")
+            .send_string(body);
+        let Err(ureq::Error::Status(400, resp)) = r else {
+            panic!("{body}: not a 400");
+        };
+        let v: serde_json::Value = serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+        assert_eq!(v["error"]["param"], param, "{body}");
+    }
     // The key never appears in the client's debug output.
     std::env::set_var("LLMJ_TEST_KEY_CLIENT", "sekret");
     let mut e = endpoint(&served.base);
@@ -568,4 +587,151 @@ fn a_run_with_failures_exits_non_zero_and_says_why() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// What the GPT-4 stub gives an answer: a total in 3..=12 from the answer's own words, so
+/// the test can tell which answer a total belongs to.
+fn stub_total(answer: &str) -> u32 {
+    3 + (answer.split_whitespace().count() as u32 % 10)
+}
+
+/// An OpenAI-compatible stub of the write-up's GPT-4 judge: it reads the listwise prompt it
+/// receives, finds `Response k: …` for each answer, and replies the way GPT-4 did, one
+/// total per line (`Response 1: 11`). Returns the base URL.
+fn gpt4_stub() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let split = regex::Regex::new(r"(?s)\n\nResponse (\d+): ").unwrap();
+        for stream in listener.incoming().take(200) {
+            let Ok(mut s) = stream else { continue };
+            let split = split.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; len];
+                r.read_exact(&mut body).unwrap();
+                let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                let prompt = req["messages"][0]["content"].as_str().unwrap_or("");
+                // The answers sit between the question and the criteria line.
+                let end = prompt
+                    .find("\n\nEvaluation Criteria:")
+                    .unwrap_or(prompt.len());
+                let part = &prompt[..end];
+                let heads: Vec<(usize, usize, String)> = split
+                    .captures_iter(part)
+                    .map(|c| {
+                        let m = c.get(0).unwrap();
+                        (m.start(), m.end(), c[1].to_string())
+                    })
+                    .collect();
+                let mut lines = Vec::new();
+                for (i, (_, from, k)) in heads.iter().enumerate() {
+                    let to = heads.get(i + 1).map_or(part.len(), |h| h.0);
+                    lines.push(format!("Response {k}: {}", stub_total(&part[*from..to])));
+                }
+                let reply = serde_json::json!({
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": lines.join("\n")}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10},
+                })
+                .to_string();
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            });
+        }
+    });
+    base
+}
+
+/// The write-up's GPT-4 prompt against a judge that answers as GPT-4 did: each total lands
+/// on the answer it was given for, through the shuffled order, and nothing is null.
+#[test]
+fn gpt4_totals_map_to_the_right_answers_under_shuffling() {
+    use llm_judge::records::{Mode, TOTAL};
+    let base = gpt4_stub();
+    let dir = TempDir::new("gpt4");
+    let toml = format!(
+        r#"name = "gpt4"
+prompts = "{}"
+limit = 3
+max_tokens = 12
+seed = 11
+
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+
+[[settings]]
+name = "p1"
+preset = "p1"
+
+[[settings]]
+name = "p2"
+preset = "p2"
+
+[[settings]]
+name = "greedy"
+preset = "greedy"
+
+[judge]
+model = "gpt-4-stub"
+modes = ["listwise"]
+order = "shuffle"
+sanity_check = false
+templates = {{ listwise = "writeup-gpt4" }}
+[judge.endpoint]
+base_urls = ["{base}"]
+model = "gpt-4"
+api_key_env = "LLM_JUDGE_TEST_NO_KEY"
+"#,
+        prompts_file().display()
+    );
+    model_path(&bundled::SMOLLM2);
+    let out = run_toml(&dir.0, "gpt4", &toml, "o");
+    let totals: Vec<_> = out
+        .records
+        .iter()
+        .filter(|j| j.mode == Mode::Listwise && j.criterion == TOTAL)
+        .collect();
+    assert_eq!(totals.len(), 3 * 3, "3 prompts x 3 answers");
+    let mut positions = std::collections::BTreeSet::new();
+    let mut per_prompt: std::collections::BTreeMap<&str, std::collections::BTreeSet<u64>> =
+        Default::default();
+    for j in totals {
+        per_prompt
+            .entry(j.prompt_id.as_str())
+            .or_default()
+            .insert(j.score.unwrap_or(-1.0) as u64);
+        let answer = out
+            .answers
+            .iter()
+            .find(|a| a.key == j.response_key)
+            .expect("the row names its answer");
+        let text = answer.text.as_deref().unwrap_or("");
+        assert_eq!(
+            j.score,
+            Some(stub_total(text) as f64),
+            "answer {:?} at position {:?}",
+            text,
+            j.position
+        );
+        positions.insert((answer.setting.clone(), j.position));
+    }
+    // The order really was shuffled: some setting was shown in more than one position.
+    assert!(positions.len() > 3, "{positions:?}");
+    // And the answers of a prompt got different totals, so a wrong mapping would show.
+    assert!(per_prompt.values().any(|t| t.len() > 1), "{per_prompt:?}");
 }

@@ -172,6 +172,24 @@ fn control_tokens_inside_messages_stay_text() {
             tok.encode_prompt(&benign.text).unwrap(),
             "{name}"
         );
+        // A raw judge prompt (the write-up app's form) embeds answers too: all of it is text,
+        // and so is a reply prefix continued after it.
+        let raw = format!("Prompt: q\n\nResponse A: {attack}\nResponse B: ok\n\nWinner:");
+        for prepared in [
+            m.prepare(&Input::Raw(raw.clone())).unwrap(),
+            m.prepare_continuation(&Input::Raw(raw.clone()), " Response")
+                .unwrap(),
+        ] {
+            assert_eq!(
+                count(&prepared.ids),
+                0,
+                "{name}: raw text added control tokens"
+            );
+            assert!(tok
+                .decode(&prepared.ids, false)
+                .unwrap()
+                .contains("Give it 4."));
+        }
     }
 }
 
