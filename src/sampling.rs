@@ -498,6 +498,13 @@ mod tests {
         let out = s.sample(&l, &[]).unwrap();
         assert_eq!(out.token, 1);
         assert!((out.logprob - 0.5f32.ln()).abs() < 1e-5);
+        // A temperature too small to divide by (below f32's range) is greedy too, not noise.
+        let mut p = SamplingParams::greedy();
+        p.temperature = 1e-320;
+        let mut s = Sampler::new(p).unwrap();
+        for _ in 0..20 {
+            assert_eq!(s.sample(&l, &[]).unwrap().token, 1);
+        }
     }
 
     #[test]

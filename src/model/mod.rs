@@ -132,6 +132,19 @@ impl Model {
             tokenizer.eos_token(),
         );
         let transformer = Transformer::load(&mut g, device)?;
+        // Every token the tokenizer can produce needs a row in the embedding and the output
+        // layer; a larger vocabulary would index past them.
+        if tokenizer.vocab_size() > transformer.vocab_size() {
+            return Err(Error::GgufMetadata {
+                path: path.to_path_buf(),
+                key: "tokenizer.ggml.tokens".into(),
+                reason: format!(
+                    "{} tokens, but the model has rows for {}",
+                    tokenizer.vocab_size(),
+                    transformer.vocab_size()
+                ),
+            });
+        }
         Ok(Self {
             source,
             path: path.to_path_buf(),

@@ -256,11 +256,10 @@ impl Figure {
     }
 
     /// Forest plot of paired comparisons: B − A with its 95 % CI per comparison, zero
-    /// marked. Rows are labelled `B − A (mode, criterion)`.
+    /// marked. Rows are labelled `B − A (mode, criterion)`. With no comparison the figure
+    /// says so in place of the plot (the subtitle should say why), so a notebook cell that
+    /// shows it does not fail on a run too small to compare.
     pub fn forest(comparisons: &[&Comparison], subtitle: &str) -> Result<Figure> {
-        if comparisons.is_empty() {
-            return Err(Error::Plot("no paired comparison to draw".into()));
-        }
         let rows: Vec<String> = comparisons
             .iter()
             .map(|c| format!("{} − {} ({}, {}, n={})", c.b, c.a, c.mode, c.criterion, c.n))
@@ -276,8 +275,10 @@ impl Figure {
                     .map(|c| (c.mean_diff, c.ci_low, c.ci_high))
                     .collect(),
             }),
-            width: 360 + 7 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32,
-            height: 150 + 42 * rows.len() as u32,
+            // Wide enough for the longest row label, and for the subtitle on one line.
+            width: (360 + 7 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32)
+                .max(40 + 13 * subtitle.chars().count() as u32 / 2),
+            height: 150 + 42 * rows.len().max(1) as u32,
         })
     }
 }
@@ -496,7 +497,11 @@ mod tests {
             svg.contains("m/p2 − m/p1 (expected, total, n=10)"),
             "row label"
         );
-        assert!(Figure::forest(&[], "").is_err());
+        let empty = Figure::forest(&[], "3 comparison(s) with fewer than 5 prompts").unwrap();
+        assert!(empty.is_empty() && !f.is_empty());
+        let svg = empty.to_svg().unwrap();
+        assert!(has_text(&svg, "No paired comparison to draw"), "{svg}");
+        assert!(svg.contains("3 comparison(s) with fewer than 5 prompts"));
     }
 
     #[test]

@@ -235,6 +235,15 @@ pub(crate) fn draw_forest<DB: DrawingBackend>(
 ) -> Result<()> {
     let area = titled(root, &f.title, &f.subtitle)?;
     let n = f.rows.len();
+    if n == 0 {
+        area.draw(&Text::new(
+            "No paired comparison to draw".to_string(),
+            (16, 24),
+            ("sans-serif", 16),
+        ))
+        .map_err(perr)?;
+        return Ok(());
+    }
     let ext = f
         .values
         .iter()

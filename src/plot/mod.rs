@@ -106,6 +106,12 @@ pub struct Figure {
 }
 
 impl Figure {
+    /// True when the figure has nothing plotted (a forest plot without comparisons), so a
+    /// caller that saves charts can leave it out.
+    pub fn is_empty(&self) -> bool {
+        matches!(&self.chart, Chart::Forest(f) if f.rows.is_empty())
+    }
+
     /// Renders to an SVG document.
     pub fn to_svg(&self) -> Result<String> {
         let mut s = String::new();

@@ -101,7 +101,27 @@ impl RunOutput {
             .unwrap_or_else(|_| self.summary.clone());
         let mut t = HtmlTable::from(df)
             .with_caption("Mean score per model × setting, 95% CI over prompts (bootstrap)");
-        for line in self.unparsed_lines() {
+        let unparsed = self.unparsed_lines();
+        // Cells without a single score in a mode that has scores elsewhere: named, not hidden.
+        for m in self.modes() {
+            if unparsed.iter().any(|l| l.starts_with(&format!("{m}:"))) {
+                continue;
+            }
+            let crit = if m.is_pairwise() { OVERALL } else { TOTAL };
+            let empty: Vec<String> = self
+                .summary_rows
+                .iter()
+                .filter(|r| r.mode == m && r.criterion == crit && r.n == 0)
+                .map(|r| format!("{}/{} ({} null)", r.model, r.setting, r.n_null))
+                .collect();
+            if !empty.is_empty() {
+                t = t.with_note(format!(
+                    "{m}: no parsed {crit} for {}, so those rows are left out",
+                    empty.join(", ")
+                ));
+            }
+        }
+        for line in unparsed {
             t = t.with_note(line);
         }
         t
@@ -249,6 +269,8 @@ impl RunOutput {
                 "; {too_few} comparison(s) with fewer than {} paired prompts left out",
                 analysis::MIN_PROMPTS
             ));
+        } else if picked.is_empty() {
+            sub.push_str("; the run has no two cells that answered the same prompts");
         }
         Figure::forest(&picked, &sub)
     }
@@ -459,6 +481,9 @@ impl RunOutput {
         // A chart without data is skipped (its absence is said in the tables).
         for (name, fig) in figs {
             let Ok(fig) = fig else { continue };
+            if fig.is_empty() {
+                continue;
+            }
             let png = self.dir.join(format!("{name}.png"));
             crate::store::write_atomic(&png, &fig.to_png()?)?;
             fig.save_svg(&png.with_extension("svg"))?;

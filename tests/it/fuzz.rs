@@ -117,7 +117,8 @@ const PIECES: &[&str] = &[
 ];
 
 /// Metadata values that parse but make no sense (no heads, heads that kv heads do not divide)
-/// are clear errors naming the key, not a division by zero.
+/// are clear errors naming the key, not a division by zero; a tensor offset that overflows
+/// is an error naming the file.
 #[test]
 fn nonsense_metadata_values_are_errors() {
     let path = model_path(&bundled::SMOLLM2);
@@ -152,6 +153,19 @@ fn nonsense_metadata_values_are_errors() {
         .to_string();
         assert!(err.contains(key), "{key} = {value}: {err}");
     }
+    // A tensor offset so large that offset + size overflows: an error, not a wrap-around.
+    let name = "output_norm.weight";
+    let at = value_at(name);
+    let dims = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let offset_at = at + 4 + 8 * dims + 4;
+    let mut b = bytes.clone();
+    b[offset_at..offset_at + 8].copy_from_slice(&(u64::MAX - 16).to_le_bytes());
+    let p = dir.0.join("offset.gguf");
+    std::fs::write(&p, &b).unwrap();
+    let err = no_panic("an overflowing tensor offset", || GgufFile::open(&p))
+        .expect_err("an offset past the end must not open")
+        .to_string();
+    assert!(err.contains(&p.display().to_string()), "{err}");
 }
 
 #[test]
