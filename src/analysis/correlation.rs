@@ -92,17 +92,19 @@ pub fn weighted_kappa(a: &[i64], b: &[i64]) -> f64 {
     }
     let mut obs = vec![vec![0.0; k]; k];
     let (mut ra, mut rb) = (vec![0.0; k], vec![0.0; k]);
+    // Counts, not shares, and integer weights (i − j)²: the sums stay exact, so a kappa of
+    // 0 prints as 0 and not as 4e-16. The common factors cancel in the ratio.
     for i in 0..n {
         let (x, y) = ((a[i] - lo) as usize, (b[i] - lo) as usize);
-        obs[x][y] += 1.0 / n as f64;
-        ra[x] += 1.0 / n as f64;
-        rb[y] += 1.0 / n as f64;
+        obs[x][y] += 1.0;
+        ra[x] += 1.0;
+        rb[y] += 1.0;
     }
-    let w = |i: usize, j: usize| ((i as f64 - j as f64) / (k - 1) as f64).powi(2);
+    let w = |i: usize, j: usize| (i as f64 - j as f64).powi(2);
     let (mut num, mut den) = (0.0, 0.0);
     for i in 0..k {
         for j in 0..k {
-            num += w(i, j) * obs[i][j];
+            num += w(i, j) * obs[i][j] * n as f64;
             den += w(i, j) * ra[i] * rb[j];
         }
     }
@@ -170,5 +172,7 @@ mod tests {
         let far = weighted_kappa(&[3, 6, 9, 12], &[12, 6, 9, 3]);
         assert!(near > 0.9 && far < 0.0, "{near} {far}");
         assert!(weighted_kappa(&[5, 5], &[5, 5]).is_nan());
+        // Each judge gives one label, a different one: exactly 0, not a rounding residue.
+        assert_eq!(weighted_kappa(&[5; 40], &[4; 40]), 0.0);
     }
 }

@@ -15,7 +15,8 @@
 //! Pairwise modes compare the two cells directly: the difference is B's preference minus
 //! A's (−1 to 1; 1 when B always wins).
 
-use super::resample::{mean, percentile_interval, Clusters, ITERS, LEVEL};
+use super::resample::{mean, percentile_interval, Canonical, Clusters, ITERS, LEVEL};
+use crate::keys::derive_seed;
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL};
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -90,6 +91,12 @@ impl Comparison {
 struct Obs {
     d: f64,
     dlen: f64,
+}
+
+impl Canonical for Obs {
+    fn canonical_cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.d.total_cmp(&o.d).then(self.dlen.total_cmp(&o.dlen))
+    }
 }
 
 /// Words in an answer.
@@ -305,16 +312,18 @@ pub fn comparisons(
         }
     }
     let mut out = Vec::new();
-    for (fi, (mode, criterion, cells)) in families.iter().enumerate() {
+    for (mode, criterion, cells) in &families {
         let js: Vec<&JudgmentRecord> = judgments.iter().filter(|j| j.mode == *mode).collect();
         let start = out.len();
-        for (pi, (i, j)) in cell_pairs(cells, pairs).into_iter().enumerate() {
+        for (i, j) in cell_pairs(cells, pairs) {
             let (a, b) = (&cells[i], &cells[j]);
             let (clusters, dropped) = observations(&js, *mode, criterion, a, b, &len);
             if clusters.is_empty() {
                 continue;
             }
-            let s = seed.wrapping_add((fi as u64) << 20).wrapping_add(pi as u64);
+            // Seeded by what is compared, so that a comparison's interval does not change
+            // with the other modes or cells of the run.
+            let s = derive_seed(seed, &[mode.as_str(), criterion, &a.0, &a.1, &b.0, &b.1]);
             let all = clusters.values();
             let per_prompt: Vec<Obs> = clusters
                 .groups
@@ -424,6 +433,40 @@ mod tests {
         assert!(c.resolved());
         // All 10 differences positive: only the two all-same-sign flips are as extreme.
         assert!((c.p_value - 2.0 / 1024.0).abs() < 1e-12, "{}", c.p_value);
+    }
+
+    #[test]
+    fn a_comparison_does_not_change_with_the_rest_of_the_run() {
+        let noisy = [0.3, -0.2, 0.5, 0.1, -0.4, 0.6, 0.2, -0.1, 0.4, 0.0];
+        let mut js = Vec::new();
+        for (i, d) in noisy.iter().enumerate() {
+            let p = format!("p{i}");
+            js.push(row("m", "p1", &p, 5.0 + i as f64 / 10.0));
+            js.push(row("m", "p2", &p, 5.0 + i as f64 / 10.0 + d));
+        }
+        let alone = comparisons(&js, &[], Pairs::default(), 7, &|_| None);
+        // Another mode seen first, and a third cell, come before it in the run.
+        let mut more: Vec<JudgmentRecord> = js
+            .iter()
+            .map(|j| JudgmentRecord {
+                mode: Mode::Rubric,
+                ..j.clone()
+            })
+            .collect();
+        more.extend(js.iter().cloned());
+        more.extend((0..10).map(|i| row("m", "p0", &format!("p{i}"), 6.0)));
+        let with_more = comparisons(&more, &[], Pairs::default(), 7, &|_| None);
+        let pick = |cs: &[Comparison]| {
+            cs.iter()
+                .find(|c| c.mode == Mode::Expected && c.a == "m/p1" && c.b == "m/p2")
+                .map(|c| (c.ci_low, c.ci_high, c.p_value))
+                .unwrap()
+        };
+        assert_eq!(pick(&alone), pick(&with_more));
+        assert!(with_more.len() > alone.len());
+        // A different base seed moves the bootstrap interval.
+        let other = comparisons(&js, &[], Pairs::default(), 8, &|_| None);
+        assert_ne!(pick(&alone).0, pick(&other).0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Pairwise comparisons between cells: win rates with ties, and Bradley-Terry strengths, with
 //! intervals that resample prompts (all comparisons of a prompt together).
 
-use super::resample::{percentile_interval, Clusters, ITERS, LEVEL};
+use super::resample::{percentile_interval, Canonical, Clusters, ITERS, LEVEL};
 use crate::records::{JudgmentRecord, Mode};
 use rand::SeedableRng;
 
@@ -17,6 +17,14 @@ pub struct Outcome {
     pub b: String,
     /// Result for `a`.
     pub score: f64,
+}
+
+impl Canonical for Outcome {
+    fn canonical_cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (&self.prompt, &self.a, &self.b)
+            .cmp(&(&o.prompt, &o.a, &o.b))
+            .then(self.score.total_cmp(&o.score))
+    }
 }
 
 /// Win rate with ties counted as half a win, per player, in first-seen order.

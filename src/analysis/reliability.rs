@@ -2,7 +2,7 @@
 //! go with answer length. Every interval resamples prompts.
 
 use super::correlation::{cohen_kappa, pearson, spearman, weighted_kappa};
-use super::resample::{mean, Clusters};
+use super::resample::{mean, Canonical, Clusters};
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL, TOTAL};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -33,6 +33,16 @@ struct Paired {
     y: f64,
     lx: i64,
     ly: i64,
+}
+
+impl Canonical for Paired {
+    fn canonical_cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.x
+            .total_cmp(&o.x)
+            .then(self.y.total_cmp(&o.y))
+            .then(self.lx.cmp(&o.lx))
+            .then(self.ly.cmp(&o.ly))
+    }
 }
 
 /// Per answer of `mode` and `criterion`: (answer key, prompt, value for ranks, rounded

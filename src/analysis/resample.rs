@@ -3,11 +3,35 @@
 //! Two answers to the same prompt are not independent, and neither are the several scores a
 //! prompt gets in one judge call. Every interval here resamples prompts (clusters) with
 //! replacement, and with several samples per prompt, the samples within each drawn prompt
-//! (two-stage bootstrap). Clusters are sorted by id first, so the result depends on the data
-//! and the seed only, not on the order records were stored in.
+//! (two-stage bootstrap). Clusters are sorted by id, and the values within a cluster by their
+//! content ([`Canonical`]), so the result depends on the data and the seed only, not on the
+//! order records were stored in (which follows the order calls finished).
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cmp::Ordering;
+
+/// A total order on a resampled value's content. The two-stage bootstrap draws values within
+/// a cluster by position, so the values are put in this order first.
+pub trait Canonical {
+    /// Compares every field the statistics read.
+    fn canonical_cmp(&self, other: &Self) -> Ordering;
+}
+
+impl Canonical for f64 {
+    fn canonical_cmp(&self, other: &Self) -> Ordering {
+        self.total_cmp(other)
+    }
+}
+
+impl Canonical for (String, f64, f64) {
+    fn canonical_cmp(&self, other: &Self) -> Ordering {
+        self.0
+            .cmp(&other.0)
+            .then(self.1.total_cmp(&other.1))
+            .then(self.2.total_cmp(&other.2))
+    }
+}
 
 /// Resampling iterations of every bootstrap interval.
 pub const ITERS: usize = 2000;
@@ -21,8 +45,9 @@ pub struct Clusters<T> {
     pub groups: Vec<(String, Vec<T>)>,
 }
 
-impl<T: Clone> Clusters<T> {
-    /// Groups `(cluster, value)` pairs; the values of a cluster keep their order.
+impl<T: Clone + Canonical> Clusters<T> {
+    /// Groups `(cluster, value)` pairs, clusters sorted by id and the values of a cluster in
+    /// their canonical order, whatever order the pairs came in.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, T)>) -> Self {
         let mut groups: Vec<(String, Vec<T>)> = Vec::new();
         for (c, v) in pairs {
@@ -30,6 +55,9 @@ impl<T: Clone> Clusters<T> {
                 Ok(i) => groups[i].1.push(v),
                 Err(i) => groups.insert(i, (c, vec![v])),
             }
+        }
+        for (_, vs) in &mut groups {
+            vs.sort_by(T::canonical_cmp);
         }
         Self { groups }
     }
@@ -119,6 +147,20 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_order_values_arrive_in_does_not_change_an_interval() {
+        // Several values per cluster, so the within-cluster draw is by position.
+        let pairs: Vec<(String, f64)> = (0..30)
+            .map(|i| (format!("p{}", i % 6), (i * 7 % 11) as f64))
+            .collect();
+        let mut reversed = pairs.clone();
+        reversed.reverse();
+        let a = Clusters::from_pairs(pairs).interval(3, mean);
+        let b = Clusters::from_pairs(reversed).interval(3, mean);
+        assert_eq!(a, b);
+        assert!(a.0 < a.1);
+    }
 
     #[test]
     fn mean_std_hand_computed() {

@@ -2,6 +2,7 @@
 //! that resamples prompts (and samples within them).
 
 use super::resample::{mean_std, Clusters};
+use crate::keys::derive_seed;
 use crate::records::{JudgmentRecord, Mode, WIN_RATE};
 use serde::{Deserialize, Serialize};
 
@@ -89,12 +90,11 @@ pub fn cells(judgments: &[JudgmentRecord]) -> Vec<(CellKey, CellValues)> {
 }
 
 /// Summary rows in first-seen order of (model, setting, mode, criterion). Intervals are
-/// seeded from `seed` and the row's position, and resample prompts.
+/// seeded from `seed` and the row's names, and resample prompts.
 pub fn summarize(judgments: &[JudgmentRecord], seed: u64) -> Vec<SummaryRow> {
     cells(judgments)
         .into_iter()
-        .enumerate()
-        .map(|(i, ((model, setting, mode, criterion), vs))| {
+        .map(|((model, setting, mode, criterion), vs)| {
             let scored: Vec<(String, f64)> = vs
                 .iter()
                 .filter_map(|(p, v, _)| v.map(|x| (p.clone(), x)))
@@ -102,8 +102,9 @@ pub fn summarize(judgments: &[JudgmentRecord], seed: u64) -> Vec<SummaryRow> {
             let clusters = Clusters::from_pairs(scored);
             let xs = clusters.values();
             let (mean, std) = mean_std(&xs);
-            let (ci_low, ci_high) =
-                clusters.interval(seed.wrapping_add(i as u64), super::resample::mean);
+            // Seeded by the row's names, so a row's interval does not depend on the others.
+            let row_seed = derive_seed(seed, &[&model, &setting, mode.as_str(), &criterion]);
+            let (ci_low, ci_high) = clusters.interval(row_seed, super::resample::mean);
             SummaryRow {
                 model,
                 setting,

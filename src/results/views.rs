@@ -426,13 +426,13 @@ impl RunOutput {
                     .comparison_rows
                     .iter()
                     .find(|o| o.mode == c.mode && o.criterion == TOTAL && o.a == c.a && o.b == c.b);
+                let (own_cell, other_cell) = if sign > 0.0 {
+                    (&c.b, &c.a)
+                } else {
+                    (&c.a, &c.b)
+                };
                 let mut r = StatRow::new(
-                    format!(
-                        "{m} over {} ({}, {})",
-                        if sign > 0.0 { &c.a } else { &c.b },
-                        c.mode,
-                        c.b
-                    ),
+                    format!("{own_cell} over {other_cell} ({}, {TOTAL})", c.mode),
                     c.n as usize,
                 )
                 .with("advantage_self_judged", sign * c.mean_diff);
