@@ -49,7 +49,8 @@ pub fn spearman(xs: &[f64], ys: &[f64]) -> f64 {
     pearson(&ranks(xs), &ranks(ys))
 }
 
-/// Cohen's kappa between two raters' categorical labels.
+/// Cohen's kappa between two raters' categorical labels. NaN with no pairs, or when one
+/// rater gives a single label and the other differs (1 when both give identical labels).
 pub fn cohen_kappa<T: PartialEq + Clone>(a: &[T], b: &[T]) -> f64 {
     let n = a.len().min(b.len());
     if n == 0 {
@@ -60,6 +61,12 @@ pub fn cohen_kappa<T: PartialEq + Clone>(a: &[T], b: &[T]) -> f64 {
         if !cats.contains(x) {
             cats.push(x.clone());
         }
+    }
+    // A rater who gives every item one label makes kappa 0 whatever the other does: the
+    // agreement is not measurable, so it is null rather than a 0 that reads as a finding.
+    let constant = |x: &[T]| x[1..n].iter().all(|v| *v == x[0]);
+    if constant(a) || constant(b) {
+        return if a[..n] == b[..n] { 1.0 } else { f64::NAN };
     }
     let po = (0..n).filter(|&i| a[i] == b[i]).count() as f64 / n as f64;
     let pe: f64 = cats
@@ -78,7 +85,8 @@ pub fn cohen_kappa<T: PartialEq + Clone>(a: &[T], b: &[T]) -> f64 {
 
 /// Cohen's kappa with quadratic weights for ordinal labels (e.g. totals 3..12): a
 /// disagreement by `d` steps counts `d²/(k−1)²` against agreement, over the `k` categories
-/// from the smallest to the largest label seen. NaN with no pairs or a single category.
+/// from the smallest to the largest label seen. NaN with no pairs, a single category, or a
+/// rater who gives a single label.
 pub fn weighted_kappa(a: &[i64], b: &[i64]) -> f64 {
     let n = a.len().min(b.len());
     if n == 0 {
@@ -87,7 +95,9 @@ pub fn weighted_kappa(a: &[i64], b: &[i64]) -> f64 {
     let lo = a[..n].iter().chain(&b[..n]).copied().min().unwrap_or(0);
     let hi = a[..n].iter().chain(&b[..n]).copied().max().unwrap_or(0);
     let k = (hi - lo + 1) as usize;
-    if k < 2 {
+    // As for Cohen's kappa: one rater with a single label leaves nothing to measure.
+    let constant = |x: &[i64]| x[1..n].iter().all(|v| *v == x[0]);
+    if k < 2 || constant(a) || constant(b) {
         return f64::NAN;
     }
     let mut obs = vec![vec![0.0; k]; k];
@@ -172,7 +182,11 @@ mod tests {
         let far = weighted_kappa(&[3, 6, 9, 12], &[12, 6, 9, 3]);
         assert!(near > 0.9 && far < 0.0, "{near} {far}");
         assert!(weighted_kappa(&[5, 5], &[5, 5]).is_nan());
-        // Each judge gives one label, a different one: exactly 0, not a rounding residue.
-        assert_eq!(weighted_kappa(&[5; 40], &[4; 40]), 0.0);
+        // One judge gives a single label: kappa would be 0 whatever the other does, so null.
+        assert!(weighted_kappa(&[5; 40], &[4; 40]).is_nan());
+        assert!(weighted_kappa(&[3, 4, 5, 6], &[3, 3, 3, 3]).is_nan());
+        assert!(cohen_kappa(&[3, 4, 5, 6], &[3, 3, 3, 3]).is_nan());
+        // Exact sums: a chance-level table gives exactly 0.
+        assert_eq!(weighted_kappa(&[1, 1, 2, 2], &[1, 2, 1, 2]), 0.0);
     }
 }

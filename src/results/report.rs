@@ -12,8 +12,18 @@ use crate::table::escape;
 use std::path::PathBuf;
 
 fn figure(h: &mut String, fig: Result<Figure>) -> Result<()> {
-    // A chart without data is left out; the tables say why.
+    // A chart without data is left out (the tables say why); an empty forest plot becomes a
+    // line of text with its reason.
     if let Ok(fig) = fig {
+        if fig.is_empty() {
+            if let crate::plot::Chart::Forest(f) = &fig.chart {
+                h.push_str(&format!(
+                    "<p class=\"note\">No paired comparison to draw: {}</p>\n",
+                    escape(&f.subtitle)
+                ));
+            }
+            return Ok(());
+        }
         h.push_str(&format!(
             "<p><img alt=\"{}\" src=\"data:image/png;base64,{}\"></p>\n",
             escape(&chart_title(&fig)),

@@ -270,7 +270,7 @@ impl RunOutput {
                 analysis::MIN_PROMPTS
             ));
         } else if picked.is_empty() {
-            sub.push_str("; the run has no two cells that answered the same prompts");
+            sub.push_str("; no two cells have scores on the same prompts");
         }
         Figure::forest(&picked, &sub)
     }
@@ -422,10 +422,20 @@ impl RunOutput {
                     continue;
                 }
                 let sign = if b_model == m { 1.0 } else { -1.0 };
+                // The other run may store the pair either way round.
                 let under_other = other
                     .comparison_rows
                     .iter()
-                    .find(|o| o.mode == c.mode && o.criterion == TOTAL && o.a == c.a && o.b == c.b);
+                    .filter(|o| o.mode == c.mode && o.criterion == TOTAL)
+                    .find_map(|o| {
+                        if o.a == c.a && o.b == c.b {
+                            Some(o.mean_diff)
+                        } else if o.a == c.b && o.b == c.a {
+                            Some(-o.mean_diff)
+                        } else {
+                            None
+                        }
+                    });
                 let (own_cell, other_cell) = if sign > 0.0 {
                     (&c.b, &c.a)
                 } else {
@@ -436,8 +446,8 @@ impl RunOutput {
                     c.n as usize,
                 )
                 .with("advantage_self_judged", sign * c.mean_diff);
-                if let Some(o) = under_other {
-                    r = r.with("advantage_other_judge", sign * o.mean_diff);
+                if let Some(d) = under_other {
+                    r = r.with("advantage_other_judge", sign * d);
                 }
                 rows.push(r);
             }
