@@ -232,14 +232,10 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
     }
 }
 
-#[test]
-fn killed_run_resumes_without_loss_or_duplicates() {
-    model_path(&bundled::SMOLLM2);
-    let dir = TempDir::new("resume");
-    let toml = tiny_toml(&dir.0, 4, "\"rubric\"", false);
-    let out = dir.0.join("out");
-    // One answer at a time, so the kill lands between stored answers.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+/// Starts `llm-judge run TOML --out OUT --batch 1` in the background, output discarded; one
+/// answer at a time, so a test can act between stored answers.
+fn spawn_run(toml: &Path, out: &Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_llm-judge"))
         .args([
             "run",
             toml.to_str().unwrap(),
@@ -251,7 +247,17 @@ fn killed_run_resumes_without_loss_or_duplicates() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn killed_run_resumes_without_loss_or_duplicates() {
+    model_path(&bundled::SMOLLM2);
+    let dir = TempDir::new("resume");
+    let toml = tiny_toml(&dir.0, 4, "\"rubric\"", false);
+    let out = dir.0.join("out");
+    // One answer at a time, so the kill lands between stored answers.
+    let mut child = spawn_run(&toml, &out);
     // Kill with SIGKILL once some, but not all, answers are stored.
     let responses = out.join("responses.jsonl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
@@ -650,19 +656,7 @@ fn a_second_run_on_the_same_folder_is_refused() {
     let dir = TempDir::new("lock");
     let toml = tiny_toml(&dir.0, 4, "\"rubric\"", false);
     let out = dir.0.join("out");
-    let mut first = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
-        .args([
-            "run",
-            toml.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--batch",
-            "1",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_run(&toml, &out);
     // Wait until the first run holds the folder (its log exists), then start a second.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while !out.join("run.log").exists() {
