@@ -41,6 +41,30 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A Hugging Face checkpoint folder is incomplete or describes something unsupported.
+    #[error("{path}: Hugging Face checkpoint: {reason}")]
+    InvalidCheckpoint {
+        /// The folder or file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A LoRA adapter is malformed or does not fit its base model.
+    #[error("{path}: LoRA adapter: {reason}")]
+    InvalidAdapter {
+        /// The adapter folder or file involved.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The requested device cannot be used.
+    #[error("device `{name}`: {reason}")]
+    Device {
+        /// The device as asked for (`cuda:1`).
+        name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The model's architecture is not implemented.
     #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma3)")]
     UnsupportedArchitecture {

@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use llm_judge::experiment::{ExperimentConfig, Progress};
-use llm_judge::model::bundled;
+use llm_judge::model::{bundled, DeviceChoice};
 use llm_judge::{Input, Model, ModelSource, PromptFormat, RunOutput, SamplingParams};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -181,6 +181,11 @@ struct Cli {
     /// CPU threads for the tensor kernels (default: physical cores).
     #[arg(long, global = true, env = "LLM_JUDGE_THREADS")]
     threads: Option<usize>,
+    /// Where local models run: auto (the first CUDA GPU when built with `--features cuda`
+    /// and one is present, else the CPU), cpu, or cuda[:N]. Overrides an experiment's
+    /// `device`.
+    #[arg(long, global = true, env = "LLM_JUDGE_DEVICE")]
+    device: Option<DeviceChoice>,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,9 +196,22 @@ enum Command {
     FetchModels,
     /// Generate an answer to one prompt.
     Generate(GenerateArgs),
+    /// The GPU check: decode greedily on the CPU and on `--device` (default cuda:0), compare
+    /// tokens and logits, and print the device's decode speed. Exits non-zero on a mismatch.
+    CheckDevice {
+        /// Model name, .gguf path, checkpoint folder or hf:// reference.
+        #[arg(long, default_value = "smollm2-135m-instruct")]
+        model: String,
+        /// Tokens to decode.
+        #[arg(long, default_value_t = 32)]
+        tokens: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the token ids of a text.
     Tokenize {
-        /// Model name, .gguf path or hf:// reference.
+        /// Model name, .gguf path, checkpoint folder or hf:// reference.
         #[arg(long)]
         model: String,
         /// Text to tokenize.
@@ -256,7 +274,7 @@ enum Command {
     },
     /// Serve a local model over an OpenAI-compatible HTTP API.
     Serve {
-        /// Model name, .gguf path or hf:// reference.
+        /// Model name, .gguf path, checkpoint folder or hf:// reference.
         #[arg(long)]
         model: String,
         /// Host to bind; loopback unless you need otherwise.
@@ -289,7 +307,7 @@ enum Command {
     },
     /// Describe a model file.
     Info {
-        /// Model name, .gguf path or hf:// reference.
+        /// Model name, .gguf path, checkpoint folder or hf:// reference.
         #[arg(long)]
         model: String,
         /// Print JSON.
@@ -300,9 +318,13 @@ enum Command {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Model name, .gguf path or hf:// reference.
+    /// Model name, .gguf path, checkpoint folder or hf:// reference.
     #[arg(long)]
     model: String,
+    /// A PEFT LoRA adapter (folder or hf://owner/repo) merged into `--model`, which must
+    /// then be a safetensors checkpoint.
+    #[arg(long)]
+    adapter: Option<String>,
     /// The user prompt.
     #[arg(long)]
     prompt: String,
@@ -399,6 +421,7 @@ fn real_main() -> Result<ExitCode> {
     if cli.threads.is_some() {
         llm_judge::engine::set_threads(threads)?;
     }
+    llm_judge::model::device::set_override(cli.device);
     match cli.command {
         Command::FetchModels => {
             let paths = bundled::fetch_all(&mut |line| eprintln!("{line}"))?;
@@ -408,7 +431,14 @@ fn real_main() -> Result<ExitCode> {
         }
         Command::Generate(args) => {
             let params = args.params()?;
-            let mut model = load(&args.model)?.with_context_limit(args.context);
+            let mut model = match &args.adapter {
+                None => load(&args.model)?,
+                Some(a) => {
+                    let source = ModelSource::adapted(args.model.parse()?, a.parse()?)?;
+                    Model::load(&source).with_context(|| format!("loading model `{source}`"))?
+                }
+            }
+            .with_context_limit(args.context);
             let format = if args.raw {
                 PromptFormat::Raw
             } else {
@@ -433,8 +463,27 @@ fn real_main() -> Result<ExitCode> {
                     out.completion_tokens,
                     out.timing.decode_tok_per_s,
                     out.finish_reason,
-                    llm_judge::model::device_name()
+                    llm_judge::model::device::describe(model.device())
                 );
+            }
+        }
+        Command::CheckDevice {
+            model,
+            tokens,
+            json,
+        } => {
+            let device = cli.device.unwrap_or(DeviceChoice::Cuda(0)).open()?;
+            let source: ModelSource = model.parse()?;
+            let check = llm_judge::bench::device_check::check_device(&source, &device, tokens)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&check)?);
+            } else {
+                for line in check.describe() {
+                    println!("{line}");
+                }
+            }
+            if !check.passed {
+                return Ok(ExitCode::FAILURE);
             }
         }
         Command::Tokenize {

@@ -10,6 +10,7 @@
 //! concurrent clients of `serve`, next to `llama-server -np N`, [`serve_load`]). [`run`]
 //! returns everything as one [`BenchReport`], which the CLI also writes as JSON.
 
+pub mod device_check;
 pub mod reference;
 pub mod serve_load;
 

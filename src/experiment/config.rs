@@ -48,9 +48,14 @@ pub const MAX_GRID: usize = 1_000_000;
 pub struct ModelEntry {
     /// Name used in tables and charts.
     pub name: String,
-    /// Bundled name, `.gguf` path (relative to the experiment file) or `hf://` reference.
+    /// Bundled name, `.gguf` path or checkpoint folder (relative to the experiment file), or
+    /// `hf://` reference (a GGUF file, or a whole safetensors repository).
     #[serde(default)]
     pub source: Option<String>,
+    /// A PEFT LoRA adapter (folder or `hf://owner/repo`) merged into `source` at load;
+    /// `source` must then be a safetensors checkpoint.
+    #[serde(default)]
+    pub adapter: Option<String>,
     /// An OpenAI-compatible endpoint instead of a local model.
     #[serde(default)]
     pub endpoint: Option<EndpointConfig>,
@@ -70,6 +75,7 @@ impl ModelEntry {
         Self {
             name: name.into(),
             source: Some(source.into()),
+            adapter: None,
             endpoint: None,
             prompt_format: PromptFormat::Chat,
             context: None,
@@ -111,10 +117,17 @@ pub struct PlannedModel {
 /// Reads a local source (resolved against `base`) or an endpoint: exactly one of them.
 fn model_spec(
     source: Option<&str>,
+    adapter: Option<&str>,
     endpoint: Option<&EndpointConfig>,
     location: &str,
     base: &Path,
 ) -> Result<ModelSpec> {
+    if adapter.is_some() && source.is_none() {
+        return Err(Error::config(
+            format!("{location}.adapter"),
+            "an adapter needs the `source` checkpoint it is merged into",
+        ));
+    }
     match (source, endpoint) {
         (Some(_), Some(_)) => Err(Error::config(
             location.to_string(),
@@ -125,8 +138,14 @@ fn model_spec(
             Ok(ModelSpec::Remote(e.clone()))
         }
         (Some(s), None) => {
-            let src = ModelSource::parse_relative(s, base)
+            let mut src = ModelSource::parse_relative(s, base)
                 .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
+            if let Some(a) = adapter {
+                let a = ModelSource::parse_relative(a, base)
+                    .map_err(|e| Error::config(format!("{location}.adapter"), e.to_string()))?;
+                src = ModelSource::adapted(src, a)
+                    .map_err(|e| Error::config(format!("{location}.adapter"), e.to_string()))?;
+            }
             src.check()
                 .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
             Ok(ModelSpec::Local(src))
@@ -253,6 +272,11 @@ pub struct ExperimentConfig {
     /// The judge; without one, only answers are generated.
     #[serde(default)]
     pub judge: Option<JudgeConfig>,
+    /// Where local models run: `auto` (the default: the first CUDA GPU when the binary has
+    /// the `cuda` feature and one is present, else the CPU), `cpu` or `cuda[:N]`. The CLI's
+    /// `--device` takes precedence.
+    #[serde(default)]
+    pub device: Option<crate::model::DeviceChoice>,
     /// Which cells the comparisons table pairs: `within_model_or_setting` (the default:
     /// settings within each model, models within each setting) or `all`.
     #[serde(default)]
@@ -386,7 +410,13 @@ impl ExperimentConfig {
                     format!("duplicate model name `{}`", m.name),
                 ));
             }
-            let spec = model_spec(m.source.as_deref(), m.endpoint.as_ref(), &loc, &base)?;
+            let spec = model_spec(
+                m.source.as_deref(),
+                m.adapter.as_deref(),
+                m.endpoint.as_ref(),
+                &loc,
+                &base,
+            )?;
             if let Some(c) = m.context {
                 if c < 2 || matches!(spec, ModelSpec::Remote(_)) {
                     return Err(Error::config(
@@ -492,6 +522,14 @@ impl Plan {
             c.seed
         );
         s.push_str(&format!("prompts: {}\n", c.prompts.display()));
+        let choice = crate::model::device::override_choice()
+            .or(c.device)
+            .unwrap_or_default();
+        let opened = match choice.open() {
+            Ok(d) => crate::model::device::describe(&d),
+            Err(e) => format!("unavailable: {e}"),
+        };
+        s.push_str(&format!("device: {choice} ({opened})\n"));
         for m in &self.models {
             s.push_str(&format!(
                 "model {}: {} ({}{}) {}\n",

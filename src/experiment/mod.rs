@@ -41,6 +41,7 @@ impl Experiment {
                 limit: None,
                 batch: crate::backend::DEFAULT_MAX_BATCH,
                 judge: None,
+                device: None,
                 compare: Default::default(),
                 origin: None,
             },
@@ -57,6 +58,20 @@ impl Experiment {
     /// Adds a model.
     pub fn model(mut self, name: &str, source: &str) -> Self {
         self.config.models.push(ModelEntry::local(name, source));
+        self
+    }
+
+    /// Adds a base checkpoint with a LoRA adapter merged at load.
+    pub fn adapter_model(mut self, name: &str, base: &str, adapter: &str) -> Self {
+        let mut m = ModelEntry::local(name, base);
+        m.adapter = Some(adapter.into());
+        self.config.models.push(m);
+        self
+    }
+
+    /// Where local models run (`auto`, `cpu`, `cuda:N`).
+    pub fn device(mut self, device: crate::model::DeviceChoice) -> Self {
+        self.config.device = Some(device);
         self
     }
 

@@ -46,12 +46,14 @@ pub struct Outcome {
     pub failures: Vec<Failure>,
     /// Warnings (self-preference, failures).
     pub warnings: Vec<String>,
+    /// The device local models ran on (`cpu`, `cuda:0`), or `none (remote models only)`.
+    pub device: String,
 }
 
-/// Loads models on first use and keeps them for the rest of the run.
-#[derive(Default)]
+/// Loads models on first use, onto the run's device, and keeps them for the rest of the run.
 struct Models {
     loaded: HashMap<String, Model>,
+    device: candle_core::Device,
 }
 
 impl Models {
@@ -60,7 +62,11 @@ impl Models {
         if let Some(m) = self.loaded.get(&k) {
             return Ok(m.clone());
         }
-        let m = Model::load(src)?;
+        let opts = crate::model::LoadOptions {
+            device: Some(self.device.clone()),
+            ..Default::default()
+        };
+        let m = Model::load_with(src, &opts)?;
         self.loaded.insert(k, m.clone());
         Ok(m)
     }
@@ -68,12 +74,18 @@ impl Models {
 
 fn model_id(spec: &ModelSpec) -> Result<String> {
     match spec {
-        ModelSpec::Local(src) => Ok(format!(
-            "local:{}",
-            crate::model::fingerprint::cached_sha256(&src.resolve()?)?
-        )),
+        ModelSpec::Local(src) => Ok(format!("local:{}", crate::model::source_identity(src)?)),
         ModelSpec::Remote(e) => Ok(e.identity()),
     }
+}
+
+/// The run's device: the CLI's `--device`, else the experiment's `device`, else `auto`.
+pub fn run_device(plan: &Plan) -> Result<candle_core::Device> {
+    crate::model::device::override_choice()
+        .or(plan.config.device)
+        .unwrap_or_default()
+        .open()
+        .map_err(|e| Error::config("device", e.to_string()))
 }
 
 fn backend_for(
@@ -103,7 +115,22 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
     let store = Store::open(dir)?;
     let mut progress = Logged::new(progress, &dir.join("run.log"));
     let progress: &mut dyn Progress = &mut progress;
-    let mut models = Models::default();
+    let any_local = plan
+        .models
+        .iter()
+        .map(|m| &m.spec)
+        .chain(plan.judge.as_ref())
+        .any(|s| matches!(s, ModelSpec::Local(_)));
+    // A run of remote models only needs no device.
+    let device = if any_local {
+        run_device(plan)?
+    } else {
+        candle_core::Device::Cpu
+    };
+    let mut models = Models {
+        loaded: HashMap::new(),
+        device: device.clone(),
+    };
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
 
@@ -118,6 +145,11 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
         judge: None,
         failures: Vec::new(),
         warnings: Vec::new(),
+        device: if any_local {
+            crate::model::device::describe(&device)
+        } else {
+            "none (remote models only)".into()
+        },
     };
     if let (Some(jc), Some(spec)) = (&plan.config.judge, &plan.judge) {
         if let Some(m) = plan.models.iter().find(|m| same_model(&m.spec, spec)) {

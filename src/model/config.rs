@@ -1,4 +1,4 @@
-//! Architecture hyper-parameters read from GGUF metadata.
+//! Architecture hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
 
 use super::gguf::GgufFile;
 use crate::error::{Error, Result};

@@ -1,4 +1,5 @@
-//! File identity for record keys: the sha256 of a model file, cached beside it.
+//! File identity for record keys: the sha256 of a model file (cached beside it), of a
+//! checkpoint folder's files, and of a LoRA adapter's.
 
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
@@ -58,4 +59,41 @@ pub fn cached_sha256(path: &Path) -> Result<String> {
 /// Hex sha256 of a string, for record keys.
 pub fn sha256_str(s: &str) -> String {
     format!("{:x}", Sha256::digest(s.as_bytes()))
+}
+
+/// sha256 over `name sha256` lines of the given files, in order.
+fn files_sha256(files: &[PathBuf]) -> Result<String> {
+    let mut lines = String::new();
+    for f in files {
+        let sha = cached_sha256(f)?;
+        let name = f.file_name().map(|n| n.to_string_lossy().to_string());
+        lines.push_str(&format!("{} {sha}\n", name.unwrap_or_default()));
+    }
+    Ok(sha256_str(&lines))
+}
+
+/// The identity of a Hugging Face checkpoint folder: its configuration, tokenizer,
+/// generation config and chat template (when present) and weight files.
+pub fn checkpoint_sha256(dir: &Path) -> Result<String> {
+    let mut files: Vec<PathBuf> = super::hf::CONFIG_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    files.extend(
+        super::hf::OPTIONAL_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .filter(|p| p.is_file()),
+    );
+    files.extend(super::hf::weight_files(dir)?);
+    files_sha256(&files)
+}
+
+/// The identity of a LoRA adapter folder: its configuration and weights.
+pub fn adapter_sha256(dir: &Path) -> Result<String> {
+    let files: Vec<PathBuf> = super::lora::ADAPTER_FILES
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    files_sha256(&files)
 }

@@ -1,18 +1,24 @@
-//! Models: where they come from ([`ModelSource`]), how their files are read ([`GgufFile`]),
-//! their tokenizer and chat template, and the transformer that runs them.
+//! Models: where they come from ([`ModelSource`]), how their files are read ([`GgufFile`],
+//! or a Hugging Face [`hf::Checkpoint`] with a [`lora::Adapter`]), their tokenizer and chat
+//! template, the device they run on, and the transformer that runs them.
 
 pub mod bundled;
 pub mod chat_template;
 pub mod config;
+pub mod device;
 pub mod fingerprint;
 pub mod gguf;
+pub mod hf;
+pub mod lora;
 pub mod parallel;
 mod qmatmul;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;
+pub mod weights;
 
 pub use chat_template::{ChatTemplate, Input, Message, PromptFormat, TemplateKind};
+pub use device::DeviceChoice;
 pub use gguf::{GgufFile, ModelInfo};
 pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
@@ -22,33 +28,80 @@ use crate::error::{Error, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
 
-/// The device models load onto: the first CUDA GPU when built with the `cuda` feature and one
-/// is present, else the CPU.
+/// The device models load onto unless told otherwise: the CLI's `--device` when given
+/// ([`device::set_override`]), else `auto` (the first CUDA GPU when built with the `cuda`
+/// feature and one is present, else the CPU).
 pub fn default_device() -> Result<Device> {
-    #[cfg(feature = "cuda")]
-    {
-        if candle_core::utils::cuda_is_available() {
-            return Ok(Device::new_cuda(0)?);
-        }
-    }
-    Ok(Device::Cpu)
+    device::override_choice().unwrap_or_default().open()
 }
 
-/// The device models load onto, in words (`cpu`, `cuda:0`), for `run.json`.
+/// The default device in words (`cpu`, `cuda:0`).
 pub fn device_name() -> String {
     match default_device() {
-        Ok(Device::Cpu) => "cpu".into(),
-        Ok(d) => format!("{:?}", d.location()).to_lowercase(),
+        Ok(d) => device::describe(&d),
         Err(e) => format!("unavailable: {e}"),
     }
 }
 
-/// Facts about a model file without loading its weights. Fails on an unsupported
-/// architecture, like loading would.
+/// Facts about a model without loading its weights. Fails where loading would fail before
+/// reading weights: an unsupported architecture, a checkpoint missing files, an adapter that
+/// does not fit its base (its shapes are read from the file headers).
 pub fn inspect(source: &ModelSource) -> Result<ModelInfo> {
-    let g = GgufFile::open(source.resolve()?)?;
+    let path = source.resolve()?;
+    if path.is_dir() {
+        return open_checkpoint(source, &path)?.info();
+    }
+    refuse_adapter(source, &path)?;
+    let g = GgufFile::open(path)?;
     config::Config::from_gguf(&g)?;
     g.info()
+}
+
+/// An adapter goes into a checkpoint folder only; never drop it silently on a file.
+fn refuse_adapter(source: &ModelSource, path: &Path) -> Result<()> {
+    match source.base_and_adapter() {
+        (_, None) => Ok(()),
+        (base, Some(adapter)) => Err(Error::InvalidAdapter {
+            path: path.to_path_buf(),
+            reason: format!(
+                "`{adapter}` can only be merged into a safetensors checkpoint folder, and \
+                 `{base}` is a file"
+            ),
+        }),
+    }
+}
+
+/// Opens a checkpoint folder with the source's adapter (downloaded when needed) checked
+/// against it.
+fn open_checkpoint(source: &ModelSource, dir: &Path) -> Result<hf::Checkpoint> {
+    let mut ck = hf::Checkpoint::open(dir)?;
+    if let Some(repo) = source.repo() {
+        ck = ck.known_as(repo);
+    }
+    if let Some(adapter) = source.resolve_adapter()? {
+        ck = ck.with_adapter(lora::Adapter::open(&adapter)?)?;
+    }
+    Ok(ck)
+}
+
+/// The identity of a model's files for record keys: the GGUF file's sha256, the
+/// checkpoint's (over its configuration, tokenizer and weight files), and for an adapted
+/// model `<base>+lora:<adapter>`, each part with its own hash.
+pub fn identity(path: &Path, adapter: Option<&Path>) -> Result<String> {
+    let base = if path.is_dir() {
+        fingerprint::checkpoint_sha256(path)?
+    } else {
+        fingerprint::cached_sha256(path)?
+    };
+    Ok(match adapter {
+        Some(a) => format!("{base}+lora:{}", fingerprint::adapter_sha256(a)?),
+        None => base,
+    })
+}
+
+/// [`identity`] of a source, resolving (and downloading) it.
+pub fn source_identity(source: &ModelSource) -> Result<String> {
+    identity(&source.resolve()?, source.resolve_adapter()?.as_deref())
 }
 
 /// A loaded model: weights, tokenizer and chat template, ready to generate.
@@ -56,6 +109,8 @@ pub fn inspect(source: &ModelSource) -> Result<ModelInfo> {
 pub struct Model {
     source: ModelSource,
     path: PathBuf,
+    adapter: Option<PathBuf>,
+    device: Device,
     info: ModelInfo,
     transformer: Transformer,
     tokenizer: Tokenizer,
@@ -104,12 +159,50 @@ impl Model {
             Some(d) => d.clone(),
             None => default_device()?,
         };
+        if path.is_dir() {
+            return Self::from_checkpoint(source.clone(), &path, &device);
+        }
+        refuse_adapter(source, &path)?;
         Self::from_file(
             source.clone(),
             &path,
             &device,
             opts.tokenizer_json.as_deref(),
         )
+    }
+
+    fn from_checkpoint(source: ModelSource, dir: &Path, device: &Device) -> Result<Self> {
+        let mut ck = open_checkpoint(&source, dir)?;
+        let adapter = ck.adapter().map(|a| a.dir().to_path_buf());
+        let info = ck.info()?;
+        let tokenizer = ck.tokenizer()?;
+        let template = ChatTemplate::new(
+            ck.chat_template()?,
+            tokenizer.bos_token(),
+            tokenizer.eos_token(),
+        );
+        let transformer = Transformer::load(&mut ck, device)?;
+        if tokenizer.vocab_size() > transformer.vocab_size() {
+            return Err(Error::InvalidCheckpoint {
+                path: dir.join("tokenizer.json"),
+                reason: format!(
+                    "{} tokens, but the model has embedding rows for {}",
+                    tokenizer.vocab_size(),
+                    transformer.vocab_size()
+                ),
+            });
+        }
+        Ok(Self {
+            source,
+            path: dir.to_path_buf(),
+            adapter,
+            device: device.clone(),
+            info,
+            transformer,
+            tokenizer,
+            template,
+            context_limit: None,
+        })
     }
 
     fn from_file(
@@ -148,6 +241,8 @@ impl Model {
         Ok(Self {
             source,
             path: path.to_path_buf(),
+            adapter: None,
+            device: device.clone(),
             info,
             transformer,
             tokenizer,
@@ -160,9 +255,17 @@ impl Model {
     pub fn source(&self) -> &ModelSource {
         &self.source
     }
-    /// The GGUF file on disk.
+    /// The GGUF file, or the checkpoint folder, on disk.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+    /// The LoRA adapter folder merged into the weights, if any.
+    pub fn adapter_path(&self) -> Option<&Path> {
+        self.adapter.as_deref()
+    }
+    /// The device the weights are on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
     /// Facts about the file.
     pub fn info(&self) -> &ModelInfo {
@@ -180,9 +283,10 @@ impl Model {
     pub fn transformer(&mut self) -> &mut Transformer {
         &mut self.transformer
     }
-    /// sha256 of the model file (cached beside it): the model's identity in record keys.
+    /// The model's identity in record keys (see [`identity`]): the sha256 of the model
+    /// file (cached beside it), of a checkpoint's files, and of an adapter's.
     pub fn sha256(&self) -> Result<String> {
-        fingerprint::cached_sha256(&self.path)
+        identity(&self.path, self.adapter.as_deref())
     }
     /// The context window: the length the model was trained for, or less when capped with
     /// [`Model::with_context_limit`]. Prompt plus answer must fit in it.

@@ -1,11 +1,15 @@
-//! Where a model comes from: a local `.gguf` path, a Hugging Face hub reference, or the short
-//! name of a bundled model.
+//! Where a model comes from: a local `.gguf` path or checkpoint folder, a Hugging Face hub
+//! reference, or the short name of a bundled model; optionally with a LoRA adapter.
 //!
 //! Accepted spellings:
 //! - `smollm2-135m-instruct`, `gemma3-270m` (bundled; see `llm-judge fetch-models`);
 //! - `path/to/model.gguf` (any existing file, any name ending in `.gguf`, or any name with a
-//!   `/` in it, which is taken as a path);
-//! - `hf://owner/repo/file.gguf` or `hf://owner/repo/file.gguf@revision`.
+//!   `/` in it, which is taken as a path); a folder is a Hugging Face checkpoint
+//!   (`config.json`, `tokenizer.json`, `*.safetensors`) or, as an adapter, a PEFT folder;
+//! - `hf://owner/repo/file.gguf` or `hf://owner/repo/file.gguf@revision`: one GGUF file;
+//! - `hf://owner/repo` or `hf://owner/repo@revision`: a safetensors checkpoint (or adapter);
+//! - `<base> + <adapter>`: a base checkpoint with a LoRA adapter merged at load (in TOML,
+//!   `source` and `adapter`).
 //!
 //! Hub downloads honour `HF_HOME` (cache), `HF_TOKEN` (gated repos), `HF_ENDPOINT` (mirror or
 //! test server) and `HF_HUB_OFFLINE=1` (cache only, no network).
@@ -34,30 +38,60 @@ pub enum ModelSource {
     },
     /// A bundled model, by short name.
     Bundled(String),
+    /// A whole hub repository: a safetensors checkpoint, or a PEFT adapter.
+    HubRepo {
+        /// `owner/name`.
+        repo: String,
+        /// Branch, tag or commit; `main` by default.
+        revision: String,
+    },
+    /// A base checkpoint with a LoRA adapter merged at load.
+    Adapted {
+        /// The base model (a checkpoint folder or repository).
+        base: Box<ModelSource>,
+        /// The adapter (a PEFT folder or repository).
+        adapter: Box<ModelSource>,
+    },
 }
+
+/// How a base and its adapter are written in one string.
+const ADAPTER_SEPARATOR: &str = " + ";
 
 impl FromStr for ModelSource {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
         let s = s.trim();
+        if let Some((base, adapter)) = s.split_once(ADAPTER_SEPARATOR) {
+            return ModelSource::adapted(base.parse()?, adapter.parse()?);
+        }
         if let Some(rest) = s.strip_prefix("hf://") {
             let (path, revision) = match rest.rsplit_once('@') {
                 Some((p, r)) if !r.is_empty() => (p, r.to_string()),
                 _ => (rest, "main".to_string()),
             };
-            let mut parts = path.splitn(3, '/');
-            let (Some(owner), Some(name), Some(file)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(Error::UnknownModel {
-                    name: s.into(),
-                    hint: "a hub reference is hf://owner/repo/file.gguf[@revision]".into(),
-                });
+            let mut parts = path.trim_end_matches('/').splitn(3, '/');
+            let hint = "a hub reference is hf://owner/repo/file.gguf[@revision] (one GGUF \
+                        file) or hf://owner/repo[@revision] (a safetensors checkpoint)";
+            let (owner, name, file) = match (parts.next(), parts.next(), parts.next()) {
+                (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty() => {
+                    return Ok(ModelSource::HubRepo {
+                        repo: format!("{o}/{n}"),
+                        revision,
+                    })
+                }
+                (Some(o), Some(n), Some(f)) => (o, n, f),
+                _ => {
+                    return Err(Error::UnknownModel {
+                        name: s.into(),
+                        hint: hint.into(),
+                    })
+                }
             };
             if owner.is_empty() || name.is_empty() || file.is_empty() {
                 return Err(Error::UnknownModel {
                     name: s.into(),
-                    hint: "a hub reference is hf://owner/repo/file.gguf[@revision]".into(),
+                    hint: hint.into(),
                 });
             }
             return Ok(ModelSource::Hub {
@@ -113,6 +147,16 @@ impl fmt::Display for ModelSource {
                 }
             }
             ModelSource::Bundled(n) => f.write_str(n),
+            ModelSource::HubRepo { repo, revision } => {
+                if revision == "main" {
+                    write!(f, "hf://{repo}")
+                } else {
+                    write!(f, "hf://{repo}@{revision}")
+                }
+            }
+            ModelSource::Adapted { base, adapter } => {
+                write!(f, "{base}{ADAPTER_SEPARATOR}{adapter}")
+            }
         }
     }
 }
@@ -121,11 +165,67 @@ impl ModelSource {
     /// Parses `s` like [`str::parse`], resolving a relative path against `base` (the folder
     /// of the experiment file that names it).
     pub fn parse_relative(s: &str, base: &Path) -> Result<Self> {
-        match s.parse()? {
+        Ok(Self::relative_to(s.parse()?, base))
+    }
+
+    fn relative_to(src: ModelSource, base: &Path) -> ModelSource {
+        match src {
             ModelSource::Path(p) if p.is_relative() && !p.exists() => {
-                Ok(ModelSource::Path(base.join(p)))
+                ModelSource::Path(base.join(p))
             }
-            other => Ok(other),
+            ModelSource::Adapted {
+                base: b,
+                adapter: a,
+            } => ModelSource::Adapted {
+                base: Box::new(Self::relative_to(*b, base)),
+                adapter: Box::new(Self::relative_to(*a, base)),
+            },
+            other => other,
+        }
+    }
+
+    /// A base checkpoint with an adapter. The base must be a checkpoint (a folder or a hub
+    /// repository), not a GGUF file, and the adapter a folder or repository.
+    pub fn adapted(base: ModelSource, adapter: ModelSource) -> Result<Self> {
+        let whole = format!("{base}{ADAPTER_SEPARATOR}{adapter}");
+        if !base.is_checkpoint() {
+            return Err(Error::UnknownModel {
+                name: whole,
+                hint: format!(
+                    "a LoRA adapter is merged into a safetensors checkpoint (a folder or \
+                     hf://owner/repo), and `{base}` is not one"
+                ),
+            });
+        }
+        if !adapter.is_checkpoint() {
+            return Err(Error::UnknownModel {
+                name: whole,
+                hint: format!("the adapter `{adapter}` must be a PEFT folder or hf://owner/repo"),
+            });
+        }
+        Ok(ModelSource::Adapted {
+            base: Box::new(base),
+            adapter: Box::new(adapter),
+        })
+    }
+
+    /// True for a folder or a whole hub repository (as opposed to one GGUF file). A path that
+    /// does not exist yet counts unless it names a `.gguf` file; an existing file never does.
+    pub fn is_checkpoint(&self) -> bool {
+        match self {
+            ModelSource::HubRepo { .. } => true,
+            ModelSource::Path(p) => {
+                p.is_dir() || (!p.exists() && p.extension().is_none_or(|e| e != "gguf"))
+            }
+            _ => false,
+        }
+    }
+
+    /// The base and the adapter of an adapted source.
+    pub fn base_and_adapter(&self) -> (&ModelSource, Option<&ModelSource>) {
+        match self {
+            ModelSource::Adapted { base, adapter } => (base, Some(adapter)),
+            other => (other, None),
         }
     }
 
@@ -136,10 +236,18 @@ impl ModelSource {
         match self {
             ModelSource::Path(p) => match std::fs::metadata(p) {
                 Err(_) => Err(Error::ModelNotFound(p.clone())),
-                Ok(m) if m.is_dir() => Err(Error::InvalidGguf {
-                    path: p.clone(),
-                    reason: "is a directory, not a model file".into(),
-                }),
+                Ok(m) if m.is_dir() => {
+                    if p.join("config.json").is_file() || p.join("adapter_config.json").is_file() {
+                        Ok(())
+                    } else {
+                        Err(Error::InvalidCheckpoint {
+                            path: p.clone(),
+                            reason: "a folder with neither config.json (a checkpoint) nor \
+                                     adapter_config.json (a LoRA adapter)"
+                                .into(),
+                        })
+                    }
+                }
                 Ok(m) if m.len() == 0 => Err(Error::InvalidGguf {
                     path: p.clone(),
                     reason: "the file is empty".into(),
@@ -164,13 +272,30 @@ impl ModelSource {
                 }
                 Ok(())
             }
+            ModelSource::HubRepo { repo, revision } => {
+                if HubOptions::from_env().offline && self.local_path().is_none() {
+                    return Err(Error::Hub {
+                        repo: repo.clone(),
+                        file: String::new(),
+                        reason: format!(
+                            "offline (HF_HUB_OFFLINE) and revision {revision} is not in the cache"
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            ModelSource::Adapted { base, adapter } => {
+                base.check()?;
+                adapter.check()
+            }
         }
     }
 
-    /// The file, when it is already on this machine (nothing is downloaded or hashed).
+    /// The file (or checkpoint folder), when it is already on this machine (nothing is
+    /// downloaded or hashed).
     pub fn local_path(&self) -> Option<PathBuf> {
         match self {
-            ModelSource::Path(p) => p.is_file().then(|| p.clone()),
+            ModelSource::Path(p) => (p.is_file() || p.is_dir()).then(|| p.clone()),
             ModelSource::Bundled(name) => {
                 let m = bundled::bundled(name)?;
                 let p = m.path();
@@ -190,12 +315,38 @@ impl ModelSource {
                 let r = Repo::with_revision(repo.clone(), RepoType::Model, revision.clone());
                 cache.repo(r).get(file)
             }
+            ModelSource::HubRepo { repo, revision } => {
+                let opts = HubOptions::from_env();
+                let cache = match &opts.cache_dir {
+                    Some(d) => hf_hub::Cache::new(d.clone()),
+                    None => hf_hub::Cache::from_env(),
+                };
+                let r = hf_hub::Repo::with_revision(
+                    repo.clone(),
+                    hf_hub::RepoType::Model,
+                    revision.clone(),
+                );
+                let cached = cache.repo(r);
+                let all = |names: &[&str]| -> Option<PathBuf> {
+                    let mut dir = None;
+                    for n in names {
+                        dir = cached.get(n)?.parent().map(Path::to_path_buf);
+                    }
+                    dir
+                };
+                all(&super::hf::CONFIG_FILES).or_else(|| all(&super::lora::ADAPTER_FILES))
+            }
+            ModelSource::Adapted { base, adapter } => {
+                adapter.local_path()?;
+                base.local_path()
+            }
         }
     }
 
     /// What fetching this source would download, in words.
     pub fn download_description(&self) -> String {
         match self {
+            ModelSource::Path(p) if p.is_dir() => format!("nothing (local folder {})", p.display()),
             ModelSource::Path(p) => format!("nothing (local file {})", p.display()),
             ModelSource::Bundled(name) => match bundled::bundled(name) {
                 Some(m) => {
@@ -217,6 +368,25 @@ impl ModelSource {
                     .endpoint
                     .unwrap_or_else(|| "https://huggingface.co".into());
                 format!("{file} from {endpoint}/{repo} (revision {revision})")
+            }
+            ModelSource::HubRepo { repo, revision } => {
+                let endpoint = HubOptions::from_env()
+                    .endpoint
+                    .unwrap_or_else(|| "https://huggingface.co".into());
+                format!("the checkpoint files of {endpoint}/{repo} (revision {revision})")
+            }
+            ModelSource::Adapted { base, adapter } => {
+                let adapter = match adapter.as_ref() {
+                    ModelSource::HubRepo { repo, revision } => format!(
+                        "{} from {}/{repo} (revision {revision})",
+                        super::lora::ADAPTER_FILES.join(" and "),
+                        HubOptions::from_env()
+                            .endpoint
+                            .unwrap_or_else(|| "https://huggingface.co".into())
+                    ),
+                    other => other.download_description(),
+                };
+                format!("{}; adapter: {adapter}", base.download_description())
             }
         }
     }
@@ -244,8 +414,96 @@ impl ModelSource {
                 file,
                 revision,
             } => hub_get(repo, file, revision),
+            ModelSource::HubRepo { repo, revision } => hub_checkpoint(repo, revision),
+            ModelSource::Adapted { base, .. } => base.resolve(),
         }
     }
+
+    /// The adapter folder of an adapted source, downloading it when needed; `None` for a
+    /// source without an adapter.
+    pub fn resolve_adapter(&self) -> Result<Option<PathBuf>> {
+        let ModelSource::Adapted { adapter, .. } = self else {
+            return Ok(None);
+        };
+        match adapter.as_ref() {
+            ModelSource::HubRepo { repo, revision } => {
+                let mut dir = None;
+                for f in super::lora::ADAPTER_FILES {
+                    dir = hub_get(repo, f, revision)?.parent().map(Path::to_path_buf);
+                }
+                Ok(dir)
+            }
+            other => other.resolve().map(Some),
+        }
+    }
+
+    /// The hub repository name of a source (`owner/name`), when it has one.
+    pub fn repo(&self) -> Option<&str> {
+        match self {
+            ModelSource::Hub { repo, .. } | ModelSource::HubRepo { repo, .. } => Some(repo),
+            ModelSource::Adapted { base, .. } => base.repo(),
+            _ => None,
+        }
+    }
+}
+
+/// Downloads (or finds in the cache) the files of a safetensors checkpoint: configuration,
+/// tokenizer, and the weights (the index and its shards, or `model.safetensors`). Returns
+/// the snapshot folder that holds them.
+pub fn hub_checkpoint(repo: &str, revision: &str) -> Result<PathBuf> {
+    hub_checkpoint_with(repo, revision, &HubOptions::from_env())
+}
+
+/// [`hub_checkpoint`] with explicit hub settings.
+pub fn hub_checkpoint_with(repo: &str, revision: &str, opts: &HubOptions) -> Result<PathBuf> {
+    use super::hf::{CONFIG_FILES, INDEX_FILE, SINGLE_FILE};
+    let hub_get = |repo: &str, file: &str, revision: &str| hub_get_with(repo, file, revision, opts);
+    let mut dir = PathBuf::new();
+    for f in CONFIG_FILES {
+        let p = hub_get(repo, f, revision)?;
+        dir = p.parent().map(Path::to_path_buf).unwrap_or_default();
+    }
+    // Optional: more end-of-turn ids, and the chat template where newer checkpoints keep it.
+    for optional in super::hf::OPTIONAL_FILES {
+        let _ = hub_get(repo, optional, revision);
+    }
+    match hub_get(repo, INDEX_FILE, revision) {
+        Ok(index) => {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::InvalidCheckpoint {
+                    path: index.clone(),
+                    reason: e.to_string(),
+                })?;
+            let mut shards: Vec<&str> = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .map(|m| m.values().filter_map(|s| s.as_str()).collect())
+                .unwrap_or_default();
+            shards.sort_unstable();
+            shards.dedup();
+            for s in shards {
+                // A name from the server never leaves the repository's folder.
+                if !super::hf::is_shard_name(s) {
+                    return Err(Error::InvalidCheckpoint {
+                        path: index,
+                        reason: format!(
+                            "names shard `{s}`, which is not a plain *.safetensors name"
+                        ),
+                    });
+                }
+                hub_get(repo, s, revision)?;
+            }
+        }
+        Err(index_err) => {
+            hub_get(repo, SINGLE_FILE, revision).map_err(|e| Error::Hub {
+                repo: repo.to_string(),
+                file: SINGLE_FILE.to_string(),
+                reason: format!("{e}; and {INDEX_FILE}: {index_err}"),
+            })?;
+        }
+    }
+    Ok(dir)
 }
 
 fn env_flag(name: &str) -> bool {
@@ -346,6 +604,39 @@ mod tests {
             "x/y.gguf".parse::<ModelSource>().unwrap(),
             ModelSource::Path("x/y.gguf".into())
         );
+    }
+
+    #[test]
+    fn checkpoints_and_adapters() {
+        let s: ModelSource = "hf://unsloth/Llama-3.2-3B-Instruct".parse().unwrap();
+        assert_eq!(
+            s,
+            ModelSource::HubRepo {
+                repo: "unsloth/Llama-3.2-3B-Instruct".into(),
+                revision: "main".into()
+            }
+        );
+        assert!(s.is_checkpoint());
+        let a: ModelSource = "hf://unsloth/Llama-3.2-3B-Instruct + hf://o/lora@v2"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            a.to_string(),
+            "hf://unsloth/Llama-3.2-3B-Instruct + hf://o/lora@v2"
+        );
+        let (base, adapter) = a.base_and_adapter();
+        assert_eq!(base, &s);
+        assert_eq!(adapter.unwrap().to_string(), "hf://o/lora@v2");
+        assert_eq!(a.repo(), Some("unsloth/Llama-3.2-3B-Instruct"));
+        // A GGUF file takes no adapter.
+        let err = "smollm2-135m-instruct + hf://o/lora"
+            .parse::<ModelSource>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("safetensors checkpoint"), "{err}");
+        assert!("hf://a/b/x.gguf + hf://o/lora"
+            .parse::<ModelSource>()
+            .is_err());
     }
 
     #[test]

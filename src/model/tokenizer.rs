@@ -130,6 +130,37 @@ impl Tokenizer {
         ))
     }
 
+    /// Loads the `tokenizer.json` of a Hugging Face checkpoint. Special tokens are found by
+    /// their text (`bos_token`, `eos_token` of `tokenizer_config.json`) or id (`config.json`);
+    /// whether a prompt starts with BOS is `add_bos_token` when the checkpoint says, else
+    /// what the tokenizer's own post-processor does. `stops` are further end ids
+    /// (`eos_token_id` lists).
+    pub fn from_hf(
+        path: &Path,
+        bos_token: Option<String>,
+        eos_token: Option<String>,
+        bos_id: Option<u32>,
+        add_bos: Option<bool>,
+        stops: Vec<u32>,
+    ) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let find = |t: &Option<String>| t.as_deref().and_then(|t| inner.token_to_id(t));
+        let bos = find(&bos_token).or(bos_id);
+        let eos = find(&eos_token).or(stops.first().copied());
+        let add_bos = match (add_bos, bos) {
+            (Some(a), _) => a,
+            (None, None) => false,
+            // The post-processor (Llama 3's TemplateProcessing) puts BOS first or not.
+            (None, Some(b)) => {
+                inner.encode("a", true).map_err(tk_err)?.get_ids().first() == Some(&b)
+            }
+        };
+        let mut stop_ids = stops;
+        stop_ids.extend(eos);
+        Ok(Self::finish(inner, bos, eos, add_bos, stop_ids))
+    }
+
     fn finish(
         inner: tokenizers::Tokenizer,
         bos: Option<u32>,

@@ -15,8 +15,8 @@
 //!   on five of every six layers.
 
 use super::config::{Arch, Config};
-use super::gguf::GgufFile;
 use super::qmatmul::QMatrix;
+use super::weights::Weights;
 use crate::error::Result;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -34,7 +34,7 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    fn load(g: &mut GgufFile, name: &str, eps: f64, dev: &Device) -> Result<Self> {
+    fn load(g: &mut dyn Weights, name: &str, eps: f64, dev: &Device) -> Result<Self> {
         let weight = g.tensor(name, dev)?.dequantize(dev)?;
         Ok(Self {
             weight,
@@ -50,12 +50,18 @@ impl RmsNorm {
     }
 }
 
-fn qmatmul(g: &mut GgufFile, name: &str, dev: &Device) -> Result<QMatMul> {
-    let qt = g.tensor(name, dev)?;
+/// candle's matmul for a tensor: quantized types as they are, f16/bf16 kept at half size
+/// (candle would widen them to f32), f32 as a plain tensor.
+fn qmatmul(qt: Arc<QTensor>, dev: &Device) -> Result<QMatMul> {
     Ok(match qt.dtype() {
-        // Keep half-precision weights at half size; candle would widen them to f32.
-        GgmlDType::F16 | GgmlDType::BF16 => QMatMul::TensorF16(qt.dequantize_f16(dev)?),
-        _ => QMatMul::from_qtensor(qt)?,
+        GgmlDType::F16 | GgmlDType::BF16 if dev.is_cpu() => {
+            QMatMul::TensorF16(qt.dequantize_f16(dev)?)
+        }
+        // candle's CUDA `dequantize_f16` has no kernel for float storage.
+        GgmlDType::F16 | GgmlDType::BF16 => {
+            QMatMul::TensorF16(qt.dequantize(dev)?.to_dtype(DType::F16)?)
+        }
+        _ => QMatMul::from_arc(qt)?,
     })
 }
 
@@ -68,14 +74,12 @@ enum Linear {
 }
 
 impl Linear {
-    fn load(g: &mut GgufFile, name: &str, dev: &Device) -> Result<Self> {
-        if dev.is_cpu() {
-            let qt = g.tensor(name, dev)?;
-            if let Some(m) = QMatrix::from_qtensor(Arc::new(qt))? {
-                return Ok(Linear::Ours(Arc::new(m)));
-            }
+    fn load(g: &mut dyn Weights, name: &str, dev: &Device) -> Result<Self> {
+        let qt = Arc::new(g.tensor(name, dev)?);
+        if let Some(m) = QMatrix::from_qtensor(qt.clone())? {
+            return Ok(Linear::Ours(Arc::new(m)));
         }
-        Ok(Linear::Candle(qmatmul(g, name, dev)?))
+        Ok(Linear::Candle(qmatmul(qt, dev)?))
     }
 
     /// `x · Wᵀ` over the last dimension of `x`.
@@ -254,9 +258,10 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    /// Loads the weights of a llama or gemma3 GGUF file onto `device`.
-    pub fn load(g: &mut GgufFile, device: &Device) -> Result<Self> {
-        let cfg = Config::from_gguf(g)?;
+    /// Loads the weights of a llama or gemma3 model (a GGUF file, or a Hugging Face
+    /// checkpoint) onto `device`.
+    pub fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
+        let cfg = g.config()?;
         let dev = device;
         let embed = Arc::new(g.tensor("token_embd.weight", dev)?);
         let output = if g.has_tensor("output.weight") {
@@ -265,7 +270,7 @@ impl Transformer {
             // Tied to the embedding: the same bytes serve both.
             match QMatrix::from_qtensor(embed.clone())? {
                 Some(m) => Linear::Ours(Arc::new(m)),
-                None => Linear::Candle(QMatMul::from_arc(embed.clone())?),
+                None => Linear::Candle(qmatmul(embed.clone(), dev)?),
             }
         };
         let norm = RmsNorm::load(g, "output_norm.weight", cfg.eps, dev)?;
@@ -297,7 +302,7 @@ impl Transformer {
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
             let p = |s: &str| format!("blk.{i}.{s}.weight");
-            let opt_norm = |g: &mut GgufFile, s: &str| -> Result<Option<RmsNorm>> {
+            let opt_norm = |g: &mut dyn Weights, s: &str| -> Result<Option<RmsNorm>> {
                 if gemma {
                     Ok(Some(RmsNorm::load(g, &p(s), cfg.eps, dev)?))
                 } else {

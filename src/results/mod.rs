@@ -116,11 +116,21 @@ impl RunOutput {
                 .iter()
                 .find(|r| r.model == m.name)
                 .map(|r| r.model_id.clone());
-            models.insert(
-                m.name.clone(),
-                serde_json::json!({"source": m.spec.to_string(), "id": id,
-                    "prompt_format": m.prompt_format, "context": m.context}),
-            );
+            let mut entry = serde_json::json!({"source": m.spec.to_string(), "id": id,
+                "prompt_format": m.prompt_format, "context": m.context});
+            if let crate::experiment::ModelSpec::Local(src) = &m.spec {
+                if let (base, Some(adapter)) = src.base_and_adapter() {
+                    // The id is `local:<base sha256>+lora:<adapter sha256>`.
+                    let (b, a) = id
+                        .as_deref()
+                        .and_then(|i| i.strip_prefix("local:")?.split_once("+lora:"))
+                        .unzip();
+                    entry["base"] = serde_json::json!({"source": base.to_string(), "sha256": b});
+                    entry["adapter"] =
+                        serde_json::json!({"source": adapter.to_string(), "sha256": a});
+                }
+            }
+            models.insert(m.name.clone(), entry);
         }
         let meta = serde_json::json!({
             "experiment": plan.config.redacted(),
@@ -129,7 +139,7 @@ impl RunOutput {
                 std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
             }),
             "llm_judge_version": env!("CARGO_PKG_VERSION"),
-            "device": crate::model::device_name(),
+            "device": o.device,
             "models": models,
             "settings": plan.settings.iter().map(|(n, p)| serde_json::json!({"name": n, "params": p})).collect::<Vec<_>>(),
             "judge": o.judge.as_ref().map(|(n, id)| serde_json::json!({"name": n, "id": id})),

@@ -126,7 +126,7 @@ fn bad_inputs_fail_cleanly() {
     let folder = dir.0.join("folder.gguf");
     std::fs::create_dir_all(&folder).unwrap();
     let o = llm_judge(&["info", "--model", folder.to_str().unwrap()]);
-    assert_clean_failure(&o, "is a directory");
+    assert_clean_failure(&o, "is a folder without config.json");
     // Zero threads, and a token limit of zero.
     let o = llm_judge(&["--threads", "0", "info", "--model", "smollm2-135m-instruct"]);
     assert_clean_failure(&o, "--threads must be at least 1");
@@ -272,4 +272,103 @@ fn bench_writes_every_figure_as_json() {
         ]
     );
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 50.0);
+}
+
+#[test]
+fn checkpoint_adapter_and_device_from_the_command_line() {
+    let (base, _) = crate::hf::converted();
+    let base = base.to_str().unwrap();
+    let tmp = TempDir::new("cli-adapter");
+    // A valid rank-2 adapter on q_proj of every layer, written by the library's own reader's
+    // conventions (PEFT names).
+    let layers = 30;
+    let mut st = std::collections::HashMap::new();
+    for l in 0..layers {
+        let key =
+            |w: &str| format!("base_model.model.model.layers.{l}.self_attn.q_proj.{w}.weight");
+        let dev = candle_core::Device::Cpu;
+        st.insert(
+            key("lora_A"),
+            candle_core::Tensor::ones((2, 576), candle_core::DType::F32, &dev).unwrap(),
+        );
+        st.insert(
+            key("lora_B"),
+            candle_core::Tensor::zeros((576, 2), candle_core::DType::F32, &dev).unwrap(),
+        );
+    }
+    let adapter = tmp.0.join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    candle_core::safetensors::save(&st, adapter.join("adapter_model.safetensors")).unwrap();
+    std::fs::write(
+        adapter.join("adapter_config.json"),
+        r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
+    )
+    .unwrap();
+    let adapter = adapter.to_str().unwrap();
+    let prompt = "What is the capital of France?";
+    let o = llm_judge(&[
+        "--device",
+        "cpu",
+        "generate",
+        "--model",
+        base,
+        "--adapter",
+        adapter,
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("device: cpu"), "{}", stderr(&o));
+    // B = 0: the merged model answers like its base.
+    let plain = llm_judge(&[
+        "generate",
+        "--model",
+        base,
+        "--prompt",
+        prompt,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "8",
+    ]);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    assert_eq!(o.stdout, plain.stdout);
+
+    let info = llm_judge(&["info", "--model", base]);
+    assert!(info.status.success(), "{}", stderr(&info));
+    assert!(String::from_utf8_lossy(&info.stdout).contains("f32"));
+
+    // An adapter on a GGUF file, a CUDA device in a CPU build, an unknown device.
+    let o = llm_judge(&[
+        "generate",
+        "--model",
+        "smollm2-135m-instruct",
+        "--adapter",
+        adapter,
+        "--prompt",
+        "hi",
+    ]);
+    assert_clean_failure(&o, "safetensors checkpoint");
+    if !cfg!(feature = "cuda") {
+        let o = llm_judge(&[
+            "--device", "cuda:1", "generate", "--model", base, "--prompt", "hi",
+        ]);
+        assert_clean_failure(&o, "built without the `cuda` feature");
+    }
+    let o = llm_judge(&[
+        "--device", "tpu", "generate", "--model", base, "--prompt", "hi",
+    ]);
+    assert_clean_failure(&o, "expected auto, cpu, cuda or cuda:N");
+
+    // The GPU check runs anywhere: on the CPU it compares the CPU with itself.
+    let o = llm_judge(&["--device", "cpu", "check-device", "--tokens", "4", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["max_logit_diff"], 0.0);
+    assert_eq!(v["cpu_tokens"], v["device_tokens"]);
 }

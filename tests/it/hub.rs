@@ -5,6 +5,7 @@
 use crate::common::{model_path, TempDir};
 use llm_judge::model::bundled;
 use llm_judge::model::source::{hub_get_with, HubOptions};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -19,19 +20,34 @@ pub struct FakeHub {
 
 const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 
-/// Serves `file` as `test-org/tiny` at revision `main`, for at most 64 connections.
+/// Serves `file` as `test-org/tiny/model.gguf` at revision `main`, for at most 64
+/// connections.
 pub fn serve(file: PathBuf) -> FakeHub {
+    serve_files("test-org/tiny", vec![("model.gguf".into(), file)], 64)
+}
+
+/// Serves each `(name, file)` as `/{repo}/resolve/main/{name}`, for at most `connections`
+/// connections; every other path is a 404.
+pub fn serve_files(repo: &str, files: Vec<(String, PathBuf)>, connections: usize) -> FakeHub {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let requests = Arc::new(AtomicUsize::new(0));
     let auth = Arc::new(Mutex::new(Vec::new()));
     let (r2, a2) = (requests.clone(), auth.clone());
+    let files: HashMap<String, Vec<u8>> = files
+        .into_iter()
+        .map(|(name, f)| {
+            (
+                format!("/{repo}/resolve/main/{name}"),
+                std::fs::read(f).unwrap(),
+            )
+        })
+        .collect();
     std::thread::spawn(move || {
-        let data = std::fs::read(&file).unwrap();
-        for stream in listener.incoming().take(64) {
+        for stream in listener.incoming().take(connections) {
             let Ok(stream) = stream else { continue };
             r2.fetch_add(1, Ordering::SeqCst);
-            let _ = handle(stream, &data, &a2);
+            let _ = handle(stream, &files, &a2);
         }
     });
     FakeHub {
@@ -41,7 +57,11 @@ pub fn serve(file: PathBuf) -> FakeHub {
     }
 }
 
-fn handle(mut stream: TcpStream, data: &[u8], auth: &Mutex<Vec<String>>) -> std::io::Result<()> {
+fn handle(
+    mut stream: TcpStream,
+    files: &HashMap<String, Vec<u8>>,
+    auth: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
@@ -61,7 +81,7 @@ fn handle(mut stream: TcpStream, data: &[u8], auth: &Mutex<Vec<String>>) -> std:
             _ => {}
         }
     }
-    if path != "/test-org/tiny/resolve/main/model.gguf" {
+    let Some(data) = files.get(&path) else {
         let body = b"{\"error\":\"Entry not found\"}";
         write!(
             stream,
@@ -69,7 +89,7 @@ fn handle(mut stream: TcpStream, data: &[u8], auth: &Mutex<Vec<String>>) -> std:
             body.len()
         )?;
         return stream.write_all(body);
-    }
+    };
     let n = data.len();
     let (start, end) = match range.as_deref().and_then(|r| r.strip_prefix("bytes=")) {
         Some(r) => {
@@ -138,4 +158,59 @@ fn downloads_a_real_gguf_through_hf_hub() {
         ..opts
     };
     assert!(hub_get_with("test-org/tiny", "model.gguf", "main", &empty).is_err());
+}
+
+#[test]
+fn downloads_a_safetensors_checkpoint_through_hf_hub() {
+    let (dir, _) = crate::hf::converted();
+    let files = [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), dir.join(f)))
+    .collect();
+    let hub = serve_files("test-org/smol", files, 256);
+    let home = TempDir::new("hf-home-ck");
+    let opts = HubOptions {
+        endpoint: Some(hub.url.clone()),
+        cache_dir: Some(home.0.join("hub")),
+        token: None,
+        offline: false,
+    };
+    // No index on the server: the single-file weights are fetched instead.
+    let got =
+        llm_judge::model::source::hub_checkpoint_with("test-org/smol", "main", &opts).unwrap();
+    assert!(got.starts_with(&home.0));
+    assert_eq!(
+        llm_judge::model::fingerprint::checkpoint_sha256(&got).unwrap(),
+        llm_judge::model::fingerprint::checkpoint_sha256(&dir).unwrap(),
+        "downloaded checkpoint differs"
+    );
+    let info = llm_judge::model::inspect(&llm_judge::ModelSource::Path(got.clone())).unwrap();
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.quantization, "f32");
+    let mut m = llm_judge::Model::load(&llm_judge::ModelSource::Path(got)).unwrap();
+    let out = m
+        .generate(
+            &llm_judge::Input::new(Default::default(), None, "What is the capital of France?"),
+            &llm_judge::SamplingParams::greedy().with_max_new_tokens(12),
+        )
+        .unwrap();
+    assert!(out.text.contains("Paris"), "{}", out.text);
+    // Offline, from the cache alone.
+    let offline = HubOptions {
+        offline: true,
+        ..opts.clone()
+    };
+    let before = hub.requests.load(Ordering::SeqCst);
+    llm_judge::model::source::hub_checkpoint_with("test-org/smol", "main", &offline).unwrap();
+    assert_eq!(hub.requests.load(Ordering::SeqCst), before);
+    // A repository without weights names what it tried.
+    let err = llm_judge::model::source::hub_checkpoint_with("test-org/none", "main", &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("config.json"), "{err}");
 }

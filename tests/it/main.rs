@@ -6,6 +6,7 @@ mod common;
 mod engine;
 mod experiment;
 mod fuzz;
+mod hf;
 mod hub;
 mod remote;
 mod serve;

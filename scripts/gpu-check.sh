@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The GPU check: each bundled model decodes greedily on the CPU and on the GPU; the tokens
+# must agree (the first 16) or the logits stay within 0.1; then the GPU's decode speed is
+# printed. Exits non-zero on a mismatch.
+#
+#   scripts/gpu-check.sh                      # builds with --features cuda here, then checks
+#   scripts/gpu-check.sh path/to/llm-judge    # checks with a binary built elsewhere
+#
+# A GPU machine without a Rust toolchain can take a binary built on any x86-64 Linux machine
+# with `eval "$(scripts/cuda-toolkit.sh)" && cargo build --release --features cuda`. At run
+# time cudarc loads the driver (libcuda) and the CUDA libraries (cuBLAS, cuRAND); if the
+# system has no CUDA install, `pip install nvidia-cublas nvidia-curand nvidia-cuda-runtime`
+# and put their lib folders on LD_LIBRARY_PATH. Set LLM_JUDGE_DEVICE=cuda:N for another GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin="${1:-}"
+if [ -z "$bin" ]; then
+  eval "$(scripts/cuda-toolkit.sh)"
+  env -u CARGO_BUILD_TARGET cargo build --release --features cuda
+  bin="${CARGO_TARGET_DIR:-target}/release/llm-judge"
+fi
+device="${LLM_JUDGE_DEVICE:-cuda:0}"
+case "$device" in
+  cuda*) ;;
+  *) echo "gpu-check: LLM_JUDGE_DEVICE=$device is not a GPU (use cuda or cuda:N)" >&2; exit 2 ;;
+esac
+"$bin" fetch-models >/dev/null
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+status=0
+for model in smollm2-135m-instruct gemma3-270m; do
+  echo "== $model"
+  "$bin" --device "$device" check-device --model "$model" --tokens 32 || status=1
+done
+exit $status
