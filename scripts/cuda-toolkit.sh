@@ -6,9 +6,12 @@
 #   cargo check --features cuda        # or: cargo build --release --features cuda
 #
 # The CUDA 13 wheels carry a whole toolchain (nvcc, cicc, ptxas, headers); the cu12 nvcc wheel
-# has no `nvcc` driver. cudarc loads the CUDA libraries at run time, so the build links against
-# no driver; running needs an NVIDIA driver and the runtime libraries (`nvidia-cuda-runtime`,
-# `nvidia-cublas` wheels, or a system CUDA).
+# has no `nvcc` driver. That is enough for `cargo check --features cuda`, which compiles every
+# crate and candle's CUDA kernels. A full `cargo build --features cuda` also links: candle 0.11
+# builds cudarc with `dynamic-linking`, so libcuda (the driver), libcudart, libnvrtc, libcurand,
+# libcublas and libcublasLt must be on the linker's path (LIBRARY_PATH), and on
+# LD_LIBRARY_PATH when the binary starts, even to run on the CPU. A machine with an NVIDIA
+# driver and a CUDA install has them; here (no driver) the link fails on -lcuda.
 #
 # Environment: LLM_JUDGE_CUDA_DIR (install folder, default ~/.cache/llm-judge/cuda),
 # CUDA_COMPUTE_CAP (default 90: H100/H200; 80 = A100, 89 = L4, 75 = T4).

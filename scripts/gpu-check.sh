@@ -6,11 +6,14 @@
 #   scripts/gpu-check.sh                      # builds with --features cuda here, then checks
 #   scripts/gpu-check.sh path/to/llm-judge    # checks with a binary built elsewhere
 #
-# A GPU machine without a Rust toolchain can take a binary built on any x86-64 Linux machine
-# with `eval "$(scripts/cuda-toolkit.sh)" && cargo build --release --features cuda`. At run
-# time cudarc loads the driver (libcuda) and the CUDA libraries (cuBLAS, cuRAND); if the
-# system has no CUDA install, `pip install nvidia-cublas nvidia-curand nvidia-cuda-runtime`
-# and put their lib folders on LD_LIBRARY_PATH. Set LLM_JUDGE_DEVICE=cuda:N for another GPU.
+# A GPU machine without a Rust toolchain can take a binary built on another x86-64 Linux
+# machine that has the NVIDIA driver and CUDA's libraries, with
+# `eval "$(scripts/cuda-toolkit.sh)" && cargo build --release --features cuda`. The binary
+# links against libcuda (the driver), libcudart, libnvrtc, libcurand, libcublas and
+# libcublasLt (candle builds cudarc with `dynamic-linking`): where there is no system CUDA,
+# `pip install nvidia-cublas nvidia-curand nvidia-cuda-nvrtc nvidia-cuda-runtime` and put their
+# lib folders on LIBRARY_PATH (to link) and LD_LIBRARY_PATH (to run). Set
+# LLM_JUDGE_DEVICE=cuda:N for another GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-}"
