@@ -5,10 +5,14 @@ use crate::engine::Generation;
 use crate::error::{Error, Result};
 use crate::model::{Input, KvCache, Model};
 use crate::sampling::SamplingParams;
+use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
 /// Sequences decoded together by default.
 pub const DEFAULT_MAX_BATCH: usize = 8;
+
+/// Most memory the caches kept between rounds of label queries may hold.
+const RETAINED_BYTES: usize = 512 << 20;
 
 /// Shortest shared prompt prefix worth keeping instead of starting a fresh cache.
 const MIN_REUSE: usize = 8;
@@ -23,6 +27,9 @@ pub struct LocalBackend {
     model: Model,
     name: String,
     prefix: Option<(Vec<u32>, KvCache, Vec<f32>)>,
+    /// The caches of the last batch of label queries, by prompt: the next round (the same
+    /// answers' next criterion) continues each from its own answer.
+    retained: Vec<(Vec<u32>, KvCache)>,
     max_batch: usize,
     /// Per label, every token id whose text is that label once trimmed (`3`, ` 3`).
     label_ids: HashMap<String, Vec<u32>>,
@@ -36,6 +43,7 @@ impl LocalBackend {
             model,
             name,
             prefix: None,
+            retained: Vec::new(),
             max_batch: DEFAULT_MAX_BATCH,
             label_ids: HashMap::new(),
         }
@@ -71,17 +79,31 @@ impl LocalBackend {
                     .model
                     .transformer()
                     .forward(&ids[keep..], cache, false)?;
-                let lp: Vec<f32> =
-                    candle_nn::ops::log_softmax(&logits.squeeze(0)?, 0)?.to_vec1()?;
+                let lp = log_softmax(&logits.squeeze(0)?)?;
                 *cached = ids.to_vec();
                 *logprobs = lp.clone();
                 return Ok(lp);
             }
         }
         let (cache, logits) = self.model.prefill(ids)?;
-        let lp = log_softmax(&logits);
+        let lp = log_softmax(&Tensor::new(logits.as_slice(), &Device::Cpu)?)?;
         self.prefix = Some((ids.to_vec(), cache, lp.clone()));
         Ok(lp)
+    }
+
+    /// The distribution over a query's labels from the next-token log-probabilities.
+    fn distribution(&mut self, q: &LabelQuery, lp: &[f32]) -> Result<LabelDistribution> {
+        let mut raw = Vec::with_capacity(q.labels.len());
+        for label in &q.labels {
+            let p: f64 = self
+                .ids_of(label)?
+                .iter()
+                .filter_map(|&i| lp.get(i as usize))
+                .map(|&l| (l as f64).exp())
+                .sum();
+            raw.push(p);
+        }
+        LabelDistribution::from_raw(raw)
     }
 
     /// The token ids that spell `label` once trimmed, found once per label.
@@ -110,15 +132,10 @@ impl LocalBackend {
     }
 }
 
-fn log_softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let log_z = max as f64
-        + logits
-            .iter()
-            .map(|&l| ((l - max) as f64).exp())
-            .sum::<f64>()
-            .ln();
-    logits.iter().map(|&l| (l as f64 - log_z) as f32).collect()
+/// Log-probabilities of one row of logits: one function for every path, so that a query
+/// gives the same numbers however its prompt reached the model.
+fn log_softmax(logits: &Tensor) -> Result<Vec<f32>> {
+    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, 0)?.to_vec1()?)
 }
 
 impl Backend for LocalBackend {
@@ -146,16 +163,128 @@ impl Backend for LocalBackend {
     fn label_distribution(&mut self, q: &LabelQuery) -> Result<LabelDistribution> {
         let ids = self.model.prepare_continuation(&q.input, &q.prefix)?.ids;
         let lp = self.logprobs_after(&ids)?;
-        let mut raw = Vec::with_capacity(q.labels.len());
-        for label in &q.labels {
-            let p: f64 = self
-                .ids_of(label)?
-                .iter()
-                .filter_map(|&i| lp.get(i as usize))
-                .map(|&l| (l as f64).exp())
-                .sum();
-            raw.push(p);
+        self.distribution(q, &lp)
+    }
+
+    /// Several queries behind one shared prompt prefix (the judge's instructions, or an
+    /// answer whose next criterion is asked): the prefix runs once, then the suffixes of up
+    /// to `max_batch` queries run together in one forward pass, each on its own copy of the
+    /// prefix's cache. Each distribution equals what [`Backend::label_distribution`] gives
+    /// for the query alone from the same cache (the kernels compute each row the same way
+    /// whatever the rows beside it; tested), so the batch size changes nothing. Falls back to
+    /// one query at a time when the queries share too little or the kernels are not
+    /// row-independent.
+    fn label_distributions(
+        &mut self,
+        queries: &[LabelQuery],
+        on_done: &mut dyn FnMut(usize, Result<LabelDistribution>) -> Result<()>,
+    ) -> Result<()> {
+        let one_by_one =
+            |this: &mut Self,
+             which: &[usize],
+             on_done: &mut dyn FnMut(usize, Result<LabelDistribution>) -> Result<()>|
+             -> Result<()> {
+                for &i in which {
+                    let r = this.label_distribution(&queries[i]);
+                    on_done(i, r)?;
+                }
+                Ok(())
+            };
+        let all: Vec<usize> = (0..queries.len()).collect();
+        // One query at a time (`max_batch` 1) takes the same path in groups of one, so that
+        // a query's cache is split at the same place whatever the batch size.
+        if queries.len() < 2 || !self.model.transformer().rows_independent() {
+            return one_by_one(self, &all, on_done);
         }
-        LabelDistribution::from_raw(raw)
+        // Prompts; a query that cannot be prepared or does not fit fails alone.
+        let mut ids: Vec<Option<Vec<u32>>> = Vec::with_capacity(queries.len());
+        for (i, q) in queries.iter().enumerate() {
+            let prepared = self
+                .model
+                .prepare_continuation(&q.input, &q.prefix)
+                .and_then(|p| self.model.check_fits(p.ids.len()).map(|_| p.ids));
+            match prepared {
+                Ok(p) => ids.push(Some(p)),
+                Err(e) => {
+                    on_done(i, Err(e))?;
+                    ids.push(None);
+                }
+            }
+        }
+        let ready: Vec<usize> = (0..queries.len()).filter(|&i| ids[i].is_some()).collect();
+        let Some(&first) = ready.first() else {
+            return Ok(());
+        };
+        let prompts: Vec<&[u32]> = ready.iter().filter_map(|&i| ids[i].as_deref()).collect();
+        let shortest = prompts.iter().map(|p| p.len()).min().unwrap_or(0);
+        let shared = prompts.iter().fold(shortest, |n, p| {
+            n.min(
+                p.iter()
+                    .zip(prompts[0].iter())
+                    .take_while(|(a, b)| a == b)
+                    .count(),
+            )
+        });
+        // At least one token of each query runs, and no suffix is longer than a prefill
+        // chunk (so that it runs as it would alone).
+        let keep = shared.min(shortest.saturating_sub(1));
+        let chunk = self.model.transformer().prefill_chunk();
+        let (batched, alone): (Vec<usize>, Vec<usize>) = ready
+            .iter()
+            .partition(|&&i| ids[i].as_ref().is_some_and(|p| p.len() - keep <= chunk));
+        if ready.len() < 2 || keep < MIN_REUSE || batched.len() < 2 {
+            return one_by_one(self, &ready, on_done);
+        }
+        // The shared prefix, cached (and reused from the previous query where it can be).
+        let head = ids[first].as_deref().unwrap_or_default()[..keep].to_vec();
+        self.logprobs_after(&head)?;
+        let retained = std::mem::take(&mut self.retained);
+        for group in batched.chunks(self.max_batch) {
+            let Some((_, base, _)) = &self.prefix else {
+                return one_by_one(self, group, on_done);
+            };
+            // Each query continues the longest prompt it shares with the last batch (its
+            // answer, asked the previous criterion), else the shared prefix.
+            let mut caches = Vec::with_capacity(group.len());
+            let mut suffixes: Vec<&[u32]> = Vec::with_capacity(group.len());
+            for &i in group {
+                let p = ids[i].as_deref().unwrap_or_default();
+                let best = retained
+                    .iter()
+                    .map(|(r, c)| {
+                        let n = r.iter().zip(p).take_while(|(a, b)| a == b).count();
+                        (n.min(p.len() - 1).min(c.len()), c)
+                    })
+                    .filter(|(n, _)| *n > keep && p.len() - n <= chunk)
+                    .max_by_key(|(n, _)| *n);
+                let (start, mut cache) = match best {
+                    Some((n, c)) => (n, c.deep_copy()?),
+                    None => (keep, base.deep_copy()?),
+                };
+                cache.truncate(start);
+                caches.push(cache);
+                suffixes.push(&p[start..]);
+            }
+            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            let logits = self
+                .model
+                .transformer()
+                .forward_segments(&suffixes, &mut refs)?;
+            for (row, &i) in group.iter().enumerate() {
+                let r = log_softmax(&logits.get(row)?)
+                    .and_then(|lp| self.distribution(&queries[i], &lp));
+                on_done(i, r)?;
+            }
+            for (&i, cache) in group.iter().zip(caches) {
+                // Bounded like a decoding batch's caches, so a large model does not keep
+                // gigabytes of them between rounds.
+                let held: usize = self.retained.iter().map(|(_, c)| c.bytes()).sum();
+                if held + cache.bytes() <= RETAINED_BYTES {
+                    self.retained
+                        .push((ids[i].clone().unwrap_or_default(), cache));
+                }
+            }
+        }
+        one_by_one(self, &alone, on_done)
     }
 }

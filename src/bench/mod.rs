@@ -149,8 +149,9 @@ pub fn batch_decode_row(
 
 /// Judgments per second of one judge on fixed answers, through the same calls a run makes
 /// (batched): a generated rubric verdict (text) against expected scores read from token
-/// probabilities (no text generated). Returns `(text, expected)`.
-pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64)> {
+/// probabilities (no text generated), the latter also with a batch of one (the same caches,
+/// one query per forward pass). Returns `(text, expected, expected with a batch of one)`.
+pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64, f64)> {
     use crate::backend::LocalBackend;
     use crate::judge::{calls_for, run_calls, Asker, Group, Judge, JudgeConfig};
     use crate::records::{Mode, ResponseRecord};
@@ -178,10 +179,10 @@ pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64)> {
             answers: vec![r],
         })
         .collect();
-    let rate = |mode: Mode| -> Result<f64> {
+    let rate = |mode: Mode, batch: usize| -> Result<f64> {
         let cfg = JudgeConfig::new(model.source().to_string()).with_modes(&[mode]);
         let judge = Judge::new(cfg, "bench".into(), "bench".into(), Default::default(), 0);
-        let mut backend = LocalBackend::new(model.clone());
+        let mut backend = LocalBackend::new(model.clone()).with_max_batch(batch);
         let asker = Asker::default();
         let calls = calls_for(&judge, &asker, mode, &groups);
         let t = Instant::now();
@@ -197,7 +198,12 @@ pub fn judge_speed(model: &Model, answers: usize) -> Result<(f64, f64)> {
         }
         Ok(answers as f64 / t.elapsed().as_secs_f64())
     };
-    Ok((rate(Mode::Rubric)?, rate(Mode::Expected)?))
+    let batch = crate::backend::DEFAULT_MAX_BATCH;
+    Ok((
+        rate(Mode::Rubric, batch)?,
+        rate(Mode::Expected, batch)?,
+        rate(Mode::Expected, 1)?,
+    ))
 }
 
 /// Wall time of the generation grid of an experiment (judge left out) in `dir`, with
@@ -252,8 +258,11 @@ pub struct JudgeSpeed {
     pub model: String,
     /// Generated rubric verdicts per second.
     pub text_per_s: f64,
-    /// Expected scores (token probabilities) per second.
+    /// Expected scores (token probabilities) per second, answers batched behind the shared
+    /// judge prefix.
     pub expected_per_s: f64,
+    /// Expected scores per second with a batch of one (one query per forward pass).
+    pub expected_batch1_per_s: f64,
 }
 
 /// Wall time of an experiment's generation grid.
@@ -425,16 +434,18 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         }
         report.rows.extend(rows);
         if opts.judge_answers > 0 {
-            let (text, exp) = judge_speed(&m, opts.judge_answers)?;
+            let (text, exp, single) = judge_speed(&m, opts.judge_answers)?;
             print(format!(
                 "{name}: judgments/s as judge: text rubric {text:.3}, expected score {exp:.3} \
-                 ({:.1}x)",
-                exp / text
+                 ({:.1}x text; with a batch of one {single:.3}, so batching gives {:.2}x)",
+                exp / text,
+                exp / single
             ));
             report.judge.push(JudgeSpeed {
                 model: name.clone(),
                 text_per_s: text,
                 expected_per_s: exp,
+                expected_batch1_per_s: single,
             });
         }
     }

@@ -215,6 +215,32 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Bytes held by the keys and values (their whole capacity).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// A copy that owns its memory: positions written to it later leave this cache as it
+    /// is. (A plain clone shares the key and value buffers, which appending writes into.)
+    pub fn deep_copy(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.copy()?, v.copy()?))),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+        })
+    }
+
     fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let new = k.dim(2)?;
         let need = self.len + new;
@@ -241,6 +267,17 @@ impl KvCache {
         vc.slice_set(&v.contiguous()?, 2, self.len)?;
         Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
     }
+}
+
+/// How the rows of a block's input are laid out.
+#[derive(Clone, Copy)]
+enum Layout<'a> {
+    /// `(b, seq, hidden)`: row `b` continues the sequence in `caches[b]`, each by `seq`
+    /// positions (a prompt chunk when `b = 1`, a decoding step when `seq = 1`).
+    Batch,
+    /// `(1, Σ lens, hidden)`: consecutive segments of `lens[i]` rows continue the sequence in
+    /// `caches[i]` (several prompt suffixes in one pass).
+    Segments(&'a [usize]),
 }
 
 /// A loaded model: weights and the forward pass.
@@ -387,7 +424,9 @@ impl Transformer {
         let mut outs = Vec::new();
         for chunk in tokens.chunks(self.prefill_chunk) {
             let x = self.embed_rows(chunk)?.unsqueeze(0)?;
-            let x = self.blocks(x, &mut [&mut *cache])?.squeeze(0)?;
+            let x = self
+                .blocks(x, &mut [&mut *cache], Layout::Batch)?
+                .squeeze(0)?;
             let n = x.dim(0)?;
             let x = if all_logits {
                 x
@@ -419,11 +458,75 @@ impl Transformer {
             .into());
         }
         let x = self.embed_rows(tokens)?.unsqueeze(1)?;
-        let x = self.blocks(x, caches)?;
+        let x = self.blocks(x, caches, Layout::Batch)?;
         let x = self.norm.forward(&x)?;
         Ok(batch_linear(&self.output, &x)?
             .squeeze(1)?
             .to_dtype(DType::F32)?)
+    }
+
+    /// Several prompt continuations in one pass: `segments[i]` (at least one token) continues
+    /// the sequence in `caches[i]`. The projections and the MLP run on the rows of every
+    /// segment together, attention per segment on its own cache. Returns the logits of each
+    /// segment's last position, `(segments.len(), vocab)`; row `i` equals what
+    /// [`Transformer::forward`] gives for that segment alone when
+    /// [`Transformer::rows_independent`] holds and the segment is no longer than the prefill
+    /// chunk.
+    pub fn forward_segments(
+        &mut self,
+        segments: &[&[u32]],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Tensor> {
+        if segments.is_empty()
+            || caches.len() != segments.len()
+            || segments.iter().any(|s| s.is_empty())
+        {
+            return Err(candle_core::Error::Msg(format!(
+                "forward_segments: {} segments (none may be empty) for {} caches",
+                segments.len(),
+                caches.len()
+            ))
+            .into());
+        }
+        let lens: Vec<usize> = segments.iter().map(|s| s.len()).collect();
+        let tokens: Vec<u32> = segments.concat();
+        let x = self.embed_rows(&tokens)?.unsqueeze(0)?;
+        let x = self
+            .blocks(x, caches, Layout::Segments(&lens))?
+            .squeeze(0)?;
+        let mut end = 0;
+        let mut last = Vec::with_capacity(lens.len());
+        for n in &lens {
+            end += n;
+            last.push(x.narrow(0, end - 1, 1)?);
+        }
+        let x = self.norm.forward(&Tensor::cat(&last, 0)?)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// True when every projection computes each row the same way whatever the number of
+    /// rows (our quantized kernels), so that running sequences together changes nothing.
+    pub fn rows_independent(&self) -> bool {
+        let ours = |l: &Linear| matches!(l, Linear::Ours(_));
+        ours(&self.output)
+            && self.layers.iter().all(|l| {
+                [
+                    &l.attn.wq,
+                    &l.attn.wk,
+                    &l.attn.wv,
+                    &l.attn.wo,
+                    &l.mlp.gate,
+                    &l.mlp.up,
+                    &l.mlp.down,
+                ]
+                .into_iter()
+                .all(ours)
+            })
+    }
+
+    /// The longest prompt chunk fed in one pass.
+    pub fn prefill_chunk(&self) -> usize {
+        self.prefill_chunk
     }
 
     /// Token embeddings `(n, hidden)`, scaled for Gemma.
@@ -439,21 +542,36 @@ impl Transformer {
     /// Every block over `x` of shape `(b, seq, hidden)`: row `b` continues the sequence in
     /// `caches[b]`. Single sequences (prefill, one decoding step) and decoding batches run
     /// this same body.
-    fn blocks(&mut self, mut x: Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+    fn blocks(
+        &mut self,
+        mut x: Tensor,
+        caches: &mut [&mut KvCache],
+        layout: Layout<'_>,
+    ) -> Result<Tensor> {
         let seq = x.dim(1)?;
-        let longest = caches.iter().map(|c| c.len).max().unwrap_or(0) + seq;
+        let lens: Vec<usize> = match layout {
+            Layout::Batch => vec![seq; caches.len()],
+            Layout::Segments(lens) => lens.to_vec(),
+        };
+        let longest = caches
+            .iter()
+            .zip(&lens)
+            .map(|(c, n)| c.len + n)
+            .max()
+            .unwrap_or(seq);
         for r in self.ropes.iter_mut() {
             r.ensure(longest, &self.device)?;
         }
         let masks: Vec<MaskSet> = caches
             .iter()
-            .map(|c| MaskSet::new(seq, c.len, &self.device))
+            .zip(&lens)
+            .map(|(c, &n)| MaskSet::new(n, c.len, &self.device))
             .collect();
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, &self.ropes, caches, i, &masks)?;
+            x = layer.forward(x, &self.ropes, caches, i, &masks, layout)?;
         }
-        for c in caches.iter_mut() {
-            c.len += seq;
+        for (c, n) in caches.iter_mut().zip(&lens) {
+            c.len += n;
         }
         Ok(x)
     }
@@ -468,11 +586,12 @@ impl Layer {
         caches: &mut [&mut KvCache],
         index: usize,
         masks: &[MaskSet],
+        layout: Layout<'_>,
     ) -> Result<Tensor> {
         let h = self.attn_norm.forward(&x)?;
         let h = self
             .attn
-            .forward(&h, &ropes[self.attn.rope], caches, index, masks)?;
+            .forward(&h, &ropes[self.attn.rope], caches, index, masks, layout)?;
         let h = match &self.post_attn_norm {
             Some(n) => n.forward(&h)?,
             None => h,
@@ -509,12 +628,23 @@ impl Attention {
         caches: &mut [&mut KvCache],
         index: usize,
         masks: &[MaskSet],
+        layout: Layout<'_>,
     ) -> Result<Tensor> {
         let (q, k, v) = (
             batch_linear(&self.wq, x)?,
             batch_linear(&self.wk, x)?,
             batch_linear(&self.wv, x)?,
         );
+        if let Layout::Segments(lens) = layout {
+            let mut outs = Vec::with_capacity(lens.len());
+            let mut start = 0;
+            for ((cache, &n), mask) in caches.iter_mut().zip(lens).zip(masks) {
+                let seg = |t: &Tensor| t.narrow(1, start, n);
+                outs.push(self.attend((seg(&q)?, seg(&k)?, seg(&v)?), rope, cache, index, mask)?);
+                start += n;
+            }
+            return batch_linear(&self.wo, &Tensor::cat(&outs, 1)?);
+        }
         let b = x.dim(0)?;
         let mut outs = Vec::with_capacity(b);
         for (i, cache) in caches.iter_mut().enumerate() {

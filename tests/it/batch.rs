@@ -152,3 +152,184 @@ fn judge_prefix_cache_gives_the_same_distribution_as_a_fresh_model() {
         assert!(got.mass > 0.0 && got.mass <= 1.0 + 1e-9);
     }
 }
+
+/// Expected-score queries as a judge run asks them: one instruction and question, several
+/// answers, each up to a criterion's score; and one answer with its next criterion.
+fn label_queries() -> Vec<llm_judge::backend::LabelQuery> {
+    let system = "You are a strict grader. Score the answer from 1 (poor) to 4 (excellent) for \
+                  each criterion, in the form `Criterion: [[score]]`.";
+    let question = "Explain how to bake a chocolate cake without using eggs.";
+    let answers = [
+        "Mix flour, sugar, cocoa and baking soda; whisk in oil, vinegar and water; bake 30 min.",
+        "Use mashed banana or apple sauce instead of eggs, and bake at 180 C.",
+        "I do not know.",
+        "Cakes are baked in ovens. Chocolate comes from cocoa beans, grown in the tropics.",
+        "Replace each egg with a tablespoon of ground flaxseed in three tablespoons of water; \
+         let it thicken, then follow any chocolate cake recipe and bake until a skewer comes \
+         out clean.",
+    ];
+    let mut out = Vec::new();
+    for (i, a) in answers.iter().enumerate() {
+        let input = Input::Chat(vec![
+            Message::system(system),
+            Message::user(format!("Question: {question}\n\nAnswer: {a}")),
+        ]);
+        let prefixes: &[&str] = if i == 0 {
+            &["Relevance: [[", "Relevance: [[3]]\nCoherence: [["]
+        } else {
+            &["Relevance: [["]
+        };
+        for p in prefixes {
+            out.push(llm_judge::backend::LabelQuery {
+                input: input.clone(),
+                prefix: p.to_string(),
+                labels: (1..=4).map(|k| k.to_string()).collect(),
+            });
+        }
+    }
+    out
+}
+
+/// Every token id whose trimmed text is `1`..`4`.
+fn score_ids(m: &Model) -> Vec<Vec<u32>> {
+    let tok = m.tokenizer();
+    (1..=4)
+        .map(|k| {
+            (0..tok.vocab_size() as u32)
+                .filter(|&i| tok.decode(&[i], false).unwrap().trim() == k.to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// The distribution over the scores after `ids[start..]` continues `cache`.
+fn reference_distribution(
+    m: &mut Model,
+    cache: &mut llm_judge::model::KvCache,
+    tail: &[u32],
+    labels: &[Vec<u32>],
+) -> llm_judge::backend::LabelDistribution {
+    let logits = m.transformer().forward(tail, cache, false).unwrap();
+    let lp: Vec<f32> = candle_nn::ops::log_softmax(&logits.squeeze(0).unwrap(), 0)
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let raw = labels
+        .iter()
+        .map(|ids| ids.iter().map(|&t| (lp[t as usize] as f64).exp()).sum())
+        .collect();
+    llm_judge::backend::LabelDistribution::from_raw(raw).unwrap()
+}
+
+#[test]
+fn segments_of_several_caches_equal_each_alone() {
+    let mut m = smollm();
+    let texts = [
+        "Name three primary colours.",
+        "What is 12 times 12? Explain briefly.",
+    ];
+    let ids: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| {
+            m.prepare(&Input::new(Default::default(), None, t))
+                .unwrap()
+                .ids
+        })
+        .collect();
+    // Two caches at different lengths, continued by suffixes of different lengths.
+    let t = m.transformer();
+    let (mut a, mut b) = (t.new_cache(), t.new_cache());
+    t.forward(&ids[0][..5], &mut a, false).unwrap();
+    t.forward(&ids[1][..9], &mut b, false).unwrap();
+    let alone: Vec<Vec<f32>> = [(&a, &ids[0][5..]), (&b, &ids[1][9..])]
+        .iter()
+        .map(|(c, s)| {
+            let mut c = c.deep_copy().unwrap();
+            t.forward(s, &mut c, false)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1()
+                .unwrap()
+        })
+        .collect();
+    let (mut a2, mut b2) = (a.deep_copy().unwrap(), b.deep_copy().unwrap());
+    let together: Vec<Vec<f32>> = t
+        .forward_segments(&[&ids[0][5..], &ids[1][9..]], &mut [&mut a2, &mut b2])
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    assert_eq!(together, alone);
+    assert_eq!((a2.len(), b2.len()), (ids[0].len(), ids[1].len()));
+    assert_eq!((a.len(), b.len()), (5, 9), "the originals are untouched");
+    assert!(t.forward_segments(&[&[]], &mut [&mut a]).is_err());
+}
+
+#[test]
+fn expected_scores_batched_equal_each_query_alone_from_the_same_cache() {
+    use llm_judge::backend::{Backend, LocalBackend};
+    for model in [smollm(), gemma()] {
+        let mut m = model.clone();
+        assert!(m.transformer().rows_independent());
+        let labels = score_ids(&m);
+        let queries = label_queries();
+        // Round 1: every answer's first criterion. Round 2: the next criterion of the same
+        // answers, as a judge run asks after the first round's argmax.
+        let round1: Vec<_> = queries
+            .iter()
+            .filter(|q| !q.prefix.contains("Coherence"))
+            .cloned()
+            .collect();
+        let round2: Vec<_> = round1
+            .iter()
+            .map(|q| llm_judge::backend::LabelQuery {
+                prefix: format!("{}2]]\nCoherence: [[", q.prefix),
+                ..q.clone()
+            })
+            .collect();
+        let mut backend = LocalBackend::new(model.clone()).with_max_batch(3);
+        let mut ask = |qs: &[llm_judge::backend::LabelQuery]| {
+            let mut got = vec![None; qs.len()];
+            backend
+                .label_distributions(qs, &mut |i, r| {
+                    got[i] = Some(r.unwrap());
+                    Ok(())
+                })
+                .unwrap();
+            got.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+        };
+        let (got1, got2) = (ask(&round1), ask(&round2));
+
+        // Reference: the shared prefix once; round 1 continues it, round 2 continues each
+        // answer's round-1 cache, each through the plain forward pass.
+        let prompt = |m: &Model, q: &llm_judge::backend::LabelQuery| {
+            m.prepare_continuation(&q.input, &q.prefix).unwrap().ids
+        };
+        let ids1: Vec<Vec<u32>> = round1.iter().map(|q| prompt(&m, q)).collect();
+        let keep = ids1
+            .iter()
+            .map(|p| p.iter().zip(&ids1[0]).take_while(|(a, b)| a == b).count())
+            .min()
+            .unwrap();
+        let mut head = m.transformer().new_cache();
+        m.transformer()
+            .forward(&ids1[0][..keep], &mut head, false)
+            .unwrap();
+        let mut after1 = Vec::new();
+        for (i, p) in ids1.iter().enumerate() {
+            let mut c = head.deep_copy().unwrap();
+            let want = reference_distribution(&mut m, &mut c, &p[keep..], &labels);
+            assert_eq!(got1[i], want, "round 1, query {i}");
+            after1.push(c);
+        }
+        for (i, q) in round2.iter().enumerate() {
+            let p = prompt(&m, q);
+            let shared = p.iter().zip(&ids1[i]).take_while(|(a, b)| a == b).count();
+            assert!(shared > keep, "round 2 continues its answer");
+            let mut c = after1[i].deep_copy().unwrap();
+            c.truncate(shared);
+            let want = reference_distribution(&mut m, &mut c, &p[shared..], &labels);
+            assert_eq!(got2[i], want, "round 2, query {i}");
+        }
+    }
+}
