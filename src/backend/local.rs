@@ -12,7 +12,7 @@ use std::collections::HashMap;
 pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// Most memory the caches kept between rounds of label queries may hold.
-const RETAINED_BYTES: usize = 512 << 20;
+const RETAINED_BYTES: usize = 256 << 20;
 
 /// Shortest shared prompt prefix worth keeping instead of starting a fresh cache.
 const MIN_REUSE: usize = 8;
@@ -233,20 +233,31 @@ impl Backend for LocalBackend {
             .iter()
             .partition(|&&i| ids[i].as_ref().is_some_and(|p| p.len() - keep <= chunk));
         if ready.len() < 2 || keep < MIN_REUSE || batched.len() < 2 {
+            self.retained.clear();
             return one_by_one(self, &ready, on_done);
         }
-        // The shared prefix, cached (and reused from the previous query where it can be).
+        // The shared prefix, cached (and reused from the previous query where it can be). A
+        // model error here or in a group leaves those queries to the one-at-a-time path,
+        // which reports each query's own error.
         let head = ids[first].as_deref().unwrap_or_default()[..keep].to_vec();
-        self.logprobs_after(&head)?;
+        let base = match self.logprobs_after(&head) {
+            Ok(_) => match &self.prefix {
+                Some((_, c, _)) => c.deep_copy().ok(),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let Some(base) = base else {
+            self.retained.clear();
+            return one_by_one(self, &ready, on_done);
+        };
         let retained = std::mem::take(&mut self.retained);
         for group in batched.chunks(self.max_batch) {
-            let Some((_, base, _)) = &self.prefix else {
-                return one_by_one(self, group, on_done);
-            };
-            // Each query continues the longest prompt it shares with the last batch (its
+            // Each query continues the longest prompt it shares with the last round (its
             // answer, asked the previous criterion), else the shared prefix.
-            let mut caches = Vec::with_capacity(group.len());
             let mut suffixes: Vec<&[u32]> = Vec::with_capacity(group.len());
+            let mut starts = Vec::with_capacity(group.len());
+            let mut sources = Vec::with_capacity(group.len());
             for &i in group {
                 let p = ids[i].as_deref().unwrap_or_default();
                 let best = retained
@@ -257,27 +268,40 @@ impl Backend for LocalBackend {
                     })
                     .filter(|(n, _)| *n > keep && p.len() - n <= chunk)
                     .max_by_key(|(n, _)| *n);
-                let (start, mut cache) = match best {
-                    Some((n, c)) => (n, c.deep_copy()?),
-                    None => (keep, base.deep_copy()?),
-                };
-                cache.truncate(start);
-                caches.push(cache);
+                let (start, source) = best.unwrap_or((keep, &base));
+                starts.push(start);
+                sources.push(source);
                 suffixes.push(&p[start..]);
             }
-            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-            let logits = self
-                .model
-                .transformer()
-                .forward_segments(&suffixes, &mut refs)?;
+            let run = |this: &mut Self| -> Result<(Tensor, Vec<KvCache>)> {
+                let mut caches = Vec::with_capacity(group.len());
+                for (source, &start) in sources.iter().zip(&starts) {
+                    let mut c = source.deep_copy()?;
+                    c.truncate(start);
+                    caches.push(c);
+                }
+                let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+                let logits = this
+                    .model
+                    .transformer()
+                    .forward_segments(&suffixes, &mut refs)?;
+                Ok((logits, caches))
+            };
+            let Ok((logits, caches)) = run(self) else {
+                one_by_one(self, group, on_done)?;
+                continue;
+            };
             for (row, &i) in group.iter().enumerate() {
-                let r = log_softmax(&logits.get(row)?)
+                let r = logits
+                    .get(row)
+                    .map_err(Into::into)
+                    .and_then(|t| log_softmax(&t))
                     .and_then(|lp| self.distribution(&queries[i], &lp));
                 on_done(i, r)?;
             }
             for (&i, cache) in group.iter().zip(caches) {
-                // Bounded like a decoding batch's caches, so a large model does not keep
-                // gigabytes of them between rounds.
+                // Bounded, so a large model does not keep gigabytes of caches between
+                // rounds; the last round's caches are dropped as this one's are kept.
                 let held: usize = self.retained.iter().map(|(_, c)| c.bytes()).sum();
                 if held + cache.bytes() <= RETAINED_BYTES {
                     self.retained

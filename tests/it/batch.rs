@@ -223,46 +223,58 @@ fn reference_distribution(
 
 #[test]
 fn segments_of_several_caches_equal_each_alone() {
-    let mut m = smollm();
-    let texts = [
-        "Name three primary colours.",
-        "What is 12 times 12? Explain briefly.",
-    ];
-    let ids: Vec<Vec<u32>> = texts
-        .iter()
-        .map(|t| {
-            m.prepare(&Input::new(Default::default(), None, t))
-                .unwrap()
-                .ids
-        })
-        .collect();
-    // Two caches at different lengths, continued by suffixes of different lengths.
-    let t = m.transformer();
-    let (mut a, mut b) = (t.new_cache(), t.new_cache());
-    t.forward(&ids[0][..5], &mut a, false).unwrap();
-    t.forward(&ids[1][..9], &mut b, false).unwrap();
-    let alone: Vec<Vec<f32>> = [(&a, &ids[0][5..]), (&b, &ids[1][9..])]
-        .iter()
-        .map(|(c, s)| {
-            let mut c = c.deep_copy().unwrap();
-            t.forward(s, &mut c, false)
-                .unwrap()
-                .squeeze(0)
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        })
-        .collect();
-    let (mut a2, mut b2) = (a.deep_copy().unwrap(), b.deep_copy().unwrap());
-    let together: Vec<Vec<f32>> = t
-        .forward_segments(&[&ids[0][5..], &ids[1][9..]], &mut [&mut a2, &mut b2])
-        .unwrap()
-        .to_vec2()
-        .unwrap();
-    assert_eq!(together, alone);
-    assert_eq!((a2.len(), b2.len()), (ids[0].len(), ids[1].len()));
-    assert_eq!((a.len(), b.len()), (5, 9), "the originals are untouched");
-    assert!(t.forward_segments(&[&[]], &mut [&mut a]).is_err());
+    for mut m in [smollm(), gemma()] {
+        let texts = [
+            "Name three primary colours.",
+            "What is 12 times 12? Explain briefly.",
+            "Hi",
+        ];
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| {
+                m.prepare(&Input::new(Default::default(), None, t))
+                    .unwrap()
+                    .ids
+            })
+            .collect();
+        // Caches at different lengths, continued by suffixes of different lengths, one of
+        // them a single token (the unmasked step).
+        let cuts = [5, 9, ids[2].len() - 1];
+        let t = m.transformer();
+        let mut bases = Vec::new();
+        for (p, &cut) in ids.iter().zip(&cuts) {
+            let mut c = t.new_cache();
+            t.forward(&p[..cut], &mut c, false).unwrap();
+            bases.push(c);
+        }
+        let suffixes: Vec<&[u32]> = ids.iter().zip(&cuts).map(|(p, &c)| &p[c..]).collect();
+        let alone: Vec<Vec<f32>> = bases
+            .iter()
+            .zip(&suffixes)
+            .map(|(c, s)| {
+                let mut c = c.deep_copy().unwrap();
+                t.forward(s, &mut c, false)
+                    .unwrap()
+                    .squeeze(0)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap()
+            })
+            .collect();
+        let mut copies: Vec<_> = bases.iter().map(|c| c.deep_copy().unwrap()).collect();
+        let mut refs: Vec<&mut llm_judge::model::KvCache> = copies.iter_mut().collect();
+        let together: Vec<Vec<f32>> = t
+            .forward_segments(&suffixes, &mut refs)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        assert_eq!(together, alone);
+        for ((c, b), p) in copies.iter().zip(&bases).zip(&ids) {
+            assert_eq!(c.len(), p.len());
+            assert!(b.len() < p.len(), "the originals are untouched");
+        }
+        assert!(t.forward_segments(&[&[]], &mut [&mut bases[0]]).is_err());
+    }
 }
 
 #[test]

@@ -143,6 +143,7 @@ fn batched_judging_equals_one_call_at_a_time() {
         Mode::Listwise,
         Mode::Pairwise,
         Mode::PairwiseExpected,
+        Mode::Expected,
     ] {
         let alone = judge_directly(mode, &answers, 1);
         let together = judge_directly(mode, &answers, 8);
