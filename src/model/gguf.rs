@@ -423,11 +423,7 @@ impl GgufFile {
                 *by_type.entry(dtype_name(info.ggml_dtype)).or_default() += n;
             }
         }
-        let quantization = by_type
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(t, _)| t.clone())
-            .unwrap_or_else(|| "unknown".into());
+        let quantization = dominant_type(&by_type);
         let vocab = self
             .value("tokenizer.ggml.tokens")
             .and_then(|v| v.to_vec().ok())
@@ -446,6 +442,15 @@ impl GgufFile {
             file_size: self.file_size,
         })
     }
+}
+
+/// The tensor type holding the most weights, from weight counts per type.
+pub(crate) fn dominant_type(by_type: &BTreeMap<String, u64>) -> String {
+    by_type
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(t, _)| t.clone())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Lower-case name of a GGML tensor type, as llama.cpp prints it (`q4_1`, `f16`, ...).

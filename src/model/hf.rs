@@ -304,11 +304,7 @@ impl Checkpoint {
                     .or_default() += n as u64;
             }
         }
-        let quantization = by_type
-            .iter()
-            .max_by_key(|(_, n)| **n)
-            .map(|(t, _)| t.clone())
-            .unwrap_or_else(|| "unknown".into());
+        let quantization = super::gguf::dominant_type(&by_type);
         let file_size = self
             .files
             .iter()

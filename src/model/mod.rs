@@ -141,6 +141,56 @@ pub struct LoadOptions {
     pub tokenizer_json: Option<PathBuf>,
 }
 
+/// What a model file or checkpoint gives before it becomes a [`Model`].
+struct Parts {
+    info: ModelInfo,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    transformer: Transformer,
+}
+
+impl Parts {
+    fn of_checkpoint(ck: &mut hf::Checkpoint, device: &Device) -> Result<Self> {
+        let info = ck.info()?;
+        let tokenizer = ck.tokenizer()?;
+        let template = ChatTemplate::new(
+            ck.chat_template()?,
+            tokenizer.bos_token(),
+            tokenizer.eos_token(),
+        );
+        let transformer = Transformer::load(ck, device)?;
+        Ok(Self {
+            info,
+            tokenizer,
+            template,
+            transformer,
+        })
+    }
+
+    fn of_file(path: &Path, device: &Device, tokenizer_json: Option<&Path>) -> Result<Self> {
+        let mut g = GgufFile::open(path)?;
+        let info = g.info()?;
+        // Check the architecture before reading tokens, so the error names it.
+        config::Config::from_gguf(&g)?;
+        let tokenizer = match tokenizer_json {
+            Some(p) => Tokenizer::from_file(p, &g)?,
+            None => Tokenizer::from_gguf(&g)?,
+        };
+        let template = ChatTemplate::new(
+            g.opt_string("tokenizer.chat_template")?,
+            tokenizer.bos_token(),
+            tokenizer.eos_token(),
+        );
+        let transformer = Transformer::load(&mut g, device)?;
+        Ok(Self {
+            info,
+            tokenizer,
+            template,
+            transformer,
+        })
+    }
+}
+
 impl Model {
     /// Resolves `source` (downloading from the hub if needed) and loads it.
     pub fn load(source: &ModelSource) -> Result<Self> {
@@ -159,94 +209,43 @@ impl Model {
             Some(d) => d.clone(),
             None => default_device()?,
         };
-        if path.is_dir() {
-            return Self::from_checkpoint(source.clone(), &path, &device);
-        }
-        refuse_adapter(source, &path)?;
-        Self::from_file(
-            source.clone(),
-            &path,
-            &device,
-            opts.tokenizer_json.as_deref(),
-        )
-    }
-
-    fn from_checkpoint(source: ModelSource, dir: &Path, device: &Device) -> Result<Self> {
-        let mut ck = open_checkpoint(&source, dir)?;
-        let adapter = ck.adapter().map(|a| a.dir().to_path_buf());
-        let info = ck.info()?;
-        let tokenizer = ck.tokenizer()?;
-        let template = ChatTemplate::new(
-            ck.chat_template()?,
-            tokenizer.bos_token(),
-            tokenizer.eos_token(),
-        );
-        let transformer = Transformer::load(&mut ck, device)?;
-        if tokenizer.vocab_size() > transformer.vocab_size() {
-            return Err(Error::InvalidCheckpoint {
-                path: dir.join("tokenizer.json"),
-                reason: format!(
-                    "{} tokens, but the model has embedding rows for {}",
-                    tokenizer.vocab_size(),
-                    transformer.vocab_size()
-                ),
-            });
-        }
-        Ok(Self {
-            source,
-            path: dir.to_path_buf(),
-            adapter,
-            device: device.clone(),
-            info,
-            transformer,
-            tokenizer,
-            template,
-            context_limit: None,
-        })
-    }
-
-    fn from_file(
-        source: ModelSource,
-        path: &Path,
-        device: &Device,
-        tokenizer_json: Option<&Path>,
-    ) -> Result<Self> {
-        let mut g = GgufFile::open(path)?;
-        let info = g.info()?;
-        // Check the architecture before reading tokens, so the error names it.
-        config::Config::from_gguf(&g)?;
-        let tokenizer = match tokenizer_json {
-            Some(p) => Tokenizer::from_file(p, &g)?,
-            None => Tokenizer::from_gguf(&g)?,
+        let (parts, adapter) = if path.is_dir() {
+            let mut ck = open_checkpoint(source, &path)?;
+            let adapter = ck.adapter().map(|a| a.dir().to_path_buf());
+            let parts = Parts::of_checkpoint(&mut ck, &device)?;
+            (parts, adapter)
+        } else {
+            refuse_adapter(source, &path)?;
+            let parts = Parts::of_file(&path, &device, opts.tokenizer_json.as_deref())?;
+            (parts, None)
         };
-        let template = ChatTemplate::new(
-            g.opt_string("tokenizer.chat_template")?,
-            tokenizer.bos_token(),
-            tokenizer.eos_token(),
-        );
-        let transformer = Transformer::load(&mut g, device)?;
         // Every token the tokenizer can produce needs a row in the embedding and the output
         // layer; a larger vocabulary would index past them.
-        if tokenizer.vocab_size() > transformer.vocab_size() {
-            return Err(Error::GgufMetadata {
-                path: path.to_path_buf(),
-                key: "tokenizer.ggml.tokens".into(),
-                reason: format!(
-                    "{} tokens, but the model has rows for {}",
-                    tokenizer.vocab_size(),
-                    transformer.vocab_size()
-                ),
+        let (tokens, rows) = (parts.tokenizer.vocab_size(), parts.transformer.vocab_size());
+        if tokens > rows {
+            let reason = format!("{tokens} tokens, but the model has embedding rows for {rows}");
+            return Err(if path.is_dir() {
+                Error::InvalidCheckpoint {
+                    path: path.join("tokenizer.json"),
+                    reason,
+                }
+            } else {
+                Error::GgufMetadata {
+                    path,
+                    key: "tokenizer.ggml.tokens".into(),
+                    reason,
+                }
             });
         }
         Ok(Self {
-            source,
-            path: path.to_path_buf(),
-            adapter: None,
-            device: device.clone(),
-            info,
-            transformer,
-            tokenizer,
-            template,
+            source: source.clone(),
+            path,
+            adapter,
+            device,
+            info: parts.info,
+            transformer: parts.transformer,
+            tokenizer: parts.tokenizer,
+            template: parts.template,
             context_limit: None,
         })
     }
