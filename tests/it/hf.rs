@@ -379,10 +379,7 @@ fn merged_by_hand(
     pairs: &[(usize, &str, Tensor, Tensor)],
     s: f64,
 ) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(base.join(f), dir.join(f)).unwrap();
-    }
+    copy_small_files(base, dir);
     let mut weights =
         candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu).unwrap();
     for (layer, module, a, b) in pairs {
@@ -679,10 +676,7 @@ fn sharded_checkpoint_loads_like_one_file() {
     let (base, _) = converted();
     let tmp = TempDir::new("hf-shards");
     let d = tmp.0.join("sharded");
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(base.join(f), d.join(f)).unwrap();
-    }
+    copy_small_files(&base, &d);
     // Split the tensors over two shards and write the index, in bf16 to cover that type.
     let weights =
         candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -817,12 +811,17 @@ preset = "greedy"
     assert_ne!(ids[0], ids[ids.len() - 1], "two adapters, two identities");
 }
 
-/// A copy of the checkpoint's small files into `dir`, with the weights linked.
-fn copy_checkpoint(base: &Path, dir: &Path) {
+/// The checkpoint's configuration and tokenizer files, copied into `dir` (created).
+fn copy_small_files(base: &Path, dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+    for f in llm_judge::model::hf::CONFIG_FILES {
         std::fs::copy(base.join(f), dir.join(f)).unwrap();
     }
+}
+
+/// A copy of the checkpoint's small files into `dir`, with the weights linked.
+fn copy_checkpoint(base: &Path, dir: &Path) {
+    copy_small_files(base, dir);
     std::os::unix::fs::symlink(
         base.join("model.safetensors"),
         dir.join("model.safetensors"),
@@ -884,10 +883,7 @@ fn an_untied_output_layer_is_used() {
     let (base, _) = converted();
     let tmp = TempDir::new("hf-untied");
     let d = tmp.0.join("ck");
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
-        std::fs::copy(base.join(f), d.join(f)).unwrap();
-    }
+    copy_small_files(&base, &d);
     let mut w =
         candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu).unwrap();
     let doubled = (&w["model.embed_tokens.weight"] * 2.0).unwrap();
