@@ -79,3 +79,28 @@ pub fn run_file(path: &std::path::Path, out: &std::path::Path) -> llm_judge::Run
     )
     .unwrap()
 }
+
+/// Reads one whole HTTP/1.1 request (head, then `content-length` bytes of body) from a
+/// test server's connection, and returns the head and the body. A fixture server must read
+/// all of the request before it answers and closes: closing with unread bytes makes the
+/// kernel reset the connection, and the client may then see the reset instead of the reply.
+pub fn read_request(stream: &std::net::TcpStream) -> (String, Vec<u8>) {
+    use std::io::{BufRead, Read};
+    let mut r = std::io::BufReader::new(stream);
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0u8; len];
+    let got = r.read_exact(&mut body).map(|_| len).unwrap_or(0);
+    body.truncate(got);
+    (head, body)
+}

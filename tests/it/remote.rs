@@ -1,11 +1,11 @@
 //! The OpenAI-compatible client against the project's own server (a real bundled model on
 //! 127.0.0.1), and against a local fault-injecting server.
 
-use crate::common::{model_path, prompts_file, run_toml, smollm, TempDir};
+use crate::common::{model_path, prompts_file, read_request, run_toml, smollm, TempDir};
 use llm_judge::backend::{Backend, EndpointConfig, LabelQuery, LocalBackend, OpenAiBackend};
 use llm_judge::model::bundled;
 use llm_judge::{Input, Message, Mode, SamplingParams};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -205,9 +205,8 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
             c2.fetch_add(1, Ordering::SeqCst);
             let script = script.clone();
             std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let (head, body) = read_request(&s);
+                let request = format!("{head}\r\n{}", String::from_utf8_lossy(&body));
                 let step = script[i.min(script.len() - 1)];
                 let reply = |s: &mut std::net::TcpStream, status: &str, body: &str, extra: &str| {
                     let _ = write!(
@@ -476,8 +475,7 @@ fn requests_in_flight_and_rate_limit() {
             let Ok(mut s) = stream else { continue };
             let (p, o) = (p2.clone(), o2.clone());
             std::thread::spawn(move || {
-                let mut buf = [0u8; 65536];
-                let _ = s.read(&mut buf);
+                read_request(&s);
                 let n = o.fetch_add(1, Ordering::SeqCst) + 1;
                 p.fetch_max(n, Ordering::SeqCst);
                 std::thread::sleep(std::time::Duration::from_millis(300));
@@ -610,19 +608,7 @@ fn gpt4_stub() -> String {
             let Ok(mut s) = stream else { continue };
             let split = split.clone();
             std::thread::spawn(move || {
-                let mut r = BufReader::new(s.try_clone().unwrap());
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; len];
-                r.read_exact(&mut body).unwrap();
+                let (_, body) = read_request(&s);
                 let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let prompt = req["messages"][0]["content"].as_str().unwrap_or("");
                 // The answers sit between the question and the criteria line.
