@@ -6,25 +6,51 @@
 //! the worker's time slice, milliseconds for a matmul of microseconds, and decoding slows
 //! down by an order of magnitude. [`for_each_chunk`] measures how long the caller waited on
 //! each call. A wait longer than both [`STRAGGLE`] and half the call means a worker was
-//! descheduled: the next [`SERIAL_CALLS`] calls then run on the calling thread alone (the
-//! pool's threads park), after which one call tries the pool again. Without competition
-//! the caller never waits that long, and nothing changes.
+//! descheduled: calls then run on the calling thread alone (the pool's threads park) for a
+//! while, after which one call tries the pool again. How long adapts: it starts at
+//! [`MIN_SERIAL`], doubles with each straggle (up to [`MAX_SERIAL`]: another process that
+//! keeps a core costs one slow call in a quarter of a second), and halves after each retry
+//! that runs clean. A lone hiccup, such as a virtual machine's core being taken for a
+//! moment, so costs a millisecond or two at one thread, not the next few seconds of work.
+//! Without competition the caller never waits that long, and nothing changes.
 //!
 //! The split of work never changes what a work item computes, so results are identical
 //! either way.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// A wait longer than this (and than half the call) counts as a descheduled worker.
 pub const STRAGGLE: Duration = Duration::from_micros(300);
-/// Calls that run on the calling thread alone after a descheduled worker was seen.
-pub const SERIAL_CALLS: u64 = 4096;
+/// How long calls run on the calling thread alone after a first descheduled worker.
+pub const MIN_SERIAL: Duration = Duration::from_millis(2);
+/// The longest serial period, after straggles in a row.
+pub const MAX_SERIAL: Duration = Duration::from_millis(256);
 
-static CALLS: AtomicU64 = AtomicU64::new(0);
-static SERIAL_UNTIL: AtomicU64 = AtomicU64::new(0);
+/// The serial period ends at this many nanoseconds after [`epoch`].
+static SERIAL_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
 static STRAGGLES: AtomicU64 = AtomicU64::new(0);
+/// The next serial period, in nanoseconds.
+static SERIAL_NS: AtomicU64 = AtomicU64::new(MIN_SERIAL.as_nanos() as u64);
+/// Set while the next pool call is a retry after a serial period.
+static RETRY: AtomicBool = AtomicBool::new(false);
+
+/// Nanoseconds since the first call.
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The next serial period after a pool call that straggled (`true`) or a clean retry.
+fn next_serial(now: Duration, straggled: bool) -> Duration {
+    if straggled {
+        (now * 2).min(MAX_SERIAL)
+    } else {
+        (now / 2).max(MIN_SERIAL)
+    }
+}
 
 /// How many times a descheduled worker sent the kernels to the calling thread alone.
 pub fn straggles() -> u64 {
@@ -35,8 +61,7 @@ pub fn straggles() -> u64 {
 /// calling thread alone while the pool's threads are not getting a core.
 pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
     let pool = candle_core::utils::barrier_pool();
-    let call = CALLS.fetch_add(1, Ordering::Relaxed);
-    if n_items <= 1 || pool.n_workers() == 0 || call < SERIAL_UNTIL.load(Ordering::Relaxed) {
+    if n_items <= 1 || pool.n_workers() == 0 || now_ns() < SERIAL_UNTIL_NS.load(Ordering::Relaxed) {
         f(0..n_items);
         return;
     }
@@ -54,15 +79,46 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
     });
     let total = start.elapsed();
     let waited = total.saturating_sub(Duration::from_nanos(own_ns.load(Ordering::Relaxed)));
-    if waited > STRAGGLE && waited > total / 2 {
-        SERIAL_UNTIL.store(call + SERIAL_CALLS, Ordering::Relaxed);
+    let straggled = waited > STRAGGLE && waited > total / 2;
+    // A retry is the first pool call after a serial period. Every straggle doubles the next
+    // period; only a clean retry halves it, so the clean calls between a worker's time slices
+    // under lasting contention do not wear the period down.
+    let retry = RETRY.swap(false, Ordering::Relaxed);
+    let period = Duration::from_nanos(SERIAL_NS.load(Ordering::Relaxed));
+    if straggled {
+        SERIAL_UNTIL_NS.store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
         STRAGGLES.fetch_add(1, Ordering::Relaxed);
+        RETRY.store(true, Ordering::Relaxed);
+    }
+    if straggled || retry {
+        let next = next_serial(period, straggled);
+        SERIAL_NS.store(next.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_serial_period_doubles_on_straggles_and_halves_after_clean_calls() {
+        let mut p = MIN_SERIAL;
+        for _ in 0..20 {
+            p = next_serial(p, true);
+        }
+        assert_eq!(p, MAX_SERIAL);
+        p = next_serial(p, false);
+        assert_eq!(p, MAX_SERIAL / 2);
+        // Contention that lets every other retry through keeps the period long.
+        for _ in 0..20 {
+            p = next_serial(next_serial(p, true), false);
+        }
+        assert_eq!(p, MAX_SERIAL / 2);
+        for _ in 0..20 {
+            p = next_serial(p, false);
+        }
+        assert_eq!(p, MIN_SERIAL);
+    }
 
     #[test]
     fn every_item_runs_exactly_once() {
