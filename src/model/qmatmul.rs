@@ -6,9 +6,12 @@
 //! This kernel instead:
 //! - quantises each 32-value block of activations to 8 bits (one f32 scale per block, and the
 //!   block's scaled sum), as llama.cpp does;
-//! - unpacks each 32-value block of weights once into signed bytes with a scale per 16 values
-//!   and a bias, and multiplies it into up to 16 activation rows with AVX2 `maddubs` (with a
-//!   scalar fallback);
+//! - decodes one row (single-sequence decoding) by streaming each weight row once, read in
+//!   place, one column at a time: a single sequential stream per thread is what keeps
+//!   memory bandwidth up;
+//! - for several rows, unpacks a task's weight columns once into signed bytes with a scale
+//!   per 16 values and a bias, then multiplies register tiles of 4 rows × 2 columns with AVX2
+//!   `maddubs` (with a scalar fallback);
 //! - sums every output element in the same order whatever the number of rows, so a sequence's
 //!   result never depends on the other rows of its batch or prompt chunk;
 //! - runs on candle's own thread pool, columns split across threads, and on the calling
@@ -233,6 +236,7 @@ impl QMatrix {
         debug_assert_eq!(x.len(), m * k);
         let nb = k / QK;
         let act = QuantizedRows::new(x);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let simd = simd_available();
         let rb = self.row_bytes();
         let mut y = vec![0f32; m * n];
@@ -241,10 +245,26 @@ impl QMatrix {
         // or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
+            #[cfg(target_arch = "x86_64")]
+            let mut buf = Vec::new();
             let mut dst = [0f32; ROW_GROUP];
             for t in tasks {
                 let c0 = t * COLS_PER_TASK;
                 let c1 = n.min(c0 + COLS_PER_TASK);
+                #[cfg(target_arch = "x86_64")]
+                if simd {
+                    let io = avx2::Io {
+                        x: &act,
+                        nb,
+                        y: y_ptr.0,
+                        n,
+                    };
+                    // SAFETY: AVX2, FMA and F16C were detected at run time; `data` holds `n`
+                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`, and
+                    // every column belongs to exactly one task.
+                    unsafe { avx2::columns(self.kind, &data, rb, c0, c1, m, &io, &mut buf) };
+                    continue;
+                }
                 // Row groups outside, columns inside: a group's activations stay in cache
                 // while the task's weight rows stream past them.
                 for r0 in (0..m).step_by(ROW_GROUP) {
@@ -253,12 +273,7 @@ impl QMatrix {
                     let dst = &mut dst[..r1 - r0];
                     for col in c0..c1 {
                         let w = &data[col * rb..(col + 1) * rb];
-                        if simd {
-                            // SAFETY: AVX2 and FMA were detected at run time.
-                            unsafe { avx2::dot_rows(self.kind, w, &rows, nb, dst) }
-                        } else {
-                            self.scalar_dot_rows(w, &rows, nb, dst)
-                        }
+                        self.scalar_dot_rows(w, &rows, nb, dst);
                         for (i, v) in dst.iter().enumerate() {
                             // SAFETY: (row, col) lies inside `y`, and every column belongs to
                             // exactly one task, so no two writers touch the same element.
@@ -351,7 +366,9 @@ unsafe impl Send for SendPtr {}
 fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -361,11 +378,59 @@ fn simd_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{f16_at, scale_min_k4, Kind, Rows, QK};
+    //! The AVX2 kernel. Each output element is one accumulator that takes the blocks in
+    //! order, `acc = fma(scale, Σ w·q, acc)`, then a horizontal sum plus the bias; every path
+    //! below (one row or many, weights read in place or unpacked first) does exactly these
+    //! operations per element, so the result never depends on the batch.
+    use super::{Kind, QuantizedRows, QK};
     use std::arch::x86_64::*;
 
+    /// The kinds as numbers, for const generics.
+    const Q4_1: u8 = 0;
+    const Q5_0: u8 = 1;
+    const Q8_0: u8 = 2;
+    const Q4K: u8 = 3;
+    const Q6K: u8 = 4;
+
+    /// Weights with a sign (maddubs needs an unsigned operand: |w|, the sign moved onto x).
+    const fn signed(k: u8) -> bool {
+        matches!(k, Q5_0 | Q8_0 | Q6K)
+    }
+    /// Weights whose two half-blocks have their own scales.
+    const fn split(k: u8) -> bool {
+        k == Q6K
+    }
+    /// Weights with an offset (a per-block minimum).
+    const fn biased(k: u8) -> bool {
+        matches!(k, Q4_1 | Q4K)
+    }
+
+    /// Output rows and columns of the register tiles.
+    const TILE_ROWS: usize = 4;
+    const TILE_COLS: usize = 2;
+
+    /// One unpacked 32-value weight sub-block, as the multi-row tiles read it.
+    #[repr(C, align(32))]
+    #[derive(Clone, Copy)]
+    pub(super) struct Packed {
+        q: [i8; QK],
+        lo: f32,
+        hi: f32,
+        bias: f32,
+    }
+
+    impl Packed {
+        pub(super) const ZERO: Packed = Packed {
+            q: [0; QK],
+            lo: 0.0,
+            hi: 0.0,
+            bias: 0.0,
+        };
+    }
+
     /// Horizontal sum of 8 lanes.
-    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
@@ -375,8 +440,17 @@ mod avx2 {
         _mm_cvtss_f32(s)
     }
 
+    /// The little-endian f16 at `p`, as f32 (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn f16(p: *const u8) -> f32 {
+        let bits = (p as *const u16).read_unaligned();
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
     /// 16 bytes of nibbles as 32 bytes: the low nibbles first, then the high ones.
-    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn nibbles_16(p: *const u8) -> __m256i {
         let mask = _mm_set1_epi8(0x0F);
         let qs = _mm_loadu_si128(p as *const __m128i);
@@ -386,7 +460,8 @@ mod avx2 {
     }
 
     /// Bit `j` of `bits` as byte `j` (0xFF when set).
-    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn bytes_from_bits(bits: u32) -> __m256i {
         let shuf = _mm256_set_epi64x(
             0x0303030303030303,
@@ -399,60 +474,52 @@ mod avx2 {
         _mm256_cmpeq_epi8(_mm256_and_si256(bytes, m), m)
     }
 
-    /// The kinds as numbers, for const generics.
-    const Q4_1: u8 = 0;
-    const Q5_0: u8 = 1;
-    const Q8_0: u8 = 2;
-    const Q4K: u8 = 3;
-    const Q6K: u8 = 4;
-
-    fn kind_of(k: u8) -> Kind {
-        match k {
-            Q4_1 => Kind::Q4_1,
-            Q5_0 => Kind::Q5_0,
-            Q8_0 => Kind::Q8_0,
-            Q4K => Kind::Q4K,
-            _ => Kind::Q6K,
+    /// The 6-bit scale and min of sub-block `j` of a Q4_K super-block (`s`: its 12 scale
+    /// bytes).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scale_min_k4(j: usize, s: *const u8) -> (u8, u8) {
+        if j < 4 {
+            (*s.add(j) & 63, *s.add(j + 4) & 63)
+        } else {
+            (
+                (*s.add(j + 4) & 0x0F) | ((*s.add(j - 4) >> 6) << 4),
+                (*s.add(j + 4) >> 4) | ((*s.add(j) >> 6) << 4),
+            )
         }
     }
 
-    /// Sub-block `sb` of weight row `w` as 32 signed bytes, with its two half scales and bias.
-    /// Generic over the kind so that each copy is small enough to inline into its loop.
+    /// Sub-block `sb` of the weight row at `w` as 32 bytes (signed, or unsigned nibbles), with
+    /// its two half scales and its bias.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn unpack<const K: u8>(w: &[u8], sb: usize) -> (__m256i, f32, f32, f32) {
-        let p = w.as_ptr();
-        match kind_of(K) {
-            Kind::Q4_1 => {
-                let b = sb * 20;
-                let d = f16_at(w, b);
-                (nibbles_16(p.add(b + 4)), d, d, f16_at(w, b + 2))
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack<const K: u8>(w: *const u8, sb: usize) -> (__m256i, f32, f32, f32) {
+        match K {
+            Q4_1 => {
+                let b = w.add(sb * 20);
+                let d = f16(b);
+                (nibbles_16(b.add(4)), d, d, f16(b.add(2)))
             }
-            Kind::Q5_0 => {
-                let b = sb * 22;
-                let d = f16_at(w, b);
-                let qh = u32::from_le_bytes([w[b + 2], w[b + 3], w[b + 4], w[b + 5]]);
+            Q5_0 => {
+                let b = w.add(sb * 22);
+                let d = f16(b);
+                let qh = (b.add(2) as *const u32).read_unaligned();
                 // A set fifth bit keeps the nibble (n + 16 - 16); a clear one makes it
                 // n - 16, which as a signed byte is n | 0xF0.
                 let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                (_mm256_or_si256(nibbles_16(p.add(b + 6)), high), d, d, 0.0)
+                (_mm256_or_si256(nibbles_16(b.add(6)), high), d, d, 0.0)
             }
-            Kind::Q8_0 => {
-                let b = sb * 34;
-                let d = f16_at(w, b);
-                (
-                    _mm256_loadu_si256(p.add(b + 2) as *const __m256i),
-                    d,
-                    d,
-                    0.0,
-                )
+            Q8_0 => {
+                let b = w.add(sb * 34);
+                let d = f16(b);
+                (_mm256_loadu_si256(b.add(2) as *const __m256i), d, d, 0.0)
             }
-            Kind::Q4K => {
-                let s = (sb / 8) * 144;
+            Q4K => {
+                let s = w.add((sb / 8) * 144);
                 let j = sb % 8;
-                let (d, dmin) = (f16_at(w, s), f16_at(w, s + 2));
-                let (sc, m) = scale_min_k4(j, &w[s + 4..s + 16]);
-                let q = _mm256_loadu_si256(p.add(s + 16 + (j / 2) * 32) as *const __m256i);
+                let (d, dmin) = (f16(s), f16(s.add(2)));
+                let (sc, m) = scale_min_k4(j, s.add(4));
+                let q = _mm256_loadu_si256(s.add(16 + (j / 2) * 32) as *const __m256i);
                 let q = if j.is_multiple_of(2) {
                     q
                 } else {
@@ -462,10 +529,10 @@ mod avx2 {
                 let ds = d * sc as f32;
                 (q, ds, ds, -dmin * m as f32)
             }
-            Kind::Q6K => {
-                let s = (sb / 8) * 210;
+            _ => {
+                let s = w.add((sb / 8) * 210);
                 let (c, g) = ((sb % 8) / 4, sb % 4);
-                let ql = p.add(s + 64 * c + if g % 2 == 1 { 32 } else { 0 });
+                let ql = s.add(64 * c + if g % 2 == 1 { 32 } else { 0 });
                 let low = _mm256_loadu_si256(ql as *const __m256i);
                 let low = if g >= 2 {
                     _mm256_srli_epi16(low, 4)
@@ -473,51 +540,64 @@ mod avx2 {
                     low
                 };
                 let low = _mm256_and_si256(low, _mm256_set1_epi8(0x0F));
-                let qh = _mm256_loadu_si256(p.add(s + 128 + 32 * c) as *const __m256i);
+                let qh = _mm256_loadu_si256(s.add(128 + 32 * c) as *const __m256i);
                 let high = _mm256_and_si256(
                     _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g as i32)),
                     _mm256_set1_epi8(3),
                 );
                 let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
                 let q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-                let d = f16_at(w, s + 208);
-                let sc = s + 192 + 8 * c + 2 * g;
-                (q, d * w[sc] as i8 as f32, d * w[sc + 1] as i8 as f32, 0.0)
+                let d = f16(s.add(208));
+                let sc = s.add(192 + 8 * c + 2 * g) as *const i8;
+                (q, d * *sc as f32, d * *sc.add(1) as f32, 0.0)
             }
         }
     }
 
-    /// One weight row (`nb` sub-blocks) against every activation row of `x` (at most
-    /// [`super::ROW_GROUP`] rows).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_rows(kind: Kind, w: &[u8], x: &Rows<'_>, nb: usize, dst: &mut [f32]) {
-        // Nibble types have unsigned weights and need no sign shuffle; only Q6_K scales its
-        // two halves apart.
-        match kind {
-            Kind::Q4_1 => dot_rows_t::<Q4_1, false, false>(w, x, nb, dst),
-            Kind::Q4K => dot_rows_t::<Q4K, false, false>(w, x, nb, dst),
-            Kind::Q5_0 => dot_rows_t::<Q5_0, true, false>(w, x, nb, dst),
-            Kind::Q8_0 => dot_rows_t::<Q8_0, true, false>(w, x, nb, dst),
-            Kind::Q6K => dot_rows_t::<Q6K, true, true>(w, x, nb, dst),
+    /// Sub-block `sb` of column `w`: read in place (`PACKED` false: `w` is the GGUF row) or
+    /// from unpacked [`Packed`] blocks.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fetch<const K: u8, const PACKED: bool>(
+        w: *const u8,
+        sb: usize,
+    ) -> (__m256i, f32, f32, f32) {
+        if PACKED {
+            let p = (w as *const Packed).add(sb);
+            (
+                _mm256_load_si256((*p).q.as_ptr() as *const __m256i),
+                (*p).lo,
+                (*p).hi,
+                (*p).bias,
+            )
+        } else {
+            unpack::<K>(w, sb)
         }
     }
 
-    /// `Σ_j w_j q_j` of one 32-value block, per 8 lanes, as f32, with the block's scale(s)
-    /// times the activation scale `d` applied.
+    /// One weight sub-block against one activation block: `fma(scale, Σ w·q, acc)`.
     #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_dot<const SIGNED: bool, const SPLIT: bool>(
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn step<const K: u8>(
+        acc: __m256,
         wq: __m256i,
         aw: __m256i,
-        xq: *const i8,
         lo: f32,
         hi: f32,
+        xq: *const i8,
         d: f32,
-    ) -> (__m256, __m256) {
+    ) -> __m256 {
         let q = _mm256_loadu_si256(xq as *const __m256i);
-        let q = if SIGNED { _mm256_sign_epi8(q, wq) } else { q };
-        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, q), _mm256_set1_epi16(1));
-        let s = if SPLIT {
+        let q = if signed(K) {
+            _mm256_sign_epi8(q, wq)
+        } else {
+            q
+        };
+        let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(
+            _mm256_maddubs_epi16(aw, q),
+            _mm256_set1_epi16(1),
+        ));
+        let s = if split(K) {
             _mm256_mul_ps(
                 _mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo),
                 _mm256_set1_ps(d),
@@ -525,75 +605,152 @@ mod avx2 {
         } else {
             _mm256_set1_ps(lo * d)
         };
-        (s, _mm256_cvtepi32_ps(p))
+        _mm256_fmadd_ps(s, p, acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn dot_rows_t<const K: u8, const SIGNED: bool, const SPLIT: bool>(
-        w: &[u8],
-        x: &Rows<'_>,
-        nb: usize,
-        dst: &mut [f32],
+    /// Where the kernel reads activations and writes results.
+    pub(super) struct Io<'a> {
+        pub(super) x: &'a QuantizedRows,
+        pub(super) nb: usize,
+        pub(super) y: *mut f32,
+        pub(super) n: usize,
+    }
+
+    /// Rows `r0..r0 + R` against the `C` weight columns at `w` (the first is column `col`),
+    /// accumulated in registers; writes the `R × C` results.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const K: u8, const PACKED: bool, const R: usize, const C: usize>(
+        w: [*const u8; C],
+        io: &Io<'_>,
+        r0: usize,
+        col: usize,
     ) {
-        let (xq, xd, xs) = (x.q.as_ptr(), x.d.as_ptr(), x.s.as_ptr());
-        if dst.len() == 1 {
-            // One row (single-sequence decoding): two accumulators in registers, so that
-            // consecutive blocks do not wait on each other's multiply-add.
-            let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            let mut bias = 0f32;
-            let mut sb = 0;
-            while sb + 1 < nb {
-                let (wq, lo, hi, b) = unpack::<K>(w, sb);
-                let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) =
-                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
-                a0 = _mm256_fmadd_ps(s, p, a0);
-                bias += b * *xs.add(sb);
-                let (wq, lo, hi, b) = unpack::<K>(w, sb + 1);
-                let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) = block_dot::<SIGNED, SPLIT>(
-                    wq,
-                    aw,
-                    xq.add((sb + 1) * QK),
-                    lo,
-                    hi,
-                    *xd.add(sb + 1),
-                );
-                a1 = _mm256_fmadd_ps(s, p, a1);
-                bias += b * *xs.add(sb + 1);
-                sb += 2;
+        let (xq, xd, xs) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.x.s.as_ptr());
+        let nb = io.nb;
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut bias = [[0f32; C]; R];
+        for sb in 0..nb {
+            let mut wq = [_mm256_setzero_si256(); C];
+            let mut aw = [_mm256_setzero_si256(); C];
+            let (mut lo, mut hi, mut b) = ([0f32; C], [0f32; C], [0f32; C]);
+            for c in 0..C {
+                let (q, l, h, bb) = fetch::<K, PACKED>(w[c], sb);
+                wq[c] = q;
+                aw[c] = if signed(K) { _mm256_sign_epi8(q, q) } else { q };
+                (lo[c], hi[c], b[c]) = (l, h, bb);
             }
-            if sb < nb {
-                let (wq, lo, hi, b) = unpack::<K>(w, sb);
-                let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-                let (s, p) =
-                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(sb * QK), lo, hi, *xd.add(sb));
-                a0 = _mm256_fmadd_ps(s, p, a0);
-                bias += b * *xs.add(sb);
+            for r in 0..R {
+                let at = (r0 + r) * nb + sb;
+                let (xp, d) = (xq.add(at * QK), *xd.add(at));
+                for c in 0..C {
+                    acc[r][c] = step::<K>(acc[r][c], wq[c], aw[c], lo[c], hi[c], xp, d);
+                    if biased(K) {
+                        bias[r][c] += b[c] * *xs.add(at);
+                    }
+                }
             }
-            dst[0] = hsum(_mm256_add_ps(a0, a1)) + bias;
+        }
+        for r in 0..R {
+            for c in 0..C {
+                *io.y.add((r0 + r) * io.n + col + c) = hsum(acc[r][c]) + bias[r][c];
+            }
+        }
+    }
+
+    /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed) {
+        for sb in 0..nb {
+            let (q, lo, hi, bias) = unpack::<K>(w, sb);
+            let p = dst.add(sb);
+            _mm256_store_si256((*p).q.as_mut_ptr() as *mut __m256i, q);
+            (*p).lo = lo;
+            (*p).hi = hi;
+            (*p).bias = bias;
+        }
+    }
+
+    /// Columns `c0..c1` of `data` (rows of `rb` bytes) against every activation row.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available; `data` holds at least `c1` rows of `rb` bytes of
+    /// `kind`, each `io.nb` sub-blocks long; `io.y` has room for `io.x`'s rows times `io.n`,
+    /// and no one else writes columns `c0..c1`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn columns(
+        kind: Kind,
+        data: &[u8],
+        rb: usize,
+        c0: usize,
+        c1: usize,
+        m: usize,
+        io: &Io<'_>,
+        buf: &mut Vec<Packed>,
+    ) {
+        match kind {
+            Kind::Q4_1 => columns_t::<Q4_1>(data, rb, c0, c1, m, io, buf),
+            Kind::Q5_0 => columns_t::<Q5_0>(data, rb, c0, c1, m, io, buf),
+            Kind::Q8_0 => columns_t::<Q8_0>(data, rb, c0, c1, m, io, buf),
+            Kind::Q4K => columns_t::<Q4K>(data, rb, c0, c1, m, io, buf),
+            Kind::Q6K => columns_t::<Q6K>(data, rb, c0, c1, m, io, buf),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn columns_t<const K: u8>(
+        data: &[u8],
+        rb: usize,
+        c0: usize,
+        c1: usize,
+        m: usize,
+        io: &Io<'_>,
+        buf: &mut Vec<Packed>,
+    ) {
+        let base = data.as_ptr();
+        let row = |c: usize| base.add(c * rb);
+        if m == 1 {
+            // Decoding: the weights stream past once, read in place, one column after the
+            // other (measured: two or four columns at a time, as several streams, decode
+            // 20-35 % slower).
+            for c in c0..c1 {
+                tile::<K, false, 1, 1>([row(c)], io, 0, c);
+            }
             return;
         }
-        // Several rows: the same sums in the same order as one row (even and odd blocks in
-        // their own accumulators), so a row's result does not depend on its company.
-        let rows = dst.len();
-        let mut acc = [[_mm256_setzero_ps(); 2]; super::ROW_GROUP];
-        let mut bias = [0f32; super::ROW_GROUP];
-        for sb in 0..nb {
-            let (wq, lo, hi, b) = unpack::<K>(w, sb);
-            // maddubs needs an unsigned operand: |w|, with the sign of w moved onto x.
-            let aw = if SIGNED { _mm256_sign_epi8(wq, wq) } else { wq };
-            let parity = sb % 2;
-            for i in 0..rows {
-                let at = i * nb + sb;
-                let (s, p) =
-                    block_dot::<SIGNED, SPLIT>(wq, aw, xq.add(at * QK), lo, hi, *xd.add(at));
-                acc[i][parity] = _mm256_fmadd_ps(s, p, acc[i][parity]);
-                bias[i] += b * *xs.add(at);
-            }
+        // Several rows: unpack these columns once, then run register tiles of rows × columns
+        // over them.
+        let nb = io.nb;
+        buf.clear();
+        buf.resize((c1 - c0) * nb, Packed::ZERO);
+        for c in c0..c1 {
+            pack::<K>(row(c), nb, buf.as_mut_ptr().add((c - c0) * nb));
         }
-        for i in 0..rows {
-            dst[i] = hsum(_mm256_add_ps(acc[i][0], acc[i][1])) + bias[i];
+        let packed = |c: usize| buf.as_ptr().add((c - c0) * nb) as *const u8;
+        let mut r = 0;
+        while r < m {
+            let rows = (m - r).min(TILE_ROWS);
+            let mut c = c0;
+            while c + TILE_COLS <= c1 {
+                let w = [packed(c), packed(c + 1)];
+                match rows {
+                    4 => tile::<K, true, 4, TILE_COLS>(w, io, r, c),
+                    3 => tile::<K, true, 3, TILE_COLS>(w, io, r, c),
+                    2 => tile::<K, true, 2, TILE_COLS>(w, io, r, c),
+                    _ => tile::<K, true, 1, TILE_COLS>(w, io, r, c),
+                }
+                c += TILE_COLS;
+            }
+            if c < c1 {
+                let w = [packed(c)];
+                match rows {
+                    4 => tile::<K, true, 4, 1>(w, io, r, c),
+                    3 => tile::<K, true, 3, 1>(w, io, r, c),
+                    2 => tile::<K, true, 2, 1>(w, io, r, c),
+                    _ => tile::<K, true, 1, 1>(w, io, r, c),
+                }
+            }
+            r += rows;
         }
     }
 }
