@@ -575,17 +575,19 @@ mod avx2 {
         }
     }
 
-    /// One weight sub-block against one activation block: `fma(scale, Σ w·q, acc)`.
+    /// One weight sub-block against one activation block: `fma(ws · d, Σ w·q, acc)`, where
+    /// `ws` holds the weight scales (`lo` in the low four lanes, `hi` in the high four) and
+    /// `d` the activation block's scale, both broadcast. `ws · d` rounds as the scalar
+    /// product `lo · d` does, so every path gets the same bits.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn step<const K: u8>(
         acc: __m256,
         wq: __m256i,
         aw: __m256i,
-        lo: f32,
-        hi: f32,
+        ws: __m256,
         xq: *const i8,
-        d: f32,
+        d: __m256,
     ) -> __m256 {
         let q = _mm256_loadu_si256(xq as *const __m256i);
         let q = if signed(K) {
@@ -597,15 +599,7 @@ mod avx2 {
             _mm256_maddubs_epi16(aw, q),
             _mm256_set1_epi16(1),
         ));
-        let s = if split(K) {
-            _mm256_mul_ps(
-                _mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo),
-                _mm256_set1_ps(d),
-            )
-        } else {
-            _mm256_set1_ps(lo * d)
-        };
-        _mm256_fmadd_ps(s, p, acc)
+        _mm256_fmadd_ps(_mm256_mul_ps(ws, d), p, acc)
     }
 
     /// Where the kernel reads activations and writes results.
@@ -632,18 +626,24 @@ mod avx2 {
         for sb in 0..nb {
             let mut wq = [_mm256_setzero_si256(); C];
             let mut aw = [_mm256_setzero_si256(); C];
-            let (mut lo, mut hi, mut b) = ([0f32; C], [0f32; C], [0f32; C]);
+            let mut ws = [_mm256_setzero_ps(); C];
+            let mut b = [0f32; C];
             for c in 0..C {
-                let (q, l, h, bb) = fetch::<K, PACKED>(w[c], sb);
+                let (q, lo, hi, bb) = fetch::<K, PACKED>(w[c], sb);
                 wq[c] = q;
                 aw[c] = if signed(K) { _mm256_sign_epi8(q, q) } else { q };
-                (lo[c], hi[c], b[c]) = (l, h, bb);
+                ws[c] = if split(K) {
+                    _mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo)
+                } else {
+                    _mm256_set1_ps(lo)
+                };
+                b[c] = bb;
             }
             for r in 0..R {
                 let at = (r0 + r) * nb + sb;
-                let (xp, d) = (xq.add(at * QK), *xd.add(at));
+                let (xp, d) = (xq.add(at * QK), _mm256_set1_ps(*xd.add(at)));
                 for c in 0..C {
-                    acc[r][c] = step::<K>(acc[r][c], wq[c], aw[c], lo[c], hi[c], xp, d);
+                    acc[r][c] = step::<K>(acc[r][c], wq[c], aw[c], ws[c], xp, d);
                     if biased(K) {
                         bias[r][c] += b[c] * *xs.add(at);
                     }

@@ -609,12 +609,13 @@ impl Layer {
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let gate = batch_linear(&self.gate, x)?;
-        let act = if self.gelu {
-            gate.gelu()?
-        } else {
-            candle_nn::ops::silu(&gate)?
+        let up = batch_linear(&self.up, x)?;
+        let h = match super::activation::gated(&gate, &up, self.gelu)? {
+            Some(h) => h,
+            None if self.gelu => (gate.gelu()? * up)?,
+            None => (candle_nn::ops::silu(&gate)? * up)?,
         };
-        batch_linear(&self.down, &(act * batch_linear(&self.up, x)?)?)
+        batch_linear(&self.down, &h)
     }
 }
 
