@@ -324,27 +324,55 @@ struct Rows<'a> {
     s: &'a [f32],
 }
 
+/// Activation blocks per parallel work item when quantising.
+const BLOCKS_PER_ITEM: usize = 512;
+
 impl QuantizedRows {
+    /// Quantises `x` block by block: on candle's thread pool for long inputs, with AVX2 where
+    /// the CPU has it. Both paths give the same bits (ties round to even in both).
     fn new(x: &[f32]) -> Self {
         let blocks = x.len() / QK;
-        let (mut q, mut d, mut s) = (
-            vec![0i8; x.len()],
-            Vec::with_capacity(blocks),
-            Vec::with_capacity(blocks),
+        let (mut q, mut d, mut s) = (vec![0i8; x.len()], vec![0f32; blocks], vec![0f32; blocks]);
+        let ptrs = (
+            SendPtr(q.as_mut_ptr() as *mut f32),
+            SendPtr(d.as_mut_ptr()),
+            SendPtr(s.as_mut_ptr()),
         );
-        for (b, xs) in x.chunks_exact(QK).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (j, v) in xs.iter().enumerate() {
-                let qi = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                q[b * QK + j] = qi;
-                sum += qi as i32;
+        let simd = simd_available();
+        super::parallel::for_each_chunk(blocks.div_ceil(BLOCKS_PER_ITEM), |items| {
+            let (qp, dp, sp) = (&ptrs.0, &ptrs.1, &ptrs.2);
+            for item in items {
+                let (b0, b1) = (
+                    item * BLOCKS_PER_ITEM,
+                    blocks.min((item + 1) * BLOCKS_PER_ITEM),
+                );
+                for b in b0..b1 {
+                    let xs = &x[b * QK..(b + 1) * QK];
+                    // SAFETY: work items cover disjoint blocks, and the vectors outlive the
+                    // call.
+                    let qs = unsafe {
+                        std::slice::from_raw_parts_mut((qp.0 as *mut i8).add(b * QK), QK)
+                    };
+                    #[cfg(target_arch = "x86_64")]
+                    let (scale, sum) = if simd {
+                        // SAFETY: AVX2, FMA and F16C were detected at run time.
+                        unsafe { avx2::quantize_block(xs, qs) }
+                    } else {
+                        quantize_block(xs, qs)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let (scale, sum) = {
+                        let _ = simd;
+                        quantize_block(xs, qs)
+                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        *dp.0.add(b) = scale;
+                        *sp.0.add(b) = scale * sum as f32;
+                    }
+                }
             }
-            d.push(scale);
-            s.push(scale * sum as f32);
-        }
+        });
         Self { q, d, s }
     }
 
@@ -355,6 +383,21 @@ impl QuantizedRows {
             s: &self.s[r0 * nb..r1 * nb],
         }
     }
+}
+
+/// One block of 32 activations as 8-bit values `q ≈ x / scale`, `scale = max |x| / 127`
+/// (ties round to even); returns the scale and `Σ q`.
+fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
+    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let scale = amax / 127.0;
+    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    let mut sum = 0i32;
+    for (o, v) in q.iter_mut().zip(xs) {
+        let qi = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *o = qi;
+        sum += qi as i32;
+    }
+    (scale, sum)
 }
 
 /// A raw pointer that may cross to the pool's threads (they write disjoint elements).
@@ -602,6 +645,50 @@ mod avx2 {
         _mm256_fmadd_ps(_mm256_mul_ps(ws, d), p, acc)
     }
 
+    /// [`super::quantize_block`] with AVX2: the same operations on 8 lanes, so the same bits.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
+        debug_assert!(xs.len() == QK && q.len() == QK);
+        let p = xs.as_ptr();
+        let v = [
+            _mm256_loadu_ps(p),
+            _mm256_loadu_ps(p.add(8)),
+            _mm256_loadu_ps(p.add(16)),
+            _mm256_loadu_ps(p.add(24)),
+        ];
+        let sign = _mm256_set1_ps(-0.0);
+        let a = v.map(|x| _mm256_andnot_ps(sign, x));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+        let scale = amax / 127.0;
+        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
+        let i = v.map(|x| {
+            let r = _mm256_round_ps(
+                _mm256_mul_ps(x, inv),
+                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+            );
+            _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
+        });
+        let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+        let sum = _mm_add_epi32(
+            _mm256_castsi256_si128(sum),
+            _mm256_extracti128_si256(sum, 1),
+        );
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
+        let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01));
+        // Pack 32 i32 to 32 i8; the packs work within 128-bit lanes, the permute restores the
+        // order.
+        let w = _mm256_packs_epi32(i[0], i[1]);
+        let z = _mm256_packs_epi32(i[2], i[3]);
+        let b = _mm256_packs_epi16(w, z);
+        let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, b);
+        (scale, _mm_cvtsi128_si32(sum))
+    }
+
     /// Where the kernel reads activations and writes results.
     pub(super) struct Io<'a> {
         pub(super) x: &'a QuantizedRows,
@@ -844,6 +931,36 @@ mod tests {
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
             check(dtype, 37, 512, 19);
         }
+    }
+
+    #[test]
+    fn activations_quantise_to_the_same_bits_with_and_without_simd() {
+        if !simd_available() {
+            return;
+        }
+        let mut x: Vec<f32> = (0..QK * 64)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 37.0)
+            .collect();
+        // Exact ties (x / scale = n + 0.5) and an all-zero block.
+        x[5] = 127.0;
+        x[6] = 0.5;
+        x[7] = -2.5;
+        for v in &mut x[QK..2 * QK] {
+            *v = 0.0;
+        }
+        for (b, xs) in x.chunks_exact(QK).enumerate() {
+            let (mut a, mut c) = ([0i8; QK], [0i8; QK]);
+            let want = quantize_block(xs, &mut a);
+            // SAFETY: checked above.
+            let got = unsafe { avx2::quantize_block(xs, &mut c) };
+            assert_eq!(want, got, "block {b}");
+            assert_eq!(a, c, "block {b}");
+        }
+        assert_eq!(QuantizedRows::new(&x).q[..QK], {
+            let mut a = [0i8; QK];
+            quantize_block(&x[..QK], &mut a);
+            a
+        });
     }
 
     #[test]
