@@ -744,6 +744,24 @@ mod avx2 {
         }
     }
 
+    /// A tile of `rows` (at most [`TILE_ROWS`]) rows from `r` against `C` columns.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn rows_tile<const K: u8, const PACKED: bool, const C: usize>(
+        w: [*const u8; C],
+        io: &Io<'_>,
+        r: usize,
+        rows: usize,
+        col: usize,
+    ) {
+        match rows {
+            4 => tile::<K, PACKED, 4, C>(w, io, r, col),
+            3 => tile::<K, PACKED, 3, C>(w, io, r, col),
+            2 => tile::<K, PACKED, 2, C>(w, io, r, col),
+            _ => tile::<K, PACKED, 1, C>(w, io, r, col),
+        }
+    }
+
     /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed) {
@@ -805,37 +823,46 @@ mod avx2 {
             }
             return;
         }
-        // Several rows: unpack these columns once, then run register tiles of rows × columns
-        // over them.
+        // Several rows: register tiles of rows × columns. Unpack the columns once first when
+        // more than one tile of rows will read them (Q8_0 needs no unpacking: its bytes are
+        // read in place).
         let nb = io.nb;
+        if K == Q8_0 || m <= TILE_ROWS {
+            return run_tiles::<K, false>(base, rb, 0, c0, c1, m, io);
+        }
         buf.clear();
         buf.resize((c1 - c0) * nb, Packed::ZERO);
         for c in c0..c1 {
             pack::<K>(row(c), nb, buf.as_mut_ptr().add((c - c0) * nb));
         }
-        let packed = |c: usize| buf.as_ptr().add((c - c0) * nb) as *const u8;
+        let stride = nb * std::mem::size_of::<Packed>();
+        run_tiles::<K, true>(buf.as_ptr() as *const u8, stride, c0, c0, c1, m, io);
+    }
+
+    /// Every row of `io` against columns `c0..c1`, in register tiles; column `c` starts at
+    /// `base + (c - first) · stride` (a GGUF row, or its [`Packed`] blocks).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_tiles<const K: u8, const PACKED: bool>(
+        base: *const u8,
+        stride: usize,
+        first: usize,
+        c0: usize,
+        c1: usize,
+        m: usize,
+        io: &Io<'_>,
+    ) {
+        let col = |c: usize| base.add((c - first) * stride);
         let mut r = 0;
         while r < m {
             let rows = (m - r).min(TILE_ROWS);
             let mut c = c0;
             while c + TILE_COLS <= c1 {
-                let w = [packed(c), packed(c + 1)];
-                match rows {
-                    4 => tile::<K, true, 4, TILE_COLS>(w, io, r, c),
-                    3 => tile::<K, true, 3, TILE_COLS>(w, io, r, c),
-                    2 => tile::<K, true, 2, TILE_COLS>(w, io, r, c),
-                    _ => tile::<K, true, 1, TILE_COLS>(w, io, r, c),
-                }
+                let w: [*const u8; TILE_COLS] = std::array::from_fn(|i| col(c + i));
+                rows_tile::<K, PACKED, TILE_COLS>(w, io, r, rows, c);
                 c += TILE_COLS;
             }
-            if c < c1 {
-                let w = [packed(c)];
-                match rows {
-                    4 => tile::<K, true, 4, 1>(w, io, r, c),
-                    3 => tile::<K, true, 3, 1>(w, io, r, c),
-                    2 => tile::<K, true, 2, 1>(w, io, r, c),
-                    _ => tile::<K, true, 1, 1>(w, io, r, c),
-                }
+            for c in c..c1 {
+                rows_tile::<K, PACKED, 1>([col(c)], io, r, rows, c);
             }
             r += rows;
         }
