@@ -6,6 +6,7 @@ mod activation;
 pub mod bundled;
 pub mod chat_template;
 pub mod config;
+mod decode_attention;
 pub mod device;
 pub mod fingerprint;
 pub mod gguf;

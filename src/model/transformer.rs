@@ -720,6 +720,11 @@ impl Attention {
         } else {
             masks.get(self.window)?
         };
+        if seq == 1 {
+            if let Some(out) = super::decode_attention::single_position(&q, &k, &v, nh / nkv)? {
+                return Ok(out);
+            }
+        }
         grouped_attention(&q, &k, &v, mask.as_ref(), nh / nkv)
     }
 }
