@@ -113,7 +113,7 @@ impl Experiment {
     }
 
     /// Adds a temperature × min_p grid of settings (all other filters off), named
-    /// `T=<t> min_p=<m>`; [`RunOutput::sweep_heatmap`] draws the result.
+    /// `T=<t> min_p=<m>`; [`crate::RunOutput::sweep_heatmap`] draws the result.
     pub fn sweep(mut self, temperatures: &[f64], min_ps: &[f64]) -> Self {
         for &t in temperatures {
             for &m in min_ps {

@@ -8,9 +8,9 @@
 //! - `silu(x) = x / (1 + e^(-x))`;
 //! - `gelu(x) = ½ x (1 + tanh u) = x / (1 + e^(-2u))`, with `u = √(2/π) (x + 0.044715 x³)`.
 //!
-//! The exponential is the classic range reduction `e^x = 2^n e^r`, `|r| ≤ ln 2 / 2`, with a
-//! degree-6 polynomial for `e^r` (Cephes' `expf` coefficients): within 2 ulp of the true
-//! value over the range used. Every element is computed on its own, the same way whatever
+//! The exponential is the classic range reduction `e^x = 2^n e^r`, `|r| ≤ ln 2 / 2`, with
+//! `e^r ≈ 1 + r + r² P(r)`, `P` of degree 5 (Cephes' `expf` coefficients): within 3 ε
+//! (relative) of the true value over the range used. Every element is computed on its own, the same way whatever
 //! the shape or the number of threads, so rows stay independent of their batch.
 
 use crate::error::Result;
@@ -93,22 +93,23 @@ fn apply_body(g: &[f32], u: &[f32], out: &mut [f32], gelu: bool) {
 
 /// `x / (1 + e^(-x))`.
 #[inline(always)]
-pub(crate) fn silu(x: f32) -> f32 {
+fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }
 
 /// The tanh approximation of GELU, `½ x (1 + tanh u)`, as `x / (1 + e^(-2u))`.
 #[inline(always)]
-pub(crate) fn gelu_tanh(x: f32) -> f32 {
+fn gelu_tanh(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
     x / (1.0 + exp(-2.0 * u))
 }
 
-/// `e^x`, branch-free (so that loops over it vectorise): saturates to `2^127 · e^0.3` above
-/// 88.3 and to `2^-126` below -87.3, which the callers only ever add to 1.
+/// `e^x`, branch-free (so that loops over it vectorise): clamped to `e^88.3` above and to
+/// `e^-87.3` (about `2^-126`) below. The callers divide by `1 + e^(…)`, so a gate beyond
+/// those bounds gives `x / 2·10^38` instead of 0 (below 10^-36 unless the gate is huge).
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -30,7 +30,15 @@ pub(crate) fn single_position(
     }
     let (b, nh, seq, d) = q.dims4()?;
     let (kb, nkv, len, kd) = k.dims4()?;
-    if b != 1 || seq != 1 || kb != 1 || kd != d || rep == 0 || nkv * rep != nh || len == 0 {
+    if b != 1
+        || seq != 1
+        || kb != 1
+        || kd != d
+        || rep == 0
+        || nkv == 0
+        || nkv * rep != nh
+        || len == 0
+    {
         return Ok(None);
     }
     if v.dims4()? != (1, nkv, len, d) {

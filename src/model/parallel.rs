@@ -4,14 +4,15 @@
 //! through a shared cursor, then spins until every worker has finished the item it took. When
 //! a worker has no core (another process is running there), the caller spins for the rest of
 //! the worker's time slice, milliseconds for a matmul of microseconds, and decoding slows
-//! down by an order of magnitude. [`for_each_chunk`] measures how long the caller waited on
+//! down by an order of magnitude. `for_each_chunk` measures how long the caller waited on
 //! each call. A wait longer than both [`STRAGGLE`] and half the call means a worker was
 //! descheduled: calls then run on the calling thread alone (the pool's threads park) for a
 //! while, after which one call tries the pool again. How long adapts: it starts at
 //! [`MIN_SERIAL`], doubles with each straggle (up to [`MAX_SERIAL`]: another process that
-//! keeps a core costs one slow call in a quarter of a second), and halves after each retry
-//! that runs clean. A lone hiccup, such as a virtual machine's core being taken for a
-//! moment, so costs a millisecond or two at one thread, not the next few seconds of work.
+//! keeps a core costs one slow call in a quarter of a second), halves after each retry
+//! that runs clean, and starts again from the minimum when the last straggle is more than
+//! [`QUIET`] old. A lone hiccup, such as a virtual machine's core being taken for a moment,
+//! so costs a few milliseconds at one thread, not the next few seconds of work.
 //! Without competition the caller never waits that long, and nothing changes.
 //!
 //! The split of work never changes what a work item computes, so results are identical
@@ -28,9 +29,13 @@ pub const STRAGGLE: Duration = Duration::from_micros(300);
 pub const MIN_SERIAL: Duration = Duration::from_millis(2);
 /// The longest serial period, after straggles in a row.
 pub const MAX_SERIAL: Duration = Duration::from_millis(256);
+/// A straggle this long after the previous one starts again from [`MIN_SERIAL`].
+pub const QUIET: Duration = Duration::from_secs(1);
 
-/// The serial period ends at this many nanoseconds after [`epoch`].
+/// The serial period ends at this many nanoseconds after the first call ([`now_ns`]).
 static SERIAL_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
+/// When the last straggle was seen ([`now_ns`]).
+static LAST_STRAGGLE_NS: AtomicU64 = AtomicU64::new(0);
 static STRAGGLES: AtomicU64 = AtomicU64::new(0);
 /// The next serial period, in nanoseconds.
 static SERIAL_NS: AtomicU64 = AtomicU64::new(MIN_SERIAL.as_nanos() as u64);
@@ -41,6 +46,15 @@ static RETRY: AtomicBool = AtomicBool::new(false);
 fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// The serial period to apply after a straggle seen `since` after the previous one.
+fn period_after(current: Duration, since: Duration) -> Duration {
+    if since > QUIET {
+        MIN_SERIAL
+    } else {
+        current
+    }
 }
 
 /// The next serial period after a pool call that straggled (`true`) or a clean retry.
@@ -85,11 +99,17 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
     // under lasting contention do not wear the period down.
     let retry = RETRY.swap(false, Ordering::Relaxed);
     let period = Duration::from_nanos(SERIAL_NS.load(Ordering::Relaxed));
-    if straggled {
-        SERIAL_UNTIL_NS.store(now_ns() + period.as_nanos() as u64, Ordering::Relaxed);
+    let period = if straggled {
+        let now = now_ns();
+        let last = LAST_STRAGGLE_NS.swap(now, Ordering::Relaxed);
+        let period = period_after(period, Duration::from_nanos(now.saturating_sub(last)));
+        SERIAL_UNTIL_NS.store(now + period.as_nanos() as u64, Ordering::Relaxed);
         STRAGGLES.fetch_add(1, Ordering::Relaxed);
         RETRY.store(true, Ordering::Relaxed);
-    }
+        period
+    } else {
+        period
+    };
     if straggled || retry {
         let next = next_serial(period, straggled);
         SERIAL_NS.store(next.as_nanos() as u64, Ordering::Relaxed);
@@ -118,6 +138,10 @@ mod tests {
             p = next_serial(p, false);
         }
         assert_eq!(p, MIN_SERIAL);
+        // A straggle long after the last one starts from the minimum, however long the
+        // period had grown.
+        assert_eq!(period_after(MAX_SERIAL, QUIET * 2), MIN_SERIAL);
+        assert_eq!(period_after(MAX_SERIAL, QUIET / 2), MAX_SERIAL);
     }
 
     #[test]

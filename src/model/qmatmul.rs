@@ -9,9 +9,11 @@
 //! - decodes one row (single-sequence decoding) by streaming each weight row once, read in
 //!   place, one column at a time: a single sequential stream per thread is what keeps
 //!   memory bandwidth up;
-//! - for several rows, unpacks a task's weight columns once into signed bytes with a scale
-//!   per 16 values and a bias, then multiplies register tiles of 4 rows × 2 columns with AVX2
-//!   `maddubs` (with a scalar fallback);
+//! - for several rows, multiplies register tiles of 4 rows × 2 columns with AVX2 `maddubs`
+//!   (with a scalar fallback); when more than one tile of rows will read a task's weight
+//!   columns, they are first unpacked once into bytes (signed, or unsigned nibbles for Q4_1
+//!   and Q4_K) with a scale per 16 values and a bias, except Q8_0, whose bytes are read in
+//!   place;
 //! - sums every output element in the same order whatever the number of rows, so a sequence's
 //!   result never depends on the other rows of its batch or prompt chunk;
 //! - runs on candle's own thread pool, columns split across threads, and on the calling
@@ -29,7 +31,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 const QK: usize = 32;
 /// Weight rows (output features) per parallel work item.
 const COLS_PER_TASK: usize = 32;
-/// Activation rows multiplied together against one weight block.
+/// Activation rows multiplied together against one weight block (the scalar fallback).
 const ROW_GROUP: usize = 16;
 
 /// A weight type this kernel handles.
@@ -233,7 +235,12 @@ impl QMatrix {
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let data = self.tensor.data()?;
         let (n, k) = (self.n, self.k);
-        debug_assert_eq!(x.len(), m * k);
+        if x.len() != m * k {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "quantized matmul: {} activations for {m} rows of {k}",
+                x.len()
+            ))));
+        }
         let nb = k / QK;
         let act = QuantizedRows::new(x);
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
@@ -390,7 +397,12 @@ impl QuantizedRows {
 fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
     let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
     let scale = amax / 127.0;
-    let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    // A scale so small that its inverse overflows quantises the block to zeros.
+    let inv = if scale > 0.0 && (1.0 / scale).is_finite() {
+        1.0 / scale
+    } else {
+        0.0
+    };
     let mut sum = 0i32;
     for (o, v) in q.iter_mut().zip(xs) {
         let qi = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
@@ -400,9 +412,11 @@ fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
     (scale, sum)
 }
 
-/// A raw pointer that may cross to the pool's threads (they write disjoint elements).
+/// A raw pointer that may cross to the pool's threads (they write disjoint elements). It
+/// carries the output `y`, and the activation buffers of [`QuantizedRows::new`] (the `i8`
+/// one cast to and from `*mut f32`, never read as `f32`).
 struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used for writes to disjoint elements while `y` is alive.
+// SAFETY: the pointer is only used for writes to disjoint elements while its buffer is alive.
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
@@ -463,6 +477,7 @@ mod avx2 {
     }
 
     impl Packed {
+        /// An all-zero block, to size a buffer before unpacking into it.
         pub(super) const ZERO: Packed = Packed {
             q: [0; QK],
             lo: 0.0,
@@ -645,10 +660,14 @@ mod avx2 {
         _mm256_fmadd_ps(_mm256_mul_ps(ws, d), p, acc)
     }
 
-    /// [`super::quantize_block`] with AVX2: the same operations on 8 lanes, so the same bits.
+    /// [`super::quantize_block`] with AVX2: the same operations on 8 lanes, so the same bits
+    /// (NaN skipped by the maximum and quantised to 0, as there).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available. (Both slices must hold 32 values; that is checked.)
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
-        debug_assert!(xs.len() == QK && q.len() == QK);
+        assert!(xs.len() == QK && q.len() == QK, "quantize_block: 32 values");
         let p = xs.as_ptr();
         let v = [
             _mm256_loadu_ps(p),
@@ -658,18 +677,28 @@ mod avx2 {
         ];
         let sign = _mm256_set1_ps(-0.0);
         let a = v.map(|x| _mm256_andnot_ps(sign, x));
-        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        // `max_ps` returns its second operand when either is NaN: keeping the running maximum
+        // second skips NaN, as `f32::max` does.
+        let m = a
+            .iter()
+            .fold(_mm256_setzero_ps(), |m, x| _mm256_max_ps(*x, m));
         let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
         let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
         let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
         let scale = amax / 127.0;
-        let inv = _mm256_set1_ps(if scale > 0.0 { 1.0 / scale } else { 0.0 });
+        let inv = _mm256_set1_ps(if scale > 0.0 && (1.0 / scale).is_finite() {
+            1.0 / scale
+        } else {
+            0.0
+        });
         let (lo, hi) = (_mm256_set1_ps(-127.0), _mm256_set1_ps(127.0));
         let i = v.map(|x| {
             let r = _mm256_round_ps(
                 _mm256_mul_ps(x, inv),
                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
             );
+            // NaN lanes become 0 (the scalar `NaN as i8`), before the clamp would keep them.
+            let r = _mm256_and_ps(r, _mm256_cmp_ps(r, r, _CMP_ORD_Q));
             _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
         });
         let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
@@ -691,9 +720,13 @@ mod avx2 {
 
     /// Where the kernel reads activations and writes results.
     pub(super) struct Io<'a> {
+        /// The quantised activations (rows of `nb` blocks).
         pub(super) x: &'a QuantizedRows,
+        /// Blocks of 32 values per row.
         pub(super) nb: usize,
+        /// The output, rows of `n`.
         pub(super) y: *mut f32,
+        /// Output columns (weight rows).
         pub(super) n: usize,
     }
 
@@ -975,12 +1008,22 @@ mod tests {
         for v in &mut x[QK..2 * QK] {
             *v = 0.0;
         }
+        // A block so small that 1 / scale overflows, and blocks with NaN and infinity.
+        x[2 * QK] = 1e-38;
+        x[3 * QK + 3] = f32::NAN;
+        x[4 * QK] = f32::NAN;
+        x[4 * QK + 9] = f32::NAN;
+        x[5 * QK + 1] = f32::INFINITY;
         for (b, xs) in x.chunks_exact(QK).enumerate() {
             let (mut a, mut c) = ([0i8; QK], [0i8; QK]);
             let want = quantize_block(xs, &mut a);
             // SAFETY: checked above.
             let got = unsafe { avx2::quantize_block(xs, &mut c) };
-            assert_eq!(want, got, "block {b}");
+            assert_eq!(
+                (want.0.to_bits(), want.1),
+                (got.0.to_bits(), got.1),
+                "block {b}"
+            );
             assert_eq!(a, c, "block {b}");
         }
         assert_eq!(QuantizedRows::new(&x).q[..QK], {

@@ -761,13 +761,13 @@ fn grouped_attention(
         .reshape((b, seq, nh * hd))?)
 }
 
-/// A projection of the rows `(n, 1, k)` of a decoding batch. Our Q4_1 kernel and candle's
-/// CPU kernels compute
-/// each row of the generic quantized types (Q4_0, Q5_x, Q2_K, Q3_K, Q5_K) the same way
-/// whatever the number of rows, so those run as one matmul that reads every weight block
-/// once for all rows. For Q4_K, Q6_K and Q8_0, candle picks repacked kernels whose rounding
-/// depends on the row count, and for float weights the GEMM kernel changes with the shape;
-/// those rows run one by one, so a sequence's output never depends on its batch.
+/// A projection of the rows `(n, 1, k)` of a decoding batch. Our kernels (Q4_1, Q5_0, Q8_0,
+/// Q4_K, Q6_K on the CPU) and candle's CPU kernels for the other generic quantized types
+/// (Q4_0, Q5_1, Q2_K, Q3_K, Q5_K) compute each row the same way whatever the number of rows,
+/// so those run as one matmul that reads every weight block once for all rows. Where candle
+/// runs Q4_K, Q6_K or Q8_0 (a GPU), it picks kernels whose rounding depends on the row
+/// count, and for float weights the GEMM kernel changes with the shape; those rows run one
+/// by one, so a sequence's output never depends on its batch.
 fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
     use candle_core::quantized::GgmlDType as D;
     let rows_apart = match w {
