@@ -109,7 +109,7 @@ fn gelu_tanh(x: f32) -> f32 {
 /// `e^-87.3` (about `2^-126`) below. The callers divide by `1 + e^(…)`, so a gate beyond
 /// those bounds gives `x / 2·10^38` instead of 0 (below 10^-36 unless the gate is huge).
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

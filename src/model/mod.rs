@@ -3,10 +3,10 @@
 //! template, the device they run on, and the transformer that runs them.
 
 mod activation;
+mod attention;
 pub mod bundled;
 pub mod chat_template;
 pub mod config;
-mod decode_attention;
 pub mod device;
 pub mod fingerprint;
 pub mod gguf;

@@ -707,6 +707,10 @@ impl Attention {
             )
         };
         let (mut k, mut v) = cache.append(index, &k, &v)?;
+        // On the CPU, row by row: the same bits however the prompt was split.
+        if let Some(out) = super::attention::causal(&q, &k, &v, nh / nkv, self.window)? {
+            return Ok(out);
+        }
         let total = pos + seq;
         // A single decoding step only needs the last `window` keys: drop the rest, no mask.
         let mask = if seq == 1 {
@@ -720,11 +724,6 @@ impl Attention {
         } else {
             masks.get(self.window)?
         };
-        if seq == 1 {
-            if let Some(out) = super::decode_attention::single_position(&q, &k, &v, nh / nkv)? {
-                return Ok(out);
-            }
-        }
         grouped_attention(&q, &k, &v, mask.as_ref(), nh / nkv)
     }
 }

@@ -1,0 +1,507 @@
+//! Causal attention on the CPU, one query row at a time, reading the KV cache in place.
+//!
+//! Each query row at position `p` attends to the keys `lo..=p` of its sequence (`lo` is 0,
+//! or `p + 1 - window` in a sliding-window layer): `softmax(q·kᵀ / √d) · v`, the query heads
+//! of each key/value head sharing it (grouped-query attention). The row is computed by the
+//! same operations in the same order whether it is a decoding step, one row of a prompt
+//! chunk, or a prompt split anywhere else: its result depends only on its query and the
+//! cached keys and values, so a prompt gives the same bits however it was split into
+//! chunks, cached prefixes or batched segments.
+//!
+//! This replaces candle's path on the CPU (two matmuls over the whole square with an
+//! additive mask, the softmax, the reshapes, once per sequence and layer), which both did
+//! twice the work of a causal prompt and summed in an order that depended on the number of
+//! keys a chunk saw. Blocks of four query rows, per key/value head, are split across the
+//! kernels' thread pool; a block reads each key and value once for all its queries, and
+//! the weighted sum keeps four queries × 16 values in registers.
+
+use crate::error::Result;
+use candle_core::{DType, Device, Storage, Tensor};
+
+/// `softmax(q·kᵀ / √d) · v` for the `seq` newest positions of a sequence: `q` is `(1, nh,
+/// seq, d)`, `k` and `v` are `(1, nkv, len, d)` (views of a cache are fine; the queries are
+/// positions `len - seq .. len`) with `nh = nkv · rep`. Returns `(1, seq, nh · d)`, or `None`
+/// when the tensors are not f32 on the CPU in a layout read here (the caller then uses
+/// candle's operations).
+pub(crate) fn causal(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rep: usize,
+    window: Option<usize>,
+) -> Result<Option<Tensor>> {
+    if !matches!(q.device(), Device::Cpu)
+        || [q, k, v].iter().any(|t| t.dtype() != DType::F32)
+        || !q.is_contiguous()
+    {
+        return Ok(None);
+    }
+    let (b, nh, seq, d) = q.dims4()?;
+    let (kb, nkv, len, kd) = k.dims4()?;
+    if b != 1
+        || kb != 1
+        || kd != d
+        || rep == 0
+        || nkv == 0
+        || nkv * rep != nh
+        || seq == 0
+        || seq > len
+        || window == Some(0)
+        || v.dims4()? != (1, nkv, len, d)
+    {
+        return Ok(None);
+    }
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) = (&*qs, &*ks, &*vs) else {
+        return Ok(None);
+    };
+    let (ksd, vsd) = (kl.stride(), vl.stride());
+    if ksd[3] != 1 || vsd[3] != 1 {
+        return Ok(None);
+    }
+    let q = &qs.as_slice::<f32>()?[ql.start_offset()..ql.start_offset() + nh * seq * d];
+    let (kall, vall) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
+    // The last element either view reads must lie inside its storage.
+    let end = |off: usize, st: &[usize]| off + (nkv - 1) * st[1] + (len - 1) * st[2] + d;
+    if end(kl.start_offset(), ksd) > kall.len() || end(vl.start_offset(), vsd) > vall.len() {
+        return Ok(None);
+    }
+    let cache = Cache {
+        k: kall,
+        v: vall,
+        k_at: (kl.start_offset(), ksd[1], ksd[2]),
+        v_at: (vl.start_offset(), vsd[1], vsd[2]),
+        d,
+    };
+    let pos = len - seq;
+    let scale = (1.0 / (d as f64).sqrt()) as f32;
+    let mut out = vec![0f32; seq * nh * d];
+    let dst = SendPtr(out.as_mut_ptr());
+    // One work item: a block of query rows against one key/value head, for its `rep` query
+    // heads, so that each key and value is read once for all of them.
+    let blocks = seq.div_ceil(ROWS);
+    super::parallel::for_each_chunk(blocks * nkv, |items| {
+        let dst = &dst;
+        for item in items {
+            let (b, g) = (item / nkv, item % nkv);
+            let mut queries = Vec::with_capacity(ROWS * rep);
+            for i in b * ROWS..seq.min((b + 1) * ROWS) {
+                let p = pos + i;
+                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                for h in g * rep..(g + 1) * rep {
+                    // SAFETY: each (row, head) slice of `out` belongs to exactly one work
+                    // item, and `out` outlives the call.
+                    let out =
+                        unsafe { std::slice::from_raw_parts_mut(dst.0.add((i * nh + h) * d), d) };
+                    queries.push(Query {
+                        q: &q[(h * seq + i) * d..(h * seq + i + 1) * d],
+                        lo,
+                        scores: vec![0.0; p + 1 - lo],
+                        sum: 0.0,
+                        out,
+                    });
+                }
+            }
+            block(&cache, g, scale, &mut queries);
+        }
+    });
+    Ok(Some(Tensor::from_vec(out, (1, seq, nh * d), &Device::Cpu)?))
+}
+
+/// Query rows per work item.
+const ROWS: usize = 4;
+
+/// One query head of one row: keys `lo..lo + scores.len()`, and where its output goes.
+struct Query<'a> {
+    q: &'a [f32],
+    lo: usize,
+    scores: Vec<f32>,
+    sum: f32,
+    out: &'a mut [f32],
+}
+
+impl Query<'_> {
+    fn end(&self) -> usize {
+        self.lo + self.scores.len()
+    }
+}
+
+/// A raw pointer that may cross to the pool's threads (they write disjoint slices).
+struct SendPtr(*mut f32);
+// SAFETY: only used for writes to disjoint slices while the vector is alive.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// A cache's keys and values as slices, with (offset, head stride, position stride).
+struct Cache<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    k_at: (usize, usize, usize),
+    v_at: (usize, usize, usize),
+    d: usize,
+}
+
+/// Every query of a block against key/value head `g`: writes `softmax(q·kᵀ · scale) · v`
+/// to each query's output.
+fn block(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were detected at run time.
+        unsafe { block_avx2(c, g, scale, qs) };
+        return;
+    }
+    block_body(c, g, scale, qs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block_avx2(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) {
+    block_body(c, g, scale, qs);
+}
+
+/// The same operations in the same order for a query whatever its block and on every CPU:
+/// fused multiply-adds (`mul_add` is exactly rounded with or without the instruction),
+/// eight partial sums in a fixed tree, keys in ascending order.
+#[inline(always)]
+fn block_body(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) {
+    let d = c.d;
+    let (ko, kh, kp) = c.k_at;
+    let (vo, vh, vp) = c.v_at;
+    let key = |j: usize| {
+        let at = ko + g * kh + j * kp;
+        &c.k[at..at + d]
+    };
+    let first = qs.iter().map(|x| x.lo).min().unwrap_or(0);
+    let last = qs.iter().map(|x| x.end()).max().unwrap_or(0);
+    // Scores, four keys at a time (four independent chains of multiply-adds), each group
+    // of keys read once for every query of the block.
+    let mut j = first;
+    while j < last {
+        let j4 = (j + 4).min(last);
+        for x in qs.iter_mut() {
+            let (lo, end) = (x.lo, x.end());
+            if j4 - j == 4 && lo <= j && j4 <= end {
+                let s = dot::<4>(x.q, [key(j), key(j + 1), key(j + 2), key(j + 3)]);
+                for (o, v) in x.scores[j - lo..j4 - lo].iter_mut().zip(s) {
+                    *o = v * scale;
+                }
+            } else {
+                for jj in j.max(lo)..j4.min(end) {
+                    x.scores[jj - lo] = dot::<1>(x.q, [key(jj)])[0] * scale;
+                }
+            }
+        }
+        j = j4;
+    }
+    for x in qs.iter_mut() {
+        let max = lanes(&x.scores, f32::NEG_INFINITY, f32::max);
+        for s in x.scores.iter_mut() {
+            *s = super::activation::exp(*s - max);
+        }
+        x.sum = lanes(&x.scores, 0.0, |a, b| a + b);
+        x.out.fill(0.0);
+    }
+    // Weighted values. Each query takes its keys in ascending order, one multiply-add per key
+    // and element, whatever the grouping below: first the keys only some queries of the
+    // block see (sliding windows), then the keys all of them see, four queries × 16 values
+    // at a time in registers, then the newest keys only the later rows see.
+    let value = |j: usize| {
+        let at = vo + g * vh + j * vp;
+        &c.v[at..at + d]
+    };
+    let common_lo = qs.iter().map(|x| x.lo).max().unwrap_or(0);
+    let common_end = qs.iter().map(|x| x.end()).min().unwrap_or(0).max(common_lo);
+    for x in qs.iter_mut() {
+        for j in x.lo..common_lo.min(x.end()) {
+            add_value(x, j, value(j), 0..d);
+        }
+    }
+    let tiled = if qs.len().is_multiple_of(QT) {
+        d / DT * DT
+    } else {
+        0
+    };
+    for group in qs.chunks_mut(QT) {
+        if group.len() == QT {
+            for c0 in (0..tiled).step_by(DT) {
+                let mut acc = [[0f32; DT]; QT];
+                for (a, x) in acc.iter_mut().zip(group.iter()) {
+                    a.copy_from_slice(&x.out[c0..c0 + DT]);
+                }
+                for j in common_lo..common_end {
+                    let v = &value(j)[c0..c0 + DT];
+                    for (a, x) in acc.iter_mut().zip(group.iter()) {
+                        let e = x.scores[j - x.lo];
+                        for t in 0..DT {
+                            a[t] = e.mul_add(v[t], a[t]);
+                        }
+                    }
+                }
+                for (a, x) in acc.iter().zip(group.iter_mut()) {
+                    x.out[c0..c0 + DT].copy_from_slice(a);
+                }
+            }
+        }
+        let rest = if group.len() == QT { tiled..d } else { 0..d };
+        if rest.is_empty() {
+            continue;
+        }
+        for x in group.iter_mut() {
+            for j in common_lo..common_end {
+                add_value(x, j, value(j), rest.clone());
+            }
+        }
+    }
+    for x in qs.iter_mut() {
+        for j in common_end.max(x.lo)..x.end() {
+            add_value(x, j, value(j), 0..d);
+        }
+    }
+    for x in qs.iter_mut() {
+        let sum = x.sum;
+        for o in x.out.iter_mut() {
+            *o /= sum;
+        }
+    }
+}
+
+/// Queries and values per register tile of the weighted sum.
+const QT: usize = 4;
+const DT: usize = 16;
+
+/// `out[r] += e_j · v[r]` for the elements `r` of `range`, `e_j` the query's weight of key
+/// `j`.
+#[inline(always)]
+fn add_value(x: &mut Query<'_>, j: usize, v: &[f32], range: std::ops::Range<usize>) {
+    let e = x.scores[j - x.lo];
+    for (o, y) in x.out[range.clone()].iter_mut().zip(&v[range]) {
+        *o = e.mul_add(*y, *o);
+    }
+}
+
+/// Folds `xs` with `f` in eight interleaved lanes, then a fixed tree.
+#[inline(always)]
+fn lanes(xs: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder().iter().fold(init, |a, &x| f(a, x));
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = f(acc[i], c[i]);
+        }
+    }
+    f(
+        f(f(acc[0], acc[4]), f(acc[1], acc[5])),
+        f(f(f(acc[2], acc[6]), f(acc[3], acc[7])), tail),
+    )
+}
+
+/// `Σ_i q_i k_i` for each of `N` keys, each in eight interleaved partial sums of fused
+/// multiply-adds, then a fixed tree: a key's result is the same whatever `N`, and the same
+/// with AVX2 (eight lanes in one register) as without.
+#[inline(always)]
+fn dot<const N: usize>(q: &[f32], ks: [&[f32]; N]) -> [f32; N] {
+    let body = q.len() / 8 * 8;
+    assert!(ks.iter().all(|k| k.len() == q.len()), "dot: lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: AVX2 and FMA were detected at run time; every slice holds `body` values.
+        let acc = unsafe { lanes_avx2::<N>(q, &ks, body) };
+        return finish(q, &ks, body, &acc);
+    }
+    let mut acc = [[0f32; 8]; N];
+    for t in (0..body).step_by(8) {
+        let x = &q[t..t + 8];
+        for (a, k) in acc.iter_mut().zip(&ks) {
+            let y = &k[t..t + 8];
+            for i in 0..8 {
+                a[i] = x[i].mul_add(y[i], a[i]);
+            }
+        }
+    }
+    finish(q, &ks, body, &acc)
+}
+
+/// The eight partial sums of [`dot`] with AVX2: one fused multiply-add per lane and step,
+/// as the plain loop does.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn lanes_avx2<const N: usize>(q: &[f32], ks: &[&[f32]; N], body: usize) -> [[f32; 8]; N] {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); N];
+    for t in (0..body).step_by(8) {
+        let x = _mm256_loadu_ps(q.as_ptr().add(t));
+        for (a, k) in acc.iter_mut().zip(ks) {
+            *a = _mm256_fmadd_ps(x, _mm256_loadu_ps(k.as_ptr().add(t)), *a);
+        }
+    }
+    let mut out = [[0f32; 8]; N];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        _mm256_storeu_ps(o.as_mut_ptr(), *a);
+    }
+    out
+}
+
+/// The tail and the fixed tree of [`dot`].
+#[inline(always)]
+fn finish<const N: usize>(
+    q: &[f32],
+    ks: &[&[f32]; N],
+    body: usize,
+    acc: &[[f32; 8]; N],
+) -> [f32; N] {
+    let mut out = [0f32; N];
+    for ((o, a), k) in out.iter_mut().zip(acc).zip(ks) {
+        let tail = q[body..]
+            .iter()
+            .zip(&k[body..])
+            .fold(0f32, |t, (x, y)| x.mul_add(*y, t));
+        *o = ((a[0] + a[4]) + (a[1] + a[5])) + (((a[2] + a[6]) + (a[3] + a[7])) + tail);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(n: usize, k: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| ((i * k % 101) as f32 - 50.0) / 37.0)
+            .collect()
+    }
+
+    /// candle's way: a matmul, the scale, the additive mask, the softmax, a matmul.
+    fn reference(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        rep: usize,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        let (_, nh, seq, d) = q.dims4()?;
+        let len = k.dim(2)?;
+        let heads = |t: &Tensor| -> Result<Tensor> {
+            let (b, h, l, d) = t.dims4()?;
+            Ok(t.unsqueeze(2)?
+                .expand((b, h, rep, l, d))?
+                .reshape((b, h * rep, l, d))?)
+        };
+        let (k, v) = (heads(k)?, heads(v)?);
+        let pos = len - seq;
+        let mask: Vec<f32> = (0..seq)
+            .flat_map(|i| {
+                (0..len).map(move |j| {
+                    let p = pos + i;
+                    if j <= p && window.is_none_or(|w| p - j < w) {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (seq, len), &Device::Cpu)?;
+        let att = (q.matmul(&k.t()?)? / (d as f64).sqrt())?.broadcast_add(&mask)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
+        Ok(att
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((1, seq, nh * d))?
+            .flatten_all()?
+            .to_vec1()?)
+    }
+
+    /// Queries `(1, nh, seq, d)` and a cache of `cap` positions, of which `len` are read.
+    fn inputs(
+        nh: usize,
+        nkv: usize,
+        d: usize,
+        seq: usize,
+        len: usize,
+        cap: usize,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let cpu = Device::Cpu;
+        let q = Tensor::from_vec(ramp(nh * seq * d, 7), (1, nh, seq, d), &cpu)?;
+        let kc = Tensor::from_vec(ramp(nkv * cap * d, 13), (1, nkv, cap, d), &cpu)?;
+        let vc = Tensor::from_vec(ramp(nkv * cap * d, 29), (1, nkv, cap, d), &cpu)?;
+        Ok((q, kc.narrow(2, 0, len)?, vc.narrow(2, 0, len)?))
+    }
+
+    #[test]
+    fn equals_candles_masked_attention_on_a_cache_view() -> Result<()> {
+        for (nh, nkv, d, seq, len, cap, window) in [
+            (9, 3, 64, 1, 37, 256, None),
+            (9, 3, 64, 20, 37, 256, None),
+            (4, 1, 256, 5, 8, 8, Some(3)),
+            (4, 1, 256, 1, 8, 8, Some(3)),
+            (2, 2, 12, 3, 3, 5, None),
+        ] {
+            let (q, k, v) = inputs(nh, nkv, d, seq, len, cap)?;
+            let got: Vec<f32> = causal(&q, &k, &v, nh / nkv, window)?
+                .expect("f32 on the CPU")
+                .flatten_all()?
+                .to_vec1()?;
+            let want = reference(&q, &k.contiguous()?, &v.contiguous()?, nh / nkv, window)?;
+            assert_eq!(got.len(), want.len());
+            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                    "{nh} {d} {seq} {window:?} {i}: {a} vs {b}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_row_gives_the_same_bits_however_the_prompt_was_split() -> Result<()> {
+        // 12 positions at once, or the first 7 then the last 5, or one at a time: each row
+        // sees the same keys and gives exactly the same output.
+        let (nh, nkv, d, len) = (4, 2, 16, 12);
+        for window in [None, Some(4)] {
+            let (q, k, v) = inputs(nh, nkv, d, len, len, 16)?;
+            let whole: Vec<f32> = causal(&q, &k, &v, 2, window)?
+                .expect("cpu")
+                .flatten_all()?
+                .to_vec1()?;
+            let row = nh * d;
+            for (start, n) in [(0, 7), (7, 5), (11, 1), (3, 1)] {
+                let qs = q.narrow(2, start, n)?.contiguous()?;
+                let (ks, vs) = (k.narrow(2, 0, start + n)?, v.narrow(2, 0, start + n)?);
+                let part: Vec<f32> = causal(&qs, &ks, &vs, 2, window)?
+                    .expect("cpu")
+                    .flatten_all()?
+                    .to_vec1()?;
+                assert_eq!(
+                    part[..],
+                    whole[start * row..(start + n) * row],
+                    "{start}+{n}"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn other_shapes_and_types_are_left_to_candle() -> Result<()> {
+        let cpu = Device::Cpu;
+        let k = Tensor::zeros((1, 2, 3, 4), DType::F32, &cpu)?;
+        let q = Tensor::zeros((1, 2, 4, 4), DType::F32, &cpu)?;
+        assert!(
+            causal(&q, &k, &k, 1, None)?.is_none(),
+            "more queries than keys"
+        );
+        let q1 = q.narrow(2, 0, 1)?.contiguous()?;
+        assert!(
+            causal(&q1, &k, &k, 3, None)?.is_none(),
+            "heads do not divide"
+        );
+        assert!(causal(&q1, &k, &k, 1, Some(0))?.is_none(), "empty window");
+        let h = q1.to_dtype(DType::F16)?;
+        assert!(causal(&h, &k, &k, 1, None)?.is_none(), "f16");
+        Ok(())
+    }
+}
