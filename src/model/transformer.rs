@@ -648,6 +648,21 @@ impl Attention {
         }
         let b = x.dim(0)?;
         let mut outs = Vec::with_capacity(b);
+        if b > 1 && x.dim(1)? == 1 {
+            // A decoding step of several sequences: norms and RoPE for all rows at once (each
+            // row at its own position), then each sequence's cache and attention.
+            let pos: Vec<u32> = caches.iter().map(|c| c.len as u32).collect();
+            let pos = Tensor::new(pos.as_slice(), rope.cos.device())?;
+            let cos = rope.cos.index_select(&pos, 0)?.unsqueeze(1)?;
+            let sin = rope.sin.index_select(&pos, 0)?.unsqueeze(1)?;
+            let (q, k, v) = self.heads((q, k, v), &cos, &sin)?;
+            for (i, cache) in caches.iter_mut().enumerate() {
+                let row = |t: &Tensor| t.narrow(0, i, 1);
+                let qkv = (row(&q)?, row(&k)?, row(&v)?);
+                outs.push(self.attend_cached(qkv, cache, index, &masks[i])?);
+            }
+            return batch_linear(&self.wo, &Tensor::cat(&outs, 0)?);
+        }
         for (i, cache) in caches.iter_mut().enumerate() {
             let row = |t: &Tensor| t.narrow(0, i, 1);
             let qkv = if b == 1 {
@@ -676,9 +691,26 @@ impl Attention {
         index: usize,
         masks: &MaskSet,
     ) -> Result<Tensor> {
+        let seq = q.dim(1)?;
+        let pos = cache.len;
+        let cos = rope.cos.narrow(0, pos, seq)?;
+        let sin = rope.sin.narrow(0, pos, seq)?;
+        let (q, k, v) = self.heads((q, k, v), &cos, &sin)?;
+        self.attend_cached((q, k, v), cache, index, masks)
+    }
+
+    /// Projected rows `(b, seq, heads · head_dim)` as heads `(b, heads, seq, head_dim)`, with
+    /// the query and key norms and RoPE applied (`cos`, `sin`: `(seq, head_dim / 2)`, or
+    /// `(b, seq, head_dim / 2)` for rows at different positions). Every operation here
+    /// computes each row on its own.
+    fn heads(
+        &self,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        cos: &Tensor,
+        sin: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let (b, seq, _) = q.dims3()?;
         let (nh, nkv, hd) = (self.n_head, self.n_kv_head, self.head_dim);
-        let pos = cache.len;
         let q = q.reshape((b, seq, nh, hd))?.transpose(1, 2)?.contiguous()?;
         let k = k
             .reshape((b, seq, nkv, hd))?
@@ -693,19 +725,32 @@ impl Attention {
             Some(n) => n.forward(&k)?,
             None => k,
         };
-        let cos = rope.cos.narrow(0, pos, seq)?;
-        let sin = rope.sin.narrow(0, pos, seq)?;
         let (q, k) = if self.interleaved {
             (
-                candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
             )
         } else {
             (
-                candle_nn::rotary_emb::rope(&q, &cos, &sin)?,
-                candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
             )
         };
+        Ok((q, k, v))
+    }
+
+    /// One sequence's heads `(1, heads, seq, head_dim)` after [`Attention::heads`]: appends
+    /// the keys and values to its cache and attends; returns `(1, seq, n_head · head_dim)`.
+    fn attend_cached(
+        &self,
+        (q, k, v): (Tensor, Tensor, Tensor),
+        cache: &mut KvCache,
+        index: usize,
+        masks: &MaskSet,
+    ) -> Result<Tensor> {
+        let seq = q.dim(2)?;
+        let (nh, nkv) = (self.n_head, self.n_kv_head);
+        let pos = cache.len;
         let (mut k, mut v) = cache.append(index, &k, &v)?;
         // On the CPU, row by row: the same bits however the prompt was split.
         if let Some(out) = super::attention::causal(&q, &k, &v, nh / nkv, self.window)? {
