@@ -65,23 +65,23 @@ fn prompt_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
     Ok(n as f64 * reps as f64 / total)
 }
 
+/// Single-stream decoding: the forward passes only, as llama-bench times them (choosing the
+/// next token, greedily here, is left out of the clock).
 fn decode_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
     let start = bench_tokens(model, 1)?;
     let mut total = 0.0;
     for r in 0..=reps {
         let mut cache = model.transformer().new_cache();
         let mut tok = start[0];
-        let t = Instant::now();
+        let mut elapsed = 0.0;
         for _ in 0..n {
-            let logits: Vec<f32> = model
-                .transformer()
-                .forward(&[tok], &mut cache, false)?
-                .squeeze(0)?
-                .to_vec1()?;
-            tok = crate::sampling::argmax(&logits);
+            let t = Instant::now();
+            let logits = model.transformer().forward(&[tok], &mut cache, false)?;
+            elapsed += t.elapsed().as_secs_f64();
+            tok = crate::sampling::argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
         }
         if r > 0 {
-            total += t.elapsed().as_secs_f64();
+            total += elapsed;
         }
     }
     Ok(n as f64 * reps as f64 / total)
@@ -110,7 +110,8 @@ pub fn bench_model(name: &str, model: &mut Model, reps: usize) -> Result<Vec<Ben
 
 /// Aggregate decoding speed of `n_seqs` sequences decoding `n` tokens each together
 /// ([`crate::model::Transformer::forward_batch`]), after a short prompt of a different length
-/// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG.
+/// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG, which like this
+/// figure times the forward passes and not the choice of the next tokens.
 pub fn batch_decode_row(
     name: &str,
     model: &mut Model,
@@ -130,10 +131,13 @@ pub fn batch_decode_row(
         next.push(crate::sampling::argmax(&logits));
         caches.push(cache);
     }
-    let t = Instant::now();
+    // The forward passes only, as llama-batched-bench times them.
+    let mut elapsed = 0.0;
     for _ in 0..n {
         let mut refs: Vec<&mut crate::model::KvCache> = caches.iter_mut().collect();
+        let t = Instant::now();
         let logits = model.transformer().forward_batch(&next, &mut refs)?;
+        elapsed += t.elapsed().as_secs_f64();
         for (b, tok) in next.iter_mut().enumerate() {
             let row: Vec<f32> = logits.get(b)?.to_vec1()?;
             *tok = crate::sampling::argmax(&row);
@@ -142,7 +146,7 @@ pub fn batch_decode_row(
     Ok(BenchRow {
         model: name.into(),
         test: format!("tg{n}@b{n_seqs}"),
-        tokens_per_s: (n * n_seqs) as f64 / t.elapsed().as_secs_f64(),
+        tokens_per_s: (n * n_seqs) as f64 / elapsed,
         llama_cpp_tokens_per_s: None,
     })
 }
