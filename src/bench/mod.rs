@@ -57,7 +57,12 @@ fn prompt_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
     for r in 0..=reps {
         let mut cache = model.transformer().new_cache();
         let t = Instant::now();
-        model.transformer().forward(&ids, &mut cache, false)?;
+        // A GPU runs asynchronously: wait for it before reading the clock.
+        model
+            .transformer()
+            .forward(&ids, &mut cache, false)?
+            .device()
+            .synchronize()?;
         if r > 0 {
             total += t.elapsed().as_secs_f64();
         }
@@ -77,6 +82,7 @@ fn decode_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
         for _ in 0..n {
             let t = Instant::now();
             let logits = model.transformer().forward(&[tok], &mut cache, false)?;
+            logits.device().synchronize()?;
             elapsed += t.elapsed().as_secs_f64();
             tok = crate::sampling::argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
         }
@@ -137,6 +143,7 @@ pub fn batch_decode_row(
         let mut refs: Vec<&mut crate::model::KvCache> = caches.iter_mut().collect();
         let t = Instant::now();
         let logits = model.transformer().forward_batch(&next, &mut refs)?;
+        logits.device().synchronize()?;
         elapsed += t.elapsed().as_secs_f64();
         for (b, tok) in next.iter_mut().enumerate() {
             let row: Vec<f32> = logits.get(b)?.to_vec1()?;
