@@ -266,10 +266,17 @@ impl QMatrix {
                         y: y_ptr.0,
                         n,
                     };
+                    let cols = avx2::Columns {
+                        data: &data,
+                        rb,
+                        c0,
+                        c1,
+                        m,
+                    };
                     // SAFETY: AVX2, FMA and F16C were detected at run time; `data` holds `n`
                     // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`, and
                     // every column belongs to exactly one task.
-                    unsafe { avx2::columns(self.kind, &data, rb, c0, c1, m, &io, &mut buf) };
+                    unsafe { avx2::columns(self.kind, &cols, &io, &mut buf) };
                     continue;
                 }
                 // Row groups outside, columns inside: a group's activations stay in cache
@@ -808,43 +815,52 @@ mod avx2 {
         }
     }
 
-    /// Columns `c0..c1` of `data` (rows of `rb` bytes) against every activation row.
+    /// The weight columns one task multiplies: `c0..c1` of `data` (rows of `rb` bytes),
+    /// against `m` activation rows.
+    pub(super) struct Columns<'a> {
+        /// The GGUF bytes of the whole matrix.
+        pub(super) data: &'a [u8],
+        /// Bytes per weight row.
+        pub(super) rb: usize,
+        /// The first column.
+        pub(super) c0: usize,
+        /// One past the last column.
+        pub(super) c1: usize,
+        /// Activation rows.
+        pub(super) m: usize,
+    }
+
+    /// The task's columns against every activation row.
     ///
     /// # Safety
-    /// AVX2, FMA and F16C are available; `data` holds at least `c1` rows of `rb` bytes of
-    /// `kind`, each `io.nb` sub-blocks long; `io.y` has room for `io.x`'s rows times `io.n`,
+    /// AVX2, FMA and F16C are available; `cols.data` holds at least `c1` rows of `rb` bytes
+    /// of `kind`, each `io.nb` sub-blocks long; `io.y` has room for `m` rows times `io.n`,
     /// and no one else writes columns `c0..c1`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn columns(
         kind: Kind,
-        data: &[u8],
-        rb: usize,
-        c0: usize,
-        c1: usize,
-        m: usize,
+        cols: &Columns<'_>,
         io: &Io<'_>,
         buf: &mut Vec<Packed>,
     ) {
         match kind {
-            Kind::Q4_1 => columns_t::<Q4_1>(data, rb, c0, c1, m, io, buf),
-            Kind::Q5_0 => columns_t::<Q5_0>(data, rb, c0, c1, m, io, buf),
-            Kind::Q8_0 => columns_t::<Q8_0>(data, rb, c0, c1, m, io, buf),
-            Kind::Q4K => columns_t::<Q4K>(data, rb, c0, c1, m, io, buf),
-            Kind::Q6K => columns_t::<Q6K>(data, rb, c0, c1, m, io, buf),
+            Kind::Q4_1 => columns_t::<Q4_1>(cols, io, buf),
+            Kind::Q5_0 => columns_t::<Q5_0>(cols, io, buf),
+            Kind::Q8_0 => columns_t::<Q8_0>(cols, io, buf),
+            Kind::Q4K => columns_t::<Q4K>(cols, io, buf),
+            Kind::Q6K => columns_t::<Q6K>(cols, io, buf),
         }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn columns_t<const K: u8>(
-        data: &[u8],
-        rb: usize,
-        c0: usize,
-        c1: usize,
-        m: usize,
-        io: &Io<'_>,
-        buf: &mut Vec<Packed>,
-    ) {
+    unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Vec<Packed>) {
+        let Columns {
+            data,
+            rb,
+            c0,
+            c1,
+            m,
+        } = *cols;
         let base = data.as_ptr();
         let row = |c: usize| base.add(c * rb);
         if m == 1 {
