@@ -13,6 +13,7 @@
 //! (relative) of the true value over the range used. Every element is computed on its own, the same way whatever
 //! the shape or the number of threads, so rows stay independent of their batch.
 
+use super::parallel::SendPtr;
 use crate::error::Result;
 use candle_core::{DType, Device, Tensor};
 
@@ -54,12 +55,6 @@ pub(crate) fn gated(gate: &Tensor, up: &Tensor, gelu: bool) -> Result<Option<Ten
     });
     Ok(Some(Tensor::from_vec(out, gate.shape(), gate.device())?))
 }
-
-/// A raw pointer that may cross to the pool's threads (they write disjoint ranges).
-struct SendPtr(*mut f32);
-// SAFETY: only used for writes to disjoint ranges while the vector is alive.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// `out = act(g) · u`, with AVX2 where the CPU has it (the same operations, wider).
 fn apply(g: &[f32], u: &[f32], out: &mut [f32], gelu: bool) {

@@ -15,6 +15,7 @@
 //! kernels' thread pool; a block reads each key and value once for all its queries, and
 //! the weighted sum keeps four queries × 16 values in registers.
 
+use super::parallel::SendPtr;
 use crate::error::Result;
 use candle_core::{DType, Device, Storage, Tensor};
 
@@ -127,12 +128,6 @@ impl Query<'_> {
         self.lo + self.scores.len()
     }
 }
-
-/// A raw pointer that may cross to the pool's threads (they write disjoint slices).
-struct SendPtr(*mut f32);
-// SAFETY: only used for writes to disjoint slices while the vector is alive.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// A cache's keys and values as slices, with (offset, head stride, position stride).
 struct Cache<'a> {

@@ -66,6 +66,13 @@ fn next_serial(now: Duration, straggled: bool) -> Duration {
     }
 }
 
+/// A raw pointer into a buffer that the work items of one [`for_each_chunk`] call write, each
+/// to its own disjoint elements, while the buffer outlives the call.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+// SAFETY: only used, by the contract above, for writes to disjoint elements of a live buffer.
+unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Send for SendPtr<T> {}
+
 /// How many times a descheduled worker sent the kernels to the calling thread alone.
 pub fn straggles() -> u64 {
     STRAGGLES.load(Ordering::Relaxed)

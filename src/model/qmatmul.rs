@@ -24,6 +24,7 @@
 //! product with an activation block `x_j ≈ d · q_j` is then
 //! `d · (lo · Σ_{j<16} w_j q_j + hi · Σ_{j≥16} w_j q_j) + bias · d · Σ q_j`.
 
+use super::parallel::SendPtr;
 use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 
@@ -348,7 +349,7 @@ impl QuantizedRows {
         let blocks = x.len() / QK;
         let (mut q, mut d, mut s) = (vec![0i8; x.len()], vec![0f32; blocks], vec![0f32; blocks]);
         let ptrs = (
-            SendPtr(q.as_mut_ptr() as *mut f32),
+            SendPtr(q.as_mut_ptr()),
             SendPtr(d.as_mut_ptr()),
             SendPtr(s.as_mut_ptr()),
         );
@@ -364,9 +365,7 @@ impl QuantizedRows {
                     let xs = &x[b * QK..(b + 1) * QK];
                     // SAFETY: work items cover disjoint blocks, and the vectors outlive the
                     // call.
-                    let qs = unsafe {
-                        std::slice::from_raw_parts_mut((qp.0 as *mut i8).add(b * QK), QK)
-                    };
+                    let qs = unsafe { std::slice::from_raw_parts_mut(qp.0.add(b * QK), QK) };
                     #[cfg(target_arch = "x86_64")]
                     let (scale, sum) = if simd {
                         // SAFETY: AVX2, FMA and F16C were detected at run time.
@@ -418,14 +417,6 @@ fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
     }
     (scale, sum)
 }
-
-/// A raw pointer that may cross to the pool's threads (they write disjoint elements). It
-/// carries the output `y`, and the activation buffers of [`QuantizedRows::new`] (the `i8`
-/// one cast to and from `*mut f32`, never read as `f32`).
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used for writes to disjoint elements while its buffer is alive.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 fn simd_available() -> bool {
     #[cfg(target_arch = "x86_64")]

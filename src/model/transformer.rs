@@ -620,8 +620,8 @@ impl Mlp {
 }
 
 impl Attention {
-    /// Projections of all rows together, then per sequence: norms, RoPE at its position,
-    /// its cache, the masked softmax; then the output projection of all rows.
+    /// Projections, norms and RoPE of all rows together, then per sequence its cache and
+    /// attention; then the output projection of all rows.
     fn forward(
         &self,
         x: &Tensor,
@@ -636,67 +636,42 @@ impl Attention {
             batch_linear(&self.wk, x)?,
             batch_linear(&self.wv, x)?,
         );
-        if let Layout::Segments(lens) = layout {
-            let mut outs = Vec::with_capacity(lens.len());
-            let mut start = 0;
-            for ((cache, &n), mask) in caches.iter_mut().zip(lens).zip(masks) {
-                let seg = |t: &Tensor| t.narrow(1, start, n);
-                outs.push(self.attend((seg(&q)?, seg(&k)?, seg(&v)?), rope, cache, index, mask)?);
-                start += n;
-            }
-            return batch_linear(&self.wo, &Tensor::cat(&outs, 1)?);
-        }
-        let b = x.dim(0)?;
-        let mut outs = Vec::with_capacity(b);
-        if b > 1 && x.dim(1)? == 1 {
-            // A decoding step of several sequences: norms and RoPE for all rows at once (each
-            // row at its own position), then each sequence's cache and attention.
-            let pos: Vec<u32> = caches.iter().map(|c| c.len as u32).collect();
-            let pos = Tensor::new(pos.as_slice(), rope.cos.device())?;
-            let cos = rope.cos.index_select(&pos, 0)?.unsqueeze(1)?;
-            let sin = rope.sin.index_select(&pos, 0)?.unsqueeze(1)?;
-            let (q, k, v) = self.heads((q, k, v), &cos, &sin)?;
-            for (i, cache) in caches.iter_mut().enumerate() {
-                let row = |t: &Tensor| t.narrow(0, i, 1);
-                let qkv = (row(&q)?, row(&k)?, row(&v)?);
-                outs.push(self.attend_cached(qkv, cache, index, &masks[i])?);
-            }
-            return batch_linear(&self.wo, &Tensor::cat(&outs, 0)?);
-        }
-        for (i, cache) in caches.iter_mut().enumerate() {
-            let row = |t: &Tensor| t.narrow(0, i, 1);
-            let qkv = if b == 1 {
-                (q.clone(), k.clone(), v.clone())
-            } else {
-                (row(&q)?, row(&k)?, row(&v)?)
-            };
-            outs.push(self.attend(qkv, rope, cache, index, &masks[i])?);
-        }
-        let out = if b == 1 {
-            outs.pop().expect("one row")
-        } else {
-            Tensor::cat(&outs, 0)?
+        // Norms and RoPE for every row at once, each row at its own position (the tables'
+        // rows gathered by position), then each sequence's cache and attention.
+        let (b, seq) = (x.dim(0)?, x.dim(1)?);
+        let lens: Vec<usize> = match layout {
+            Layout::Batch => vec![seq; b],
+            Layout::Segments(lens) => lens.to_vec(),
         };
-        batch_linear(&self.wo, &out)
-    }
-
-    /// Attention of one sequence's projected queries, keys and values `(1, seq, heads ·
-    /// head_dim)` at the cache's position; returns `(1, seq, n_head · head_dim)` before the
-    /// output projection.
-    fn attend(
-        &self,
-        (q, k, v): (Tensor, Tensor, Tensor),
-        rope: &Rope,
-        cache: &mut KvCache,
-        index: usize,
-        masks: &MaskSet,
-    ) -> Result<Tensor> {
-        let seq = q.dim(1)?;
-        let pos = cache.len;
-        let cos = rope.cos.narrow(0, pos, seq)?;
-        let sin = rope.sin.narrow(0, pos, seq)?;
-        let (q, k, v) = self.heads((q, k, v), &cos, &sin)?;
-        self.attend_cached((q, k, v), cache, index, masks)
+        let pos: Vec<u32> = caches
+            .iter()
+            .zip(&lens)
+            .flat_map(|(c, &n)| (c.len..c.len + n).map(|p| p as u32))
+            .collect();
+        let pos = Tensor::new(pos.as_slice(), rope.cos.device())?;
+        let table = |t: &Tensor| -> Result<Tensor> {
+            let rows = t.index_select(&pos, 0)?;
+            let half = rows.dim(1)?;
+            Ok(rows.reshape((b, seq, half))?)
+        };
+        let (q, k, v) = self.heads((q, k, v), &table(&rope.cos)?, &table(&rope.sin)?)?;
+        let mut outs = Vec::with_capacity(caches.len());
+        let mut start = 0;
+        for (i, cache) in caches.iter_mut().enumerate() {
+            // Batch: sequence `i` is row `i`; segments: `lens[i]` positions of the one row.
+            let part = |t: &Tensor| match layout {
+                Layout::Batch => t.narrow(0, i, 1),
+                Layout::Segments(_) => t.narrow(2, start, lens[i]),
+            };
+            let q = part(&q)?.contiguous()?;
+            outs.push(self.attend_cached((q, part(&k)?, part(&v)?), cache, index, &masks[i])?);
+            start += lens[i];
+        }
+        let dim = match layout {
+            Layout::Batch => 0,
+            Layout::Segments(_) => 1,
+        };
+        batch_linear(&self.wo, &Tensor::cat(&outs, dim)?)
     }
 
     /// Projected rows `(b, seq, heads · head_dim)` as heads `(b, heads, seq, head_dim)`, with
