@@ -6,23 +6,31 @@
 //! This kernel instead:
 //! - quantises each 32-value block of activations to 8 bits (one f32 scale per block, and the
 //!   block's scaled sum), as llama.cpp does;
+//! - computes each block's dot product exactly, in integers (AVX2 `maddubs`, with a scalar
+//!   fallback), and scales it once: an output element is
+//!   `Σ_blocks P · (scale · d) + Σ_blocks bias · s`, the first sum taken eight blocks at a
+//!   time in a fixed tree, the second in eight lanes, whatever the number of rows, so a
+//!   sequence's result never depends on the other rows of its batch or prompt chunk;
 //! - decodes one row (single-sequence decoding) by streaming each weight row once, read in
-//!   place, one column at a time: a single sequential stream per thread is what keeps
-//!   memory bandwidth up;
-//! - for several rows, multiplies register tiles of 4 rows × 2 columns with AVX2 `maddubs`
-//!   (with a scalar fallback); when more than one tile of rows will read a task's weight
-//!   columns, they are first unpacked once into bytes (signed, or unsigned nibbles for Q4_1
-//!   and Q4_K) with a scale per 16 values and a bias, except Q8_0, whose bytes are read in
-//!   place;
-//! - sums every output element in the same order whatever the number of rows, so a sequence's
-//!   result never depends on the other rows of its batch or prompt chunk;
+//!   place, one column at a time (a single sequential stream per thread is what keeps
+//!   memory bandwidth up), eight blocks' integer products reduced together;
+//! - for several rows, multiplies register tiles of up to eight output elements, one per lane
+//!   of a single accumulator (4 rows × 2 columns, and 3 × 2, 2 × 4 or 1 × 8 for the last
+//!   rows), so that a block costs one conversion and one multiply-add per eight elements;
+//!   when more than one tile of rows will read a task's weight columns, they are first
+//!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
 //! - runs on candle's own thread pool, columns split across threads, and on the calling
 //!   thread alone while another process holds a core ([`super::parallel`]).
 //!
-//! A weight block of 32 values becomes `w_j` (signed bytes) with `value_j = scale_j · w_j +
-//! bias`, where `scale_j` is `lo` for the first 16 values and `hi` for the last 16. The dot
-//! product with an activation block `x_j ≈ d · q_j` is then
-//! `d · (lo · Σ_{j<16} w_j q_j + hi · Σ_{j≥16} w_j q_j) + bias · d · Σ q_j`.
+//! The scalar fallback (CPUs without AVX2, FMA and F16C) sums the same products in a plainer
+//! order: it agrees with the AVX2 path to rounding, and is itself independent of the batch.
+//!
+//! A weight block of 32 values is `value_j = scale · h_j · w_j + bias`, with `w_j` bytes
+//! (signed for Q8_0 and Q6_K, unsigned otherwise: Q5_0's offset of 16 goes into the bias)
+//! and `h_j` an integer scale per 16 values (Q6_K's sub-block scales, else 1). With an
+//! activation block `x_j ≈ d · q_j` and its sum `s = d · Σ q_j`, the dot product is
+//! `P · (scale · d) + bias · s`, where `P = Σ h_j w_j q_j` is exact in 32-bit integers
+//! (and in f32: `|P| < 2²⁴`).
 
 use super::parallel::SendPtr;
 use crate::error::{Error, Result};
@@ -249,12 +257,18 @@ impl QMatrix {
         let rb = self.row_bytes();
         let mut y = vec![0f32; m * n];
         let y_ptr = SendPtr(y.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        let dt = if simd && m > 1 {
+            act.scales_by_block(m, nb)
+        } else {
+            Vec::new()
+        };
         // candle's own thread pool (so our kernel and candle's never compete for the cores),
         // or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
             #[cfg(target_arch = "x86_64")]
-            let mut buf = Vec::new();
+            let mut buf = avx2::Scratch::default();
             let mut dst = [0f32; ROW_GROUP];
             for t in tasks {
                 let c0 = t * COLS_PER_TASK;
@@ -263,6 +277,8 @@ impl QMatrix {
                 if simd {
                     let io = avx2::Io {
                         x: &act,
+                        dt: &dt,
+                        mp: m + 3,
                         nb,
                         y: y_ptr.0,
                         n,
@@ -389,6 +405,20 @@ impl QuantizedRows {
         Self { q, d, s }
     }
 
+    /// The block scales by block, then row (`nb` groups of `m + 3` values, zero-padded): the
+    /// scales of four consecutive rows in one load.
+    #[cfg(target_arch = "x86_64")]
+    fn scales_by_block(&self, m: usize, nb: usize) -> Vec<f32> {
+        let mp = m + 3;
+        let mut t = vec![0f32; nb * mp];
+        for r in 0..m {
+            for sb in 0..nb {
+                t[sb * mp + r] = self.d[r * nb + sb];
+            }
+        }
+        t
+    }
+
     fn rows(&self, r0: usize, r1: usize, nb: usize) -> Rows<'_> {
         Rows {
             q: &self.q[r0 * nb * QK..r1 * nb * QK],
@@ -433,10 +463,14 @@ fn simd_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    //! The AVX2 kernel. Each output element is one accumulator that takes the blocks in
-    //! order, `acc = fma(scale, Σ w·q, acc)`, then a horizontal sum plus the bias; every path
-    //! below (one row or many, weights read in place or unpacked first) does exactly these
-    //! operations per element, so the result never depends on the batch.
+    //! The AVX2 kernel. A register tile holds up to eight output elements (row, column
+    //! pairs), one per lane of a single accumulator. For each block the tile computes every
+    //! pair's integer dot product `P` (exact, in 32-bit lanes), reduces the eight pairs' lanes
+    //! into one vector, converts it (exactly: `|P| < 2²⁴`) and adds it with one FMA:
+    //! `acc = fma(P, scale · d, acc)`, `scale` the weight block's scale and `d` the activation
+    //! block's. The bias term is added at the end. Every path below (decoding, tiles of any
+    //! shape, weights read in place or unpacked first) does exactly these operations per
+    //! element, so the result never depends on the batch.
     use super::{Kind, QuantizedRows, QK};
     use std::arch::x86_64::*;
 
@@ -448,40 +482,49 @@ mod avx2 {
     const Q6K: u8 = 4;
 
     /// Weights with a sign (maddubs needs an unsigned operand: |w|, the sign moved onto x).
+    /// Q5_0 is read unsigned (0..31, its offset of 16 moved into the bias).
     const fn signed(k: u8) -> bool {
-        matches!(k, Q5_0 | Q8_0 | Q6K)
+        matches!(k, Q8_0 | Q6K)
     }
-    /// Weights whose two half-blocks have their own scales.
-    const fn split(k: u8) -> bool {
-        k == Q6K
-    }
-    /// Weights with an offset (a per-block minimum).
+    /// Weights with an offset (a per-block minimum, or Q5_0's 16).
     const fn biased(k: u8) -> bool {
-        matches!(k, Q4_1 | Q4K)
+        matches!(k, Q4_1 | Q5_0 | Q4K)
     }
 
-    /// Output rows and columns of the register tiles.
-    const TILE_ROWS: usize = 4;
-    const TILE_COLS: usize = 2;
+    /// Output elements per tile: the lanes of one accumulator.
+    const LANES: usize = 8;
+    /// Blocks summed together before they join an element's running sum.
+    const GROUP: usize = 8;
 
     /// One unpacked 32-value weight sub-block, as the multi-row tiles read it.
     #[repr(C, align(32))]
     #[derive(Clone, Copy)]
     pub(super) struct Packed {
         q: [i8; QK],
-        lo: f32,
-        hi: f32,
-        bias: f32,
+        scale: f32,
+        halves: [i16; 2],
     }
 
     impl Packed {
         /// An all-zero block, to size a buffer before unpacking into it.
         pub(super) const ZERO: Packed = Packed {
             q: [0; QK],
-            lo: 0.0,
-            hi: 0.0,
-            bias: 0.0,
+            scale: 0.0,
+            halves: [0; 2],
         };
+    }
+
+    /// A weight sub-block: `value_j = scale · halves[j / 16] · q_j + bias`.
+    struct Sub {
+        /// The 32 weights as bytes (signed, or unsigned for the kinds with a bias).
+        q: __m256i,
+        /// The block's scale.
+        scale: f32,
+        /// Integer scales of the two 16-value halves (Q6_K's sub-block scales; 1 and 1
+        /// otherwise), applied exactly in the integer products.
+        halves: [i16; 2],
+        /// The offset of every value.
+        bias: f32,
     }
 
     /// Horizontal sum of 8 lanes.
@@ -545,30 +588,42 @@ mod avx2 {
         }
     }
 
-    /// Sub-block `sb` of the weight row at `w` as 32 bytes (signed, or unsigned nibbles), with
-    /// its two half scales and its bias.
+    /// Sub-block `sb` of the weight row at `w`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn unpack<const K: u8>(w: *const u8, sb: usize) -> (__m256i, f32, f32, f32) {
+    unsafe fn unpack<const K: u8>(w: *const u8, sb: usize) -> Sub {
+        let unit = [1, 1];
         match K {
             Q4_1 => {
                 let b = w.add(sb * 20);
-                let d = f16(b);
-                (nibbles_16(b.add(4)), d, d, f16(b.add(2)))
+                Sub {
+                    q: nibbles_16(b.add(4)),
+                    scale: f16(b),
+                    halves: unit,
+                    bias: f16(b.add(2)),
+                }
             }
             Q5_0 => {
                 let b = w.add(sb * 22);
                 let d = f16(b);
                 let qh = (b.add(2) as *const u32).read_unaligned();
-                // A set fifth bit keeps the nibble (n + 16 - 16); a clear one makes it
-                // n - 16, which as a signed byte is n | 0xF0.
-                let high = _mm256_andnot_si256(bytes_from_bits(qh), _mm256_set1_epi8(0xF0u8 as i8));
-                (_mm256_or_si256(nibbles_16(b.add(6)), high), d, d, 0.0)
+                // The fifth bit adds 16: values 0..31, and the offset of -16 is the bias.
+                let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+                Sub {
+                    q: _mm256_or_si256(nibbles_16(b.add(6)), high),
+                    scale: d,
+                    halves: unit,
+                    bias: -16.0 * d,
+                }
             }
             Q8_0 => {
                 let b = w.add(sb * 34);
-                let d = f16(b);
-                (_mm256_loadu_si256(b.add(2) as *const __m256i), d, d, 0.0)
+                Sub {
+                    q: _mm256_loadu_si256(b.add(2) as *const __m256i),
+                    scale: f16(b),
+                    halves: unit,
+                    bias: 0.0,
+                }
             }
             Q4K => {
                 let s = w.add((sb / 8) * 144);
@@ -581,9 +636,12 @@ mod avx2 {
                 } else {
                     _mm256_srli_epi16(q, 4)
                 };
-                let q = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
-                let ds = d * sc as f32;
-                (q, ds, ds, -dmin * m as f32)
+                Sub {
+                    q: _mm256_and_si256(q, _mm256_set1_epi8(0x0F)),
+                    scale: d * sc as f32,
+                    halves: unit,
+                    bias: -dmin * m as f32,
+                }
             }
             _ => {
                 let s = w.add((sb / 8) * 210);
@@ -602,60 +660,64 @@ mod avx2 {
                     _mm256_set1_epi8(3),
                 );
                 let q = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-                let q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-                let d = f16(s.add(208));
                 let sc = s.add(192 + 8 * c + 2 * g) as *const i8;
-                (q, d * *sc as f32, d * *sc.add(1) as f32, 0.0)
+                Sub {
+                    q: _mm256_sub_epi8(q, _mm256_set1_epi8(32)),
+                    scale: f16(s.add(208)),
+                    halves: [*sc as i16, *sc.add(1) as i16],
+                    bias: 0.0,
+                }
             }
         }
     }
 
     /// Sub-block `sb` of column `w`: read in place (`PACKED` false: `w` is the GGUF row) or
-    /// from unpacked [`Packed`] blocks.
+    /// from unpacked [`Packed`] blocks (whose bias is not kept: the tiles take the biases
+    /// from [`biases`]).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn fetch<const K: u8, const PACKED: bool>(
-        w: *const u8,
-        sb: usize,
-    ) -> (__m256i, f32, f32, f32) {
+    unsafe fn fetch<const K: u8, const PACKED: bool>(w: *const u8, sb: usize) -> Sub {
         if PACKED {
             let p = (w as *const Packed).add(sb);
-            (
-                _mm256_load_si256((*p).q.as_ptr() as *const __m256i),
-                (*p).lo,
-                (*p).hi,
-                (*p).bias,
-            )
+            Sub {
+                q: _mm256_load_si256((*p).q.as_ptr() as *const __m256i),
+                scale: (*p).scale,
+                halves: (*p).halves,
+                bias: 0.0,
+            }
         } else {
             unpack::<K>(w, sb)
         }
     }
 
-    /// One weight sub-block against one activation block: `fma(ws · d, Σ w·q, acc)`, where
-    /// `ws` holds the weight scales (`lo` in the low four lanes, `hi` in the high four) and
-    /// `d` the activation block's scale, both broadcast. `ws · d` rounds as the scalar
-    /// product `lo · d` does, so every path gets the same bits.
+    /// The integer products of one weight sub-block (`aw`: its bytes made unsigned, `wq`:
+    /// the bytes themselves, for their signs) with one activation block, as eight 32-bit
+    /// lanes of four products each, times the halves' integer scales (`mv`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn step<const K: u8>(
-        acc: __m256,
-        wq: __m256i,
-        aw: __m256i,
-        ws: __m256,
-        xq: *const i8,
-        d: __m256,
-    ) -> __m256 {
-        let q = _mm256_loadu_si256(xq as *const __m256i);
-        let q = if signed(K) {
-            _mm256_sign_epi8(q, wq)
+    unsafe fn products<const K: u8>(wq: __m256i, aw: __m256i, mv: __m256i, x: __m256i) -> __m256i {
+        let x = if signed(K) {
+            _mm256_sign_epi8(x, wq)
         } else {
-            q
+            x
         };
-        let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(
-            _mm256_maddubs_epi16(aw, q),
-            _mm256_set1_epi16(1),
-        ));
-        _mm256_fmadd_ps(_mm256_mul_ps(ws, d), p, acc)
+        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), mv)
+    }
+
+    /// Sums of the lanes of eight vectors: lane `j` of the result is the sum of `v[j]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn reduce8(v: [__m256i; LANES]) -> __m256i {
+        let h0 = _mm256_hadd_epi32(v[0], v[1]);
+        let h1 = _mm256_hadd_epi32(v[2], v[3]);
+        let h2 = _mm256_hadd_epi32(v[4], v[5]);
+        let h3 = _mm256_hadd_epi32(v[6], v[7]);
+        let g0 = _mm256_hadd_epi32(h0, h1);
+        let g1 = _mm256_hadd_epi32(h2, h3);
+        _mm256_add_epi32(
+            _mm256_permute2x128_si256(g0, g1, 0x20),
+            _mm256_permute2x128_si256(g0, g1, 0x31),
+        )
     }
 
     /// [`super::quantize_block`] with AVX2: the same operations on 8 lanes, so the same bits
@@ -720,6 +782,10 @@ mod avx2 {
     pub(super) struct Io<'a> {
         /// The quantised activations (rows of `nb` blocks).
         pub(super) x: &'a QuantizedRows,
+        /// Their scales by block ([`QuantizedRows::scales_by_block`]; empty for one row).
+        pub(super) dt: &'a [f32],
+        /// Values per block in `dt`.
+        pub(super) mp: usize,
         /// Blocks of 32 values per row.
         pub(super) nb: usize,
         /// The output, rows of `n`.
@@ -728,81 +794,243 @@ mod avx2 {
         pub(super) n: usize,
     }
 
-    /// Rows `r0..r0 + R` against the `C` weight columns at `w` (the first is column `col`),
-    /// accumulated in registers; writes the `R × C` results.
+    /// `Σ b[i] · s[i]` for `i < nb`, in eight lanes (`i mod 8`) that take the blocks in order,
+    /// then a horizontal sum: a weight column's biases against an activation row's block sums.
+    /// Every path computes the bias term this way, so it never depends on the batch.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn bias_dot(b: *const f32, s: *const f32, nb: usize) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= nb {
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(b.add(i)), _mm256_loadu_ps(s.add(i)), acc);
+            i += 8;
+        }
+        if i < nb {
+            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((nb - i) as i32), lanes);
+            let (x, y) = (
+                _mm256_maskload_ps(b.add(i), mask),
+                _mm256_maskload_ps(s.add(i), mask),
+            );
+            acc = _mm256_fmadd_ps(x, y, acc);
+        }
+        hsum(acc)
+    }
+
+    /// The columns' scales in the lanes of a tile of `R` rows: lane `j` holds `s[j / R]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn lanes<const R: usize, const C: usize>(s: [f32; C]) -> __m256 {
+        let at = |j: usize| s[(j / R).min(C - 1)];
+        match (R, C) {
+            (_, 1) => _mm256_set1_ps(s[0]),
+            (4, 2) => _mm256_set_m128(_mm_set1_ps(s[C - 1]), _mm_set1_ps(s[0])),
+            _ => _mm256_setr_ps(at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7)),
+        }
+    }
+
+    /// Rows `r0..r0 + R` against the `C` weight columns at `w` (the first is column `col`);
+    /// lane `j` of the accumulator is row `r0 + j % R`, column `col + j / R`. Writes the
+    /// `R × C` results. `bias` points at each column's `nb` block biases (used only for the
+    /// kinds with a bias).
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn tile<const K: u8, const PACKED: bool, const R: usize, const C: usize>(
         w: [*const u8; C],
+        bias: [*const f32; C],
         io: &Io<'_>,
         r0: usize,
         col: usize,
     ) {
-        let (xq, xd, xs) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.x.s.as_ptr());
+        const { assert!(R >= 1 && R <= 4 && C >= 1 && R * C <= LANES) };
         let nb = io.nb;
-        let mut acc = [[_mm256_setzero_ps(); C]; R];
-        let mut bias = [[0f32; C]; R];
-        for sb in 0..nb {
-            let mut wq = [_mm256_setzero_si256(); C];
-            let mut aw = [_mm256_setzero_si256(); C];
-            let mut ws = [_mm256_setzero_ps(); C];
-            let mut b = [0f32; C];
-            for c in 0..C {
-                let (q, lo, hi, bb) = fetch::<K, PACKED>(w[c], sb);
-                wq[c] = q;
-                aw[c] = if signed(K) { _mm256_sign_epi8(q, q) } else { q };
-                ws[c] = if split(K) {
-                    _mm256_set_ps(hi, hi, hi, hi, lo, lo, lo, lo)
-                } else {
-                    _mm256_set1_ps(lo)
-                };
-                b[c] = bb;
-            }
-            for r in 0..R {
-                let at = (r0 + r) * nb + sb;
-                let (xp, d) = (xq.add(at * QK), _mm256_set1_ps(*xd.add(at)));
-                for c in 0..C {
-                    acc[r][c] = step::<K>(acc[r][c], wq[c], aw[c], ws[c], xp, d);
-                    if biased(K) {
-                        bias[r][c] += b[c] * *xs.add(at);
-                    }
-                }
-            }
+        let full = nb - nb % GROUP;
+        let mut acc = _mm256_setzero_ps();
+        for g in (0..full).step_by(GROUP) {
+            acc = _mm256_add_ps(acc, tile_group::<K, PACKED, R, C, true>(&w, io, r0, g));
         }
-        for r in 0..R {
-            for c in 0..C {
-                *io.y.add((r0 + r) * io.n + col + c) = hsum(acc[r][c]) + bias[r][c];
+        if full < nb {
+            acc = _mm256_add_ps(acc, tile_group::<K, PACKED, R, C, false>(&w, io, r0, full));
+        }
+        let mut out = [0f32; LANES];
+        _mm256_storeu_ps(out.as_mut_ptr(), acc);
+        let xs = io.x.s.as_ptr();
+        for c in 0..C {
+            for r in 0..R {
+                let b = if biased(K) {
+                    bias_dot(bias[c], xs.add((r0 + r) * nb), nb)
+                } else {
+                    0.0
+                };
+                *io.y.add((r0 + r) * io.n + col + c) = out[c * R + r] + b;
             }
         }
     }
 
-    /// A tile of `rows` (at most [`TILE_ROWS`]) rows from `r` against `C` columns.
+    /// Blocks `g..g + 8` of a tile (`FULL`; else `g..nb`, zeros standing in for the missing
+    /// blocks): each block's products times its scale products, `P · (scale · d)`, summed
+    /// in a fixed tree, `((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows_tile<const K: u8, const PACKED: bool, const C: usize>(
-        w: [*const u8; C],
+    unsafe fn tile_group<
+        const K: u8,
+        const PACKED: bool,
+        const R: usize,
+        const C: usize,
+        const FULL: bool,
+    >(
+        w: &[*const u8; C],
         io: &Io<'_>,
-        r: usize,
-        rows: usize,
-        col: usize,
-    ) {
-        match rows {
-            4 => tile::<K, PACKED, 4, C>(w, io, r, col),
-            3 => tile::<K, PACKED, 3, C>(w, io, r, col),
-            2 => tile::<K, PACKED, 2, C>(w, io, r, col),
-            _ => tile::<K, PACKED, 1, C>(w, io, r, col),
+        r0: usize,
+        g: usize,
+    ) -> __m256 {
+        let (xq, xd, nb) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.nb);
+        let block = |sb: usize| -> __m256 {
+            if !FULL && sb >= nb {
+                return _mm256_setzero_ps();
+            }
+            let mut wq = [_mm256_setzero_si256(); C];
+            let mut aw = [_mm256_setzero_si256(); C];
+            let mut mv = [_mm256_set1_epi16(1); C];
+            let mut scale = [0f32; C];
+            for c in 0..C {
+                let u = fetch::<K, PACKED>(w[c], sb);
+                wq[c] = u.q;
+                aw[c] = if signed(K) { _mm256_abs_epi8(u.q) } else { u.q };
+                if K == Q6K {
+                    mv[c] =
+                        _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]));
+                }
+                scale[c] = u.scale;
+            }
+            let mut v = [_mm256_setzero_si256(); LANES];
+            for r in 0..R {
+                let x = _mm256_loadu_si256(xq.add(((r0 + r) * nb + sb) * QK) as *const __m256i);
+                for c in 0..C {
+                    v[c * R + r] = products::<K>(wq[c], aw[c], mv[c], x);
+                }
+            }
+            let p = _mm256_cvtepi32_ps(reduce8(v));
+            let d = match R {
+                1 => _mm256_set1_ps(*xd.add(r0 * nb + sb)),
+                4 => _mm256_broadcast_ps(&*(io.dt.as_ptr().add(sb * io.mp + r0) as *const __m128)),
+                _ => {
+                    let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
+                    let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
+                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+                    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), rows)
+                }
+            };
+            _mm256_mul_ps(p, _mm256_mul_ps(lanes::<R, C>(scale), d))
+        };
+        let a = _mm256_add_ps(block(g), block(g + 1));
+        let b = _mm256_add_ps(block(g + 2), block(g + 3));
+        let c = _mm256_add_ps(block(g + 4), block(g + 5));
+        let d = _mm256_add_ps(block(g + 6), block(g + 7));
+        _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d))
+    }
+
+    /// One weight column (the GGUF row at `w`) against one activation row (decoding),
+    /// reading the weights once, in place: per element the same operations as a tile's lane,
+    /// and the bias term as [`bias_dot`] computes it.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn column<const K: u8>(w: *const u8, io: &Io<'_>, col: usize) {
+        let nb = io.nb;
+        let full = nb - nb % GROUP;
+        let mut acc = _mm_setzero_ps();
+        let mut bias = _mm256_setzero_ps();
+        for g in (0..full).step_by(GROUP) {
+            acc = _mm_add_ss(acc, column_group::<K, true>(w, io, g, &mut bias));
         }
+        if full < nb {
+            acc = _mm_add_ss(acc, column_group::<K, false>(w, io, full, &mut bias));
+        }
+        let b = if biased(K) { hsum(bias) } else { 0.0 };
+        *io.y.add(col) = _mm_cvtss_f32(acc) + b;
+    }
+
+    /// Blocks `g..g + 8` of a column (`FULL`; else `g..nb`), in the lanes of one vector:
+    /// their integer products reduced together, times the scale products, then summed in
+    /// [`tile_group`]'s tree. Their biases times the activations' block sums join `bias`,
+    /// lane `sb mod 8`, as in [`bias_dot`].
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn column_group<const K: u8, const FULL: bool>(
+        w: *const u8,
+        io: &Io<'_>,
+        g: usize,
+        bias: &mut __m256,
+    ) -> __m128 {
+        let (xq, xd, xs, nb) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.x.s.as_ptr(), io.nb);
+        let count = if FULL { GROUP } else { nb - g };
+        let mut v = [_mm256_setzero_si256(); LANES];
+        let mut s = [0f32; LANES];
+        let mut b = [0f32; LANES];
+        let mut a = [0f32; LANES];
+        for i in 0..GROUP {
+            if !FULL && i >= count {
+                break;
+            }
+            let sb = g + i;
+            let u = unpack::<K>(w, sb);
+            let aw = if signed(K) { _mm256_abs_epi8(u.q) } else { u.q };
+            let mv = if K == Q6K {
+                _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]))
+            } else {
+                _mm256_set1_epi16(1)
+            };
+            let x = _mm256_loadu_si256(xq.add(sb * QK) as *const __m256i);
+            v[i] = products::<K>(u.q, aw, mv, x);
+            s[i] = u.scale * *xd.add(sb);
+            if biased(K) {
+                b[i] = u.bias;
+                if !FULL {
+                    a[i] = *xs.add(sb);
+                }
+            }
+        }
+        if biased(K) {
+            let a = if FULL {
+                _mm256_loadu_ps(xs.add(g))
+            } else {
+                _mm256_setr_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7])
+            };
+            let b = _mm256_setr_ps(b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]);
+            *bias = _mm256_fmadd_ps(b, a, *bias);
+        }
+        let p = _mm256_cvtepi32_ps(reduce8(v));
+        let t = _mm256_mul_ps(
+            p,
+            _mm256_setr_ps(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]),
+        );
+        // The tree: lanes (0 + 1) and (2 + 3), then their sum; likewise lanes 4..8.
+        let u = _mm256_add_ps(t, _mm256_permute_ps(t, 0b10_11_00_01));
+        let q = _mm256_add_ps(u, _mm256_permute_ps(u, 0b01_00_11_10));
+        _mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1))
     }
 
     /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`.
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed) {
         for sb in 0..nb {
-            let (q, lo, hi, bias) = unpack::<K>(w, sb);
+            let u = unpack::<K>(w, sb);
             let p = dst.add(sb);
-            _mm256_store_si256((*p).q.as_mut_ptr() as *mut __m256i, q);
-            (*p).lo = lo;
-            (*p).hi = hi;
-            (*p).bias = bias;
+            _mm256_store_si256((*p).q.as_mut_ptr() as *mut __m256i, u.q);
+            (*p).scale = u.scale;
+            (*p).halves = u.halves;
+        }
+    }
+
+    /// The `nb` block biases of the weight row at `w`, into `dst`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn biases<const K: u8>(w: *const u8, nb: usize, dst: *mut f32) {
+        for sb in 0..nb {
+            let b = match K {
+                Q4_1 => f16(w.add(sb * 20 + 2)),
+                Q5_0 => -16.0 * f16(w.add(sb * 22)),
+                _ => unpack::<K>(w, sb).bias,
+            };
+            *dst.add(sb) = b;
         }
     }
 
@@ -821,19 +1049,24 @@ mod avx2 {
         pub(super) m: usize,
     }
 
+    /// A task's working memory, kept from one task to the next.
+    #[derive(Default)]
+    pub(super) struct Scratch {
+        /// Unpacked weight blocks, column after column.
+        packed: Vec<Packed>,
+        /// Block biases, column after column.
+        bias: Vec<f32>,
+    }
+
     /// The task's columns against every activation row.
     ///
     /// # Safety
     /// AVX2, FMA and F16C are available; `cols.data` holds at least `c1` rows of `rb` bytes
     /// of `kind`, each `io.nb` sub-blocks long; `io.y` has room for `m` rows times `io.n`,
-    /// and no one else writes columns `c0..c1`.
+    /// `io.dt` holds the scales by block when `m > 1`, and no one else writes columns
+    /// `c0..c1`.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn columns(
-        kind: Kind,
-        cols: &Columns<'_>,
-        io: &Io<'_>,
-        buf: &mut Vec<Packed>,
-    ) {
+    pub(super) unsafe fn columns(kind: Kind, cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scratch) {
         match kind {
             Kind::Q4_1 => columns_t::<Q4_1>(cols, io, buf),
             Kind::Q5_0 => columns_t::<Q5_0>(cols, io, buf),
@@ -844,7 +1077,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Vec<Packed>) {
+    unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scratch) {
         let Columns {
             data,
             rb,
@@ -852,59 +1085,128 @@ mod avx2 {
             c1,
             m,
         } = *cols;
-        let base = data.as_ptr();
-        let row = |c: usize| base.add(c * rb);
+        let nb = io.nb;
+        let weights = Weights {
+            base: data.as_ptr(),
+            stride: rb,
+            first: 0,
+        };
         if m == 1 {
             // Decoding: the weights stream past once, read in place, one column after the
-            // other (measured: two or four columns at a time, as several streams, decode
-            // 20-35 % slower).
+            // other (measured: reading two, four or eight columns side by side, as several
+            // streams, decodes 20-50 % slower).
             for c in c0..c1 {
-                tile::<K, false, 1, 1>([row(c)], io, 0, c);
+                column::<K>(weights.of(c), io, c);
             }
             return;
         }
-        // Several rows: register tiles of rows × columns. Unpack the columns once first when
-        // more than one tile of rows will read them (Q8_0 needs no unpacking: its bytes are
-        // read in place).
-        let nb = io.nb;
-        if K == Q8_0 || m <= TILE_ROWS {
-            return run_tiles::<K, false>(base, rb, 0, c0, c1, m, io);
+        if biased(K) {
+            buf.bias.clear();
+            buf.bias.resize((c1 - c0) * nb, 0.0);
         }
-        buf.clear();
-        buf.resize((c1 - c0) * nb, Packed::ZERO);
+        let bias = Biases {
+            base: buf.bias.as_mut_ptr(),
+            c0,
+            nb,
+        };
+        if biased(K) {
+            for c in c0..c1 {
+                biases::<K>(weights.of(c), nb, bias.of(c));
+            }
+        }
+        // Several rows: unpack the columns once first when more than one tile of rows will
+        // read them (Q8_0 needs no unpacking: its bytes are read in place).
+        if K == Q8_0 || m <= 4 {
+            return run_tiles::<K, false>(&weights, &bias, io, m, c1);
+        }
+        buf.packed.clear();
+        buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
         for c in c0..c1 {
-            pack::<K>(row(c), nb, buf.as_mut_ptr().add((c - c0) * nb));
+            pack::<K>(
+                weights.of(c),
+                nb,
+                buf.packed.as_mut_ptr().add((c - c0) * nb),
+            );
         }
-        let stride = nb * std::mem::size_of::<Packed>();
-        run_tiles::<K, true>(buf.as_ptr() as *const u8, stride, c0, c0, c1, m, io);
+        let packed = Weights {
+            base: buf.packed.as_ptr() as *const u8,
+            stride: nb * std::mem::size_of::<Packed>(),
+            first: c0,
+        };
+        run_tiles::<K, true>(&packed, &bias, io, m, c1);
     }
 
-    /// Every row of `io` against columns `c0..c1`, in register tiles; column `c` starts at
-    /// `base + (c - first) · stride` (a GGUF row, or its [`Packed`] blocks).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn run_tiles<const K: u8, const PACKED: bool>(
+    /// Where a task's weight columns lie: column `c` at `base + (c - first) · stride` (a
+    /// GGUF row, or its [`Packed`] blocks).
+    struct Weights {
         base: *const u8,
         stride: usize,
         first: usize,
+    }
+
+    impl Weights {
+        fn of(&self, c: usize) -> *const u8 {
+            self.base.wrapping_add((c - self.first) * self.stride)
+        }
+    }
+
+    /// Where a task's block biases lie: column `c` at `base + (c - c0) · nb`.
+    struct Biases {
+        base: *mut f32,
         c0: usize,
-        c1: usize,
-        m: usize,
+        nb: usize,
+    }
+
+    impl Biases {
+        /// Column `c`'s biases (a pointer that is used only for the kinds with a bias).
+        fn of(&self, c: usize) -> *mut f32 {
+            self.base.wrapping_add((c - self.c0) * self.nb)
+        }
+    }
+
+    /// Every row of `io` (`m` of them) against columns `bias.c0..c1`, in tiles of four rows
+    /// (two columns), then the remaining rows: three (two columns), two (four) or one
+    /// (eight).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_tiles<const K: u8, const PACKED: bool>(
+        w: &Weights,
+        bias: &Biases,
         io: &Io<'_>,
+        m: usize,
+        c1: usize,
     ) {
-        let col = |c: usize| base.add((c - first) * stride);
         let mut r = 0;
-        while r < m {
-            let rows = (m - r).min(TILE_ROWS);
-            let mut c = c0;
-            while c + TILE_COLS <= c1 {
-                let w: [*const u8; TILE_COLS] = std::array::from_fn(|i| col(c + i));
-                rows_tile::<K, PACKED, TILE_COLS>(w, io, r, rows, c);
-                c += TILE_COLS;
-            }
-            for c in c..c1 {
-                rows_tile::<K, PACKED, 1>([col(c)], io, r, rows, c);
-            }
-            r += rows;
+        while r + 4 <= m {
+            run_rows::<K, PACKED, 4, 2>(w, bias, io, r, c1);
+            r += 4;
+        }
+        match m - r {
+            3 => run_rows::<K, PACKED, 3, 2>(w, bias, io, r, c1),
+            2 => run_rows::<K, PACKED, 2, 4>(w, bias, io, r, c1),
+            1 => run_rows::<K, PACKED, 1, LANES>(w, bias, io, r, c1),
+            _ => {}
+        }
+    }
+
+    /// Rows `r..r + R` against columns `bias.c0..c1`, `C` columns at a time, then one at a
+    /// time.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn run_rows<const K: u8, const PACKED: bool, const R: usize, const C: usize>(
+        w: &Weights,
+        bias: &Biases,
+        io: &Io<'_>,
+        r: usize,
+        c1: usize,
+    ) {
+        let mut c = bias.c0;
+        while c + C <= c1 {
+            let ws: [*const u8; C] = std::array::from_fn(|i| w.of(c + i));
+            let bs: [*const f32; C] = std::array::from_fn(|i| bias.of(c + i) as *const f32);
+            tile::<K, PACKED, R, C>(ws, bs, io, r, c);
+            c += C;
+        }
+        for c in c..c1 {
+            tile::<K, PACKED, R, 1>([w.of(c)], [bias.of(c) as *const f32], io, r, c);
         }
     }
 }
@@ -992,11 +1294,15 @@ mod tests {
 
     #[test]
     fn every_kind_matches_dequantized_weights_and_is_independent_of_the_batch() {
+        // Every tile shape (4, 3, 2 and 1 rows; 8, 4, 2 and 1 columns), blocks in full groups
+        // of eight and in a last partial group, unpacked and read in place.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
             check(dtype, 70, 128, 5);
+            check(dtype, 45, 320, 6);
         }
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
             check(dtype, 37, 512, 19);
+            check(dtype, 21, 768, 2);
         }
     }
 
