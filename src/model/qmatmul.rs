@@ -36,6 +36,12 @@ use super::parallel::SendPtr;
 use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QTensor};
 
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each thread's working memory for the AVX2 kernel, kept from one call to the next.
+    static SCRATCH: std::cell::Cell<avx2::Scratch> = std::cell::Cell::new(avx2::Scratch::default());
+}
+
 /// Values per activation block (and per weight sub-block).
 const QK: usize = 32;
 /// Weight rows (output features) per parallel work item.
@@ -255,7 +261,10 @@ impl QMatrix {
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let simd = simd_available();
         let rb = self.row_bytes();
-        let mut y = vec![0f32; m * n];
+        // Left unset here: the tasks below write every element (each task all rows of its
+        // columns, and the tasks cover every column), so zeroing it first would only cost
+        // a pass over `m × n` values (16 MB for the output layer of a batch of 16).
+        let mut y: Vec<f32> = Vec::with_capacity(m * n);
         let y_ptr = SendPtr(y.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
         let dt = if simd && m > 1 {
@@ -268,7 +277,7 @@ impl QMatrix {
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
             #[cfg(target_arch = "x86_64")]
-            let mut buf = avx2::Scratch::default();
+            let mut buf = SCRATCH.take();
             let mut dst = [0f32; ROW_GROUP];
             for t in tasks {
                 let c0 = t * COLS_PER_TASK;
@@ -313,7 +322,11 @@ impl QMatrix {
                     }
                 }
             }
+            #[cfg(target_arch = "x86_64")]
+            SCRATCH.set(buf);
         });
+        // SAFETY: every element of the `m × n` output has been written (see above).
+        unsafe { y.set_len(m * n) };
         Ok(y)
     }
 
@@ -1100,8 +1113,8 @@ mod avx2 {
             }
             return;
         }
-        if biased(K) {
-            buf.bias.clear();
+        // The buffers only grow: every value a tile reads is written first, for this task.
+        if biased(K) && buf.bias.len() < (c1 - c0) * nb {
             buf.bias.resize((c1 - c0) * nb, 0.0);
         }
         let bias = Biases {
@@ -1119,8 +1132,9 @@ mod avx2 {
         if K == Q8_0 || m <= 4 {
             return run_tiles::<K, false>(&weights, &bias, io, m, c1);
         }
-        buf.packed.clear();
-        buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
+        if buf.packed.len() < (c1 - c0) * nb {
+            buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
+        }
         for c in c0..c1 {
             pack::<K>(
                 weights.of(c),
