@@ -24,6 +24,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 /// positions `len - seq .. len`) with `nh = nkv · rep`. Returns `(1, seq, nh · d)`, or `None`
 /// when the tensors are not f32 on the CPU in a layout read here (the caller then uses
 /// candle's operations).
+#[cfg(test)]
 pub(crate) fn causal(
     q: &Tensor,
     k: &Tensor,
@@ -31,6 +32,149 @@ pub(crate) fn causal(
     rep: usize,
     window: Option<usize>,
 ) -> Result<Option<Tensor>> {
+    let seqs = [(q.clone(), k.clone(), v.clone())];
+    Ok(causal_batch(&seqs, rep, window)?.map(|mut outs| outs.remove(0)))
+}
+
+/// [`causal`] for several sequences `(q, k, v)` at once (a batch's decoding step, or its
+/// segments), their work items split across the thread pool together. `None` when any
+/// sequence is not in a layout read here.
+pub(crate) fn causal_batch(
+    seqs: &[(Tensor, Tensor, Tensor)],
+    rep: usize,
+    window: Option<usize>,
+) -> Result<Option<Vec<Tensor>>> {
+    let mut shapes = Vec::with_capacity(seqs.len());
+    for (q, k, v) in seqs {
+        match shape(q, k, v, rep, window)? {
+            Some(s) => shapes.push(s),
+            None => return Ok(None),
+        }
+    }
+    let guards: Vec<_> = seqs
+        .iter()
+        .map(|(q, k, v)| {
+            (
+                q.storage_and_layout(),
+                k.storage_and_layout(),
+                v.storage_and_layout(),
+            )
+        })
+        .collect();
+    let mut jobs = Vec::with_capacity(seqs.len());
+    for (((qs, ql), (ks, kl), (vs, vl)), shape) in guards.iter().zip(&shapes) {
+        let Shape {
+            nh,
+            seq,
+            d,
+            nkv,
+            len,
+        } = *shape;
+        let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) = (&**qs, &**ks, &**vs) else {
+            return Ok(None);
+        };
+        let (ksd, vsd) = (kl.stride(), vl.stride());
+        if ksd[3] != 1 || vsd[3] != 1 {
+            return Ok(None);
+        }
+        let q = &qs.as_slice::<f32>()?[ql.start_offset()..ql.start_offset() + nh * seq * d];
+        let (kall, vall) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
+        // The last element either view reads must lie inside its storage.
+        let end = |off: usize, st: &[usize]| off + (nkv - 1) * st[1] + (len - 1) * st[2] + d;
+        if end(kl.start_offset(), ksd) > kall.len() || end(vl.start_offset(), vsd) > vall.len() {
+            return Ok(None);
+        }
+        jobs.push(Job {
+            q,
+            cache: Cache {
+                k: kall,
+                v: vall,
+                k_at: (kl.start_offset(), ksd[1], ksd[2]),
+                v_at: (vl.start_offset(), vsd[1], vsd[2]),
+                d,
+            },
+            nh,
+            nkv,
+            seq,
+            pos: len - seq,
+        });
+    }
+    // One work item: a block of query rows of one sequence against one key/value head, for
+    // its `rep` query heads, so that each key and value is read once for all of them.
+    let mut first = Vec::with_capacity(jobs.len() + 1);
+    first.push(0);
+    for job in &jobs {
+        first.push(first[first.len() - 1] + job.seq.div_ceil(ROWS) * job.nkv);
+    }
+    let mut outs: Vec<Vec<f32>> = jobs
+        .iter()
+        .map(|j| vec![0f32; j.seq * j.nh * j.cache.d])
+        .collect();
+    let dsts: Vec<SendPtr<f32>> = outs.iter_mut().map(|o| SendPtr(o.as_mut_ptr())).collect();
+    let total = first[jobs.len()];
+    super::parallel::for_each_chunk(total, |items| {
+        for item in items {
+            // The sequence whose items include `item`.
+            let s = first.partition_point(|&f| f <= item) - 1;
+            let job = &jobs[s];
+            let (nh, nkv, seq, d) = (job.nh, job.nkv, job.seq, job.cache.d);
+            let local = item - first[s];
+            let (b, g) = (local / nkv, local % nkv);
+            let scale = (1.0 / (d as f64).sqrt()) as f32;
+            let mut queries = Vec::with_capacity(ROWS * rep);
+            for i in b * ROWS..seq.min((b + 1) * ROWS) {
+                let p = job.pos + i;
+                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                for h in g * rep..(g + 1) * rep {
+                    // SAFETY: each (row, head) slice of a sequence's output belongs to exactly
+                    // one work item, and the outputs outlive the call.
+                    let out = unsafe {
+                        std::slice::from_raw_parts_mut(dsts[s].0.add((i * nh + h) * d), d)
+                    };
+                    queries.push(Query {
+                        q: &job.q[(h * seq + i) * d..(h * seq + i + 1) * d],
+                        lo,
+                        scores: vec![0.0; p + 1 - lo],
+                        sum: 0.0,
+                        out,
+                    });
+                }
+            }
+            block(&job.cache, g, scale, &mut queries);
+        }
+    });
+    let outs = jobs
+        .iter()
+        .zip(outs)
+        .map(|(job, out)| Tensor::from_vec(out, (1, job.seq, job.nh * job.cache.d), &Device::Cpu))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Some(outs))
+}
+
+/// The sizes of one sequence's attention.
+#[derive(Clone, Copy)]
+struct Shape {
+    /// Query heads.
+    nh: usize,
+    /// Query rows.
+    seq: usize,
+    /// Head size.
+    d: usize,
+    /// Key/value heads.
+    nkv: usize,
+    /// Keys.
+    len: usize,
+}
+
+/// The sizes of one sequence's `q`, `k` and `v`, or `None` when they are not f32 on the CPU
+/// in the shapes [`causal_batch`] reads.
+fn shape(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rep: usize,
+    window: Option<usize>,
+) -> Result<Option<Shape>> {
     if !matches!(q.device(), Device::Cpu)
         || [q, k, v].iter().any(|t| t.dtype() != DType::F32)
         || !q.is_contiguous()
@@ -52,63 +196,24 @@ pub(crate) fn causal(
     {
         return Ok(None);
     }
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) = (&*qs, &*ks, &*vs) else {
-        return Ok(None);
-    };
-    let (ksd, vsd) = (kl.stride(), vl.stride());
-    if ksd[3] != 1 || vsd[3] != 1 {
-        return Ok(None);
-    }
-    let q = &qs.as_slice::<f32>()?[ql.start_offset()..ql.start_offset() + nh * seq * d];
-    let (kall, vall) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
-    // The last element either view reads must lie inside its storage.
-    let end = |off: usize, st: &[usize]| off + (nkv - 1) * st[1] + (len - 1) * st[2] + d;
-    if end(kl.start_offset(), ksd) > kall.len() || end(vl.start_offset(), vsd) > vall.len() {
-        return Ok(None);
-    }
-    let cache = Cache {
-        k: kall,
-        v: vall,
-        k_at: (kl.start_offset(), ksd[1], ksd[2]),
-        v_at: (vl.start_offset(), vsd[1], vsd[2]),
+    Ok(Some(Shape {
+        nh,
+        seq,
         d,
-    };
-    let pos = len - seq;
-    let scale = (1.0 / (d as f64).sqrt()) as f32;
-    let mut out = vec![0f32; seq * nh * d];
-    let dst = SendPtr(out.as_mut_ptr());
-    // One work item: a block of query rows against one key/value head, for its `rep` query
-    // heads, so that each key and value is read once for all of them.
-    let blocks = seq.div_ceil(ROWS);
-    super::parallel::for_each_chunk(blocks * nkv, |items| {
-        let dst = &dst;
-        for item in items {
-            let (b, g) = (item / nkv, item % nkv);
-            let mut queries = Vec::with_capacity(ROWS * rep);
-            for i in b * ROWS..seq.min((b + 1) * ROWS) {
-                let p = pos + i;
-                let lo = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                for h in g * rep..(g + 1) * rep {
-                    // SAFETY: each (row, head) slice of `out` belongs to exactly one work
-                    // item, and `out` outlives the call.
-                    let out =
-                        unsafe { std::slice::from_raw_parts_mut(dst.0.add((i * nh + h) * d), d) };
-                    queries.push(Query {
-                        q: &q[(h * seq + i) * d..(h * seq + i + 1) * d],
-                        lo,
-                        scores: vec![0.0; p + 1 - lo],
-                        sum: 0.0,
-                        out,
-                    });
-                }
-            }
-            block(&cache, g, scale, &mut queries);
-        }
-    });
-    Ok(Some(Tensor::from_vec(out, (1, seq, nh * d), &Device::Cpu)?))
+        nkv,
+        len,
+    }))
+}
+
+/// One sequence's part of [`causal_batch`]: its queries and cache.
+struct Job<'a> {
+    q: &'a [f32],
+    cache: Cache<'a>,
+    nh: usize,
+    nkv: usize,
+    seq: usize,
+    /// The position of the first query.
+    pos: usize,
 }
 
 /// Query rows per work item.
@@ -444,6 +549,37 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn a_batch_gives_each_sequence_the_bits_it_gets_alone() -> Result<()> {
+        // Three sequences of different lengths and query rows (a decoding step, a chunk and
+        // a whole prompt), attended together and one by one.
+        let (nh, nkv, d) = (4, 2, 20);
+        let seqs = [
+            inputs(nh, nkv, d, 1, 9, 16)?,
+            inputs(nh, nkv, d, 5, 12, 16)?,
+            inputs(nh, nkv, d, 7, 7, 8)?,
+        ];
+        for window in [None, Some(4)] {
+            let together = causal_batch(&seqs, 2, window)?.expect("cpu");
+            assert_eq!(together.len(), seqs.len());
+            for ((q, k, v), got) in seqs.iter().zip(&together) {
+                let alone: Vec<f32> = causal(q, k, v, 2, window)?
+                    .expect("cpu")
+                    .flatten_all()?
+                    .to_vec1()?;
+                assert_eq!(got.flatten_all()?.to_vec1::<f32>()?, alone, "{window:?}");
+            }
+        }
+        // One sequence in a layout not read here sends the whole batch to candle's path.
+        let odd = (
+            seqs[0].0.to_dtype(DType::F16)?,
+            seqs[0].1.clone(),
+            seqs[0].2.clone(),
+        );
+        assert!(causal_batch(&[seqs[1].clone(), odd], 2, None)?.is_none());
         Ok(())
     }
 

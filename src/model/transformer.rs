@@ -655,7 +655,7 @@ impl Attention {
             Ok(rows.reshape((b, seq, half))?)
         };
         let (q, k, v) = self.heads((q, k, v), &table(&rope.cos)?, &table(&rope.sin)?)?;
-        let mut outs = Vec::with_capacity(caches.len());
+        let mut seqs = Vec::with_capacity(caches.len());
         let mut start = 0;
         for (i, cache) in caches.iter_mut().enumerate() {
             // Batch: sequence `i` is row `i`; segments: `lens[i]` positions of the one row.
@@ -664,9 +664,11 @@ impl Attention {
                 Layout::Segments(_) => t.narrow(2, start, lens[i]),
             };
             let q = part(&q)?.contiguous()?;
-            outs.push(self.attend_cached((q, part(&k)?, part(&v)?), cache, index, &masks[i])?);
+            let (k, v) = cache.append(index, &part(&k)?, &part(&v)?)?;
+            seqs.push((q, k, v));
             start += lens[i];
         }
+        let outs = self.attend(&seqs, masks)?;
         let dim = match layout {
             Layout::Batch => 0,
             Layout::Segments(_) => 1,
@@ -714,37 +716,37 @@ impl Attention {
         Ok((q, k, v))
     }
 
-    /// One sequence's heads `(1, heads, seq, head_dim)` after [`Attention::heads`]: appends
-    /// the keys and values to its cache and attends; returns `(1, seq, n_head · head_dim)`.
-    fn attend_cached(
-        &self,
-        (q, k, v): (Tensor, Tensor, Tensor),
-        cache: &mut KvCache,
-        index: usize,
-        masks: &MaskSet,
-    ) -> Result<Tensor> {
-        let seq = q.dim(2)?;
+    /// The sequences' heads after [`Attention::heads`], each `(1, heads, seq, head_dim)`
+    /// with its cache's keys and values (the new ones appended): attends; returns each
+    /// `(1, seq, n_head · head_dim)`.
+    fn attend(&self, seqs: &[(Tensor, Tensor, Tensor)], masks: &[MaskSet]) -> Result<Vec<Tensor>> {
         let (nh, nkv) = (self.n_head, self.n_kv_head);
-        let pos = cache.len;
-        let (mut k, mut v) = cache.append(index, &k, &v)?;
-        // On the CPU, row by row: the same bits however the prompt was split.
-        if let Some(out) = super::attention::causal(&q, &k, &v, nh / nkv, self.window)? {
-            return Ok(out);
+        // On the CPU, row by row (the same bits however a prompt was split), every sequence's
+        // work split across the threads together.
+        if let Some(outs) = super::attention::causal_batch(seqs, nh / nkv, self.window)? {
+            return Ok(outs);
         }
-        let total = pos + seq;
-        // A single decoding step only needs the last `window` keys: drop the rest, no mask.
-        let mask = if seq == 1 {
-            if let Some(w) = self.window {
-                if total > w {
-                    k = k.narrow(2, total - w, w)?;
-                    v = v.narrow(2, total - w, w)?;
+        let mut outs = Vec::with_capacity(seqs.len());
+        for ((q, k, v), masks) in seqs.iter().zip(masks) {
+            let seq = q.dim(2)?;
+            let total = k.dim(2)?;
+            // A single decoding step only needs the last `window` keys: drop the rest, no
+            // mask.
+            let (mut k, mut v) = (k.clone(), v.clone());
+            let mask = if seq == 1 {
+                if let Some(w) = self.window {
+                    if total > w {
+                        k = k.narrow(2, total - w, w)?;
+                        v = v.narrow(2, total - w, w)?;
+                    }
                 }
-            }
-            None
-        } else {
-            masks.get(self.window)?
-        };
-        grouped_attention(&q, &k, &v, mask.as_ref(), nh / nkv)
+                None
+            } else {
+                masks.get(self.window)?
+            };
+            outs.push(grouped_attention(q, &k, &v, mask.as_ref(), nh / nkv)?);
+        }
+        Ok(outs)
     }
 }
 
