@@ -261,10 +261,30 @@ pub fn argmax(xs: &[f32]) -> u32 {
 
 /// Returns a closure giving `log_softmax(logits)[i]`, computing the normaliser once.
 fn log_softmax_at(logits: &[f32]) -> impl Fn(u32) -> f32 + '_ {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
-    let log_z = max as f64 + sum.ln();
+    let log_z = log_normaliser(logits);
     move |i| (logits[i as usize] as f64 - log_z) as f32
+}
+
+/// `ln Σ e^l` over a logits vector, so that `l - ln Σ e^l` is a token's log-probability.
+/// Blocks of 1,024 values are summed in f32, in eight lanes with a vectorised exponential
+/// (within a few ulp of the library's), and the blocks in f64: a vocabulary of 262,144
+/// tokens costs about 0.1 ms, where one `f64::exp` per token took over 1 ms, once per
+/// generated token and sequence.
+pub fn log_normaliser(logits: &[f32]) -> f64 {
+    use crate::model::activation::exp;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f64;
+    for block in logits.chunks(1024) {
+        let mut lanes = [0f32; 8];
+        let mut eights = block.chunks_exact(8);
+        for c in &mut eights {
+            let e: [f32; 8] = std::array::from_fn(|j| exp(c[j] - max));
+            lanes = std::array::from_fn(|j| lanes[j] + e[j]);
+        }
+        let rest: f32 = eights.remainder().iter().map(|&l| exp(l - max)).sum();
+        sum += lanes.iter().map(|&s| s as f64).sum::<f64>() + rest as f64;
+    }
+    max as f64 + sum.ln()
 }
 
 fn apply_repetition_penalty(logits: &[f32], history: &[u32], penalty: f32, n: usize) -> Vec<f32> {
@@ -366,6 +386,29 @@ fn draw(dist: &[(u32, f64)], u: f64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_normaliser_matches_a_plain_f64_sum() {
+        // A vocabulary the size of Gemma 3's, with a spread of logits like a model's.
+        let n = 262_144 + 5;
+        let logits: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 % 10007) as f32 / 10007.0 - 0.9) * 30.0)
+            .collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let reference = max as f64
+            + logits
+                .iter()
+                .map(|&l| ((l - max) as f64).exp())
+                .sum::<f64>()
+                .ln();
+        let got = log_normaliser(&logits);
+        assert!((got - reference).abs() < 1e-5, "{got} vs {reference}");
+        // One dominant token: its log-probability is near 0.
+        let mut one = vec![-50.0f32; 1000];
+        one[3] = 10.0;
+        assert!((one[3] as f64 - log_normaliser(&one)).abs() < 1e-6);
+        assert!(log_normaliser(&[1.0, f32::NAN]).is_nan());
+    }
 
     /// Logits whose softmax is exactly `probs`.
     fn logits_for(probs: &[f64]) -> Vec<f32> {

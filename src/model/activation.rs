@@ -111,7 +111,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer (ties to even).
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.3, 88.3);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -120,7 +121,10 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `n` as an integer, read from `t`'s low bits (it has `ROUND`'s exponent), without a
+    // float-to-int cast: the cast saturates, which keeps the loops from vectorising.
+    let k = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
+    er * f32::from_bits((k.wrapping_add(127) as u32) << 23)
 }
 
 #[cfg(test)]

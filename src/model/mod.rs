@@ -2,7 +2,7 @@
 //! or a Hugging Face [`hf::Checkpoint`] with a [`lora::Adapter`]), their tokenizer and chat
 //! template, the device they run on, and the transformer that runs them.
 
-mod activation;
+pub(crate) mod activation;
 mod attention;
 pub mod bundled;
 pub mod chat_template;
