@@ -19,11 +19,7 @@ use super::parallel::SendPtr;
 use crate::error::Result;
 use candle_core::{DType, Device, Storage, Tensor};
 
-/// `softmax(q·kᵀ / √d) · v` for the `seq` newest positions of a sequence: `q` is `(1, nh,
-/// seq, d)`, `k` and `v` are `(1, nkv, len, d)` (views of a cache are fine; the queries are
-/// positions `len - seq .. len`) with `nh = nkv · rep`. Returns `(1, seq, nh · d)`, or `None`
-/// when the tensors are not f32 on the CPU in a layout read here (the caller then uses
-/// candle's operations).
+/// [`causal_batch`] for one sequence (the tests' entry point).
 #[cfg(test)]
 pub(crate) fn causal(
     q: &Tensor,
@@ -36,9 +32,12 @@ pub(crate) fn causal(
     Ok(causal_batch(&seqs, rep, window)?.map(|mut outs| outs.remove(0)))
 }
 
-/// [`causal`] for several sequences `(q, k, v)` at once (a batch's decoding step, or its
-/// segments), their work items split across the thread pool together. `None` when any
-/// sequence is not in a layout read here.
+/// `softmax(q·kᵀ / √d) · v` for the `seq` newest positions of each sequence `(q, k, v)`: `q`
+/// is `(1, nh, seq, d)`, `k` and `v` are `(1, nkv, len, d)` (views of a cache are fine; the
+/// queries are positions `len - seq .. len`) with `nh = nkv · rep`. Returns each `(1, seq,
+/// nh · d)`, or `None` when any sequence's tensors are not f32 on the CPU in a layout read
+/// here (the caller then uses candle's operations). The sequences (a batch's decoding step,
+/// or its segments) have their work items split across the thread pool together.
 pub(crate) fn causal_batch(
     seqs: &[(Tensor, Tensor, Tensor)],
     rep: usize,
@@ -51,18 +50,27 @@ pub(crate) fn causal_batch(
             None => return Ok(None),
         }
     }
+    // Each sequence's queries, copied out one lock at a time: a batch's queries are views of
+    // one tensor, and one thread must not hold two read locks on the same storage. (Keys and
+    // values live in each sequence's own cache.)
+    let mut queries = Vec::with_capacity(seqs.len());
+    for ((q, _, _), s) in seqs.iter().zip(&shapes) {
+        let (qs, ql) = q.storage_and_layout();
+        let Storage::Cpu(qs) = &*qs else {
+            return Ok(None);
+        };
+        let at = ql.start_offset();
+        let Some(q) = qs.as_slice::<f32>()?.get(at..at + s.nh * s.seq * s.d) else {
+            return Ok(None);
+        };
+        queries.push(q.to_vec());
+    }
     let guards: Vec<_> = seqs
         .iter()
-        .map(|(q, k, v)| {
-            (
-                q.storage_and_layout(),
-                k.storage_and_layout(),
-                v.storage_and_layout(),
-            )
-        })
+        .map(|(_, k, v)| (k.storage_and_layout(), v.storage_and_layout()))
         .collect();
     let mut jobs = Vec::with_capacity(seqs.len());
-    for (((qs, ql), (ks, kl), (vs, vl)), shape) in guards.iter().zip(&shapes) {
+    for ((((ks, kl), (vs, vl)), shape), q) in guards.iter().zip(&shapes).zip(&queries) {
         let Shape {
             nh,
             seq,
@@ -70,14 +78,13 @@ pub(crate) fn causal_batch(
             nkv,
             len,
         } = *shape;
-        let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) = (&**qs, &**ks, &**vs) else {
+        let (Storage::Cpu(ks), Storage::Cpu(vs)) = (&**ks, &**vs) else {
             return Ok(None);
         };
         let (ksd, vsd) = (kl.stride(), vl.stride());
         if ksd[3] != 1 || vsd[3] != 1 {
             return Ok(None);
         }
-        let q = &qs.as_slice::<f32>()?[ql.start_offset()..ql.start_offset() + nh * seq * d];
         let (kall, vall) = (ks.as_slice::<f32>()?, vs.as_slice::<f32>()?);
         // The last element either view reads must lie inside its storage.
         let end = |off: usize, st: &[usize]| off + (nkv - 1) * st[1] + (len - 1) * st[2] + d;

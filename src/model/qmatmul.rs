@@ -16,7 +16,8 @@
 //!   memory bandwidth up), eight blocks' integer products reduced together;
 //! - for several rows, multiplies register tiles of up to eight output elements, one per lane
 //!   of a single accumulator (4 rows × 2 columns, and 3 × 2, 2 × 4 or 1 × 8 for the last
-//!   rows), so that a block costs one conversion and one multiply-add per eight elements;
+//!   rows), so that a block costs one conversion and two multiplications per eight
+//!   elements, where each element had taken a conversion, a multiplication and an FMA;
 //!   when more than one tile of rows will read a task's weight columns, they are first
 //!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
 //! - runs on candle's own thread pool, columns split across threads, and on the calling
@@ -479,11 +480,13 @@ mod avx2 {
     //! The AVX2 kernel. A register tile holds up to eight output elements (row, column
     //! pairs), one per lane of a single accumulator. For each block the tile computes every
     //! pair's integer dot product `P` (exact, in 32-bit lanes), reduces the eight pairs' lanes
-    //! into one vector, converts it (exactly: `|P| < 2²⁴`) and adds it with one FMA:
-    //! `acc = fma(P, scale · d, acc)`, `scale` the weight block's scale and `d` the activation
-    //! block's. The bias term is added at the end. Every path below (decoding, tiles of any
-    //! shape, weights read in place or unpacked first) does exactly these operations per
-    //! element, so the result never depends on the batch.
+    //! into one vector, converts it (exactly: `|P| < 2²⁴`) and multiplies it by the scale
+    //! products: `t = P · (scale · d)`, `scale` the weight block's scale and `d` the
+    //! activation block's. Eight blocks' `t` are summed in a fixed tree,
+    //! `((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))` (zeros standing in past the last
+    //! block), and the groups one after the other; the bias term is added at the end. Every
+    //! path below (decoding, tiles of any shape, weights read in place or unpacked first)
+    //! does exactly these operations per element, so the result never depends on the batch.
     use super::{Kind, QuantizedRows, QK};
     use std::arch::x86_64::*;
 
@@ -926,7 +929,10 @@ mod avx2 {
             let p = _mm256_cvtepi32_ps(reduce8(v));
             let d = match R {
                 1 => _mm256_set1_ps(*xd.add(r0 * nb + sb)),
-                4 => _mm256_broadcast_ps(&*(io.dt.as_ptr().add(sb * io.mp + r0) as *const __m128)),
+                4 => {
+                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+                    _mm256_set_m128(d4, d4)
+                }
                 _ => {
                     let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
                     let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
@@ -1308,15 +1314,23 @@ mod tests {
 
     #[test]
     fn every_kind_matches_dequantized_weights_and_is_independent_of_the_batch() {
-        // Every tile shape (4, 3, 2 and 1 rows; 8, 4, 2 and 1 columns), blocks in full groups
-        // of eight and in a last partial group, unpacked and read in place.
+        // Every tile shape (4 × 2, 3 × 2, 2 × 4 and 1 × 8, and one column at a time for the
+        // last columns), weights unpacked (more than 4 rows) and read in place (up to 4, and
+        // Q8_0 always), blocks in full groups of eight and in a last partial group (K-quants
+        // come in super-blocks of eight blocks, so their groups are always full). Each row is
+        // also decoded alone, in `check`.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
             check(dtype, 70, 128, 5);
             check(dtype, 45, 320, 6);
+            check(dtype, 45, 320, 3);
+            check(dtype, 19, 320, 2);
         }
         for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
             check(dtype, 37, 512, 19);
+            check(dtype, 37, 512, 5);
             check(dtype, 21, 768, 2);
+            check(dtype, 21, 256, 4);
+            check(dtype, 21, 256, 3);
         }
     }
 

@@ -17,7 +17,7 @@
 use super::config::{Arch, Config};
 use super::qmatmul::QMatrix;
 use super::weights::Weights;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 use std::sync::Arc;
@@ -620,8 +620,8 @@ impl Mlp {
 }
 
 impl Attention {
-    /// Projections, norms and RoPE of all rows together, then per sequence its cache and
-    /// attention; then the output projection of all rows.
+    /// Projections, norms and RoPE of all rows together, then each sequence's cache, the
+    /// attention of all sequences together, and the output projection of all rows.
     fn forward(
         &self,
         x: &Tensor,
@@ -725,6 +725,13 @@ impl Attention {
         // work split across the threads together.
         if let Some(outs) = super::attention::causal_batch(seqs, nh / nkv, self.window)? {
             return Ok(outs);
+        }
+        if masks.len() != seqs.len() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "attention: {} mask sets for {} sequences",
+                masks.len(),
+                seqs.len()
+            ))));
         }
         let mut outs = Vec::with_capacity(seqs.len());
         for ((q, k, v), masks) in seqs.iter().zip(masks) {
