@@ -1028,15 +1028,19 @@ mod avx2 {
         _mm_add_ss(_mm256_castps256_ps128(q), _mm256_extractf128_ps(q, 1))
     }
 
-    /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`.
+    /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`, and their biases
+    /// into `bias` (for the kinds with one).
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed) {
+    unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed, bias: *mut f32) {
         for sb in 0..nb {
             let u = unpack::<K>(w, sb);
             let p = dst.add(sb);
             _mm256_store_si256((*p).q.as_mut_ptr() as *mut __m256i, u.q);
             (*p).scale = u.scale;
             (*p).halves = u.halves;
+            if biased(K) {
+                *bias.add(sb) = u.bias;
+            }
         }
     }
 
@@ -1128,25 +1132,23 @@ mod avx2 {
             c0,
             nb,
         };
-        if biased(K) {
-            for c in c0..c1 {
-                biases::<K>(weights.of(c), nb, bias.of(c));
-            }
-        }
         // Several rows: unpack the columns once first when more than one tile of rows will
-        // read them (Q8_0 needs no unpacking: its bytes are read in place).
+        // read them (Q8_0 needs no unpacking: its bytes are read in place). Either way each
+        // column's biases are read once, for every tile.
         if K == Q8_0 || m <= 4 {
+            if biased(K) {
+                for c in c0..c1 {
+                    biases::<K>(weights.of(c), nb, bias.of(c));
+                }
+            }
             return run_tiles::<K, false>(&weights, &bias, io, m, c1);
         }
         if buf.packed.len() < (c1 - c0) * nb {
             buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
         }
         for c in c0..c1 {
-            pack::<K>(
-                weights.of(c),
-                nb,
-                buf.packed.as_mut_ptr().add((c - c0) * nb),
-            );
+            let dst = buf.packed.as_mut_ptr().add((c - c0) * nb);
+            pack::<K>(weights.of(c), nb, dst, bias.of(c));
         }
         let packed = Weights {
             base: buf.packed.as_ptr() as *const u8,
