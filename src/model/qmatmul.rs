@@ -706,18 +706,43 @@ mod avx2 {
         }
     }
 
-    /// The integer products of one weight sub-block (`aw`: its bytes made unsigned, `wq`:
-    /// the bytes themselves, for their signs) with one activation block, as eight 32-bit
-    /// lanes of four products each, times the halves' integer scales (`mv`).
+    /// A weight sub-block ready to multiply activation blocks ([`products`]).
+    #[derive(Clone, Copy)]
+    struct Operands {
+        /// The bytes themselves (for their signs).
+        wq: __m256i,
+        /// The bytes made unsigned.
+        aw: __m256i,
+        /// The halves' integer scales, as `madd`'s 16-bit multipliers.
+        mv: __m256i,
+    }
+
+    /// The operands of sub-block `u`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn products<const K: u8>(wq: __m256i, aw: __m256i, mv: __m256i, x: __m256i) -> __m256i {
+    unsafe fn operands<const K: u8>(u: &Sub) -> Operands {
+        Operands {
+            wq: u.q,
+            aw: if signed(K) { _mm256_abs_epi8(u.q) } else { u.q },
+            mv: if K == Q6K {
+                _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]))
+            } else {
+                _mm256_set1_epi16(1)
+            },
+        }
+    }
+
+    /// The integer products of one weight sub-block with one activation block, as eight
+    /// 32-bit lanes of four products each, times the halves' integer scales.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn products<const K: u8>(o: &Operands, x: __m256i) -> __m256i {
         let x = if signed(K) {
-            _mm256_sign_epi8(x, wq)
+            _mm256_sign_epi8(x, o.wq)
         } else {
             x
         };
-        _mm256_madd_epi16(_mm256_maddubs_epi16(aw, x), mv)
+        _mm256_madd_epi16(_mm256_maddubs_epi16(o.aw, x), o.mv)
     }
 
     /// Sums of the lanes of eight vectors: lane `j` of the result is the sum of `v[j]`.
@@ -905,25 +930,14 @@ mod avx2 {
             if !FULL && sb >= nb {
                 return _mm256_setzero_ps();
             }
-            let mut wq = [_mm256_setzero_si256(); C];
-            let mut aw = [_mm256_setzero_si256(); C];
-            let mut mv = [_mm256_set1_epi16(1); C];
-            let mut scale = [0f32; C];
-            for c in 0..C {
-                let u = fetch::<K, PACKED>(w[c], sb);
-                wq[c] = u.q;
-                aw[c] = if signed(K) { _mm256_abs_epi8(u.q) } else { u.q };
-                if K == Q6K {
-                    mv[c] =
-                        _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]));
-                }
-                scale[c] = u.scale;
-            }
+            let subs: [Sub; C] = std::array::from_fn(|c| fetch::<K, PACKED>(w[c], sb));
+            let ops = subs.each_ref().map(|u| operands::<K>(u));
+            let scale = subs.each_ref().map(|u| u.scale);
             let mut v = [_mm256_setzero_si256(); LANES];
             for r in 0..R {
                 let x = _mm256_loadu_si256(xq.add(((r0 + r) * nb + sb) * QK) as *const __m256i);
                 for c in 0..C {
-                    v[c * R + r] = products::<K>(wq[c], aw[c], mv[c], x);
+                    v[c * R + r] = products::<K>(&ops[c], x);
                 }
             }
             let p = _mm256_cvtepi32_ps(reduce8(v));
@@ -992,14 +1006,8 @@ mod avx2 {
             }
             let sb = g + i;
             let u = unpack::<K>(w, sb);
-            let aw = if signed(K) { _mm256_abs_epi8(u.q) } else { u.q };
-            let mv = if K == Q6K {
-                _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]))
-            } else {
-                _mm256_set1_epi16(1)
-            };
             let x = _mm256_loadu_si256(xq.add(sb * QK) as *const __m256i);
-            v[i] = products::<K>(u.q, aw, mv, x);
+            v[i] = products::<K>(&operands::<K>(&u), x);
             s[i] = u.scale * *xd.add(sb);
             if biased(K) {
                 b[i] = u.bias;
@@ -1048,12 +1056,8 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn biases<const K: u8>(w: *const u8, nb: usize, dst: *mut f32) {
         for sb in 0..nb {
-            let b = match K {
-                Q4_1 => f16(w.add(sb * 20 + 2)),
-                Q5_0 => -16.0 * f16(w.add(sb * 22)),
-                _ => unpack::<K>(w, sb).bias,
-            };
-            *dst.add(sb) = b;
+            // Only the bias is used: the compiler drops the rest of the unpacking.
+            *dst.add(sb) = unpack::<K>(w, sb).bias;
         }
     }
 
