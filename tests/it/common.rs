@@ -35,6 +35,12 @@ pub fn gemma() -> Model {
     load(&bundled::GEMMA3, &CELL)
 }
 
+/// Qwen2.5-Coder 0.5B Instruct (qwen2 architecture, ChatML): the qwen2 model of the tests.
+pub fn qwen() -> Model {
+    static CELL: OnceLock<Model> = OnceLock::new();
+    load(&bundled::QWEN25_05B, &CELL)
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 

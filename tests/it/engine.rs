@@ -1,6 +1,6 @@
 //! Generation on the real models.
 
-use crate::common::{gemma, smollm};
+use crate::common::{gemma, qwen, smollm};
 use llm_judge::{FinishReason, Input, SamplingParams};
 
 const CAKE: &str = "Explain how to bake a chocolate cake without using eggs.";
@@ -171,7 +171,11 @@ fn long_prompts_match_an_unchunked_reference_token_by_token() {
     // rows run with it (our kernels, the row-by-row attention), so the logits are the same
     // bits, and a wrong mask, window or cache position cannot hide in a tolerance.
     use llm_judge::model::transformer::PREFILL_CHUNK;
-    for (name, mut m) in [("smollm2", smollm()), ("gemma3", gemma())] {
+    for (name, mut m) in [
+        ("smollm2", smollm()),
+        ("gemma3", gemma()),
+        ("qwen2", qwen()),
+    ] {
         let ids = m.tokenizer().encode_prompt(&PARAGRAPH.repeat(10)).unwrap();
         assert!(
             ids.len() > PREFILL_CHUNK + 100,
