@@ -30,7 +30,7 @@ esac
 "$bin" fetch-models >/dev/null
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 status=0
-for model in smollm2-135m-instruct gemma3-270m; do
+for model in smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct; do
   echo "== $model"
   "$bin" --device "$device" check-device --model "$model" --tokens 32 || status=1
 done

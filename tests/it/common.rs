@@ -41,6 +41,12 @@ pub fn qwen() -> Model {
     load(&bundled::QWEN25_05B, &CELL)
 }
 
+/// Qwen2.5-Coder 1.5B Instruct: the bundled judge, in the tests only against llama.cpp.
+pub fn qwen15() -> Model {
+    static CELL: OnceLock<Model> = OnceLock::new();
+    load(&bundled::QWEN25_15B, &CELL)
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 

@@ -2,7 +2,7 @@
 //! chat-template renderings and greedy continuations recorded on the same files
 //! (`tests/data/llamacpp_qwen2.json`, made by `scripts/llamacpp-reference.py`).
 
-use crate::common::{model_path, qwen};
+use crate::common::{model_path, qwen, qwen15};
 use llm_judge::model::bundled::{self, BundledModel};
 use llm_judge::model::{GgufFile, Message, Tokenizer};
 use llm_judge::{Input, SamplingParams};
@@ -50,10 +50,12 @@ fn token_ids_match_llama_cpp_on_both_models() {
 #[test]
 fn chat_template_renders_as_llama_cpp_does() {
     let m = qwen();
-    for row in golden()[bundled::QWEN25_05B.name]["chats"]
+    let golden = golden();
+    let rows = golden[bundled::QWEN25_05B.name]["chats"]
         .as_array()
-        .unwrap()
-    {
+        .unwrap();
+    assert_eq!(rows.len(), 5);
+    for row in rows {
         let messages = [
             Message::system(row["system"].as_str().unwrap()),
             Message::user(row["user"].as_str().unwrap()),
@@ -71,22 +73,21 @@ fn chat_template_renders_as_llama_cpp_does() {
     );
 }
 
+/// Largest difference allowed between our log-probability of a token and llama.cpp's.
+const LOGPROB_TOLERANCE: f32 = 0.2;
+
 /// A gap between llama.cpp's first and second choice below this many nats is a near tie:
-/// two correct implementations of the same quantized model may order the two either way
-/// (llama.cpp itself flips such a pair between runs with different slot settings).
-const NEAR_TIE: f32 = 0.15;
+/// when each log-probability may differ by [`LOGPROB_TOLERANCE`], the gap between two may
+/// differ by twice that, so two correct implementations may order the pair either way
+/// (llama.cpp itself flips such a pair, 0.02-0.07 nats apart, between runs with different
+/// slot settings).
+const NEAR_TIE: f32 = 2.0 * LOGPROB_TOLERANCE;
 
 /// The two qwen2 models, the 0.5B from the shared test cache.
 fn both_models() -> [(&'static str, llm_judge::Model); 2] {
     [
         (bundled::QWEN25_05B.name, qwen()),
-        (
-            bundled::QWEN25_15B.name,
-            llm_judge::Model::load(&llm_judge::ModelSource::Bundled(
-                bundled::QWEN25_15B.name.into(),
-            ))
-            .unwrap(),
-        ),
+        (bundled::QWEN25_15B.name, qwen15()),
     ]
 }
 
@@ -99,10 +100,9 @@ struct Chat {
 }
 
 fn chats(m: &llm_judge::Model, golden: &Value, name: &str) -> Vec<Chat> {
-    golden[name]["chats"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let rows = golden[name]["chats"].as_array().unwrap();
+    assert_eq!(rows.len(), 5, "{name}: five recorded chats");
+    rows.iter()
         .map(|row| {
             let input = Input::Chat(vec![
                 Message::system(row["system"].as_str().unwrap()),
@@ -122,10 +122,13 @@ fn chats(m: &llm_judge::Model, golden: &Value, name: &str) -> Vec<Chat> {
         .collect()
 }
 
-/// Greedy chat continuations run free for 16 tokens. The 0.5B agrees with llama.cpp on all
-/// 16 for at least 4 of the 5 prompts. On both models, wherever a continuation parts from
-/// llama.cpp's, it is at a near tie in llama.cpp's own numbers and our token is llama.cpp's
-/// second choice; every token before it agrees.
+/// Greedy chat continuations run free for up to 16 tokens (fewer where llama.cpp's reply
+/// ended; the end-of-turn token is compared too). The 0.5B agrees with llama.cpp on every
+/// token for at least 4 of the 5 prompts. The 1.5B is held to the weaker check only (it
+/// agrees on 3 of 5; both misses part at gaps of 0.02 and 0.10 nats in llama.cpp's own
+/// numbers, and the teacher-forced test below holds every position): on both models,
+/// wherever a continuation parts from llama.cpp's, it is at a near tie in llama.cpp's own
+/// numbers and our token is llama.cpp's second choice; every token before it agrees.
 #[test]
 fn greedy_chat_continuations_agree_with_llama_cpp() {
     let golden = golden();
@@ -168,7 +171,7 @@ fn greedy_chat_continuations_agree_with_llama_cpp() {
 }
 
 /// Along llama.cpp's own greedy path (teacher forcing), our log-probability of each token
-/// llama.cpp chose is within 0.2 nats of llama.cpp's (0.05 on average), and our first choice
+/// llama.cpp chose is within [`LOGPROB_TOLERANCE`] of llama.cpp's (0.05 nats on average), and our first choice
 /// is llama.cpp's wherever llama.cpp's choice is not a near tie: the forward pass agrees
 /// position by position, not only where the continuations happen to coincide. For scale:
 /// llama.cpp against itself, with 4 server slots instead of 1, moves the same log-probabilities
@@ -196,7 +199,7 @@ fn teacher_forced_log_probs_match_llama_cpp() {
                 n += 1;
                 assert_eq!(top[0].0, want, "{name}: llama.cpp's top is its choice");
                 assert!(
-                    diff < 0.2,
+                    diff < LOGPROB_TOLERANCE,
                     "{name}, token {i}: log p {ours:.4} here, {:.4} in llama.cpp",
                     top[0].1
                 );
