@@ -7,7 +7,7 @@ the executed notebook back and fails when any cell has an error output or wrote 
 (the library writes progress to stdout only), or when an output shows a Rust Debug struct
 where a table or chart belongs.
 
-    notebooks/execute.py [--small] [--inplace] [--html DIR] [NOTEBOOK ...]
+    notebooks/execute.py [--small] [--inplace] [--html DIR] [--shared-build] [NOTEBOOK ...]
 
 --small sets LLM_JUDGE_SMALL=1, the notebooks' small-run parameter (few prompts, short
 answers). Without --inplace the executed copies go to --out (default: a temporary folder).
@@ -15,7 +15,11 @@ answers). Without --inplace the executed copies go to --out (default: a temporar
 external scripts, which these notebooks do not need, are removed).
 
 The kernel's environment comes from `notebooks/setup.sh --env`, so that evcxr reuses the
-dependencies `cargo build` compiled (see setup.sh).
+dependencies `cargo build` compiled (see setup.sh). Each notebook's line gives the time of its
+first code cell (the `:dep` cell: compiling what the build did not share) and of its first
+output. --shared-build fails when the kernel compiled any dependency again (a new or rewritten
+library in the shared target folder, other than the cell crate and llm-judge itself), which
+is what happens when `cargo build` and evcxr name the target differently.
 """
 import argparse
 import os
@@ -72,6 +76,63 @@ def kernel_env(here):
         os.environ[key] = value
 
 
+def deps_folder():
+    """The folder where the kernel's cargo puts compiled dependencies (the shared build)."""
+    host = re.search(
+        r"^host: (\S+)", subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout, re.M
+    ).group(1)
+    target = pathlib.Path(os.environ["EVCXR_TMPDIR"]) / "target"
+    return target.resolve() / host / "debug" / "deps"
+
+
+def libraries(deps):
+    """{file name: (size, mtime)} of the compiled libraries in the shared target folder."""
+    if not deps.is_dir():
+        return {}
+    return {
+        p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in deps.iterdir()
+        if p.name.startswith("lib") and p.suffix in (".rlib", ".rmeta", ".so")
+    }
+
+
+def compiled_again(before, after):
+    """(dependencies, llm-judge): the library files the kernel wrote that were not there, or not
+    the same, before it ran. The cell crate (`ctx`) is compiled by design and left out."""
+    changed = sorted(name for name, stamp in after.items() if before.get(name) != stamp)
+    crate = lambda name: re.sub(r"^lib|(-[0-9a-f]+)?\.\w+$", "", name)
+    deps = sorted({crate(n) for n in changed} - {"ctx", "llm_judge"})
+    return deps, any(crate(n) == "llm_judge" for n in changed)
+
+
+def cell_seconds(cell):
+    """Seconds between a code cell's start and its reply (nbclient's timing metadata)."""
+    from datetime import datetime
+
+    timing = cell.get("metadata", {}).get("execution", {})
+    start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
+    if not (start and end):
+        return None
+    parse = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00"))
+    return (parse(end) - parse(start)).total_seconds()
+
+
+def first_times(nb, started):
+    """(seconds of the first code cell, seconds from the kernel's start to the first output)."""
+    from datetime import datetime
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    first = cell_seconds(code[0]) if code else None
+    first_out = None
+    for c in code:
+        reply = c.get("metadata", {}).get("execution", {}).get("shell.execute_reply")
+        if c.get("outputs") and reply:
+            end = datetime.fromisoformat(reply.replace("Z", "+00:00")).timestamp()
+            first_out = end - started
+            break
+    return first, first_out
+
+
 def self_contained(html):
     """The HTML without references to other sites (the exporter's CDN scripts and styles)."""
     html = re.sub(r"<script[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>", "", html)
@@ -87,6 +148,11 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--html", default=None)
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument(
+        "--shared-build",
+        action="store_true",
+        help="fail when the kernel compiles a dependency that `cargo build` compiled",
+    )
     args = ap.parse_args()
     here = pathlib.Path(__file__).resolve().parent
     paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(here.glob("[0-9]*.ipynb"))
@@ -96,7 +162,9 @@ def main():
     out_dir = pathlib.Path(args.out or tempfile.mkdtemp(prefix="llm-judge-nb-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = False
+    deps = deps_folder()
     for path in paths:
+        before = libraries(deps)
         nb = nbformat.read(path, as_version=4)
         client = NotebookClient(
             nb,
@@ -109,6 +177,24 @@ def main():
             client.execute()
         except CellExecutionError as e:
             print(f"{path.name}: kernel error: {str(e)[:2000]}", file=sys.stderr)
+            failed = True
+        again, own = compiled_again(before, libraries(deps))
+        first, first_out = first_times(nb, start)
+        fmt = lambda t: "-" if t is None else f"{t:.0f} s"
+        print(
+            f"{path.name}: first cell (:dep) {fmt(first)}, first output {fmt(first_out)} after the"
+            f" kernel started; dependencies compiled again: {len(again)}"
+            f"{' (' + ', '.join(again[:12]) + ')' if again else ''}; llm-judge"
+            f" {'compiled again' if own else 'reused'}",
+            flush=True,
+        )
+        if again and args.shared_build:
+            print(
+                f"{path.name}: the kernel compiled {len(again)} dependencies again: the build is"
+                " not shared (does `cargo build` still build for the host by name? see"
+                " .cargo/config.toml and notebooks/setup.sh)",
+                file=sys.stderr,
+            )
             failed = True
         target = path if args.inplace else out_dir / path.name
         nbformat.write(nb, target)

@@ -2,19 +2,23 @@
 # Prepares the notebooks: installs the evcxr Rust kernel (pinned) and nbconvert, and a
 # persistent evcxr build folder that reuses the dependencies `cargo build` compiled.
 #
-#   notebooks/setup.sh          install what is missing, then print the `export` lines
+#   notebooks/setup.sh          install what is missing, point the Rust kernel at the shared
+#                               build, then print the `export` lines
 #   notebooks/setup.sh --env    only prepare the build folder and print the `export` lines
 #
-# Use it as `eval "$(notebooks/setup.sh)"` in the shell that starts Jupyter. Safe to run again:
-# nothing installed is rebuilt. Progress goes to stderr, the exports to stdout.
+# The same settings are written into the Rust kernel's spec (`kernel.json`, its `env`), so a
+# Jupyter started from any shell uses them: nothing needs exporting. Safe to run again:
+# nothing installed is rebuilt. Progress goes to stderr, the exports to stdout (for a shell
+# that runs evcxr itself, or `execute.py`).
 #
 # How the build is shared: evcxr builds each cell as a crate in $EVCXR_TMPDIR with the `dev`
-# profile, `--target <host>` and RUSTFLAGS=-Cprefer-dynamic. The exports make its
-# dependencies byte-for-byte the same compilation units as `cargo build --target <host>` of
-# this repository (same target folder through a symlink, same Cargo.lock, same rustflags,
-# the profile mirrored in evcxr-cargo-config.toml), so cargo reports them `Fresh`. Only the
-# cell crate itself gets `-Cprefer-dynamic`, through RUSTC_WORKSPACE_WRAPPER, so that every
-# cell shares one libstd.
+# profile, `--target <host>` and RUSTFLAGS=-Cprefer-dynamic. The repository builds for the
+# host under its own name too (`build.target = "host-tuple"` in .cargo/config.toml), and these
+# settings make evcxr's dependencies byte-for-byte the same compilation units as that build
+# (same target folder through a symlink, same Cargo.lock, same rustflags, the profile
+# mirrored in evcxr-cargo-config.toml), so cargo reports them `Fresh`. Only the cell crate
+# itself gets `-Cprefer-dynamic`, through RUSTC_WORKSPACE_WRAPPER, so that every cell shares
+# one libstd.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -36,8 +40,9 @@ cache=${LLM_JUDGE_EVCXR_DIR:-$HOME/.cache/llm-judge/evcxr}
 build="$cache/build"
 mkdir -p "$cache/.cargo" "$build"
 cp "$here/evcxr-cargo-config.toml" "$cache/.cargo/config.toml"
-# The same resolution of every dependency as this repository's own build.
-[ -f "$build/Cargo.lock" ] || cp "$repo/Cargo.lock" "$build/Cargo.lock"
+# The same resolution of every dependency as this repository's own build (copied each time:
+# a lock left from an older checkout would resolve other versions and rebuild them).
+cp "$repo/Cargo.lock" "$build/Cargo.lock"
 # The same target folder.
 target=${CARGO_TARGET_DIR:-$repo/target}
 mkdir -p "$target"
@@ -53,7 +58,31 @@ flags=""
 case "$host" in
   x86_64-*) flags=$(printf -- '-C\037target-cpu=x86-64-v3') ;;
 esac
+libs="$sysroot/lib/rustlib/$host/lib:$sysroot/lib"
+if [ "${1:-}" != "--env" ]; then
+  # The kernel's own environment, so that Jupyter needs no exports from the shell.
+  spec=$(jupyter kernelspec list 2>/dev/null | awk '$1 == "rust" {print $2}')
+  spec=${spec:-$HOME/.local/share/jupyter/kernels/rust}
+  EVCXR_TMPDIR="$build" FLAGS="$flags" WRAPPER="$here/cell-rustc.sh" LIBS="$libs" \
+    python3 - "$spec/kernel.json" <<'PY'
+import json, os, sys
+path = sys.argv[1]
+with open(path) as f:
+    spec = json.load(f)
+spec["env"] = {
+    "EVCXR_TMPDIR": os.environ["EVCXR_TMPDIR"],
+    "CARGO_ENCODED_RUSTFLAGS": os.environ["FLAGS"],
+    "RUSTC_WORKSPACE_WRAPPER": os.environ["WRAPPER"],
+    "LD_LIBRARY_PATH": os.environ["LIBS"],
+}
+tmp = path + ".tmp"
+with open(tmp, "w") as f:
+    json.dump(spec, f, indent=2)
+os.replace(tmp, path)
+PY
+  echo "notebooks/setup.sh: the Rust kernel ($spec) builds in $build" >&2
+fi
 echo "export EVCXR_TMPDIR='$build'"
 echo "export CARGO_ENCODED_RUSTFLAGS='$flags'"
 echo "export RUSTC_WORKSPACE_WRAPPER='$here/cell-rustc.sh'"
-echo "export LD_LIBRARY_PATH='$sysroot/lib/rustlib/$host/lib:$sysroot/lib'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
+echo "export LD_LIBRARY_PATH='$libs'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"

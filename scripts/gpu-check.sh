@@ -19,8 +19,8 @@ cd "$(dirname "$0")/.."
 bin="${1:-}"
 if [ -z "$bin" ]; then
   eval "$(scripts/cuda-toolkit.sh)"
-  env -u CARGO_BUILD_TARGET cargo build --release --features cuda
-  bin="${CARGO_TARGET_DIR:-target}/release/llm-judge"
+  cargo build --release --features cuda
+  bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/release/llm-judge"
 fi
 device="${LLM_JUDGE_DEVICE:-cuda:0}"
 case "$device" in
