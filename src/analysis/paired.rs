@@ -72,6 +72,33 @@ pub struct Comparison {
     pub lc_ci_high: f64,
     /// Whether the judge sanity check flagged this mode (`None` when it did not run).
     pub judge_flagged: Option<bool>,
+    /// The smallest Holm-adjusted p-value this design could give the comparison: every
+    /// non-zero per-prompt difference with the same sign ([`smallest_p`]). Above 0.05, no
+    /// outcome of these prompts could resolve it.
+    #[serde(default = "no_value")]
+    pub p_min: f64,
+}
+
+fn no_value() -> f64 {
+    f64::NAN
+}
+
+/// The smallest Holm-adjusted p-value a comparison with `nonzero` non-zero per-prompt
+/// differences can reach in a family of `m` comparisons: the exact sign-flip test gives
+/// 2^(1−nonzero) when every difference has the same sign (a zero difference flips nothing),
+/// the Monte Carlo test beyond 16 prompts no less than 1/20,001, and Holm multiplies the
+/// smallest p of the family by `m`. NaN with no non-zero difference.
+pub fn smallest_p(nonzero: u64, m: usize) -> f64 {
+    if nonzero == 0 || m == 0 {
+        return f64::NAN;
+    }
+    let exact = 2f64.powi(1 - nonzero.min(1_000) as i32);
+    let p = if nonzero <= 16 {
+        exact
+    } else {
+        exact.max(1.0 / 20_001.0)
+    };
+    (p * m as f64).min(1.0)
 }
 
 /// Fewest paired prompts for a comparison to count as a finding: with fewer, a bootstrap
@@ -372,11 +399,14 @@ pub fn comparisons(
                 lc_ci_low,
                 lc_ci_high,
                 judge_flagged: flagged(*mode),
+                p_min: f64::NAN,
             });
         }
         let ps: Vec<f64> = out[start..].iter().map(|c| c.p_value).collect();
+        let m = ps.iter().filter(|p| p.is_finite()).count();
         for (c, p) in out[start..].iter_mut().zip(holm(&ps)) {
             c.p_holm = p;
+            c.p_min = smallest_p(c.wins + c.losses, m);
         }
     }
     out
@@ -467,6 +497,21 @@ mod tests {
         // A different base seed moves the bootstrap interval.
         let other = comparisons(&js, &[], Pairs::default(), 8, &|_| None);
         assert_ne!(pick(&alone).0, pick(&other).0);
+    }
+
+    #[test]
+    fn the_smallest_attainable_p_follows_the_design() {
+        // 10 prompts, one comparison: 2^-9.
+        assert!((smallest_p(10, 1) - 2f64.powi(-9)).abs() < 1e-15);
+        // The write-up's 10 prompts in a family of 4 comparisons with 2 ties: 4 · 2^-7.
+        assert!((smallest_p(8, 4) - 4.0 * 2f64.powi(-7)).abs() < 1e-15);
+        // 4 prompts can never reach 0.05, alone (2^-3 = 0.125).
+        assert!(smallest_p(4, 1) > 0.05);
+        assert_eq!(smallest_p(2, 8), 1.0);
+        assert!(smallest_p(0, 3).is_nan());
+        // It is what the exact test gives when every difference has the same sign.
+        let d = [1.0, 2.0, 0.5, 3.0, 1.0];
+        assert!((sign_flip_p(&d, 0) - smallest_p(5, 1)).abs() < 1e-12);
     }
 
     #[test]

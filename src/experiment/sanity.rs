@@ -6,7 +6,8 @@
 //! (`shuffled`). References under [`MIN_WORDS`] words are too short to truncate or shuffle and
 //! are skipped, with a count. Each mode judges them as it judges real answers (the same
 //! calls): rubric and expected score each answer, listwise shows the good answer among the
-//! bad ones in one prompt, the pairwise modes compare good with bad in both orders.
+//! bad ones in one prompt (always in a Latin-square order, [`sanity_judge`]), the pairwise
+//! modes compare good with bad in both orders.
 //!
 //! A comparison passes when the good answer wins by a margin: [`TEXT_MARGIN`] points of the
 //! total for text scores, [`EXPECTED_MARGIN`] for expected scores, a consistent win for
@@ -18,7 +19,7 @@
 use super::config::Plan;
 use super::runner::Judging;
 use crate::error::Result;
-use crate::judge::Group;
+use crate::judge::{Group, Judge, Order};
 use crate::keys::{derive_seed, key_of};
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, TOTAL};
 use rand::seq::SliceRandom;
@@ -265,6 +266,17 @@ pub fn tally(
     }
 }
 
+/// The judge as the sanity check uses it: its sets (the good answer first, then the bad
+/// ones) are always shown in the Latin-square order (`order = "balanced"`), whatever order the
+/// run uses, so that over every four prompts the good answer takes every position once. Under
+/// the run's `fixed` order the good answer would always be `Response 1`, and a judge whose
+/// scores fall by position would pass. Each row records the position it was shown at.
+pub fn sanity_judge(judge: &Judge) -> Judge {
+    let mut j = judge.clone();
+    j.cfg.order = Order::Balanced;
+    j
+}
+
 /// Runs the check in every mode of the plan's judge. `None` when no prompt has a reference.
 pub(crate) fn run(
     plan: &Plan,
@@ -277,7 +289,15 @@ pub(crate) fn run(
             .note("judge sanity check skipped: no prompt has a reference answer");
         return Ok((None, Vec::new()));
     }
-    let modes = judging.judge.cfg.modes.clone();
+    let judge = sanity_judge(judging.judge);
+    let mut judging = Judging {
+        judge: &judge,
+        backend: &mut *judging.backend,
+        store: judging.store,
+        progress: &mut *judging.progress,
+        failures: &mut *judging.failures,
+    };
+    let modes = judge.cfg.modes.clone();
     let mut summary = SanitySummary::default();
     let mut all = Vec::new();
     for mode in modes {
@@ -374,6 +394,56 @@ mod tests {
         // The same numbers pass as expected scores: off-topic's 0.4 clears the 0.25 margin.
         let r = tally(Mode::Expected, &[set()], &rows, 0);
         assert!(!r.flagged, "{}", r.describe());
+    }
+
+    #[test]
+    fn a_judge_that_scores_by_position_cannot_pass_listwise() {
+        // Four prompts, the write-up's fixed order; a judge whose totals fall by position
+        // (12, 9, 6, 3 for positions 1-4) and ignore the answers.
+        let sets: Vec<Vec<ResponseRecord>> = (0..4)
+            .map(|p| {
+                set()
+                    .into_iter()
+                    .map(|mut r| {
+                        r.key = format!("{}-{p}", r.key);
+                        r
+                    })
+                    .collect()
+            })
+            .collect();
+        let fixed = Judge::new(
+            crate::judge::JudgeConfig::new("j").with_order(Order::Fixed),
+            "j".into(),
+            "j".into(),
+            Default::default(),
+            0,
+        );
+        let by_position = |judge: &Judge| -> Vec<JudgmentRecord> {
+            let mut rows = Vec::new();
+            for (i, s) in sets.iter().enumerate() {
+                let g = Group {
+                    index: i,
+                    answers: s.iter().collect(),
+                };
+                let (shown, _) = crate::judge::listwise::order(judge, &g);
+                for (pos, &a) in shown.iter().enumerate() {
+                    rows.push(total(&s[a].key, Some(12.0 - 3.0 * pos as f64)));
+                }
+            }
+            rows
+        };
+        // Shown in the run's fixed order, the good answer is always first: such a judge would
+        // pass every comparison.
+        let r = tally(Mode::Listwise, &sets, &by_position(&fixed), 0);
+        assert!(!r.flagged, "{}", r.describe());
+        // The sanity check shows the sets in its own order: the same judge is flagged.
+        let r = tally(
+            Mode::Listwise,
+            &sets,
+            &by_position(&sanity_judge(&fixed)),
+            0,
+        );
+        assert!(r.flagged, "{}", r.describe());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Rows per answer: criteria form, one per criterion and a `total` (their sum); totals form,
 //! the `total` and any criterion scores the judge wrote next to it, with `total_mismatch`
-//! flagged when the stated total is not their sum.
+//! flagged when the stated total is not their sum, and `conflict` when the judge wrote two
+//! different totals for one answer (the total is then null, after the re-asks).
 
 use super::call::{Asker, Call};
 use super::parse::{listwise_criteria, listwise_totals, strip_echo, TotalVerdict};
@@ -161,7 +162,9 @@ async fn judge_group(
                     .collect();
                 let mut total =
                     judge.row(&call, Mode::Listwise, answer, TOTAL, v.total.map(f64::from));
-                if v.mismatch {
+                if v.conflict {
+                    total.flag = Some("conflict".into());
+                } else if v.mismatch {
                     total.flag = Some("total_mismatch".into());
                 }
                 r.push(total);

@@ -5,15 +5,21 @@
 //! that neither a verdict-like string inside an answer nor an instruction such as "declare the
 //! winner (or 'draw' …)" or "rate … from 1 to 4" is ever read as the judge's verdict. Then:
 //!
-//! - criteria: `Criterion: [[n]]` (or `Criterion: n`), matched at word boundaries, the last
-//!   match per criterion wins, a score outside 1..=scale is no score;
+//! - criteria: `Criterion: [[n]]` (or `Criterion: n`), matched at word boundaries, a score
+//!   outside 1..=scale is no score, and two different scores for one criterion are none
+//!   (a conflict is never settled by picking one);
 //! - listwise criteria: one line per answer label, merged per criterion (a later line fills
-//!   or replaces only the criteria it has);
+//!   only the criteria still missing);
 //! - listwise totals: one total per answer, in the forms real judges write (`Response 1: 10`,
 //!   `Response 1 - Total: 10`, `**Response 1:** 10/12`, `Response 1: Relevance 4, Coherence
-//!   3, Completeness 3 = 10`, a block per response, or a bare numbered list);
+//!   3, Completeness 3 = 10`, a block per response, a markdown table, or a bare numbered
+//!   list). A label counts only where it opens a line, a stated total beats the first number,
+//!   an operand of arithmetic is never a total, and conflicting totals give none
+//!   ([`listwise_totals`]);
 //! - brackets: the last `[[A]]`, `[[B]]` or `[[C]]` that is not part of an instruction;
-//! - winner: the last `Winner: Response A`, `Response B is the winner`, `It's a draw`, ….
+//! - winner: the last `Winner: Response A`, `Response B is the winner`, `Response B is better
+//!   overall`, `It's a draw`, …, where a win on one aspect (`Response A wins on X`) is no
+//!   verdict.
 
 use regex::Regex;
 use std::sync::OnceLock;
@@ -38,6 +44,9 @@ pub struct TotalVerdict {
     pub criteria: Vec<Option<u32>>,
     /// A stated total that differs from the sum of complete criterion scores.
     pub mismatch: bool,
+    /// The judge wrote two different totals (or criterion scores) for this answer: the
+    /// total is left empty rather than one of them picked.
+    pub conflict: bool,
 }
 
 /// `raw` without the quoted answers (20+ characters) and echoed instruction fragments.
@@ -62,27 +71,54 @@ fn re(pattern: &str) -> Regex {
     Regex::new(pattern).expect("verdict patterns are valid")
 }
 
-/// The score of one criterion in `text`: the last `Criterion: [[n]]`, else the last
-/// `Criterion: n`; `None` when absent or outside 1..=scale.
-pub fn criterion_score(text: &str, criterion: &str, scale: u32) -> Option<u32> {
-    labelled_number(text, criterion, 1, scale)
+/// What the values found for one slot (an answer's total, or one criterion) come to: the
+/// value when every in-range value agrees, nothing (with `conflict`) when they disagree. A
+/// value outside `lo..=hi` never overrides one inside it.
+fn settle(values: &[u32], lo: u32, hi: u32) -> (Option<u32>, bool) {
+    let mut inside = values.iter().copied().filter(|v| (lo..=hi).contains(v));
+    let Some(first) = inside.next() else {
+        return (None, false);
+    };
+    if inside.all(|v| v == first) {
+        (Some(first), false)
+    } else {
+        (None, true)
+    }
 }
 
-/// The number after the last `name: [[n]]` (else `name: n`) in `text`, when it lies in
-/// `lo..=hi`.
-fn labelled_number(text: &str, name: &str, lo: u32, hi: u32) -> Option<u32> {
+/// The numbers captured as group 1 by `r` in `text`, leaving out operands of arithmetic
+/// (`4 + 3`) and the integer part of decimals (`3.5`), which the pattern marks by a match of
+/// group 2.
+fn numbers(r: &Regex, text: &str) -> Vec<u32> {
+    r.captures_iter(text)
+        .filter(|c| c.get(2).is_none())
+        .filter_map(|c| c[1].parse().ok())
+        .collect()
+}
+
+/// What may follow a number that is not a value of its own: an arithmetic operator or a
+/// decimal point (group 2 of every value pattern).
+const NOT_A_VALUE: &str = r"(\s*[+*×]\s*\d|\.\d)?";
+
+/// The score of one criterion in `text`: `Criterion: [[n]]` (else `Criterion: n`), matched at
+/// word boundaries. `None` when absent, outside 1..=scale, or written twice with different
+/// values (a conflict is never settled by picking one).
+pub fn criterion_score(text: &str, criterion: &str, scale: u32) -> Option<u32> {
+    criterion_found(text, criterion, scale).0
+}
+
+/// [`criterion_score`], and whether the criterion was given conflicting scores.
+fn criterion_found(text: &str, name: &str, scale: u32) -> (Option<u32>, bool) {
     let c = regex::escape(name);
     let strict = re(&format!(r"(?i)\b{c}\b\s*:?\s*\[\[\s*(\d+)\s*\]\]"));
-    let found = strict
-        .captures_iter(text)
-        .last()
-        .map(|m| m[1].to_string())
-        .or_else(|| {
-            let lenient = re(&format!(r"(?i)\b{c}\b\**\s*[:=\-]?\s*\**\s*(\d+)\b"));
-            lenient.captures_iter(text).last().map(|m| m[1].to_string())
-        })?;
-    let n: u32 = found.parse().ok()?;
-    (lo..=hi).contains(&n).then_some(n)
+    let found = numbers(&strict, text);
+    if !found.is_empty() {
+        return settle(&found, 1, scale);
+    }
+    let lenient = re(&format!(
+        r"(?i)\b{c}\b\**\s*[:=\-]?\s*\**\s*(\d+)\b{NOT_A_VALUE}"
+    ));
+    settle(&numbers(&lenient, text), 1, scale)
 }
 
 /// Scores per criterion from a rubric verdict (after [`strip_echo`]).
@@ -93,12 +129,181 @@ pub fn criteria_scores(text: &str, criteria: &[String], scale: u32) -> Vec<Optio
         .collect()
 }
 
-/// A regex for answer labels like `Response {k}`: the label's words, then the number.
-fn label_regex(label: &str) -> Regex {
+/// The label's words with `{k}`'s number as group 1, for labels like `Response {k}`.
+fn label_pattern(label: &str) -> String {
     let (before, after) = label.split_once("{k}").unwrap_or((label, ""));
-    let before = regex::escape(before.trim()).replace(r"\ ", r"\s*");
-    let after = regex::escape(after.trim());
-    re(&format!(r"(?i)\b{before}\s*#?\s*(\d+)\b{after}"))
+    let words = |s: &str| {
+        s.split_whitespace()
+            .map(regex::escape)
+            .collect::<Vec<_>>()
+            .join(r"[ \t]+")
+    };
+    format!(r"{}[ \t]*#?[ \t]*(\d+)\b{}", words(before), words(after))
+}
+
+/// An answer label anywhere in a line (a mention).
+fn mention_regex(label: &str) -> Regex {
+    re(&format!(r"(?i)\b{}", label_pattern(label)))
+}
+
+/// An answer label that opens a line: after indentation, list markers (`-`, `*`, `1.`),
+/// quote and heading marks, table bars and emphasis, but after no other word. Only such a
+/// label starts an answer's verdict; a label in the middle of a sentence ("Response 1 beats
+/// Response 2 by 1 point") is a mention, not a verdict.
+fn head_regex(label: &str) -> Regex {
+    re(&format!(
+        r"(?im)^[ \t>#|*_+•-]*(?:\(?\d{{1,2}}[.)][ \t]+[*_]*)?{}",
+        label_pattern(label)
+    ))
+}
+
+/// Where each answer's verdict is written: for every line that opens with an answer label,
+/// the rest of that line and the lines after it, up to the next such line or the first line
+/// that mentions an answer label in passing (commentary that compares answers).
+struct Segment<'t> {
+    /// The answer's label number (1-based, as shown).
+    k: usize,
+    /// The rest of the line after the label.
+    head: &'t str,
+    /// The lines after it that belong to it.
+    body: Vec<&'t str>,
+    /// The whole line, for table rows.
+    line: &'t str,
+}
+
+fn segments<'t>(text: &'t str, label: &str) -> Vec<Segment<'t>> {
+    let head = head_regex(label);
+    let mention = mention_regex(label);
+    let mut out: Vec<Segment<'t>> = Vec::new();
+    let mut open = false;
+    for line in text.lines() {
+        if let Some(c) = head.captures(line) {
+            let (Some(m), Ok(k)) = (c.get(0), c[1].parse::<usize>()) else {
+                continue;
+            };
+            out.push(Segment {
+                k,
+                head: &line[m.end()..],
+                body: Vec::new(),
+                line,
+            });
+            open = true;
+        } else if mention.is_match(line) {
+            open = false;
+        } else if open {
+            if let Some(s) = out.last_mut() {
+                s.body.push(line);
+            }
+        }
+    }
+    out
+}
+
+/// The stated totals of one line: after `total`, `sum`, `overall` or `score`, the number after
+/// the last `=` on the line (arithmetic such as `Total: 4 + 3 + 3 = 10`), else the number the
+/// keyword leads to (`Total: 10`, `The sum of 3 criteria is 10`); without such a keyword, the
+/// number after a last `=` (`Relevance 4, Coherence 3, Completeness 3 = 10`).
+fn stated_totals(line: &str) -> Vec<u32> {
+    static KEYWORD: OnceLock<Regex> = OnceLock::new();
+    static EQUALS: OnceLock<Regex> = OnceLock::new();
+    static SEPARATED: OnceLock<Regex> = OnceLock::new();
+    static DIRECT: OnceLock<Regex> = OnceLock::new();
+    let keyword = KEYWORD.get_or_init(|| re(r"(?i)\b(?:total|sum|overall|score)\b"));
+    // `= n` after a number or a bracket: the result of arithmetic, not `Relevance = 3`.
+    let equals = EQUALS.get_or_init(|| re(&format!(r"[\d)\]]\s*=\s*\**\s*(\d+)\b{NOT_A_VALUE}")));
+    let separated = SEPARATED.get_or_init(|| {
+        re(&format!(
+            r"(?i)\b(?:total|sum|overall|score)\b[^\n:=]*?(?:\bis\b|:|=)\s*\**\s*(\d+)\b{NOT_A_VALUE}"
+        ))
+    });
+    let direct = DIRECT.get_or_init(|| {
+        re(&format!(
+            r"(?i)\b(?:total|sum|overall)(?:\s+score)?\b\**\s*\**\s*(\d+)\b{NOT_A_VALUE}"
+        ))
+    });
+    let eq = numbers(equals, line);
+    if let Some(&last) = eq.last() {
+        return vec![last];
+    }
+    if keyword.is_match(line) {
+        if let Some(&n) = numbers(separated, line).first() {
+            return vec![n];
+        }
+        return numbers(direct, line).into_iter().take(1).collect();
+    }
+    Vec::new()
+}
+
+/// The number right after an answer label and its separator: `Response 1: 10`,
+/// `**Response 1:** 10/12`, `Response 1 - 10`, `Response 1 = 10`, `Response 1 (10/12)`,
+/// `Response 1 scored 10`.
+fn number_after_label(rest: &str) -> Option<u32> {
+    static AFTER: OnceLock<Regex> = OnceLock::new();
+    let after = AFTER.get_or_init(|| {
+        re(&format!(
+            r"(?i)^[*_)\]]*[ \t]*(?:[:=(–-]|\*\*:\*\*|[ \t]+(?:scores?|scored|gets|got|receives?|received|earns?|earned))[ \t*_]*(\d+)\b{NOT_A_VALUE}"
+        ))
+    });
+    numbers(after, rest).first().copied()
+}
+
+/// Whether a line after an answer's label line states a score of its own: it opens (after
+/// list markers and markup) with a total keyword, a criterion or a number. Commentary ("The
+/// total number of steps is 6") is not read for totals.
+fn states_a_score(line: &str, criteria: &[String]) -> bool {
+    let t = line.trim_start_matches(|c: char| c.is_whitespace() || "-*•>#_|+".contains(c));
+    let lower = t.to_lowercase();
+    t.starts_with(|c: char| c.is_ascii_digit())
+        || ["total", "sum", "overall", "score", "final"]
+            .iter()
+            .any(|w| lower.starts_with(w))
+        || criteria
+            .iter()
+            .any(|c| lower.starts_with(&c.to_lowercase()))
+}
+
+/// A markdown table row's cells (`| a | b |`), or `None` for another line.
+fn cells(line: &str) -> Option<Vec<&str>> {
+    let t = line.trim();
+    let inner = t.strip_prefix('|')?;
+    let inner = inner.strip_suffix('|').unwrap_or(inner);
+    Some(inner.split('|').map(str::trim).collect())
+}
+
+/// The header of the table `row` is in: the nearest earlier table line that is neither an
+/// answer's row nor the `---` rule.
+fn table_header<'t>(text: &'t str, row: &str, head: &Regex) -> Option<Vec<&'t str>> {
+    let mut header = None;
+    for line in text.lines() {
+        if std::ptr::eq(line, row) {
+            return header;
+        }
+        match cells(line) {
+            Some(c)
+                if !head.is_match(line)
+                    && !c.iter().all(|x| x.chars().all(|ch| "-: ".contains(ch))) =>
+            {
+                header = Some(c)
+            }
+            Some(_) => {}
+            None => header = None,
+        }
+    }
+    None
+}
+
+/// The leading integer of a table cell (`10`, `**10**`, `10/12`).
+fn cell_number(cell: &str) -> Option<u32> {
+    let t = cell.trim_matches(|c: char| c == '*' || c == '_' || c.is_whitespace());
+    let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+    let rest = &t[digits.len()..];
+    if digits.is_empty()
+        || rest.starts_with('.')
+        || rest.chars().next().is_some_and(char::is_alphanumeric)
+    {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Per-criterion scores (and a stated `Total`, when the judge wrote one) for each of `n`
@@ -106,7 +311,7 @@ fn label_regex(label: &str) -> Regex {
 /// complete line for an answer (every criterion scored) is its verdict, and later lines for
 /// it change nothing; incomplete lines only fill criteria still missing. The total is the
 /// stated one, else the sum of complete criterion scores; a stated total that differs from
-/// the sum is flagged.
+/// the sum is flagged. Only a label that opens a line starts an answer's line.
 pub fn listwise_criteria(
     text: &str,
     label: &str,
@@ -115,7 +320,6 @@ pub fn listwise_criteria(
     scale: u32,
 ) -> Vec<TotalVerdict> {
     let (lo, hi) = (criteria.len() as u32, criteria.len() as u32 * scale);
-    let head = label_regex(label);
     let mut out = vec![
         TotalVerdict {
             criteria: vec![None; criteria.len()],
@@ -124,18 +328,18 @@ pub fn listwise_criteria(
         n
     ];
     let mut complete = vec![false; n];
-    for line in text.lines() {
-        let Some(k) = head.captures(line).and_then(|c| c[1].parse::<usize>().ok()) else {
-            continue;
-        };
+    for seg in segments(text, label) {
+        let k = seg.k;
         if k == 0 || k > n || complete[k - 1] {
             continue;
         }
+        let line = seg.head;
         let found: Vec<Option<u32>> = criteria
             .iter()
             .map(|c| criterion_score(line, c, scale))
             .collect();
-        let stated = labelled_number(line, "Total", lo, hi);
+        let (stated, _) = criterion_found(line, "Total", hi);
+        let stated = stated.filter(|t| *t >= lo);
         let v = &mut out[k - 1];
         if found.iter().all(Option::is_some) {
             v.criteria = found;
@@ -161,8 +365,19 @@ pub fn listwise_criteria(
     out
 }
 
-/// One total per answer from a listwise verdict. Totals outside
-/// `criteria.len()..=criteria.len() * scale` are no total.
+/// One total per answer from a listwise verdict, in the forms judges write: `Response 1: 10`,
+/// `Response 1 - Total: 10`, `**Response 1:** 10/12`, `Response 1: Relevance 4, Coherence 3,
+/// Completeness 3 = 10`, a block per response (criterion lines, then `Total: 11`), a markdown
+/// table with a `Total` column, or, with no label at all, a bare numbered list.
+///
+/// The rules, so that no number is read from the wrong place:
+/// - only a label that opens a line starts an answer's verdict ([`head_regex`]); its verdict
+///   runs until the next such line or a line that mentions a label in passing;
+/// - a stated total (`Total: n`, `= n` at the end of arithmetic) beats the first number after
+///   the label, and an operand (`4 + 3`) is never a total;
+/// - totals outside `criteria.len()..=criteria.len() * scale` are no total, and never
+///   override one inside it;
+/// - two different totals for one answer give no total and `conflict`, never a silent pick.
 pub fn listwise_totals(
     text: &str,
     label: &str,
@@ -171,84 +386,104 @@ pub fn listwise_totals(
     scale: u32,
 ) -> Vec<TotalVerdict> {
     let (lo, hi) = (criteria.len() as u32, criteria.len() as u32 * scale);
-    let in_range = |t: u32| (lo..=hi).contains(&t);
-    let head = label_regex(label);
-    let mut out = vec![
-        TotalVerdict {
-            criteria: vec![None; criteria.len()],
-            ..Default::default()
-        };
-        n
-    ];
-    let heads: Vec<(usize, usize, usize)> = head
-        .captures_iter(text)
-        .filter_map(|c| {
-            let m = c.get(0)?;
-            Some((m.start(), m.end(), c[1].parse::<usize>().ok()?))
-        })
-        .collect();
-    static TOTAL: OnceLock<Regex> = OnceLock::new();
-    static EQUALS: OnceLock<Regex> = OnceLock::new();
-    static NUMBER: OnceLock<Regex> = OnceLock::new();
-    let total_re = TOTAL.get_or_init(|| {
-        re(r"(?i)\b(?:total(?:\s+score)?|sum|overall(?:\s+score)?)\b\**\s*(?:score)?\s*(?:is|of|:|=|-)?\s*\**\s*(\d+)\b")
-    });
-    let equals_re = EQUALS.get_or_init(|| re(r"=\s*\**\s*(\d+)\b"));
-    let number_re = NUMBER.get_or_init(|| re(r"(?:^|[^\w.])(\d+)(?:\s*/\s*\d+)?\b"));
-    for (i, &(_, end, k)) in heads.iter().enumerate() {
+    let head = head_regex(label);
+    let mut totals: Vec<Vec<u32>> = vec![Vec::new(); n];
+    let mut scores: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); criteria.len()]; n];
+    let segs = segments(text, label);
+    for seg in &segs {
+        let k = seg.k;
         if k == 0 || k > n {
             continue;
         }
-        let stop = heads.get(i + 1).map_or(text.len(), |h| h.0);
-        let seg = &text[end..stop];
-        let v = &mut out[k - 1];
-        for (slot, c) in v.criteria.iter_mut().zip(criteria) {
-            if let Some(s) = criterion_score(seg, c, scale) {
-                *slot = Some(s);
+        // A table row: the columns its header names.
+        if let (Some(row), Some(header)) = (cells(seg.line), table_header(text, seg.line, &head)) {
+            for (name, cell) in header.iter().zip(&row) {
+                let Some(x) = cell_number(cell) else { continue };
+                let lower = name.to_lowercase();
+                if ["total", "sum", "overall", "score"]
+                    .iter()
+                    .any(|w| lower.contains(w))
+                {
+                    totals[k - 1].push(x);
+                } else if let Some(i) = criteria
+                    .iter()
+                    .position(|c| lower.contains(&c.to_lowercase()))
+                {
+                    scores[k - 1][i].push(x);
+                }
+            }
+            continue;
+        }
+        let lines: Vec<&str> = std::iter::once(seg.head)
+            .chain(
+                seg.body
+                    .iter()
+                    .copied()
+                    .filter(|l| states_a_score(l, criteria)),
+            )
+            .collect();
+        let mut criterion_named = false;
+        for (i, c) in criteria.iter().enumerate() {
+            // A criterion is read from its own mention, not from a total's arithmetic.
+            let c_re = re(&format!(
+                r"(?i)\b{}\b\**\s*[:=\-]?\s*\**\s*(?:\[\[\s*)?(\d+)\b{NOT_A_VALUE}",
+                regex::escape(c)
+            ));
+            for line in &lines {
+                let found = numbers(&c_re, line);
+                criterion_named |= !found.is_empty();
+                scores[k - 1][i].extend(found);
             }
         }
-        let last = |r: &Regex| {
-            r.captures_iter(seg)
-                .last()
-                .and_then(|c| c[1].parse::<u32>().ok())
-        };
-        let stated = last(total_re).or_else(|| last(equals_re)).or_else(|| {
-            // A bare number right after the label (`Response 1: 10`, `**Response 1:** 10/12`),
-            // when the segment names no criterion.
-            if v.criteria.iter().any(|c| c.is_some()) {
-                return None;
-            }
-            let first_line = seg
-                .lines()
-                .find(|l| l.chars().any(|c| c.is_ascii_digit()))?;
-            number_re
-                .captures(first_line)
-                .and_then(|c| c[1].parse::<u32>().ok())
-        });
-        if let Some(t) = stated {
-            v.total = in_range(t).then_some(t);
+        totals[k - 1].extend(lines.iter().flat_map(|l| stated_totals(l)));
+        if !criterion_named {
+            totals[k - 1].extend(number_after_label(seg.head));
         }
     }
-    if heads.is_empty() {
+    if segs.is_empty() {
         // A bare numbered list: `1. 10`, `2) 9`, `3: 11`.
         static LIST: OnceLock<Regex> = OnceLock::new();
-        let list = LIST.get_or_init(|| re(r"(?m)^\s*(\d+)\s*[.):]\s*\**\s*(\d+)\b"));
+        let list = LIST.get_or_init(|| {
+            re(&format!(
+                r"(?m)^[ \t]*(\d+)[ \t]*[.):][ \t]*\**[ \t]*(\d+)\b{NOT_A_VALUE}(?:[ \t]*/[ \t]*\d+)?\**[ \t]*$"
+            ))
+        });
         for c in list.captures_iter(text) {
+            if c.get(3).is_some() {
+                continue;
+            }
             let (Ok(k), Ok(t)) = (c[1].parse::<usize>(), c[2].parse::<u32>()) else {
                 continue;
             };
             if (1..=n).contains(&k) {
-                out[k - 1].total = in_range(t).then_some(t);
+                totals[k - 1].push(t);
             }
         }
     }
-    for v in &mut out {
+    let mut out = Vec::with_capacity(n);
+    for (t, s) in totals.iter().zip(&scores) {
+        let (total, mut conflict) = settle(t, lo, hi);
+        let criteria: Vec<Option<u32>> = s
+            .iter()
+            .map(|v| {
+                let (x, c) = settle(v, 1, scale);
+                conflict |= c;
+                x
+            })
+            .collect();
+        let mut v = TotalVerdict {
+            total,
+            criteria,
+            mismatch: false,
+            conflict,
+        };
         let sum: Option<u32> = v.criteria.iter().copied().sum();
         match (v.total, sum) {
             (Some(t), Some(s)) if t != s => v.mismatch = true,
-            (None, Some(s)) if in_range(s) => v.total = Some(s),
+            (None, Some(s)) if (lo..=hi).contains(&s) && !v.conflict => v.total = Some(s),
             _ => {}
         }
+        out.push(v);
     }
     out
 }
@@ -269,21 +504,25 @@ pub fn bracket_verdict(text: &str, tie: bool) -> Option<Verdict> {
 }
 
 /// The last winner statement in free text: `Winner: Response A`, `The winner is B`,
-/// `Response B is the winner`, `Response A wins`, `It's a draw`, `Winner: draw`, or a line
+/// `Response B is the winner`, `Response A wins`, `Response B is better overall`, `It's a draw`, `Winner: draw`, or a line
 /// that says only `Draw`/`Tie`. The letters must be capitals.
 pub fn winner_verdict(text: &str) -> Option<Verdict> {
     static PATTERNS: OnceLock<Vec<Regex>> = OnceLock::new();
     let pats = PATTERNS.get_or_init(|| {
         vec![
             re(r"(?i:\bwinner\b)\**\s*(?:(?i:is)\b|:|-|=)?\s*\**\s*(?:(?i:response|answer)\s*)?\**\(?([AB])\b"),
-            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clear\s+|overall\s+)?winner|wins)\b"),
+            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clear\s+|overall\s+)?winner)\b"),
+            // `Response A wins` and `Response B is better`, unless qualified (`wins on X`,
+            // `is better in Y`): a win on one aspect is not the verdict.
+            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:wins)\b(\s+(?i:on|in|at|for|regarding)\b)?"),
+            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clearly\s+|much\s+|slightly\s+|far\s+)?(?:better|stronger|superior)(?:\s+(?:one|response|answer))?)\b(\s+(?i:on|in|at|for|regarding|when)\b)?"),
             re(r"(?i)\b(?:winner\b\**\s*(?:is\b|:|-|=)?\s*\**\s*(?:a\s+)?|it'?s\s+a\s+|it\s+is\s+a\s+|result\s*(?:is\b|:)\s*(?:a\s+)?|verdict\s*(?:is\b|:)\s*(?:a\s+)?)\**(draw|tie)\b"),
             re(r"(?im)^\W*(draw|tie)\W*$"),
         ]
     });
     let mut best: Option<(usize, Verdict)> = None;
     for p in pats {
-        for c in p.captures_iter(text) {
+        for c in p.captures_iter(text).filter(|c| c.get(2).is_none()) {
             let Some(m) = c.get(1) else { continue };
             let v = match m.as_str() {
                 "A" => Verdict::A,
@@ -324,12 +563,16 @@ mod tests {
             criteria_scores(raw, &crit(), 4),
             vec![Some(3), Some(4), Some(2)]
         );
-        let raw = "Let me think. Relevance: [[2]] at first, but on reflection\n\
+        let raw = "Let me think. Relevance: [[4]] first, and again\n\
                    Relevance: [[4]]\nCoherence: [[3]] and also Completeness: [[3]]. Done!";
         assert_eq!(
             criteria_scores(raw, &crit(), 4),
             vec![Some(4), Some(3), Some(3)]
         );
+        // A judge that changes its mind has given two scores: neither is picked.
+        let raw =
+            "Relevance: [[2]] at first, but on reflection\nRelevance: [[4]]\nCoherence: [[3]]";
+        assert_eq!(criteria_scores(raw, &crit(), 4), vec![None, Some(3), None]);
         let raw = "Relevance: [[7]]\nCoherence: [[0]]\nCompleteness: [[4]]";
         assert_eq!(criteria_scores(raw, &crit(), 4), vec![None, None, Some(4)]);
         assert_eq!(
@@ -446,6 +689,118 @@ mod tests {
         assert_eq!(totals("The responses are all fine.", 2), vec![None, None]);
         // Small-model noise: numbers that are not totals.
         assert_eq!(totals("Response 5: 10\nResponse 0: 9", 4), vec![None; 4]);
+    }
+
+    /// Real-looking listwise replies and what each must parse to: one entry per answer, a
+    /// number, `-` for no total, `!` for a conflict (no total, flagged).
+    const REPLIES: &[(&str, &str)] = &[
+        // GPT-4 style.
+        ("Response 1: 10\nResponse 2: 9\nResponse 3: 11\nResponse 4: 7", "10 9 11 7"),
+        ("Response 1: 10\nResponse 2: 9\nResponse 3: 11\nResponse 4: 7. Response 4 trails it by 4 points.", "10 9 11 7"),
+        ("Response 1: 10\nResponse 2: 9\nResponse 1 beats Response 2 by 1 point.", "10 9 - -"),
+        ("Response 1: 6\nResponse 2: 9 (Response 1 covers 5 more steps)", "6 9 - -"),
+        ("Response 1:\nTotal score: 4 + 3 + 3 = 10", "10 - - -"),
+        ("Response 1: The sum of 3 criteria is 10\nResponse 2: The sum of 3 criteria is 7", "10 7 - -"),
+        ("Response 1 - Total: 10\nResponse 2 - Total: 8", "10 8 - -"),
+        ("**Response 1:** 10/12\n**Response 2:** 12/12", "10 12 - -"),
+        ("Response 1: Relevance 4, Coherence 3, Completeness 3 = 10\nResponse 2: Relevance 2, Coherence 2, Completeness 3 = 7", "10 7 - -"),
+        ("Response 1: 4 + 4 + 3 = 11\nResponse 2: 3+3+3=9", "11 9 - -"),
+        ("Response 1: 11\nThis response is relevant and complete, covering 5 steps.\n\nResponse 2: 8\nIt misses 2 of the 6 steps.", "11 8 - -"),
+        ("Response 1: 11\nThe total number of steps is 6, all covered.\nResponse 2: 8", "11 8 - -"),
+        ("Response 1: 10\nResponse 2: 9\nResponse 3: 11\nResponse 4: 7\n\nOverall, Response 3 is the best with a total of 11 points.", "10 9 11 7"),
+        ("Response 1: 10\nResponse 2: 9\nResponse 3: 11\nResponse 4: 7\n\nIn summary, Response 4 scores 4 lower than Response 3.", "10 9 11 7"),
+        ("Response 1: 10 points\nResponse 2: 9 points", "10 9 - -"),
+        ("Response 1: 10 out of 12\nResponse 2: 8 out of 12", "10 8 - -"),
+        ("Response 1 (10/12): clear and relevant.\nResponse 2 (6/12): off topic.", "10 6 - -"),
+        ("Response 1 scored 10.\nResponse 2 scored 6.", "10 6 - -"),
+        ("Response 1: Total 10\nResponse 2: Total 5", "10 5 - -"),
+        ("RESPONSE 1: 9\nresponse 2: 8\nResponse #3: 7", "9 8 7 -"),
+        // Markdown: blocks, lists, headings, tables.
+        ("**Response 1:**\n- Relevance: 4\n- Coherence: 4\n- Completeness: 3\nTotal: 11\n\n**Response 2:**\n- Relevance: 3\n- Coherence: 3\n- Completeness: 2\n", "11 8 - -"),
+        ("### Response 1\nRelevance: 4\nCoherence: 4\nCompleteness: 4\n**Total: 12**\n\n### Response 2\nRelevance: 1\nCoherence: 2\nCompleteness: 1\n**Total: 4**", "12 4 - -"),
+        ("1. Response 1: 10\n2. Response 2: 9\n3. Response 3: 8\n4. Response 4: 3", "10 9 8 3"),
+        ("- Response 1: 10\n- Response 2: 9", "10 9 - -"),
+        ("**Response 1**: Relevance: 4, Coherence: 4, Completeness: 3, Total: 11", "11 - - -"),
+        ("| Response | Relevance | Coherence | Completeness | Total |\n|---|---|---|---|---|\n| Response 1 | 4 | 4 | 3 | 11 |\n| Response 2 | 2 | 3 | 3 | 8 |", "11 8 - -"),
+        ("| Response | Relevance | Coherence | Completeness |\n| --- | --- | --- | --- |\n| Response 1 | 4 | 4 | 3 |\n| Response 2 | 1 | 1 | 1 |", "11 3 - -"),
+        ("| | Relevance | Coherence | Completeness | Total |\n|:--|:-:|:-:|:-:|:-:|\n| **Response 1** | 4 | 4 | 4 | **12** |", "12 - - -"),
+        ("> Response 1: 10\n> Response 2: 7", "10 7 - -"),
+        // Chatty preambles and echoed instructions.
+        ("Sure! Here are the scores based on relevance, coherence and completeness (1-4 each):\n\nResponse 1: 11\nResponse 2: 9\nResponse 3: 4\nResponse 4: 10", "11 9 4 10"),
+        ("I have evaluated the 4 responses on 3 criteria.\nResponse 1: 10\nResponse 2: 10", "10 10 - -"),
+        ("Response 1: <total>\nResponse 2: <total>", "- - - -"),
+        ("After careful consideration, I would give Response 1 a 10 and Response 2 a 9.", "- - - -"),
+        // Small-model style.
+        ("10", "- - - -"),
+        ("1. 4 2. 4 3. 4", "- - - -"),
+        ("1. 10\n2. 9\n3) 12\n4: 6", "10 9 12 6"),
+        ("1. 10/12\n2. 7/12", "10 7 - -"),
+        ("Response 1: 9.5\nResponse 2: 8", "- 8 - -"),
+        ("Response 1: 4+4+3\nResponse 2: 8", "- 8 - -"),
+        ("Response 5: 10\nResponse 0: 9", "- - - -"),
+        // Out of range, repeated and conflicting totals.
+        ("Response 1: 13\nResponse 2: 2\nResponse 3: 3", "- - 3 -"),
+        ("Response 1: 10\nResponse 1: 15", "10 - - -"),
+        ("Response 1: 10\nResponse 2: 9\n\nFinal scores:\nResponse 1: 10\nResponse 2: 9", "10 9 - -"),
+        ("Response 1: 10\nResponse 2: 9\n\nOn reflection:\nResponse 1: 8\nResponse 2: 9", "! 9 - -"),
+        ("Response 1: 11\nTotal: 10", "! - - -"),
+        ("**Response 1:**\n- Relevance: 4\n- Relevance: 2\n- Coherence: 3\n- Completeness: 3", "! - - -"),
+        ("Response 2: Relevance = 3, Coherence = 3, Completeness = 2", "- 8 - -"),
+    ];
+
+    #[test]
+    fn totals_never_come_from_the_wrong_place() {
+        assert!(REPLIES.len() >= 40);
+        for (reply, want) in REPLIES {
+            let got: Vec<String> = listwise_totals(reply, "Response {k}", 4, &crit(), 4)
+                .into_iter()
+                .map(|v| match (v.total, v.conflict) {
+                    (_, true) => "!".to_string(),
+                    (Some(t), false) => t.to_string(),
+                    (None, false) => "-".to_string(),
+                })
+                .collect();
+            assert_eq!(got.join(" "), *want, "parsing {reply:?}");
+        }
+    }
+
+    #[test]
+    fn a_stated_total_that_is_not_the_sum_is_flagged() {
+        let v = listwise_totals(
+            "Response 1: Relevance 4, Coherence 4, Completeness 4 = 10",
+            "Response {k}",
+            1,
+            &crit(),
+            4,
+        );
+        assert_eq!(
+            (v[0].total, v[0].mismatch, v[0].conflict),
+            (Some(10), true, false)
+        );
+    }
+
+    #[test]
+    fn a_win_on_one_aspect_is_not_the_verdict() {
+        let cases = [
+            (
+                "Response A wins on X, but Response B is better overall.",
+                Some(Verdict::B),
+            ),
+            ("Response A wins on clarity.", None),
+            ("Response B is better in coherence.", None),
+            ("Response A is better.", Some(Verdict::A)),
+            (
+                "Response B is the better response overall.",
+                Some(Verdict::B),
+            ),
+            (
+                "Response A is better on relevance. Winner: Response B",
+                Some(Verdict::B),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(winner_verdict(text), want, "{text}");
+        }
     }
 
     #[test]

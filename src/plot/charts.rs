@@ -490,6 +490,7 @@ mod tests {
             lc_ci_low: f64::NAN,
             lc_ci_high: f64::NAN,
             judge_flagged: None,
+            p_min: 0.002,
         };
         let f = Figure::forest(&[&c], "judge j").unwrap();
         let svg = f.to_svg().unwrap();

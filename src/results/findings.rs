@@ -4,7 +4,7 @@
 //! comparison of a flagged judge or with no data is said to be no finding.
 
 use super::RunOutput;
-use crate::analysis::MIN_PROMPTS;
+use crate::analysis::{Comparison, MIN_PROMPTS};
 use crate::records::{OVERALL, TOTAL};
 use crate::table::escape;
 
@@ -74,6 +74,68 @@ impl std::fmt::Display for Findings {
     }
 }
 
+/// What one headline comparison shows, in words, and whether it is a finding. In order:
+/// no estimate; too few prompts; a judge the sanity check flagged ("not a finding"); a design
+/// that could not resolve it whatever the answers (its smallest attainable Holm p is above
+/// 0.05); a CI that includes 0; then, for a CI that excludes 0, a judge no sanity check
+/// looked at ("unchecked judge"), a difference that may be length (at equal length the CI
+/// includes 0), a Holm p above 0.05 (suggestive), and only then "judged better".
+pub fn verdict(cmp: &Comparison) -> (String, bool) {
+    let better = if cmp.mean_diff > 0.0 { &cmp.b } else { &cmp.a };
+    let no = |s: String| (s, false);
+    if !cmp.mean_diff.is_finite() {
+        return no("no estimate".into());
+    }
+    if cmp.n < MIN_PROMPTS {
+        return no(format!(
+            "too few paired prompts to say anything (n = {}, at least {MIN_PROMPTS} needed)",
+            cmp.n
+        ));
+    }
+    if cmp.judge_flagged == Some(true) {
+        return no("not a finding: the judge is FLAGGED in this mode by its sanity check".into());
+    }
+    if cmp.p_min > 0.05 {
+        return no(format!(
+            "cannot be resolved with this design (n = {} prompts, {} with a difference: the \
+             smallest p it could reach, after Holm, is {:.3})",
+            cmp.n,
+            cmp.wins + cmp.losses,
+            cmp.p_min
+        ));
+    }
+    if !cmp.resolved() {
+        return no("not resolved: the CI includes 0".into());
+    }
+    if cmp.judge_flagged.is_none() {
+        return no(format!(
+            "unchecked judge: {better} leans better, but no sanity check ran on this judge, \
+             so this is not a finding"
+        ));
+    }
+    let length_spans_zero = cmp.lc_ci_low.is_finite()
+        && cmp.lc_ci_high.is_finite()
+        && !(cmp.lc_ci_low > 0.0 && cmp.mean_diff > 0.0
+            || cmp.lc_ci_high < 0.0 && cmp.mean_diff < 0.0);
+    if length_spans_zero {
+        return no(format!(
+            "may be length: {better} leans better, but at equal answer length the CI includes \
+             0 (or has the other sign)"
+        ));
+    }
+    if cmp.p_holm >= 0.05 {
+        return no(format!(
+            "{better} leans better, but only suggestively: the CI excludes 0, while the \
+             p-value adjusted for the run's other comparisons (Holm) is {:.3}",
+            cmp.p_holm
+        ));
+    }
+    (
+        format!("{better} is judged better (the CI excludes 0, Holm p < 0.05)"),
+        true,
+    )
+}
+
 /// Comparisons listed one by one; beyond this, only the resolved ones are.
 const MAX_LISTED: usize = 10;
 
@@ -117,25 +179,7 @@ impl RunOutput {
             } else {
                 "points"
             };
-            let better = if cmp.mean_diff > 0.0 { &cmp.b } else { &cmp.a };
-            let verdict = if !cmp.mean_diff.is_finite() {
-                "no estimate".to_string()
-            } else if cmp.n < MIN_PROMPTS {
-                format!(
-                    "too few paired prompts to say anything (n = {}, at least {MIN_PROMPTS} needed)",
-                    cmp.n
-                )
-            } else if cmp.resolved() && cmp.p_holm < 0.05 {
-                format!("{better} is judged better (the CI excludes 0, Holm p < 0.05)")
-            } else if cmp.resolved() {
-                format!(
-                    "{better} leans better, but only suggestively: the CI excludes 0, while the \
-                     p-value adjusted for the run's other comparisons (Holm) is {:.3}",
-                    cmp.p_holm
-                )
-            } else {
-                "not resolved: the CI includes 0".to_string()
-            };
+            let (verdict, finding) = verdict(cmp);
             let mut s = format!(
                 "{} vs {} ({}): B − A = {} {unit} [95% CI {}, {}] over {} prompts \
                  (B won {}, tied {}, lost {}; p = {:.3}, Holm {:.3}): {verdict}",
@@ -160,11 +204,8 @@ impl RunOutput {
                     signed(cmp.lc_ci_high)
                 ));
             }
-            if cmp.judge_flagged == Some(true) {
-                s.push_str(" — the judge is FLAGGED in this mode, so this is not a finding");
-            }
             s.push('.');
-            if cmp.resolved() {
+            if finding {
                 comparisons.push(s);
             } else {
                 unresolved.push(s);
@@ -175,8 +216,8 @@ impl RunOutput {
             comparisons.append(&mut unresolved);
         } else if !unresolved.is_empty() {
             comparisons.push(format!(
-                "{} other comparisons are not resolved (too few prompts, or a CI that includes \
-                 0): see the comparisons table.",
+                "{} other comparisons are not findings (too few prompts, a CI that includes 0, \
+                 or a caveat): see the comparisons table.",
                 unresolved.len()
             ));
         }
@@ -202,5 +243,87 @@ impl RunOutput {
             judge,
             warnings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Mode;
+
+    fn cmp() -> Comparison {
+        Comparison {
+            mode: Mode::Expected,
+            criterion: TOTAL.into(),
+            a: "m/p1".into(),
+            b: "m/p2".into(),
+            n: 10,
+            n_dropped: 0,
+            mean_diff: 0.8,
+            ci_low: 0.3,
+            ci_high: 1.3,
+            p_value: 0.004,
+            p_holm: 0.008,
+            wins: 9,
+            ties: 0,
+            losses: 1,
+            lc_diff: 0.7,
+            lc_ci_low: 0.2,
+            lc_ci_high: 1.2,
+            judge_flagged: Some(false),
+            p_min: 0.004,
+        }
+    }
+
+    #[test]
+    fn only_a_checked_judge_on_a_design_that_can_show_it_finds_anything() {
+        let (v, finding) = verdict(&cmp());
+        assert!(finding && v.contains("m/p2 is judged better"), "{v}");
+        // No sanity check ran: never "judged better".
+        let (v, finding) = verdict(&Comparison {
+            judge_flagged: None,
+            ..cmp()
+        });
+        assert!(!finding && v.starts_with("unchecked judge"), "{v}");
+        // A flagged judge: the verdict itself says so, and it is not listed as a finding.
+        let (v, finding) = verdict(&Comparison {
+            judge_flagged: Some(true),
+            ..cmp()
+        });
+        assert!(!finding && v.starts_with("not a finding"), "{v}");
+        // At equal length the CI includes 0, or flips sign: may be length.
+        for (lo, hi) in [(-0.1, 0.9), (-1.0, -0.2)] {
+            let (v, finding) = verdict(&Comparison {
+                lc_ci_low: lo,
+                lc_ci_high: hi,
+                ..cmp()
+            });
+            assert!(!finding && v.starts_with("may be length"), "{v}");
+        }
+        // No length estimate: no length caveat.
+        let (_, finding) = verdict(&Comparison {
+            lc_ci_low: f64::NAN,
+            lc_ci_high: f64::NAN,
+            ..cmp()
+        });
+        assert!(finding);
+        // A design that cannot reach p < 0.05: said so, whatever the CI.
+        let (v, finding) = verdict(&Comparison {
+            n: 5,
+            wins: 5,
+            losses: 0,
+            p_min: crate::analysis::paired::smallest_p(5, 4),
+            ..cmp()
+        });
+        assert!(
+            !finding && v.starts_with("cannot be resolved with this design (n = 5"),
+            "{v}"
+        );
+        // A CI that includes 0.
+        let (v, finding) = verdict(&Comparison {
+            ci_low: -0.2,
+            ..cmp()
+        });
+        assert!(!finding && v.starts_with("not resolved"), "{v}");
     }
 }

@@ -188,6 +188,7 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
             col("ci_high", f(|r| r.ci_high)),
             col("p_value", f(|r| r.p_value)),
             col("p_holm", f(|r| r.p_holm)),
+            col("p_min", f(|r| r.p_min)),
             col("wins", u(|r| r.wins)),
             col("ties", u(|r| r.ties)),
             col("losses", u(|r| r.losses)),
