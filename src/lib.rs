@@ -85,6 +85,7 @@ pub mod prelude {
     pub use crate::judge::Order;
     pub use crate::plot::Figure;
     pub use crate::results::display::{Gallery, Saved};
+    pub use crate::results::duel::Duel;
     pub use crate::results::findings::Findings;
     pub use crate::table::HtmlTable;
     pub use crate::{

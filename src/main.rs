@@ -251,6 +251,35 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The write-up's live Space: two models answer one prompt, and the judge compares the
+    /// answers in both orders, in words and in probabilities (bundled models by default).
+    Duel {
+        /// The prompt.
+        #[arg(long)]
+        prompt: String,
+        /// First answerer (bundled name, .gguf path, checkpoint folder or hf:// reference).
+        #[arg(long, default_value = llm_judge::results::duel::DEFAULT_A)]
+        a: String,
+        /// Second answerer.
+        #[arg(long, default_value = llm_judge::results::duel::DEFAULT_B)]
+        b: String,
+        /// Judge model.
+        #[arg(long, default_value = llm_judge::results::duel::DEFAULT_JUDGE)]
+        judge: String,
+        /// Sampling setting of the answers: `app` (the Space's: temperature 1.5, min_p 0.1),
+        /// `p1`, `p2`, `greedy` or `neutral`.
+        #[arg(long, default_value = "app")]
+        setting: String,
+        /// Most tokens per answer.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// Seed of the answers' sampling.
+        #[arg(long, default_value_t = 2024)]
+        seed: u64,
+        /// Folder the duel's own folder goes in (a duel run again resumes from it).
+        #[arg(long, default_value = "results/duel")]
+        out: PathBuf,
+    },
     /// Judge the answers of an earlier run with another judge, into a new results folder.
     Judge {
         /// Results folder of the earlier run.
@@ -539,6 +568,36 @@ fn real_main() -> Result<ExitCode> {
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&cfg.name));
             let run = llm_judge::results::run_plan(&plan, &out, &mut Bars::new())?;
             return Ok(finish_run(&run));
+        }
+        Command::Duel {
+            prompt,
+            a,
+            b,
+            judge,
+            setting,
+            max_tokens,
+            seed,
+            out,
+        } => {
+            let duel = llm_judge::results::duel::Duel::new(prompt)
+                .a(a)
+                .b(b)
+                .judge(judge)
+                .preset(&setting)?
+                .max_tokens(max_tokens)
+                .seed(seed);
+            let result = duel.run_with(&out, &mut Bars::new())?;
+            println!("{result}");
+            if result.failures > 0 {
+                eprintln!(
+                    "finished with {} failure(s); run the same command again to retry them \
+                     (see {}/run.log)",
+                    result.failures,
+                    result.dir.display()
+                );
+                return Ok(ExitCode::from(3));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Judge {
             results,

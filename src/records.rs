@@ -201,6 +201,8 @@ pub struct JudgmentRecord {
     pub expected_score: Option<f64>,
     /// p(1..=scale) (expected mode); pairwise expected: p(A), p(B)[, p(tie)] with this row's
     /// answer shown first, then the same with it shown second. Renormalised over the labels.
+    /// Pairwise (text): the same layout with each order's verdict as a 1 among zeros (A, B,
+    /// tie), when both orders parsed.
     pub probs: Option<Vec<f64>>,
     /// Probability mass the verdict tokens held before renormalising (lowest over the
     /// criteria or orders of the row); low mass means the judge wanted to write something

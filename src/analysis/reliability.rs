@@ -175,6 +175,10 @@ pub struct PositionBias {
     pub first_position_preference: Option<Estimate>,
     /// Pairwise expected: share of pairs whose two orders lean the same way.
     pub expected_consistency: Option<Estimate>,
+    /// Pairwise (text verdicts): share of verdicts for the answer shown first, a tie
+    /// counting half (0.5 is no position bias).
+    #[serde(default)]
+    pub text_first_position_preference: Option<Estimate>,
 }
 
 /// Position bias of the listwise, pairwise and pairwise-expected judgments in `js`.
@@ -199,21 +203,23 @@ pub fn position_bias(js: &[JudgmentRecord]) -> PositionBias {
             .filter_map(|j| Some((j.prompt_id.clone(), f64::from(u8::from(j.consistent?)))))
             .collect()
     };
-    // p(first shown preferred), per order, from the stored probabilities of both orders.
-    let first: Vec<(String, f64)> = js
-        .iter()
-        .filter(|j| j.mode == Mode::PairwiseExpected)
-        .filter_map(|j| {
-            let p = j.probs.as_ref()?;
-            let half = p.len() / 2;
-            if half < 2 {
-                return None;
-            }
-            let pref = |o: &[f64], letter: usize| o[letter] + o.get(2).map_or(0.0, |t| t / 2.0);
-            let (o1, o2) = p.split_at(half);
-            Some((j.prompt_id.clone(), (pref(o1, 0) + pref(o2, 0)) / 2.0))
-        })
-        .collect();
+    // p(first shown preferred), per order, from the stored probabilities (or one-hot text
+    // verdicts) of both orders.
+    let first = |mode: Mode| -> Vec<(String, f64)> {
+        js.iter()
+            .filter(|j| j.mode == mode && j.criterion == OVERALL)
+            .filter_map(|j| {
+                let p = j.probs.as_ref()?;
+                let half = p.len() / 2;
+                if half < 2 {
+                    return None;
+                }
+                let pref = |o: &[f64], letter: usize| o[letter] + o.get(2).map_or(0.0, |t| t / 2.0);
+                let (o1, o2) = p.split_at(half);
+                Some((j.prompt_id.clone(), (pref(o1, 0) + pref(o2, 0)) / 2.0))
+            })
+            .collect()
+    };
     let opt = |label: &str, v: Vec<(String, f64)>, seed| {
         (!v.is_empty()).then(|| estimate(label.to_string(), v, seed))
     };
@@ -229,11 +235,20 @@ pub fn position_bias(js: &[JudgmentRecord]) -> PositionBias {
             })
             .collect(),
         pairwise_consistency: opt("pairwise position consistency", share(Mode::Pairwise), 19),
-        first_position_preference: opt("pairwise expected: p(first shown preferred)", first, 23),
+        first_position_preference: opt(
+            "pairwise expected: p(first shown preferred)",
+            first(Mode::PairwiseExpected),
+            23,
+        ),
         expected_consistency: opt(
             "pairwise expected: both orders lean the same way",
             share(Mode::PairwiseExpected),
             29,
+        ),
+        text_first_position_preference: opt(
+            "pairwise: share of verdicts for the answer shown first",
+            first(Mode::Pairwise),
+            31,
         ),
     }
 }
@@ -338,6 +353,46 @@ mod tests {
         let mut r = jj.row("c", mode, &a, TOTAL, Some(score));
         r.expected_score = expected;
         r
+    }
+
+    #[test]
+    fn text_verdicts_give_a_first_position_preference() {
+        use crate::judge::{pairwise::order_verdicts, Verdict};
+        // Five prompts; the judge picks whichever answer is shown first in 9 of the 10
+        // orders, so the share is 0.9.
+        let mut js = Vec::new();
+        for (i, (x, y)) in [
+            (Verdict::A, Verdict::A),
+            (Verdict::A, Verdict::A),
+            (Verdict::A, Verdict::A),
+            (Verdict::A, Verdict::A),
+            (Verdict::A, Verdict::B),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut r = j(
+                "a",
+                Mode::Pairwise,
+                &format!("r{i}"),
+                &format!("p{i}"),
+                0.5,
+                None,
+            );
+            r.criterion = OVERALL.into();
+            r.probs = order_verdicts(Some(x), Some(y));
+            js.push(r);
+        }
+        let pb = position_bias(&js);
+        let e = pb
+            .text_first_position_preference
+            .expect("text verdicts of both orders");
+        assert_eq!(e.n, 5);
+        assert!((e.mean - 0.9).abs() < 1e-12, "{}", e.mean);
+        assert_eq!(
+            pb.first_position_preference, None,
+            "no pairwise expected rows"
+        );
     }
 
     #[test]

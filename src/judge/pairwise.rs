@@ -4,7 +4,8 @@
 //!
 //! Row: one per pair (`criterion = overall`) from the view of the first answer: 1 when it
 //! wins in both orders, 0 when it loses in both, 0.5 for a tie; when the two orders disagree
-//! the pair counts as a tie and `consistent` is false ([`combine`]).
+//! the pair counts as a tie and `consistent` is false ([`combine`]). Each order's verdict is
+//! kept too ([`order_verdicts`]), for the first-position preference of text verdicts.
 
 use super::call::{join, Asker, Call};
 use super::parse::{bracket_verdict, strip_echo, winner_verdict, Verdict};
@@ -28,6 +29,33 @@ pub fn combine(a_first: Option<Verdict>, b_first: Option<Verdict>) -> (Option<f6
         (Some(x), Some(y)) if x == y => (Some(x), Some(true)),
         (Some(_), Some(_)) => (Some(0.5), Some(false)),
         _ => (None, None),
+    }
+}
+
+/// Each order's verdict, stored as pairwise expected stores its probabilities: `A`, `B`,
+/// tie with the row's answer shown first, then the same labels with it shown second, each
+/// order's verdict as one 1 among zeros. `None` unless both orders parsed. From these the
+/// text verdicts give a first-position preference, as the probabilities do.
+pub fn order_verdicts(a_first: Option<Verdict>, b_first: Option<Verdict>) -> Option<Vec<f64>> {
+    let one_hot = |v: Verdict| match v {
+        Verdict::A => [1.0, 0.0, 0.0],
+        Verdict::B => [0.0, 1.0, 0.0],
+        Verdict::Tie => [0.0, 0.0, 1.0],
+    };
+    let (x, y) = (a_first?, b_first?);
+    Some(one_hot(x).into_iter().chain(one_hot(y)).collect())
+}
+
+/// The verdicts [`order_verdicts`] stored: with the row's answer shown first, then shown
+/// second, each as the label written (`A` is the answer shown first).
+pub fn order_picks(probs: Option<&[f64]>) -> [Option<Verdict>; 2] {
+    let pick = |o: &[f64]| {
+        let i = (0..3).find(|&i| o[i] == 1.0)?;
+        Some([Verdict::A, Verdict::B, Verdict::Tie][i])
+    };
+    match probs {
+        Some(p) if p.len() == 6 => [pick(&p[..3]), pick(&p[3..])],
+        _ => [None, None],
     }
 }
 
@@ -133,6 +161,7 @@ async fn judge_pair(
     row.other_model = Some(b.model.clone());
     row.other_setting = Some(b.setting.clone());
     row.consistent = consistent;
+    row.probs = order_verdicts(ab.value, ba.value);
     row.parse_ok = ab.parse_ok && ba.parse_ok;
     row.attempts = (ab.raw.len() + ba.raw.len()) as u32;
     row.raw = format!(
@@ -151,6 +180,18 @@ async fn judge_pair(
 mod tests {
     use super::*;
     use Verdict::*;
+
+    #[test]
+    fn each_order_is_stored() {
+        assert_eq!(
+            order_verdicts(Some(A), Some(Tie)),
+            Some(vec![1.0, 0.0, 0.0, 0.0, 0.0, 1.0])
+        );
+        assert_eq!(order_verdicts(Some(B), None), None);
+        let stored = order_verdicts(Some(B), Some(A));
+        assert_eq!(order_picks(stored.as_deref()), [Some(B), Some(A)]);
+        assert_eq!(order_picks(None), [None, None]);
+    }
 
     #[test]
     fn both_orders_combine_into_one_score() {

@@ -27,6 +27,7 @@ impl PositionBias {
         let mut rows: Vec<StatRow> = self.listwise.iter().map(Estimate::row).collect();
         for e in [
             &self.pairwise_consistency,
+            &self.text_first_position_preference,
             &self.first_position_preference,
             &self.expected_consistency,
         ]

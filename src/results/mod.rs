@@ -8,6 +8,7 @@
 //! resumes from (`*.jsonl`) and `run.log`.
 
 pub mod display;
+pub mod duel;
 pub mod findings;
 pub mod report;
 pub mod views;

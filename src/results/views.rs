@@ -369,6 +369,86 @@ impl RunOutput {
         ))
     }
 
+    /// The written pairwise verdicts, one row per pair: the verdict with each answer shown
+    /// first and the outcome (a win in both orders, a draw, or two orders that disagree,
+    /// which counts as a draw), with the count of each outcome in the caption. The write-up's
+    /// live app reported its winner or "draw" this way.
+    pub fn verdicts_table(&self) -> HtmlTable {
+        use crate::judge::{pairwise::order_picks, Verdict};
+        let rows: Vec<&JudgmentRecord> = self
+            .records
+            .iter()
+            .filter(|r| r.mode == Mode::Pairwise && r.criterion == OVERALL)
+            .collect();
+        let mut cols: [Vec<String>; 6] = Default::default();
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for r in &rows {
+            let a = r.cell();
+            let b = format!(
+                "{}/{}",
+                r.other_model.as_deref().unwrap_or("?"),
+                r.other_setting.as_deref().unwrap_or("?")
+            );
+            let [x, y] = order_picks(r.probs.as_deref());
+            let say = |v: Option<Verdict>, first: &str, second: &str| match v {
+                Some(Verdict::A) => first.to_string(),
+                Some(Verdict::B) => second.to_string(),
+                Some(Verdict::Tie) => "draw".to_string(),
+                None => "no verdict".to_string(),
+            };
+            let outcome = match (r.consistent, r.score) {
+                (Some(true), Some(1.0)) => format!("{a} wins"),
+                (Some(true), Some(0.0)) => format!("{b} wins"),
+                (Some(true), Some(_)) => "draw".to_string(),
+                (Some(false), _) => "orders disagree (a draw)".to_string(),
+                _ => "no verdict".to_string(),
+            };
+            *counts.entry(outcome.clone()).or_default() += 1;
+            let row = [
+                r.prompt_id.clone(),
+                a.clone(),
+                b.clone(),
+                say(x, &a, &b),
+                say(y, &b, &a),
+                outcome,
+            ];
+            for (c, v) in cols.iter_mut().zip(row) {
+                c.push(v);
+            }
+        }
+        let names = [
+            "prompt",
+            "A",
+            "B",
+            "verdict, A shown first",
+            "verdict, B shown first",
+            "outcome",
+        ];
+        let df = polars::prelude::DataFrame::new(
+            rows.len(),
+            names
+                .iter()
+                .zip(cols)
+                .map(|(n, v)| table::col(n, v))
+                .collect(),
+        )
+        .unwrap_or_default();
+        let tally: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
+        let t = HtmlTable::from(df).with_caption(format!(
+            "pairwise: the written verdict in both orders ({})",
+            if tally.is_empty() {
+                "none".to_string()
+            } else {
+                tally.join(", ")
+            }
+        ));
+        if rows.is_empty() {
+            t.with_note("n = 0: this run has no pairwise verdict")
+        } else {
+            t
+        }
+    }
+
     /// Every reliability statistic of the run as one table: mode agreement, position bias,
     /// and length association per scoring mode.
     pub fn reliability_table(&self) -> HtmlTable {
