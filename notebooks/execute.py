@@ -16,8 +16,9 @@ external scripts, which these notebooks do not need, are removed).
 
 The kernel's environment comes from `notebooks/setup.sh --env`, so that evcxr reuses the
 dependencies `cargo build` compiled (see setup.sh). Each notebook's line gives the time of its
-first code cell (the `:dep` cell: compiling what the build did not share) and of its first
-output. --shared-build fails when the kernel compiled any dependency again (a new or rewritten
+first code cell (the `:dep` cell: compiling what the build did not share), of its first output
+as a reader sees it appear (a cell's progress lines show as they are printed), and of the end
+of the cell that printed it. --shared-build fails when the kernel compiled any dependency again (a new or rewritten
 library in the shared target folder, other than the cell crate and llm-judge itself), which
 is what happens when `cargo build` and evcxr name the target differently.
 """
@@ -117,20 +118,34 @@ def cell_seconds(cell):
     return (parse(end) - parse(start)).total_seconds()
 
 
-def first_times(nb, started):
-    """(seconds of the first code cell, seconds from the kernel's start to the first output)."""
+class TimedClient(NotebookClient):
+    """A NotebookClient that notes when the first output of any cell arrives (a progress line
+    a cell prints shows as it is printed, long before the cell ends)."""
+
+    first_output_at = None
+
+    def output(self, outs, msg, display_id, cell_index):
+        if self.first_output_at is None:
+            self.first_output_at = time.time()
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def first_times(nb, started, first_output_at):
+    """(seconds of the first code cell, seconds from the kernel's start to the first output
+    shown, seconds to the end of the first cell with an output)."""
     from datetime import datetime
 
     code = [c for c in nb.cells if c.cell_type == "code"]
     first = cell_seconds(code[0]) if code else None
-    first_out = None
+    first_cell_done = None
     for c in code:
         reply = c.get("metadata", {}).get("execution", {}).get("shell.execute_reply")
         if c.get("outputs") and reply:
             end = datetime.fromisoformat(reply.replace("Z", "+00:00")).timestamp()
-            first_out = end - started
+            first_cell_done = end - started
             break
-    return first, first_out
+    shown = None if first_output_at is None else first_output_at - started
+    return first, shown, first_cell_done
 
 
 def self_contained(html):
@@ -166,7 +181,7 @@ def main():
     for path in paths:
         before = libraries(deps)
         nb = nbformat.read(path, as_version=4)
-        client = NotebookClient(
+        client = TimedClient(
             nb,
             kernel_name="rust",
             timeout=args.timeout,
@@ -179,11 +194,12 @@ def main():
             print(f"{path.name}: kernel error: {str(e)[:2000]}", file=sys.stderr)
             failed = True
         again, own = compiled_again(before, libraries(deps))
-        first, first_out = first_times(nb, start)
+        first, shown, first_done = first_times(nb, start, client.first_output_at)
         fmt = lambda t: "-" if t is None else f"{t:.0f} s"
         print(
-            f"{path.name}: first cell (:dep) {fmt(first)}, first output {fmt(first_out)} after the"
-            f" kernel started; dependencies compiled again: {len(again)}"
+            f"{path.name}: first cell (:dep) {fmt(first)}, first output shown {fmt(shown)} after"
+            f" the kernel started (its cell done at {fmt(first_done)}); dependencies compiled"
+            f" again: {len(again)}"
             f"{' (' + ', '.join(again[:12]) + ')' if again else ''}; llm-judge"
             f" {'compiled again' if own else 'reused'}",
             flush=True,

@@ -43,6 +43,21 @@ cp "$here/evcxr-cargo-config.toml" "$cache/.cargo/config.toml"
 # The same resolution of every dependency as this repository's own build (copied each time:
 # a lock left from an older checkout would resolve other versions and rebuild them).
 cp "$repo/Cargo.lock" "$build/Cargo.lock"
+# evcxr compiles an empty cell (`42`) when the kernel starts, and that build prunes the lock to
+# the cell crate alone; the first `:dep` then resolves every dependency anew, at the newest
+# versions on crates.io, and compiles them all again (harmless on the day the lock was made,
+# a full rebuild a few days later). The kernel's prelude, run right after that start and
+# before any cell, puts the repository's lock back, and so does cell-rustc.sh after any cell
+# built before the first `:dep`. The prelude lives in the kernel's own evcxr config folder
+# (EVCXR_CONFIG_DIR), so no user-wide evcxr setting is touched.
+config="$cache/config"
+mkdir -p "$config"
+rust_str() { printf 'r#"%s"#' "$1"; }
+cat >"$config/prelude.rs" <<EOF
+// Written by llm-judge's notebooks/setup.sh: restores the dependency lock that evcxr's start
+// pruned, so that \`:dep llm-judge\` reuses what \`cargo build\` compiled.
+let _ = std::fs::copy($(rust_str "$repo/Cargo.lock"), $(rust_str "$build/Cargo.lock"));
+EOF
 # The same target folder.
 target=${CARGO_TARGET_DIR:-$repo/target}
 mkdir -p "$target"
@@ -63,7 +78,7 @@ if [ "${1:-}" != "--env" ]; then
   # The kernel's own environment, so that Jupyter needs no exports from the shell.
   spec=$(jupyter kernelspec list 2>/dev/null | awk '$1 == "rust" {print $2}')
   spec=${spec:-$HOME/.local/share/jupyter/kernels/rust}
-  EVCXR_TMPDIR="$build" FLAGS="$flags" WRAPPER="$here/cell-rustc.sh" LIBS="$libs" \
+  EVCXR_TMPDIR="$build" CONFIG="$config" LOCK="$repo/Cargo.lock" FLAGS="$flags" WRAPPER="$here/cell-rustc.sh" LIBS="$libs" \
     python3 - "$spec/kernel.json" <<'PY'
 import json, os, sys
 path = sys.argv[1]
@@ -71,6 +86,8 @@ with open(path) as f:
     spec = json.load(f)
 spec["env"] = {
     "EVCXR_TMPDIR": os.environ["EVCXR_TMPDIR"],
+    "EVCXR_CONFIG_DIR": os.environ["CONFIG"],
+    "LLM_JUDGE_LOCK": os.environ["LOCK"],
     "CARGO_ENCODED_RUSTFLAGS": os.environ["FLAGS"],
     "RUSTC_WORKSPACE_WRAPPER": os.environ["WRAPPER"],
     "LD_LIBRARY_PATH": os.environ["LIBS"],
@@ -83,6 +100,8 @@ PY
   echo "notebooks/setup.sh: the Rust kernel ($spec) builds in $build" >&2
 fi
 echo "export EVCXR_TMPDIR='$build'"
+echo "export EVCXR_CONFIG_DIR='$config'"
+echo "export LLM_JUDGE_LOCK='$repo/Cargo.lock'"
 echo "export CARGO_ENCODED_RUSTFLAGS='$flags'"
 echo "export RUSTC_WORKSPACE_WRAPPER='$here/cell-rustc.sh'"
 echo "export LD_LIBRARY_PATH='$libs'\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"

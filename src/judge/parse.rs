@@ -516,8 +516,11 @@ pub fn winner_verdict(text: &str) -> Option<Verdict> {
             // `is better in Y`): a win on one aspect is not the verdict.
             re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:wins)\b(\s+(?i:on|in|at|for|regarding)\b)?"),
             re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clearly\s+|much\s+|slightly\s+|far\s+)?(?:better|stronger|superior)(?:\s+(?:one|response|answer))?)\b(\s+(?i:on|in|at|for|regarding|when)\b)?"),
-            re(r"(?i)\b(?:winner\b\**\s*(?:is\b|:|-|=)?\s*\**\s*(?:a\s+)?|it'?s\s+a\s+|it\s+is\s+a\s+|result\s*(?:is\b|:)\s*(?:a\s+)?|verdict\s*(?:is\b|:)\s*(?:a\s+)?)\**(draw|tie)\b"),
+            re(r"(?i)\b(?:winner\b\**\s*(?:is\b|:|-|=)?\s*\**\s*(?:a\s+)?|it'?s\s+a\s+|it\s+is\s+a\s+|(?:result|verdict|conclusion|decision)\s*(?:is\b|:)\s*\**\s*(?:a\s+)?)\**(draw|tie)\b"),
+            // A line that is only `Draw`, or opens with `Draw.` (`Draw. Both responses …`):
+            // the stop keeps "Tie the tent down" from reading as a verdict.
             re(r"(?im)^\W*(draw|tie)\W*$"),
+            re(r"(?im)^[\s*_#>-]*(draw|tie)\**\s*[.!]"),
         ]
     });
     let mut best: Option<(usize, Verdict)> = None;
@@ -844,6 +847,14 @@ mod tests {
                 Some(Verdict::Tie),
             ),
             ("The winner is a draw.", Some(Verdict::Tie)),
+            (
+                "Response B:\nRelevance: 4\n\nConclusion:\nDraw. Both responses provide a relevant answer.",
+                Some(Verdict::Tie),
+            ),
+            ("Conclusion: Draw, both are equally good.", Some(Verdict::Tie)),
+            ("**Verdict:** **Draw**", Some(Verdict::Tie)),
+            ("Tie the tent to the ground first.\nThen stake it.", None),
+            ("Conclusion: The winner is Response A, as it is simpler.", Some(Verdict::A)),
             ("I like both responses.", None),
             ("a winner is a person who wins", None),
         ];
