@@ -2,11 +2,13 @@
 //! independent unit): per-cell summaries ([`summary`]), paired comparisons between cells
 //! ([`paired`]), win rates and Bradley-Terry strengths ([`pairwise`]), correlation and
 //! agreement measures ([`correlation`]), and judge reliability: agreement, position bias and
-//! length association ([`reliability`]).
+//! length association ([`reliability`]); and, before anything runs, what a design can show
+//! ([`power`]).
 
 pub mod correlation;
 pub mod paired;
 pub mod pairwise;
+pub mod power;
 pub mod reliability;
 pub mod resample;
 pub mod summary;
@@ -14,6 +16,7 @@ pub mod summary;
 pub use correlation::{cohen_kappa, pearson, ranks, spearman, weighted_kappa};
 pub use paired::{comparisons, Comparison, Pairs, MIN_PROMPTS};
 pub use pairwise::{bradley_terry, pairwise_outcomes, standings, win_rates, Outcome, Standing};
+pub use power::{PowerReport, PowerRow};
 pub use reliability::{
     judge_agreement, length_association, mode_agreement, position_bias, Agreement, Estimate,
     LengthAssociation, PositionBias,

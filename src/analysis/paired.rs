@@ -77,6 +77,28 @@ pub struct Comparison {
     /// outcome of these prompts could resolve it.
     #[serde(default = "no_value")]
     pub p_min: f64,
+    /// Listwise: each cell was shown at one fixed position on every prompt (and the two at
+    /// different ones), so B − A is also a difference between two positions and cannot be
+    /// told apart from the judge's position bias (`order = "fixed"`).
+    #[serde(default)]
+    pub confounded_with_position: bool,
+}
+
+/// Whether the listwise rows of cells `a` and `b` show each at one position on every prompt,
+/// a different one for each: their difference is then also a difference of positions.
+fn confounded(js: &[&JudgmentRecord], a: &(String, String), b: &(String, String)) -> bool {
+    let positions = |c: &(String, String)| {
+        let mut p: Vec<u32> = js
+            .iter()
+            .filter(|j| j.mode == Mode::Listwise && j.model == c.0 && j.setting == c.1)
+            .filter_map(|j| j.position)
+            .collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    let (pa, pb) = (positions(a), positions(b));
+    pa.len() == 1 && pb.len() == 1 && pa != pb
 }
 
 fn no_value() -> f64 {
@@ -200,7 +222,7 @@ fn length_controlled(obs: &[Obs]) -> f64 {
 }
 
 /// The pairs of cells to compare, in first-seen order of the cells (A before B).
-fn cell_pairs(cells: &[(String, String)], pairs: Pairs) -> Vec<(usize, usize)> {
+pub(crate) fn cell_pairs(cells: &[(String, String)], pairs: Pairs) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for i in 0..cells.len() {
         for j in i + 1..cells.len() {
@@ -400,6 +422,7 @@ pub fn comparisons(
                 lc_ci_high,
                 judge_flagged: flagged(*mode),
                 p_min: f64::NAN,
+                confounded_with_position: *mode == Mode::Listwise && confounded(&js, a, b),
             });
         }
         let ps: Vec<f64> = out[start..].iter().map(|c| c.p_value).collect();
@@ -497,6 +520,43 @@ mod tests {
         // A different base seed moves the bootstrap interval.
         let other = comparisons(&js, &[], Pairs::default(), 8, &|_| None);
         assert_ne!(pick(&alone).0, pick(&other).0);
+    }
+
+    #[test]
+    fn a_fixed_listwise_order_confounds_cells_with_positions() {
+        let at = |model: &str, setting: &str, prompt: &str, pos: u32| {
+            let mut r = row(model, setting, prompt, 5.0);
+            r.mode = Mode::Listwise;
+            r.position = Some(pos);
+            r
+        };
+        let (a, b) = (
+            ("m".to_string(), "p1".to_string()),
+            ("m".to_string(), "p2".to_string()),
+        );
+        // Fixed order: p1 always first, p2 always second.
+        let fixed: Vec<JudgmentRecord> = (0..4)
+            .flat_map(|i| {
+                let p = format!("q{i}");
+                [at("m", "p1", &p, 1), at("m", "p2", &p, 2)]
+            })
+            .collect();
+        let refs: Vec<&JudgmentRecord> = fixed.iter().collect();
+        assert!(confounded(&refs, &a, &b));
+        // Balanced: positions rotate over prompts.
+        let balanced: Vec<JudgmentRecord> = (0..4)
+            .flat_map(|i| {
+                let p = format!("q{i}");
+                [at("m", "p1", &p, 1 + i % 2), at("m", "p2", &p, 2 - i % 2)]
+            })
+            .collect();
+        let refs: Vec<&JudgmentRecord> = balanced.iter().collect();
+        assert!(!confounded(&refs, &a, &b));
+        // And it reaches the comparisons table.
+        let c = comparisons(&fixed, &[], Pairs::All, 1, &|_| Some(false));
+        assert!(c.iter().all(|c| c.confounded_with_position), "{c:?}");
+        let c = comparisons(&balanced, &[], Pairs::All, 1, &|_| Some(false));
+        assert!(c.iter().all(|c| !c.confounded_with_position));
     }
 
     #[test]

@@ -505,8 +505,45 @@ impl Plan {
         self.models.len() * self.settings.len() * self.prompts.len() * self.config.samples as usize
     }
 
+    /// What the design can show before anything runs: per judge mode, its headline paired
+    /// comparisons, the smallest p they could reach and the difference they would detect
+    /// with 80 % power, for a per-prompt SD assumed at 15 % of the score's range
+    /// ([`crate::analysis::power`]). Empty without a judge.
+    pub fn power(&self) -> crate::analysis::PowerReport {
+        let Some(j) = &self.config.judge else {
+            return Default::default();
+        };
+        let cells: Vec<(String, String)> = self
+            .models
+            .iter()
+            .flat_map(|m| {
+                self.settings
+                    .iter()
+                    .map(move |(s, _)| (m.name.clone(), s.clone()))
+            })
+            .collect();
+        let m = crate::analysis::paired::cell_pairs(&cells, self.config.compare).len();
+        let total_range = j.criteria.len() as f64 * (j.scale.saturating_sub(1)) as f64;
+        crate::analysis::PowerReport {
+            rows: j
+                .modes
+                .iter()
+                .map(|&mode| {
+                    // A pairwise difference B − A runs from −1 to 1.
+                    let range = if mode.is_pairwise() { 2.0 } else { total_range };
+                    let mut r =
+                        crate::analysis::power::power_row(mode, self.prompts.len(), m, range, None);
+                    r.confounded_with_position =
+                        mode == Mode::Listwise && j.order == crate::judge::Order::Fixed;
+                    r
+                })
+                .collect(),
+        }
+    }
+
     /// What the run would do, for `--dry-run`: models and where they come from (and which
-    /// would be downloaded), every sampling value, the grid, the judge and its templates.
+    /// would be downloaded), every sampling value, the grid, the judge and its templates,
+    /// and what the design can show ([`Plan::power`]).
     pub fn describe(&self) -> String {
         let c = &self.config;
         let mut s = format!(
@@ -572,6 +609,7 @@ impl Plan {
                 ));
             }
         }
+        s.push_str(&self.power().to_string());
         s
     }
 }

@@ -371,7 +371,7 @@ pub fn listwise_criteria(
 /// table with a `Total` column, or, with no label at all, a bare numbered list.
 ///
 /// The rules, so that no number is read from the wrong place:
-/// - only a label that opens a line starts an answer's verdict ([`head_regex`]); its verdict
+/// - only a label that opens a line starts an answer's verdict; its verdict
 ///   runs until the next such line or a line that mentions a label in passing;
 /// - a stated total (`Total: n`, `= n` at the end of arithmetic) beats the first number after
 ///   the label, and an operand (`4 + 3`) is never a total;

@@ -491,6 +491,7 @@ mod tests {
             lc_ci_high: f64::NAN,
             judge_flagged: None,
             p_min: 0.002,
+            confounded_with_position: false,
         };
         let f = Figure::forest(&[&c], "judge j").unwrap();
         let svg = f.to_svg().unwrap();

@@ -21,6 +21,44 @@ impl Estimate {
     }
 }
 
+impl crate::analysis::PowerReport {
+    /// As a table: one row per judge mode.
+    pub fn to_table(&self) -> HtmlTable {
+        let rows: Vec<StatRow> = self
+            .rows
+            .iter()
+            .map(|r| {
+                StatRow::new(format!("{} ({})", r.mode, r.unit), r.prompts)
+                    .with("comparisons", r.comparisons as f64)
+                    .with("p_min", r.p_min)
+                    .with("sd", r.sd)
+                    .with("min_detectable", r.min_detectable)
+            })
+            .collect();
+        let assumed = self.rows.iter().any(|r| r.sd_assumed);
+        let mut t = HtmlTable::from(stats_df(&rows).unwrap_or_default()).with_caption(
+            "What this design can show, before it runs: per mode, the paired comparisons of its \
+             Holm family, the smallest p any outcome could give, and the smallest difference \
+             detected with 80% power (n = prompts)",
+        );
+        if assumed {
+            t = t.with_note(
+                "the per-prompt SD of a difference is assumed (15% of the score's range); an \
+                 empty min_detectable means no outcome of these prompts could resolve a comparison",
+            );
+        }
+        if self.rows.is_empty() {
+            t = t.with_note("no judge: nothing is compared");
+        }
+        t
+    }
+
+    /// Shows the table in a notebook.
+    pub fn evcxr_display(&self) {
+        show(self.to_table());
+    }
+}
+
 impl PositionBias {
     /// One row per statistic.
     pub fn rows(&self) -> Vec<StatRow> {

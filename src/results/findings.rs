@@ -75,7 +75,9 @@ impl std::fmt::Display for Findings {
 }
 
 /// What one headline comparison shows, in words, and whether it is a finding. In order:
-/// no estimate; too few prompts; a judge the sanity check flagged ("not a finding"); a design
+/// no estimate; too few prompts; a judge the sanity check flagged ("not a finding"); a
+/// listwise difference that is also a difference of fixed positions ("confounded with
+/// position"); a design
 /// that could not resolve it whatever the answers (its smallest attainable Holm p is above
 /// 0.05); a CI that includes 0; then, for a CI that excludes 0, a judge no sanity check
 /// looked at ("unchecked judge"), a difference that may be length (at equal length the CI
@@ -94,6 +96,14 @@ pub fn verdict(cmp: &Comparison) -> (String, bool) {
     }
     if cmp.judge_flagged == Some(true) {
         return no("not a finding: the judge is FLAGGED in this mode by its sanity check".into());
+    }
+    if cmp.confounded_with_position {
+        return no(format!(
+            "confounded with position: {} and {} were each shown at one fixed position on \
+             every prompt, so this difference is also the judge's position bias \
+             (order = \"balanced\" separates the two)",
+            cmp.a, cmp.b
+        ));
     }
     if cmp.p_min > 0.05 {
         return no(format!(
@@ -272,6 +282,7 @@ mod tests {
             lc_ci_high: 1.2,
             judge_flagged: Some(false),
             p_min: 0.004,
+            confounded_with_position: false,
         }
     }
 
@@ -319,6 +330,12 @@ mod tests {
             !finding && v.starts_with("cannot be resolved with this design (n = 5"),
             "{v}"
         );
+        // A fixed listwise order: the difference is also one of positions.
+        let (v, finding) = verdict(&Comparison {
+            confounded_with_position: true,
+            ..cmp()
+        });
+        assert!(!finding && v.starts_with("confounded with position"), "{v}");
         // A CI that includes 0.
         let (v, finding) = verdict(&Comparison {
             ci_low: -0.2,

@@ -199,6 +199,12 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
                 "judge_flagged",
                 rows.iter().map(|r| r.judge_flagged).collect::<Vec<_>>(),
             ),
+            col(
+                "confounded_with_position",
+                rows.iter()
+                    .map(|r| r.confounded_with_position)
+                    .collect::<Vec<_>>(),
+            ),
         ],
     )
     .map_err(perr)

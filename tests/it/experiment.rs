@@ -643,6 +643,20 @@ fn shipped_experiments_validate_offline() {
             out.contains("dry run: nothing was generated or downloaded"),
             "{name}"
         );
+        if name == "writeup-offline.toml" {
+            // The power report, before anything runs: 10 prompts, 4 comparisons per mode.
+            assert!(
+                out.contains("power, expected: 4 comparisons over 10 prompts; the smallest p they could reach after Holm is 0.0078"),
+                "{out}"
+            );
+            assert!(
+                out.contains("power, listwise:") && out.contains("confounded"),
+                "{out}"
+            );
+        }
+        if name == "writeup-offline-balanced.toml" {
+            assert!(!out.contains("confounded"), "{out}");
+        }
         if name.starts_with("writeup.") || name == "writeup-app.toml" {
             assert!(out.contains("would download"), "{name}: {out}");
             assert!(out.contains("top_k 40, top_p 0.95"), "{name}: {out}");
