@@ -73,11 +73,23 @@ def main():
     if not nb.is_file():
         sys.exit(f"lab-check: {nb}: no such notebook")
     port = free_port()
-    log = open(tempfile.mktemp(prefix="lab-check-", suffix=".log"), "w")
+    log = tempfile.NamedTemporaryFile("w", prefix="lab-check-", suffix=".log", delete=False)
+    # Settings for this check only: every cell in the page (no windowing, so cells off screen
+    # are in the DOM too) and no news prompt over the notebook.
+    settings = pathlib.Path(tempfile.mkdtemp(prefix="lab-check-settings-"))
+    (settings / "@jupyterlab" / "notebook-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
+        '{"windowingMode": "none"}'
+    )
+    (settings / "@jupyterlab" / "apputils-extension").mkdir(parents=True)
+    (settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false"}'
+    )
     lab = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
          "--ip=127.0.0.1", "--IdentityProvider.token=", "--ServerApp.password=",
          "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={nb.parent}",
+         f"--LabApp.user_settings_dir={settings}",
          *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
         stdout=log, stderr=subprocess.STDOUT,
     )
@@ -92,7 +104,7 @@ def main():
         else:
             sys.exit(f"lab-check: jupyter lab did not start (log: {log.name})")
         url = f"{base}/lab/tree/{nb.name}"
-        dom = browse(url, ["--dump-dom"], args.budget_ms).stdout
+        dom = browse(url, ["--dump-dom", "--window-size=1400,2200"], args.budget_ms).stdout
         outputs = dom.count("jp-OutputArea-output")
         problems = []
         if outputs < args.min_outputs:
@@ -112,6 +124,8 @@ def main():
             lab.wait(timeout=20)
         except subprocess.TimeoutExpired:
             lab.kill()
+        log.close()
+        shutil.rmtree(settings, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -72,9 +72,10 @@ pub struct Comparison {
     pub lc_ci_high: f64,
     /// Whether the judge sanity check flagged this mode (`None` when it did not run).
     pub judge_flagged: Option<bool>,
-    /// The smallest Holm-adjusted p-value this design could give the comparison: every
-    /// non-zero per-prompt difference with the same sign ([`smallest_p`]). Above 0.05, no
-    /// outcome of these prompts could resolve it.
+    /// A lower bound on the Holm-adjusted p-value this design could give the comparison:
+    /// the larger of its own smallest raw p (every non-zero per-prompt difference with the
+    /// same sign, [`smallest_p`]) and `m` times the family's smallest ([`family_floor`]).
+    /// Above 0.05, no outcome of these prompts could resolve it.
     #[serde(default = "no_value")]
     pub p_min: f64,
     /// Listwise: each cell was shown at one fixed position on every prompt (and the two at
@@ -103,6 +104,23 @@ fn confounded(js: &[&JudgmentRecord], a: &(String, String), b: &(String, String)
 
 fn no_value() -> f64 {
     f64::NAN
+}
+
+/// The smallest Holm-adjusted p-value any comparison of a family can reach: `m` times the
+/// family's smallest attainable raw p (`raw`, one per comparison). A comparison's own bound
+/// is the larger of this and its own smallest raw p, since Holm never lowers a p-value and
+/// multiplies the smallest by `m`.
+pub fn family_floor(raw: &[f64], m: usize) -> f64 {
+    let least = raw
+        .iter()
+        .copied()
+        .filter(|x| x.is_finite())
+        .fold(f64::INFINITY, f64::min);
+    if least.is_finite() {
+        least * m as f64
+    } else {
+        f64::NAN
+    }
 }
 
 /// The smallest Holm-adjusted p-value a comparison with `nonzero` non-zero per-prompt
@@ -427,9 +445,18 @@ pub fn comparisons(
         }
         let ps: Vec<f64> = out[start..].iter().map(|c| c.p_value).collect();
         let m = ps.iter().filter(|p| p.is_finite()).count();
-        for (c, p) in out[start..].iter_mut().zip(holm(&ps)) {
+        let raw: Vec<f64> = out[start..]
+            .iter()
+            .map(|c| smallest_p(c.wins + c.losses, 1))
+            .collect();
+        let floor = family_floor(&raw, m);
+        for ((c, p), a) in out[start..].iter_mut().zip(holm(&ps)).zip(raw) {
             c.p_holm = p;
-            c.p_min = smallest_p(c.wins + c.losses, m);
+            c.p_min = if a.is_finite() {
+                a.max(floor).min(1.0)
+            } else {
+                a
+            };
         }
     }
     out
@@ -569,6 +596,14 @@ mod tests {
         assert!(smallest_p(4, 1) > 0.05);
         assert_eq!(smallest_p(2, 8), 1.0);
         assert!(smallest_p(0, 3).is_nan());
+        // A comparison with fewer differences than the rest of its family: its bound is its
+        // own raw p when that is larger than m times the family's smallest (found in review:
+        // m · 2^(1−n′) alone would call a resolvable comparison hopeless).
+        let raw = [2f64.powi(-9), 2f64.powi(-9), 2f64.powi(-9), 2f64.powi(-5)];
+        let floor = family_floor(&raw, 4);
+        assert!((floor - 4.0 * 2f64.powi(-9)).abs() < 1e-15);
+        assert!((raw[3].max(floor) - 0.031_25).abs() < 1e-12);
+        assert!(family_floor(&[f64::NAN], 2).is_nan());
         // It is what the exact test gives when every difference has the same sign.
         let d = [1.0, 2.0, 0.5, 3.0, 1.0];
         assert!((sign_flip_p(&d, 0) - smallest_p(5, 1)).abs() < 1e-12);

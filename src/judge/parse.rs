@@ -8,8 +8,9 @@
 //! - criteria: `Criterion: [[n]]` (or `Criterion: n`), matched at word boundaries, a score
 //!   outside 1..=scale is no score, and two different scores for one criterion are none
 //!   (a conflict is never settled by picking one);
-//! - listwise criteria: one line per answer label, merged per criterion (a later line fills
-//!   only the criteria still missing);
+//! - listwise criteria: one line per answer label; the first line that scores every
+//!   criterion is the answer's verdict, and incomplete lines before it fill only what is
+//!   missing (the criteria form, unlike the totals form, keeps the first complete line);
 //! - listwise totals: one total per answer, in the forms real judges write (`Response 1: 10`,
 //!   `Response 1 - Total: 10`, `**Response 1:** 10/12`, `Response 1: Relevance 4, Coherence
 //!   3, Completeness 3 = 10`, a block per response, a markdown table, or a bare numbered
@@ -171,32 +172,71 @@ struct Segment<'t> {
     line: &'t str,
 }
 
-fn segments<'t>(text: &'t str, label: &str) -> Vec<Segment<'t>> {
+fn segments<'t>(text: &'t str, label: &str, criteria: &[String]) -> Vec<Segment<'t>> {
     let head = head_regex(label);
     let mention = mention_regex(label);
     let mut out: Vec<Segment<'t>> = Vec::new();
     let mut open = false;
+    let mut after_blank = false;
     for line in text.lines() {
         if let Some(c) = head.captures(line) {
             let (Some(m), Ok(k)) = (c.get(0), c[1].parse::<usize>()) else {
                 continue;
             };
+            let rest = &line[m.end()..];
+            // `Response 1-4 were scored as follows`: a range of labels, not answer 1.
+            let mut chars = rest.chars();
+            if matches!(chars.next(), Some('-' | '–'))
+                && chars
+                    .as_str()
+                    .trim_start()
+                    .starts_with(|ch: char| ch.is_ascii_digit())
+            {
+                open = false;
+                continue;
+            }
+            // The line's verdict ends where it starts talking about another answer
+            // (`Response 2: 9 (Response 1 covers 5 more steps)`).
+            let rest = match mention.find(rest) {
+                Some(other) => &rest[..other.start()],
+                None => rest,
+            };
             out.push(Segment {
                 k,
-                head: &line[m.end()..],
+                head: rest,
                 body: Vec::new(),
                 line,
             });
             open = true;
+            after_blank = false;
         } else if mention.is_match(line) {
             open = false;
+        } else if line.trim().is_empty() {
+            after_blank = true;
         } else if open {
+            // After a blank line, only a criterion or total line still belongs to the answer
+            // above it; a closing remark ("Overall, the highest score is 11") does not.
+            if after_blank && !continues_a_block(line, criteria) {
+                open = false;
+                continue;
+            }
             if let Some(s) = out.last_mut() {
                 s.body.push(line);
             }
         }
     }
     out
+}
+
+/// Whether a line after a blank line still belongs to the answer above: it opens with a
+/// criterion or with `Total`/`Sum`.
+fn continues_a_block(line: &str, criteria: &[String]) -> bool {
+    let t = line.trim_start_matches(|c: char| c.is_whitespace() || "-*•>#_|+".contains(c));
+    let lower = t.to_lowercase();
+    ["total", "sum"].iter().any(|w| lower.starts_with(w))
+        || criteria
+            .iter()
+            .any(|c| lower.starts_with(&c.to_lowercase()))
 }
 
 /// The stated totals of one line: after `total`, `sum`, `overall` or `score`, the number after
@@ -241,10 +281,15 @@ fn number_after_label(rest: &str) -> Option<u32> {
     static AFTER: OnceLock<Regex> = OnceLock::new();
     let after = AFTER.get_or_init(|| {
         re(&format!(
-            r"(?i)^[*_)\]]*[ \t]*(?:[:=(–-]|\*\*:\*\*|[ \t]+(?:scores?|scored|gets|got|receives?|received|earns?|earned))[ \t*_]*(\d+)\b{NOT_A_VALUE}"
+            r"(?i)^[*_)\]]*[ \t]*(?:[:=(–]|-[ \t]|\*\*:\*\*|[ \t]+(?:scores?|scored|gets|got|receives?|received|earns?|earned))[ \t*_]*(\d+)\b{NOT_A_VALUE}(\s*(?:points?\s+)?(?:more|less|fewer|lower|higher|than|below|above|ahead|behind)\b)?"
         ))
     });
-    numbers(after, rest).first().copied()
+    // A number followed by a comparison ("gets 5 more points than …") is a difference, not
+    // a total (group 3).
+    after
+        .captures(rest)
+        .filter(|c| c.get(2).is_none() && c.get(3).is_none())
+        .and_then(|c| c[1].parse().ok())
 }
 
 /// Whether a line after an answer's label line states a score of its own: it opens (after
@@ -254,7 +299,7 @@ fn states_a_score(line: &str, criteria: &[String]) -> bool {
     let t = line.trim_start_matches(|c: char| c.is_whitespace() || "-*•>#_|+".contains(c));
     let lower = t.to_lowercase();
     t.starts_with(|c: char| c.is_ascii_digit())
-        || ["total", "sum", "overall", "score", "final"]
+        || ["total", "sum", "score", "final"]
             .iter()
             .any(|w| lower.starts_with(w))
         || criteria
@@ -328,7 +373,7 @@ pub fn listwise_criteria(
         n
     ];
     let mut complete = vec![false; n];
-    for seg in segments(text, label) {
+    for seg in segments(text, label, criteria) {
         let k = seg.k;
         if k == 0 || k > n || complete[k - 1] {
             continue;
@@ -389,7 +434,7 @@ pub fn listwise_totals(
     let head = head_regex(label);
     let mut totals: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut scores: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); criteria.len()]; n];
-    let segs = segments(text, label);
+    let segs = segments(text, label, criteria);
     for seg in &segs {
         let k = seg.k;
         if k == 0 || k > n {
@@ -436,7 +481,9 @@ pub fn listwise_totals(
             }
         }
         totals[k - 1].extend(lines.iter().flat_map(|l| stated_totals(l)));
-        if !criterion_named {
+        // A stated total on the label's own line (`Response 1: 4, 4, 3 = 11`) beats the first
+        // number after the label.
+        if !criterion_named && stated_totals(seg.head).is_empty() {
             totals[k - 1].extend(number_after_label(seg.head));
         }
     }
@@ -513,9 +560,10 @@ pub fn winner_verdict(text: &str) -> Option<Verdict> {
             re(r"(?i:\bwinner\b)\**\s*(?:(?i:is)\b|:|-|=)?\s*\**\s*(?:(?i:response|answer)\s*)?\**\(?([AB])\b"),
             re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clear\s+|overall\s+)?winner)\b"),
             // `Response A wins` and `Response B is better`, unless qualified (`wins on X`,
-            // `is better in Y`): a win on one aspect is not the verdict.
-            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:wins)\b(\s+(?i:on|in|at|for|regarding)\b)?"),
-            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clearly\s+|much\s+|slightly\s+|far\s+)?(?:better|stronger|superior)(?:\s+(?:one|response|answer))?)\b(\s+(?i:on|in|at|for|regarding|when)\b)?"),
+            // `is better in Y`, `is better structured`): a win on one aspect is not the
+            // verdict, a win `in every category` is.
+            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:wins)\b(\s+(?i:on|in|at|for|regarding)\s+(\w+))?"),
+            re(r"(?:(?i:\bresponse|\banswer)\s*)\**([AB])\**\)?\s*(?i:is\s+(?:the\s+)?(?:clearly\s+|much\s+|slightly\s+|far\s+)?(?:better|stronger|superior)(?:\s+(?:one|response|answer|choice))?(?:\s+overall)?(?:\s+than\s+(?:the\s+other(?:\s+one)?|(?:response|answer)\s*[AB]))?(\s+(?:in|on|for|at)\s+(\w+)[^.!;,\n]*)?)\s*(?:[.!,;:)]|$)"),
             re(r"(?i)\b(?:winner\b\**\s*(?:is\b|:|-|=)?\s*\**\s*(?:a\s+)?|it'?s\s+a\s+|it\s+is\s+a\s+|(?:result|verdict|conclusion|decision)\s*(?:is\b|:)\s*\**\s*(?:a\s+)?)\**(draw|tie)\b"),
             // A line that is only `Draw`, or opens with `Draw.` (`Draw. Both responses …`):
             // the stop keeps "Tie the tent down" from reading as a verdict.
@@ -525,7 +573,16 @@ pub fn winner_verdict(text: &str) -> Option<Verdict> {
     });
     let mut best: Option<(usize, Verdict)> = None;
     for p in pats {
-        for c in p.captures_iter(text).filter(|c| c.get(2).is_none()) {
+        // Group 2 is a qualifier (`on X`); group 3 its first word, which may make it a
+        // win overall after all (`in every category`).
+        let overall = |c: &regex::Captures<'_>| {
+            c.get(2).is_none()
+                || c.get(3).is_some_and(|w| {
+                    ["all", "every", "each", "most", "both", "overall"]
+                        .contains(&w.as_str().to_lowercase().as_str())
+                })
+        };
+        for c in p.captures_iter(text).filter(overall) {
             let Some(m) = c.get(1) else { continue };
             let v = match m.as_str() {
                 "A" => Verdict::A,
@@ -749,6 +806,16 @@ mod tests {
         ("Response 1: 11\nTotal: 10", "! - - -"),
         ("**Response 1:**\n- Relevance: 4\n- Relevance: 2\n- Coherence: 3\n- Completeness: 3", "! - - -"),
         ("Response 2: Relevance = 3, Coherence = 3, Completeness = 2", "- 8 - -"),
+        // Comparisons between answers, ranges of labels, closing remarks (found in review).
+        ("**Response 1:**\n- Relevance: 4\n- Coherence: 4\n- Completeness: 3\nResponse 1 gets 5 more points than Response 2.", "11 - - -"),
+        ("Response 1: 11\nResponse 2: 7\nResponse 2 scored 4 points less than Response 1.", "11 7 - -"),
+        ("Response 1-4 were scored as follows:\n1. 10\n2. 9\n3. 8\n4. 7", "10 9 8 7"),
+        ("Response 1: 4, 4, 3 = 11\nResponse 2: 4/4/3 = 11", "11 11 - -"),
+        ("Response 1: 3 (relevance) + 4 (coherence) + 3 (completeness) = 10", "10 - - -"),
+        ("Response 1: 4, 4, 3 (total 11)", "11 - - -"),
+        ("Response 1: Total = 10 (Response 2 = 8)", "10 - - -"),
+        ("Response 1: 10\nResponse 2: 9\n\nOverall, the highest score is 11.", "10 9 - -"),
+        ("Response 1 – 10\nResponse 2 – 9", "10 9 - -"),
     ];
 
     #[test]
@@ -800,6 +867,18 @@ mod tests {
                 "Response A is better on relevance. Winner: Response B",
                 Some(Verdict::B),
             ),
+            (
+                "Although Response A is better structured, Response B is more accurate.",
+                None,
+            ),
+            (
+                "Response A is better than Response B in terms of accuracy.",
+                None,
+            ),
+            ("Response A is better than Response B.", Some(Verdict::A)),
+            ("Response B wins in every category.", Some(Verdict::B)),
+            ("Response A wins on all three criteria.", Some(Verdict::A)),
+            ("Response B is better in every respect.", Some(Verdict::B)),
         ];
         for (text, want) in cases {
             assert_eq!(winner_verdict(text), want, "{text}");

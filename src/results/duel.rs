@@ -44,8 +44,10 @@ pub fn app_setting() -> SamplingParams {
 
 impl Duel {
     /// A duel on `prompt` between the bundled [`DEFAULT_A`] and [`DEFAULT_B`], judged by
-    /// [`DEFAULT_JUDGE`] at temperature 0, the answers sampled at the Space's setting
-    /// ([`app_setting`]), at most 256 tokens each, seed 2024.
+    /// [`DEFAULT_JUDGE`] at temperature 0 with the shipped pairwise template (`[[A]]`/`[[B]]`
+    /// /`[[C]]`, not the Space's free-text prompt, which this small judge often leaves
+    /// unparsed), the answers sampled at the Space's setting ([`app_setting`]), at most 256
+    /// tokens each, seed 2024.
     pub fn new(prompt: impl Into<String>) -> Self {
         Self {
             prompt: prompt.into(),
@@ -328,11 +330,14 @@ impl DuelResult {
                 Pick::Tie => "a tie in both orders".to_string(),
                 _ => format!("{p} wins in both orders"),
             },
-            (Some(_), Some(_)) => {
+            (Some(Pick::A), Some(Pick::B)) | (Some(Pick::B), Some(Pick::A)) => {
                 "the two orders disagree: the verdict follows position, so it counts as a tie"
                     .to_string()
             }
-            _ => "no verdict in both orders".to_string(),
+            (Some(_), Some(_)) => "the two orders disagree, so it counts as a tie".to_string(),
+            _ => "no verdict from both orders (a verdict that did not parse in either order \
+                  leaves the pair unscored)"
+                .to_string(),
         };
         format!(
             "written verdict: with A shown first, {}; with B shown first, {}: {outcome}",
@@ -486,6 +491,10 @@ mod tests {
             "{}",
             r.expected_line()
         );
+        r.verdicts = [Some(Pick::A), Some(Pick::Tie)];
+        assert!(r
+            .written_line()
+            .ends_with("disagree, so it counts as a tie"));
         r.verdicts = [None, Some(Pick::B)];
         assert!(r.written_line().contains("did not parse"));
         let text = r.to_string();

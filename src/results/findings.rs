@@ -105,7 +105,7 @@ pub fn verdict(cmp: &Comparison) -> (String, bool) {
             cmp.a, cmp.b
         ));
     }
-    if cmp.p_min > 0.05 {
+    if cmp.p_min > 0.05 && !(cmp.p_holm < 0.05) {
         return no(format!(
             "cannot be resolved with this design (n = {} prompts, {} with a difference: the \
              smallest p it could reach, after Holm, is {:.3})",
@@ -323,6 +323,8 @@ mod tests {
             n: 5,
             wins: 5,
             losses: 0,
+            p_value: 0.0625,
+            p_holm: 0.25,
             p_min: crate::analysis::paired::smallest_p(5, 4),
             ..cmp()
         });
