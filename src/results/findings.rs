@@ -105,7 +105,7 @@ pub fn verdict(cmp: &Comparison) -> (String, bool) {
             cmp.a, cmp.b
         ));
     }
-    if cmp.p_min > 0.05 && !(cmp.p_holm < 0.05) {
+    if cmp.p_min > 0.05 && (cmp.p_holm >= 0.05 || cmp.p_holm.is_nan()) {
         return no(format!(
             "cannot be resolved with this design (n = {} prompts, {} with a difference: the \
              smallest p it could reach, after Holm, is {:.3})",
