@@ -85,6 +85,35 @@ pub struct Comparison {
     pub confounded_with_position: bool,
 }
 
+#[cfg(test)]
+impl Comparison {
+    /// A resolved, checked comparison for tests: m/p2 − m/p1 on the expected total, 10 prompts.
+    pub(crate) fn example() -> Self {
+        Comparison {
+            mode: Mode::Expected,
+            criterion: crate::records::TOTAL.into(),
+            a: "m/p1".into(),
+            b: "m/p2".into(),
+            n: 10,
+            n_dropped: 0,
+            mean_diff: 0.8,
+            ci_low: 0.3,
+            ci_high: 1.3,
+            p_value: 0.004,
+            p_holm: 0.008,
+            wins: 9,
+            ties: 0,
+            losses: 1,
+            lc_diff: 0.7,
+            lc_ci_low: 0.2,
+            lc_ci_high: 1.2,
+            judge_flagged: Some(false),
+            p_min: 0.004,
+            confounded_with_position: false,
+        }
+    }
+}
+
 /// Whether the listwise rows of cells `a` and `b` show each at one position on every prompt,
 /// a different one for each: their difference is then also a difference of positions.
 fn confounded(js: &[&JudgmentRecord], a: &(String, String), b: &(String, String)) -> bool {

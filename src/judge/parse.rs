@@ -435,6 +435,17 @@ pub fn listwise_totals(
     let mut totals: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut scores: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); criteria.len()]; n];
     let segs = segments(text, label, criteria);
+    // A criterion is read from its own mention, not from a total's arithmetic; one pattern
+    // per criterion, compiled once per verdict.
+    let criterion_res: Vec<Regex> = criteria
+        .iter()
+        .map(|c| {
+            re(&format!(
+                r"(?i)\b{}\b\**\s*[:=\-]?\s*\**\s*(?:\[\[\s*)?(\d+)\b{NOT_A_VALUE}",
+                regex::escape(c)
+            ))
+        })
+        .collect();
     for seg in &segs {
         let k = seg.k;
         if k == 0 || k > n {
@@ -468,22 +479,20 @@ pub fn listwise_totals(
             )
             .collect();
         let mut criterion_named = false;
-        for (i, c) in criteria.iter().enumerate() {
-            // A criterion is read from its own mention, not from a total's arithmetic.
-            let c_re = re(&format!(
-                r"(?i)\b{}\b\**\s*[:=\-]?\s*\**\s*(?:\[\[\s*)?(\d+)\b{NOT_A_VALUE}",
-                regex::escape(c)
-            ));
+        for (i, c_re) in criterion_res.iter().enumerate() {
             for line in &lines {
-                let found = numbers(&c_re, line);
+                let found = numbers(c_re, line);
                 criterion_named |= !found.is_empty();
                 scores[k - 1][i].extend(found);
             }
         }
-        totals[k - 1].extend(lines.iter().flat_map(|l| stated_totals(l)));
+        let on_head = stated_totals(seg.head);
+        let head_states_total = !on_head.is_empty();
+        totals[k - 1].extend(on_head);
+        totals[k - 1].extend(lines[1..].iter().flat_map(|l| stated_totals(l)));
         // A stated total on the label's own line (`Response 1: 4, 4, 3 = 11`) beats the first
         // number after the label.
-        if !criterion_named && stated_totals(seg.head).is_empty() {
+        if !criterion_named && !head_states_total {
             totals[k - 1].extend(number_after_label(seg.head));
         }
     }

@@ -471,28 +471,7 @@ mod tests {
 
     #[test]
     fn forest_plot_marks_zero_and_labels_rows() {
-        let c = Comparison {
-            mode: Mode::Expected,
-            criterion: TOTAL.into(),
-            a: "m/p1".into(),
-            b: "m/p2".into(),
-            n: 10,
-            n_dropped: 0,
-            mean_diff: 0.4,
-            ci_low: 0.1,
-            ci_high: 0.7,
-            p_value: 0.01,
-            p_holm: 0.01,
-            wins: 8,
-            ties: 0,
-            losses: 2,
-            lc_diff: f64::NAN,
-            lc_ci_low: f64::NAN,
-            lc_ci_high: f64::NAN,
-            judge_flagged: None,
-            p_min: 0.002,
-            confounded_with_position: false,
-        };
+        let c = Comparison::example();
         let f = Figure::forest(&[&c], "judge j").unwrap();
         let svg = f.to_svg().unwrap();
         assert!(

@@ -259,31 +259,9 @@ impl RunOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::Mode;
 
     fn cmp() -> Comparison {
-        Comparison {
-            mode: Mode::Expected,
-            criterion: TOTAL.into(),
-            a: "m/p1".into(),
-            b: "m/p2".into(),
-            n: 10,
-            n_dropped: 0,
-            mean_diff: 0.8,
-            ci_low: 0.3,
-            ci_high: 1.3,
-            p_value: 0.004,
-            p_holm: 0.008,
-            wins: 9,
-            ties: 0,
-            losses: 1,
-            lc_diff: 0.7,
-            lc_ci_low: 0.2,
-            lc_ci_high: 1.2,
-            judge_flagged: Some(false),
-            p_min: 0.004,
-            confounded_with_position: false,
-        }
+        Comparison::example()
     }
 
     #[test]
