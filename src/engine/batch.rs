@@ -14,7 +14,7 @@ use crate::sampling::SamplingParams;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::Generation;
+use super::{Generation, PrefixScorer};
 
 /// One sequence to generate in a batch: prompt token ids and its sampling values.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,11 +42,16 @@ struct Active<T> {
 /// runs on requests as they arrive. Each sequence is tagged (`T`) by whoever added it.
 pub struct Batch<T> {
     active: Vec<Active<T>>,
+    /// When kept, the caches of finished sequences with the ids they hold.
+    kept: Option<Vec<(Vec<u32>, KvCache)>>,
 }
 
 impl<T> Default for Batch<T> {
     fn default() -> Self {
-        Self { active: Vec::new() }
+        Self {
+            active: Vec::new(),
+            kept: None,
+        }
     }
 }
 
@@ -64,6 +69,20 @@ impl<T> Batch<T> {
     /// The tags of the sequences decoding.
     pub fn tags(&self) -> impl Iterator<Item = &T> {
         self.active.iter().map(|a| &a.tag)
+    }
+
+    /// A batch that keeps each finished sequence's cache (see [`Batch::take_kept`]).
+    fn keeping_caches() -> Self {
+        Self {
+            active: Vec::new(),
+            kept: Some(Vec::new()),
+        }
+    }
+
+    /// The caches of the sequences finished since the last call, each with the token ids
+    /// it holds (the prompt and the reply but its last token).
+    fn take_kept(&mut self) -> Vec<(Vec<u32>, KvCache)> {
+        self.kept.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// Drops the sequences whose tag `cancel` says are no longer wanted (e.g. the client went
@@ -86,6 +105,20 @@ impl Model {
         top_logprobs: usize,
         on_text: Option<&mut dyn FnMut(&str)>,
     ) -> Result<Option<(T, Generation)>> {
+        self.batch_add_from(batch, tag, r, top_logprobs, on_text, None)
+    }
+
+    /// [`Model::batch_add`], continuing the longest prefix of the prompt that `cached`
+    /// holds (the same bits as a fresh prefill: a prompt split anywhere runs the same).
+    fn batch_add_from<T>(
+        &mut self,
+        batch: &mut Batch<T>,
+        tag: T,
+        r: &BatchRequest,
+        top_logprobs: usize,
+        on_text: Option<&mut dyn FnMut(&str)>,
+        cached: Option<&mut PrefixScorer>,
+    ) -> Result<Option<(T, Generation)>> {
         let mut seq = Sequence::new(
             self.tokenizer(),
             self.context_length(),
@@ -94,7 +127,10 @@ impl Model {
             top_logprobs,
         )?;
         let t0 = Instant::now();
-        let (cache, logits) = self.prefill(&r.prompt_ids)?;
+        let (cache, logits) = match cached {
+            Some(scorer) => scorer.prefill(self, &r.prompt_ids)?,
+            None => self.prefill(&r.prompt_ids)?,
+        };
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let started = Instant::now();
         match seq.step(self.tokenizer(), &logits, on_text)? {
@@ -147,6 +183,10 @@ impl Model {
                 }
                 Ok(None) => {
                     a.seq.decode_s = a.started.elapsed().as_secs_f64();
+                    let held = batch
+                        .kept
+                        .is_some()
+                        .then(|| a.seq.history()[..a.cache.len()].to_vec());
                     let tag = &a.tag;
                     let mut text = on_text.as_mut().map(|f| move |piece: &str| f(tag, piece));
                     let g = a.seq.finish(
@@ -154,6 +194,9 @@ impl Model {
                         text.as_mut().map(|t| t as &mut dyn FnMut(&str)),
                     );
                     done.push((a.tag, g));
+                    if let (Some(kept), Some(ids)) = (batch.kept.as_mut(), held) {
+                        kept.push((ids, a.cache));
+                    }
                 }
                 Err(e) => done.push((a.tag, Err(e))),
             }
@@ -172,13 +215,30 @@ impl Model {
         max_batch: usize,
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
+        self.generate_batch_from(requests, max_batch, None, on_done)
+    }
+
+    /// [`Model::generate_batch`], each prompt continuing the longest prefix `cached` holds
+    /// (a re-ask continues the transcript it extends), and each finished sequence's cache
+    /// handed to `cached` for the next prompts. The replies are the same as without it.
+    pub fn generate_batch_from(
+        &mut self,
+        requests: &[BatchRequest],
+        max_batch: usize,
+        mut cached: Option<&mut PrefixScorer>,
+        on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
+    ) -> Result<()> {
         let max_batch = max_batch.max(1);
         let mut waiting: VecDeque<usize> = (0..requests.len()).collect();
-        let mut batch: Batch<usize> = Batch::default();
+        let mut batch: Batch<usize> = match cached {
+            Some(_) => Batch::keeping_caches(),
+            None => Batch::default(),
+        };
         loop {
             while batch.len() < max_batch {
                 let Some(i) = waiting.pop_front() else { break };
-                match self.batch_add(&mut batch, i, &requests[i], 0, None) {
+                let from = cached.as_deref_mut();
+                match self.batch_add_from(&mut batch, i, &requests[i], 0, None, from) {
                     Ok(None) => {}
                     Ok(Some((i, g))) => on_done(i, Ok(g))?,
                     Err(e) => on_done(i, Err(e))?,
@@ -190,16 +250,23 @@ impl Model {
             for (i, r) in self.batch_step(&mut batch, None)? {
                 on_done(i, r)?;
             }
+            if let Some(scorer) = cached.as_deref_mut() {
+                for (ids, cache) in batch.take_kept() {
+                    scorer.keep_generated(ids, cache);
+                }
+            }
         }
     }
 
     /// [`Model::generate_batch`] over inputs: each is prepared as [`Model::generate`]
     /// prepares it (chat template or raw text, the fallback's stop string) and the replies
     /// are generated together. An input that cannot be prepared reports its error alone.
+    /// With `cached`, prompts continue the caches it holds ([`Model::generate_batch_from`]).
     pub fn generate_inputs_batch(
         &mut self,
         requests: &[(Input, SamplingParams)],
         max_batch: usize,
+        cached: Option<&mut PrefixScorer>,
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
         let mut prepared = Vec::with_capacity(requests.len());
@@ -220,7 +287,7 @@ impl Model {
                 Err(e) => on_done(i, Err(e))?,
             }
         }
-        self.generate_batch(&batch, max_batch, &mut |i, r| {
+        self.generate_batch_from(&batch, max_batch, cached, &mut |i, r| {
             on_done(
                 origin[i],
                 r.map(|mut g| {

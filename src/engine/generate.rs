@@ -239,6 +239,11 @@ impl Sequence {
         })
     }
 
+    /// The prompt and the tokens sampled so far.
+    pub(crate) fn history(&self) -> &[u32] {
+        &self.history
+    }
+
     /// Samples the next token from `logits`; returns it when the sequence goes on (the
     /// caller runs it through the model), `None` when the sequence has ended.
     pub(crate) fn step(

@@ -1,12 +1,15 @@
 //! The generation loop: prefill, KV-cached decoding, stop conditions, token log-probabilities
 //! and timing, for one sequence ([`crate::Model::generate`]) or many decoded together
-//! ([`crate::Model::generate_batch`]) with identical outputs.
+//! ([`crate::Model::generate_batch`]) with identical outputs; and next-token
+//! log-probabilities for many prompts, each shared prefix run once ([`PrefixScorer`]).
 
 mod batch;
 mod generate;
+mod score;
 
 pub use batch::{Batch, BatchRequest, TextSink};
 pub use generate::{top_logprobs, FinishReason, GenerateOptions, Generation, Timing};
+pub use score::PrefixScorer;
 
 use crate::error::{Error, Result};
 

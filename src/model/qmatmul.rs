@@ -5,12 +5,17 @@
 //! row on its own, and for others picks kernels whose rounding depends on the number of rows.
 //! This kernel instead:
 //! - quantises each 32-value block of activations to 8 bits (one f32 scale per block, and the
-//!   block's scaled sum), as llama.cpp does;
+//!   block's scaled sum), as llama.cpp does; for the K-quants eight blocks (a weight
+//!   super-block) share one scale, as in llama.cpp's Q8_K;
 //! - computes each block's dot product exactly, in integers (AVX2 `maddubs`, with a scalar
 //!   fallback), and scales it once: an output element is
 //!   `Σ_blocks P · (scale · d) + Σ_blocks bias · s`, the first sum taken eight blocks at a
 //!   time in a fixed tree, the second in eight lanes, whatever the number of rows, so a
-//!   sequence's result never depends on the other rows of its batch or prompt chunk;
+//!   sequence's result never depends on the other rows of its batch or prompt chunk. For the
+//!   K-quants, whose eight blocks share both scales (the sub-block scales are integers,
+//!   applied in the integer products), the eight `P` are summed in integers first and scaled
+//!   once: a third of the work per block, measured on Qwen2.5-Coder 1.5B as prompts 1.2-1.3×
+//!   faster;
 //! - decodes one row (single-sequence decoding) by streaming each weight row once, read in
 //!   place, one column at a time (a single sequential stream per thread is what keeps
 //!   memory bandwidth up), eight blocks' integer products reduced together;
@@ -28,10 +33,11 @@
 //!
 //! A weight block of 32 values is `value_j = scale · h_j · w_j + bias`, with `w_j` bytes
 //! (signed for Q8_0 and Q6_K, unsigned otherwise: Q5_0's offset of 16 goes into the bias)
-//! and `h_j` an integer scale per 16 values (Q6_K's sub-block scales, else 1). With an
+//! and `h_j` an integer scale per 16 values (Q6_K's and Q4_K's sub-block scales, else 1). With an
 //! activation block `x_j ≈ d · q_j` and its sum `s = d · Σ q_j`, the dot product is
 //! `P · (scale · d) + bias · s`, where `P = Σ h_j w_j q_j` is exact in 32-bit integers
-//! (and in f32: `|P| < 2²⁴`).
+//! (and in f32: `|P| < 2²⁴`). A K-quant super-block's `P` (eight blocks, `|P| < 2²⁸`) is
+//! exact in integers and rounded once when converted, the same way on every path.
 
 use super::parallel::SendPtr;
 use crate::error::{Error, Result};
@@ -70,6 +76,16 @@ impl Kind {
             GgmlDType::Q6K => Kind::Q6K,
             _ => return None,
         })
+    }
+
+    /// Activation blocks that share one scale: the eight blocks of a K-quant super-block
+    /// (as llama.cpp's Q8_K), so that a super-block's integer products add up exactly before
+    /// one conversion; one block for the other kinds.
+    fn span(self) -> usize {
+        match self {
+            Kind::Q4K | Kind::Q6K => 8,
+            _ => 1,
+        }
     }
 
     /// (bytes, values) of one block.
@@ -258,7 +274,7 @@ impl QMatrix {
             ))));
         }
         let nb = k / QK;
-        let act = QuantizedRows::new(x);
+        let act = QuantizedRows::new(x, self.kind.span());
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let simd = simd_available();
         let rb = self.row_bytes();
@@ -373,9 +389,11 @@ struct Rows<'a> {
 const BLOCKS_PER_ITEM: usize = 512;
 
 impl QuantizedRows {
-    /// Quantises `x` block by block: on candle's thread pool for long inputs, with AVX2 where
-    /// the CPU has it. Both paths give the same bits (ties round to even in both).
-    fn new(x: &[f32]) -> Self {
+    /// Quantises `x` block by block, `span` consecutive blocks (within a row: rows are whole
+    /// spans) sharing the scale of their largest value: on candle's thread pool for long
+    /// inputs, with AVX2 where the CPU has it. Both paths give the same bits (ties round to
+    /// even in both).
+    fn new(x: &[f32], span: usize) -> Self {
         let blocks = x.len() / QK;
         let (mut q, mut d, mut s) = (vec![0i8; x.len()], vec![0f32; blocks], vec![0f32; blocks]);
         let ptrs = (
@@ -384,6 +402,8 @@ impl QuantizedRows {
             SendPtr(s.as_mut_ptr()),
         );
         let simd = simd_available();
+        // Work items hold whole spans (`BLOCKS_PER_ITEM` is a multiple of every span).
+        debug_assert!(BLOCKS_PER_ITEM.is_multiple_of(span) && blocks.is_multiple_of(span));
         super::parallel::for_each_chunk(blocks.div_ceil(BLOCKS_PER_ITEM), |items| {
             let (qp, dp, sp) = (&ptrs.0, &ptrs.1, &ptrs.2);
             for item in items {
@@ -391,27 +411,39 @@ impl QuantizedRows {
                     item * BLOCKS_PER_ITEM,
                     blocks.min((item + 1) * BLOCKS_PER_ITEM),
                 );
-                for b in b0..b1 {
-                    let xs = &x[b * QK..(b + 1) * QK];
-                    // SAFETY: work items cover disjoint blocks, and the vectors outlive the
-                    // call.
-                    let qs = unsafe { std::slice::from_raw_parts_mut(qp.0.add(b * QK), QK) };
+                for g in (b0..b1).step_by(span) {
+                    let xs = &x[g * QK..(g + span) * QK];
                     #[cfg(target_arch = "x86_64")]
-                    let (scale, sum) = if simd {
-                        // SAFETY: AVX2, FMA and F16C were detected at run time.
-                        unsafe { avx2::quantize_block(xs, qs) }
+                    // SAFETY: AVX2, FMA and F16C were detected at run time.
+                    let amax = if simd {
+                        unsafe { avx2::amax(xs) }
                     } else {
-                        quantize_block(xs, qs)
+                        amax(xs)
                     };
                     #[cfg(not(target_arch = "x86_64"))]
-                    let (scale, sum) = {
+                    let amax = {
                         let _ = simd;
-                        quantize_block(xs, qs)
+                        amax(xs)
                     };
-                    // SAFETY: as above.
-                    unsafe {
-                        *dp.0.add(b) = scale;
-                        *sp.0.add(b) = scale * sum as f32;
+                    for b in g..g + span {
+                        let xs = &x[b * QK..(b + 1) * QK];
+                        // SAFETY: work items cover disjoint blocks, and the vectors outlive
+                        // the call.
+                        let qs = unsafe { std::slice::from_raw_parts_mut(qp.0.add(b * QK), QK) };
+                        #[cfg(target_arch = "x86_64")]
+                        let (scale, sum) = if simd {
+                            // SAFETY: AVX2, FMA and F16C were detected at run time.
+                            unsafe { avx2::quantize_block(xs, amax, qs) }
+                        } else {
+                            quantize_block(xs, amax, qs)
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        let (scale, sum) = quantize_block(xs, amax, qs);
+                        // SAFETY: as above.
+                        unsafe {
+                            *dp.0.add(b) = scale;
+                            *sp.0.add(b) = scale * sum as f32;
+                        }
                     }
                 }
             }
@@ -442,10 +474,15 @@ impl QuantizedRows {
     }
 }
 
-/// One block of 32 activations as 8-bit values `q ≈ x / scale`, `scale = max |x| / 127`
-/// (ties round to even); returns the scale and `Σ q`.
-fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
-    let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+/// The largest magnitude in `xs`, NaN skipped (as `f32::max` does).
+fn amax(xs: &[f32]) -> f32 {
+    xs.iter().fold(0f32, |a, v| a.max(v.abs()))
+}
+
+/// One block of 32 activations as 8-bit values `q ≈ x / scale`, `scale = amax / 127`
+/// (`amax`: the largest magnitude in the block, or in the span of blocks that shares its
+/// scale; ties round to even); returns the scale and `Σ q`.
+fn quantize_block(xs: &[f32], amax: f32, q: &mut [i8]) -> (f32, i32) {
     let scale = amax / 127.0;
     // A scale so small that its inverse overflows quantises the block to zeros.
     let inv = if scale > 0.0 && (1.0 / scale).is_finite() {
@@ -482,7 +519,8 @@ mod avx2 {
     //! pair's integer dot product `P` (exact, in 32-bit lanes), reduces the eight pairs' lanes
     //! into one vector, converts it (exactly: `|P| < 2²⁴`) and multiplies it by the scale
     //! products: `t = P · (scale · d)`, `scale` the weight block's scale and `d` the
-    //! activation block's. Eight blocks' `t` are summed in a fixed tree,
+    //! activation block's (for the K-quants, one `t` per super-block of eight blocks, from
+    //! their `P` summed in integers). Eight blocks' `t` are summed in a fixed tree,
     //! `((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))` (zeros standing in past the last
     //! block), and the groups one after the other; the bias term is added at the end. Every
     //! path below (decoding, tiles of any shape, weights read in place or unpacked first)
@@ -501,6 +539,13 @@ mod avx2 {
     /// Q5_0 is read unsigned (0..31, its offset of 16 moved into the bias).
     const fn signed(k: u8) -> bool {
         matches!(k, Q8_0 | Q6K)
+    }
+    /// K-quants: super-blocks of eight sub-blocks with one float scale, each sub-block's own
+    /// scale an integer. A tile's eight sub-blocks (its group) are one super-block, and their
+    /// activations share one scale ([`Kind::span`]), so their integer products are summed
+    /// before one conversion and one multiplication.
+    const fn superblocks(k: u8) -> bool {
+        matches!(k, Q4K | Q6K)
     }
     /// Weights with an offset (a per-block minimum, or Q5_0's 16).
     const fn biased(k: u8) -> bool {
@@ -652,10 +697,12 @@ mod avx2 {
                 } else {
                     _mm256_srli_epi16(q, 4)
                 };
+                // The 6-bit sub-block scale is applied exactly, in the integer products; the
+                // super-block's `d` is the scale of all eight.
                 Sub {
                     q: _mm256_and_si256(q, _mm256_set1_epi8(0x0F)),
-                    scale: d * sc as f32,
-                    halves: unit,
+                    scale: d,
+                    halves: [sc as i16, sc as i16],
                     bias: -dmin * m as f32,
                 }
             }
@@ -726,6 +773,8 @@ mod avx2 {
             aw: if signed(K) { _mm256_abs_epi8(u.q) } else { u.q },
             mv: if K == Q6K {
                 _mm256_set_m128i(_mm_set1_epi16(u.halves[1]), _mm_set1_epi16(u.halves[0]))
+            } else if K == Q4K {
+                _mm256_set1_epi16(u.halves[0])
             } else {
                 _mm256_set1_epi16(1)
             },
@@ -761,13 +810,32 @@ mod avx2 {
         )
     }
 
+    /// [`super::amax`] with AVX2 (`xs`: a multiple of 8 values): the same maximum, NaN
+    /// skipped.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C are available. (The length is checked.)
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn amax(xs: &[f32]) -> f32 {
+        assert!(xs.len().is_multiple_of(8), "amax: whole vectors");
+        let sign = _mm256_set1_ps(-0.0);
+        // `max_ps` returns its second operand when either is NaN: keeping the running maximum
+        // second skips NaN, as `f32::max` does.
+        let m = xs.chunks_exact(8).fold(_mm256_setzero_ps(), |m, c| {
+            _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(c.as_ptr())), m)
+        });
+        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)))
+    }
+
     /// [`super::quantize_block`] with AVX2: the same operations on 8 lanes, so the same bits
-    /// (NaN skipped by the maximum and quantised to 0, as there).
+    /// (NaN quantised to 0, as there).
     ///
     /// # Safety
     /// AVX2, FMA and F16C are available. (Both slices must hold 32 values; that is checked.)
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn quantize_block(xs: &[f32], q: &mut [i8]) -> (f32, i32) {
+    pub(super) unsafe fn quantize_block(xs: &[f32], amax: f32, q: &mut [i8]) -> (f32, i32) {
         assert!(xs.len() == QK && q.len() == QK, "quantize_block: 32 values");
         let p = xs.as_ptr();
         let v = [
@@ -776,16 +844,6 @@ mod avx2 {
             _mm256_loadu_ps(p.add(16)),
             _mm256_loadu_ps(p.add(24)),
         ];
-        let sign = _mm256_set1_ps(-0.0);
-        let a = v.map(|x| _mm256_andnot_ps(sign, x));
-        // `max_ps` returns its second operand when either is NaN: keeping the running maximum
-        // second skips NaN, as `f32::max` does.
-        let m = a
-            .iter()
-            .fold(_mm256_setzero_ps(), |m, x| _mm256_max_ps(*x, m));
-        let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
         let scale = amax / 127.0;
         let inv = _mm256_set1_ps(if scale > 0.0 && (1.0 / scale).is_finite() {
             1.0 / scale
@@ -926,6 +984,46 @@ mod avx2 {
         g: usize,
     ) -> __m256 {
         let (xq, xd, nb) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.nb);
+        // The activation scales of the tile's rows for block `sb`, in its lanes.
+        let scales = |sb: usize| -> __m256 {
+            match R {
+                1 => _mm256_set1_ps(*xd.add(r0 * nb + sb)),
+                4 => {
+                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+                    _mm256_set_m128(d4, d4)
+                }
+                _ => {
+                    let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
+                    let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
+                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+                    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), rows)
+                }
+            }
+        };
+        if superblocks(K) {
+            // One super-block (groups of K-quants are always full): the integer products of
+            // its eight sub-blocks summed lane by lane, then reduced, converted and scaled
+            // once.
+            let mut acc = [_mm256_setzero_si256(); LANES];
+            let mut scale = [0f32; C];
+            for i in 0..GROUP {
+                let sb = g + i;
+                let subs: [Sub; C] = std::array::from_fn(|c| fetch::<K, PACKED>(w[c], sb));
+                if i == 0 {
+                    scale = subs.each_ref().map(|u| u.scale);
+                }
+                let ops = subs.each_ref().map(|u| operands::<K>(u));
+                for r in 0..R {
+                    let x = _mm256_loadu_si256(xq.add(((r0 + r) * nb + sb) * QK) as *const __m256i);
+                    for (c, o) in ops.iter().enumerate() {
+                        let j = c * R + r;
+                        acc[j] = _mm256_add_epi32(acc[j], products::<K>(o, x));
+                    }
+                }
+            }
+            let p = _mm256_cvtepi32_ps(reduce8(acc));
+            return _mm256_mul_ps(p, _mm256_mul_ps(lanes::<R, C>(scale), scales(g)));
+        }
         let block = |sb: usize| -> __m256 {
             if !FULL && sb >= nb {
                 return _mm256_setzero_ps();
@@ -941,20 +1039,7 @@ mod avx2 {
                 }
             }
             let p = _mm256_cvtepi32_ps(reduce8(v));
-            let d = match R {
-                1 => _mm256_set1_ps(*xd.add(r0 * nb + sb)),
-                4 => {
-                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
-                    _mm256_set_m128(d4, d4)
-                }
-                _ => {
-                    let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
-                    let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
-                    let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
-                    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), rows)
-                }
-            };
-            _mm256_mul_ps(p, _mm256_mul_ps(lanes::<R, C>(scale), d))
+            _mm256_mul_ps(p, _mm256_mul_ps(lanes::<R, C>(scale), scales(sb)))
         };
         let a = _mm256_add_ps(block(g), block(g + 1));
         let b = _mm256_add_ps(block(g + 2), block(g + 3));
@@ -995,6 +1080,35 @@ mod avx2 {
         bias: &mut __m256,
     ) -> __m128 {
         let (xq, xd, xs, nb) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.x.s.as_ptr(), io.nb);
+        if superblocks(K) {
+            // One super-block, as [`tile_group`] computes it: the integer products summed,
+            // converted once and scaled once.
+            let mut acc = _mm256_setzero_si256();
+            let mut b = [0f32; LANES];
+            let mut scale = 0f32;
+            for (i, b) in b.iter_mut().enumerate() {
+                let sb = g + i;
+                let u = unpack::<K>(w, sb);
+                if i == 0 {
+                    scale = u.scale;
+                }
+                let x = _mm256_loadu_si256(xq.add(sb * QK) as *const __m256i);
+                acc = _mm256_add_epi32(acc, products::<K>(&operands::<K>(&u), x));
+                *b = u.bias;
+            }
+            if biased(K) {
+                let b = _mm256_loadu_ps(b.as_ptr());
+                *bias = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs.add(g)), *bias);
+            }
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256(acc, 1),
+            );
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+            let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+            let p = _mm_cvtsi128_si32(s) as f32;
+            return _mm_set_ss(p * (scale * *xd.add(g)));
+        }
         let count = if FULL { GROUP } else { nb - g };
         let mut v = [_mm256_setzero_si256(); LANES];
         let mut s = [0f32; LANES];
@@ -1282,7 +1396,7 @@ mod tests {
         // Activations are quantised to 8 bits per block, as llama.cpp does: the kernel must
         // equal the f32 product of the dequantised weights and the dequantised activations,
         // and stay close to the unquantised product.
-        let act = QuantizedRows::new(&x);
+        let act = QuantizedRows::new(&x, mat.kind.span());
         let xq: Vec<f32> = (0..m * k)
             .map(|i| act.q[i] as f32 * act.d[i / QK])
             .collect();
@@ -1363,9 +1477,11 @@ mod tests {
         x[5 * QK + 1] = f32::INFINITY;
         for (b, xs) in x.chunks_exact(QK).enumerate() {
             let (mut a, mut c) = ([0i8; QK], [0i8; QK]);
-            let want = quantize_block(xs, &mut a);
             // SAFETY: checked above.
-            let got = unsafe { avx2::quantize_block(xs, &mut c) };
+            assert_eq!(amax(xs).to_bits(), unsafe { avx2::amax(xs) }.to_bits());
+            let want = quantize_block(xs, amax(xs), &mut a);
+            // SAFETY: checked above.
+            let got = unsafe { avx2::quantize_block(xs, amax(xs), &mut c) };
             assert_eq!(
                 (want.0.to_bits(), want.1),
                 (got.0.to_bits(), got.1),
@@ -1373,11 +1489,28 @@ mod tests {
             );
             assert_eq!(a, c, "block {b}");
         }
-        assert_eq!(QuantizedRows::new(&x).q[..QK], {
-            let mut a = [0i8; QK];
-            quantize_block(&x[..QK], &mut a);
-            a
-        });
+        // One scale per block, or per span of eight blocks (K-quants): each block quantised
+        // with the largest magnitude of its span.
+        for span in [1, 8] {
+            let rows = QuantizedRows::new(&x, span);
+            for (b, xs) in x.chunks_exact(QK).enumerate() {
+                let g = b - b % span;
+                let m = amax(&x[g * QK..(g + span) * QK]);
+                let mut a = [0i8; QK];
+                let (scale, _) = quantize_block(xs, m, &mut a);
+                assert_eq!(rows.q[b * QK..(b + 1) * QK], a, "span {span}, block {b}");
+                assert_eq!(
+                    rows.d[b].to_bits(),
+                    scale.to_bits(),
+                    "span {span}, block {b}"
+                );
+            }
+        }
+        // A span shares one scale: a block of small values next to a large one keeps fewer
+        // levels than it would alone.
+        let rows = QuantizedRows::new(&x[..8 * QK], 8);
+        assert!(rows.d[..8].iter().all(|d| *d == rows.d[0]));
+        assert_ne!(rows.d[1], QuantizedRows::new(&x[..8 * QK], 1).d[1]);
     }
 
     #[test]

@@ -351,3 +351,121 @@ fn expected_scores_batched_equal_each_query_alone_from_the_same_cache() {
         }
     }
 }
+
+#[test]
+fn pairs_that_share_a_question_or_a_first_answer_score_as_each_pair_alone() {
+    // A window of pairwise-expected queries as a judge run sends them: two questions, each
+    // pair in both orders, so the pairs that show the same answer first share it. The
+    // scorer runs each shared prefix once (the instructions, each question, each first
+    // answer); every distribution must equal the query scored alone on a fresh cache.
+    use llm_judge::backend::{Backend, LabelQuery, LocalBackend};
+    let system = "Compare the two answers to the question and say which is better.";
+    let questions = [
+        (
+            "Explain how to bake a chocolate cake without using eggs.",
+            [
+                "Use mashed banana or apple sauce instead of eggs, and bake at 180 C.",
+                "Replace each egg with a tablespoon of ground flaxseed in three tablespoons \
+                 of water; let it thicken, then follow any chocolate cake recipe.",
+                "I do not know.",
+            ],
+        ),
+        (
+            "Why is the sky blue?",
+            [
+                "Air scatters short (blue) wavelengths of sunlight more than long ones.",
+                "Because the ocean reflects onto it, which is a common misconception.",
+                "Rayleigh scattering: the scattered intensity goes as the inverse fourth \
+                 power of the wavelength, so blue light is scattered most.",
+            ],
+        ),
+    ];
+    let mut queries = Vec::new();
+    for (question, answers) in questions {
+        for (a, b) in [(0, 1), (0, 2), (1, 0), (2, 0), (1, 2), (2, 1)] {
+            let user = format!(
+                "Question: {question}\n\n[Answer A]\n{}\n\n[Answer B]\n{}\n\nReply [[A]] or [[B]].",
+                answers[a], answers[b]
+            );
+            queries.push(LabelQuery {
+                input: Input::Chat(vec![Message::system(system), Message::user(user)]),
+                prefix: "[[".into(),
+                labels: vec!["A".into(), "B".into()],
+            });
+        }
+    }
+    for model in [smollm(), qwen()] {
+        let mut batched = LocalBackend::new(model.clone()).with_max_batch(4);
+        let mut got = vec![None; queries.len()];
+        batched
+            .label_distributions(&queries, &mut |i, r| {
+                got[i] = Some(r.unwrap());
+                Ok(())
+            })
+            .unwrap();
+        let mut total = 0;
+        for (i, q) in queries.iter().enumerate() {
+            let mut fresh = LocalBackend::new(model.clone());
+            let alone = fresh.label_distribution(q).unwrap();
+            assert_eq!(got[i].as_ref(), Some(&alone), "query {i}");
+            total += fresh.prompt_positions_run();
+        }
+        // Each question's text and each answer shown first ran once, not once per query:
+        // the batch ran well under two thirds of the positions the queries hold.
+        let ran = batched.prompt_positions_run();
+        assert!(ran * 3 < total * 2, "{ran} of {total} positions");
+    }
+}
+
+#[test]
+fn a_re_ask_continues_its_transcript_and_replies_as_a_fresh_model_does() {
+    // A judge's re-ask repeats the whole transcript (the prompt, the reply, a reminder). The
+    // backend continues the cache of the reply it generated instead of reading the
+    // transcript again; the re-ask's reply must be what a fresh model gives for it.
+    use llm_judge::backend::{Backend, LocalBackend};
+    let params = SamplingParams {
+        temperature: 0.0,
+        max_new_tokens: 24,
+        ..Default::default()
+    };
+    let first = Input::Chat(vec![
+        Message::system("You are a careful judge."),
+        Message::user(
+            "Score each answer from 3 to 12.\n\nResponse 1: Paris is the capital of France.\n\
+             Response 2: The capital of France is Lyon.\n\nWrite `Response k: total` lines.",
+        ),
+    ]);
+    for model in [smollm(), qwen()] {
+        let mut cached = LocalBackend::new(model.clone());
+        let run = |b: &mut LocalBackend, input: &Input| {
+            let mut out = None;
+            b.generate_batch(&[(input.clone(), params.clone())], &mut |_, r| {
+                out = Some(r.unwrap());
+                Ok(())
+            })
+            .unwrap();
+            out.unwrap()
+        };
+        let reply = run(&mut cached, &first);
+        let Input::Chat(mut messages) = first.clone() else {
+            unreachable!()
+        };
+        messages.push(Message::assistant(reply.text.clone()));
+        messages.push(Message::user(
+            "Reply again, one line `Response k: total` per response and nothing else.",
+        ));
+        let again = Input::Chat(messages);
+        let before = cached.prompt_positions_run();
+        let continued = run(&mut cached, &again);
+        let ran = cached.prompt_positions_run() - before;
+        let fresh = run(&mut LocalBackend::new(model.clone()), &again);
+        assert_eq!(continued.tokens, fresh.tokens);
+        assert_eq!(continued.logprobs, fresh.logprobs);
+        // Only the reminder (and the reply's end) ran: the transcript came from the cache.
+        assert!(
+            ran < fresh.prompt_tokens / 3,
+            "{ran} of {} prompt positions ran",
+            fresh.prompt_tokens
+        );
+    }
+}
