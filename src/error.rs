@@ -153,6 +153,10 @@ pub enum Error {
     /// answer cannot be scored from probabilities.
     #[error("no label token: {0}")]
     NoLabelToken(String),
+    /// A server reported a log-probability no probability has (positive, or not a finite
+    /// number): its token probabilities cannot be trusted for this call.
+    #[error("impossible log-probability: {0}")]
+    BadLogprob(String),
     /// A table operation failed.
     #[error("table: {0}")]
     Table(String),

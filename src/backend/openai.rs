@@ -34,6 +34,9 @@ fn one() -> usize {
 /// Longest wait between retries, whatever the server asks for.
 const MAX_WAIT_S: f64 = 60.0;
 
+/// How far above 0 a reported log-probability may be (rounding) before it is refused.
+const LOGPROB_SLACK: f64 = 1e-4;
+
 /// Where and how to reach an endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -602,6 +605,22 @@ impl Backend for OpenAiBackend {
                 self.cfg.model
             )));
         }
+        // A log-probability is at most 0 (a little above it only by rounding). A larger or
+        // non-finite value is a server fault, not a probability to renormalise.
+        for (tok, lp) in &alternatives {
+            if !lp.is_finite() || *lp > LOGPROB_SLACK {
+                let shown = if lp.abs() >= 1e6 {
+                    format!("{lp:e}")
+                } else {
+                    lp.to_string()
+                };
+                return Err(Error::BadLogprob(format!(
+                    "{} gave the token {tok:?} the log-probability {shown} (a log-probability \
+                     is a finite number at most 0)",
+                    self.cfg.model
+                )));
+            }
+        }
         let raw = q
             .labels
             .iter()
@@ -609,7 +628,7 @@ impl Backend for OpenAiBackend {
                 alternatives
                     .iter()
                     .filter(|(tok, _)| tok.trim() == label.as_str())
-                    .map(|(_, lp)| lp.exp())
+                    .map(|(_, lp)| lp.min(0.0).exp())
                     .sum()
             })
             .collect();

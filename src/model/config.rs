@@ -82,6 +82,13 @@ impl Config {
         let eps = g
             .opt_f32(&key("attention.layer_norm_rms_epsilon"))?
             .unwrap_or(1e-5) as f64;
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(Error::GgufMetadata {
+                path: g.path().to_path_buf(),
+                key: key("attention.layer_norm_rms_epsilon"),
+                reason: format!("is {eps}, not a finite number ≥ 0"),
+            });
+        }
         let context_length = g.opt_u32(&key("context_length"))?.unwrap_or(4096) as usize;
         let (rope_default, sliding_window) = match arch {
             Arch::Llama => (10_000.0, None),
@@ -107,9 +114,51 @@ impl Config {
                 reason: format!("{n_kv_head} kv heads do not divide {n_head} heads"),
             });
         }
+        // Every count is checked against the tensors the file holds before anything is
+        // allocated from it (a count of 4e9 would otherwise abort the process).
+        let bad = |k: &str, reason: String| Error::GgufMetadata {
+            path: g.path().to_path_buf(),
+            key: key(k),
+            reason,
+        };
+        let infos = &g.content().tensor_infos;
+        let n_layer = g.u32(&key("block_count"))? as usize;
+        let q_of = |i: usize| format!("blk.{i}.attn_q.weight");
+        if n_layer == 0 || !infos.contains_key(&q_of(n_layer - 1)) {
+            return Err(bad(
+                "block_count",
+                format!(
+                    "is {n_layer}, but the file has no tensor {}",
+                    q_of(n_layer.saturating_sub(1))
+                ),
+            ));
+        }
+        if infos.contains_key(&q_of(n_layer)) {
+            return Err(bad(
+                "block_count",
+                format!(
+                    "is {n_layer}, but the file holds more layers ({})",
+                    q_of(n_layer)
+                ),
+            ));
+        }
+        if let Some(t) = infos.get(&q_of(0)) {
+            let want = [n_head as u64 * head_dim as u64, hidden as u64];
+            let dims: Vec<u64> = t.shape.dims().iter().map(|&d| d as u64).collect();
+            if dims != want {
+                return Err(bad(
+                    "embedding_length",
+                    format!(
+                        "{hidden} with {n_head} heads of {head_dim} does not match {} of shape {:?}",
+                        q_of(0),
+                        t.shape.dims()
+                    ),
+                ));
+            }
+        }
         Ok(Self {
             arch,
-            n_layer: g.u32(&key("block_count"))? as usize,
+            n_layer,
             n_head,
             n_kv_head,
             head_dim,

@@ -474,6 +474,44 @@ impl Weights for Checkpoint {
                 "head size {head_dim} is not a positive even number"
             )));
         }
+        // Every count is checked against the tensors the checkpoint holds before anything is
+        // allocated from it (a count of 4e9 would otherwise abort the process).
+        let n_layer = c.num_hidden_layers;
+        let q_of = |i: usize| format!("blk.{i}.attn_q.weight");
+        if n_layer == 0 || !self.has_tensor(&q_of(n_layer - 1)) {
+            return Err(bad(format!(
+                "num_hidden_layers is {n_layer}, but the checkpoint has no layer {}",
+                n_layer.saturating_sub(1)
+            )));
+        }
+        if self.has_tensor(&q_of(n_layer)) {
+            return Err(bad(format!(
+                "num_hidden_layers is {n_layer}, but the checkpoint holds more layers \
+                 (its tensors for layer {n_layer} would go unused)"
+            )));
+        }
+        if let Some(view) = self
+            .hf_name(&q_of(0))
+            .and_then(|n| self.weights.get(&n).ok())
+        {
+            let want = [n_head as u64 * head_dim as u64, c.hidden_size as u64];
+            let dims: Vec<u64> = view.shape().iter().map(|&d| d as u64).collect();
+            if dims != want {
+                return Err(bad(format!(
+                    "hidden_size {} with {n_head} heads of {head_dim} does not match the \
+                     first layer's query weight, of shape {:?}",
+                    c.hidden_size,
+                    view.shape()
+                )));
+            }
+        }
+        if let Some(eps) = c.rms_norm_eps {
+            if !(eps.is_finite() && eps >= 0.0) {
+                return Err(bad(format!(
+                    "rms_norm_eps is {eps}, not a finite number ≥ 0"
+                )));
+            }
+        }
         let mut rope_linear_scale = 1.0;
         if let Some(s) = &c.rope_scaling {
             let kind = s
@@ -492,7 +530,7 @@ impl Weights for Checkpoint {
         }
         Ok(Config {
             arch: Arch::Llama,
-            n_layer: c.num_hidden_layers,
+            n_layer,
             n_head,
             n_kv_head,
             head_dim,

@@ -75,10 +75,11 @@ impl FromStr for ModelSource {
                         file) or hf://owner/repo[@revision] (a safetensors checkpoint)";
             let (owner, name, file) = match (parts.next(), parts.next(), parts.next()) {
                 (Some(o), Some(n), None) if !o.is_empty() && !n.is_empty() => {
+                    check_hub_parts(s, o, n, None, &revision)?;
                     return Ok(ModelSource::HubRepo {
                         repo: format!("{o}/{n}"),
                         revision,
-                    })
+                    });
                 }
                 (Some(o), Some(n), Some(f)) => (o, n, f),
                 _ => {
@@ -94,6 +95,7 @@ impl FromStr for ModelSource {
                     hint: hint.into(),
                 });
             }
+            check_hub_parts(s, owner, name, Some(file), &revision)?;
             return Ok(ModelSource::Hub {
                 repo: format!("{owner}/{name}"),
                 file: file.into(),
@@ -116,6 +118,66 @@ impl FromStr for ModelSource {
             ),
         })
     }
+}
+
+/// The parts of a hub reference, checked before anything is fetched: the owner and repo
+/// name by the hub's own rules (letters, digits, `-`, `_`, `.`; no leading `-` or `.`, no
+/// `--` or `..`; at most 96 characters), the file path and revision as relative paths inside
+/// the cache (no `..` or `.` part, no empty part, no leading `/`, no backslash, no control
+/// character). A reference that could name a path outside the cache is an error naming the
+/// part.
+fn check_hub_parts(
+    s: &str,
+    owner: &str,
+    name: &str,
+    file: Option<&str>,
+    revision: &str,
+) -> Result<()> {
+    let bad = |part: &str, value: &str, why: &str| Error::UnknownModel {
+        name: s.into(),
+        hint: format!(
+            "the hub reference's {part} `{}` {why}",
+            value.escape_debug()
+        ),
+    };
+    for (part, v) in [("owner", owner), ("repo name", name)] {
+        let allowed = v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !allowed
+            || v.len() > 96
+            || v.starts_with(['-', '.'])
+            || v.contains("--")
+            || v.contains("..")
+        {
+            return Err(bad(
+                part,
+                v,
+                "is not a hub name (letters, digits, `-`, `_` and `.`; no leading `-` or `.`, \
+                 no `--` or `..`; at most 96 characters)",
+            ));
+        }
+    }
+    let path_like = |part: &str, v: &str| -> Result<()> {
+        if v.starts_with('/')
+            || v.contains('\\')
+            || v.chars().any(char::is_control)
+            || v.split('/')
+                .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
+            return Err(bad(
+                part,
+                v,
+                "must be a relative path inside the repository (no `..` or `.` part, no empty \
+                 part, no leading `/`, no backslash, no control character)",
+            ));
+        }
+        Ok(())
+    };
+    if let Some(file) = file {
+        path_like("file path", file)?;
+    }
+    path_like("revision", revision)
 }
 
 impl TryFrom<String> for ModelSource {
@@ -547,6 +609,11 @@ pub fn hub_get(repo: &str, file: &str, revision: &str) -> Result<PathBuf> {
 /// Downloads (or finds in the cache) one file of a hub repository.
 pub fn hub_get_with(repo: &str, file: &str, revision: &str, opts: &HubOptions) -> Result<PathBuf> {
     use hf_hub::{api::sync::ApiBuilder, Cache, Repo, RepoType};
+    // Checked again here: this is a public entry point, and a path outside the cache must
+    // never reach the hub client.
+    let reference = format!("hf://{repo}/{file}@{revision}");
+    let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
+    check_hub_parts(&reference, owner, name, Some(file), revision)?;
     let hub_err = |reason: String| Error::Hub {
         repo: repo.to_string(),
         file: file.to_string(),
@@ -637,6 +704,51 @@ mod tests {
         assert!("hf://a/b/x.gguf + hf://o/lora"
             .parse::<ModelSource>()
             .is_err());
+    }
+
+    #[test]
+    fn hub_references_that_could_leave_the_cache_are_errors_naming_the_part() {
+        for (reference, part) in [
+            ("hf://owner/repo/../../x.gguf", "file path"),
+            ("hf://owner/repo/sub/../x.gguf", "file path"),
+            ("hf://owner/repo/./x.gguf", "file path"),
+            ("hf://owner/repo/a//x.gguf", "file path"),
+            ("hf://owner/repo/a\\x.gguf", "file path"),
+            ("hf://owner/repo/x\u{0}.gguf", "file path"),
+            ("hf://owner/repo/x.gguf@../../etc", "revision"),
+            ("hf://owner/repo/x.gguf@/abs", "revision"),
+            ("hf://owner/repo@a\\b", "revision"),
+            ("hf://owner/repo@v1/../x", "revision"),
+            ("hf://../repo/x.gguf", "owner"),
+            ("hf://.hidden/repo", "owner"),
+            ("hf://owner/..", "repo name"),
+            ("hf://owner/re po/x.gguf", "repo name"),
+            ("hf://owner/re--po", "repo name"),
+            ("hf://-owner/repo", "owner"),
+        ] {
+            let err = reference
+                .parse::<ModelSource>()
+                .expect_err(reference)
+                .to_string();
+            assert!(
+                err.contains(&format!("hub reference's {part}")),
+                "{reference}: {err}"
+            );
+        }
+        // The hub's own spellings still parse.
+        for ok in [
+            "hf://forestav/LoRA-2000/unsloth.F16.gguf",
+            "hf://bartowski/Llama-3.2-1B-Instruct-GGUF/Llama-3.2-1B-Instruct-Q4_K_M.gguf@main",
+            "hf://o_1/r.2/sub/dir/f.gguf@refs/pr/1",
+            "hf://Qwen/Qwen2.5-Coder-1.5B-Instruct@0123abcd",
+        ] {
+            ok.parse::<ModelSource>().expect(ok);
+        }
+        // The public download function checks its arguments too.
+        let err = hub_get_with("owner/repo", "../x.gguf", "main", &HubOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file path"), "{err}");
     }
 
     #[test]

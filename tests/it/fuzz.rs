@@ -134,9 +134,15 @@ fn nonsense_metadata_values_are_errors() {
         i + k.len()
     };
     let dir = TempDir::new("fuzz-meta");
+    // Counts that would allocate terabytes before the tensors are read (these aborted the
+    // process), a count of layers the file does not hold, and one that leaves layers unused.
     let cases = [
         ("llama.attention.head_count", 0u32),
         ("llama.attention.head_count_kv", 2),
+        ("llama.block_count", u32::MAX),
+        ("llama.block_count", 0),
+        ("llama.block_count", 29),
+        ("llama.embedding_length", 0x7FFF_FFFF),
     ];
     for (i, (key, value)) in cases.into_iter().enumerate() {
         let at = value_at(key);
@@ -153,6 +159,19 @@ fn nonsense_metadata_values_are_errors() {
         .to_string();
         assert!(err.contains(key), "{key} = {value}: {err}");
     }
+    // An epsilon that is not a number.
+    let key = "llama.attention.layer_norm_rms_epsilon";
+    let at = value_at(key);
+    assert_eq!(bytes[at..at + 4], 6u32.to_le_bytes(), "{key} is an f32");
+    let mut b = bytes.clone();
+    b[at + 4..at + 8].copy_from_slice(&f32::NAN.to_le_bytes());
+    let p = dir.0.join("eps.gguf");
+    std::fs::write(&p, &b).unwrap();
+    let source: llm_judge::model::ModelSource = p.to_str().unwrap().parse().unwrap();
+    let err = no_panic("eps = NaN", || llm_judge::model::inspect(&source))
+        .expect_err("a NaN epsilon must not load")
+        .to_string();
+    assert!(err.contains(key), "{err}");
     // A tensor offset so large that offset + size overflows: an error, not a wrap-around.
     let name = "output_norm.weight";
     let at = value_at(name);

@@ -658,6 +658,43 @@ fn broken_checkpoints_are_clear_errors() {
         err(&d)
     );
 
+    // Counts the weights do not hold (4e9 layers aborted the process before anything was
+    // read), a count that would leave layers unused, a hidden size the weights do not have,
+    // and an epsilon that is not a positive number: each an error naming the field.
+    let cases = [
+        (
+            "num_hidden_layers",
+            serde_json::json!(4_000_000_000u64),
+            "no layer",
+        ),
+        ("num_hidden_layers", serde_json::json!(0), "no layer"),
+        ("num_hidden_layers", serde_json::json!(29), "more layers"),
+        (
+            "hidden_size",
+            serde_json::json!(4_000_000_000u64),
+            "does not match",
+        ),
+        (
+            "rms_norm_eps",
+            serde_json::json!(-1.0),
+            "not a finite number",
+        ),
+    ];
+    for (i, (field, value, says)) in cases.into_iter().enumerate() {
+        let d = copy(&format!("count{i}"), "");
+        std::os::unix::fs::symlink(base.join("model.safetensors"), d.join("model.safetensors"))
+            .unwrap();
+        edit_json(&d.join("config.json"), |v| v[field] = value.clone());
+        let e = match llm_judge::Model::load(&ModelSource::Path(d.clone())) {
+            Ok(_) => panic!("{field} = {value} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(field) && e.contains(says),
+            "{field} = {value}: {e}"
+        );
+    }
+
     let d = copy("bad-index", "");
     std::fs::write(
         d.join("model.safetensors.index.json"),

@@ -235,6 +235,16 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
                         reply(&mut s, "400 Bad Request", &msg.to_string(), "")
                     }
                     "stall" => std::thread::sleep(std::time::Duration::from_secs(3)),
+                    // Next-token log-probabilities: plausible, positive, and far too large.
+                    lp if lp.starts_with("lp ") => {
+                        let v: Vec<&str> = lp[3..].split(',').collect();
+                        let body = format!(
+                            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"3"}},"logprobs":{{"content":[{{"token":"3","logprob":{a},"top_logprobs":[{{"token":"3","logprob":{a}}},{{"token":"4","logprob":{b}}}]}}]}},"finish_reason":"length"}}]}}"#,
+                            a = v[0],
+                            b = v[1]
+                        );
+                        reply(&mut s, "200 OK", &body, "")
+                    }
                     _ => reply(
                         &mut s,
                         "200 OK",
@@ -291,6 +301,37 @@ fn persistent_failures_end_in_a_clear_error() {
         assert!(err.contains("after 4 attempts"), "{err}");
         assert_eq!(count.load(Ordering::SeqCst), 4, "1 try + 3 retries");
         assert!(t.elapsed().as_secs_f64() < 10.0);
+    }
+}
+
+#[test]
+fn impossible_log_probabilities_are_refused_naming_the_token() {
+    let query = LabelQuery {
+        input: Input::Chat(vec![Message::user("Score it: [[")]),
+        prefix: "Score: [[".into(),
+        labels: (1..=4).map(|k| k.to_string()).collect(),
+    };
+    // Plausible values give a distribution; a positive or huge one is an error naming the
+    // token and the value, not a probability mass of 2e17 or "no label token".
+    let (base, _) = fault_server(vec!["lp -0.25,-1.5"]);
+    let d = OpenAiBackend::new(fast(&base))
+        .unwrap()
+        .label_distribution(&query)
+        .unwrap();
+    assert!(d.probs[2] > d.probs[3] && d.probs[3] > 0.0, "{d:?}");
+    for values in ["lp 39.0,-1.0", "lp -0.1,1e308"] {
+        let (base, _) = fault_server(vec![values]);
+        let err = OpenAiBackend::new(fast(&base))
+            .unwrap()
+            .label_distribution(&query)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("impossible log-probability"),
+            "{values}: {err}"
+        );
+        let bad = if values.contains("39") { "39" } else { "1e308" };
+        assert!(err.contains(bad), "{values}: {err}");
     }
 }
 
