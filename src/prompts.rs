@@ -23,7 +23,7 @@ pub struct Prompt {
 
 /// Reads a prompt set. Errors name the file and line.
 pub fn load_prompts(path: &Path) -> Result<Vec<Prompt>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::store::read_input(path)?;
     parse_prompts(&text, &path.display().to_string())
 }
 

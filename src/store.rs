@@ -15,6 +15,51 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Largest input text file (experiment, prompt set, judge template) read whole.
+pub const MAX_INPUT_BYTES: u64 = 64 << 20;
+
+/// Reads a text input file whole: only a regular file (a FIFO would hang the read and a
+/// device such as `/dev/zero` never ends), and at most [`MAX_INPUT_BYTES`]. Errors name the
+/// file.
+pub fn read_input(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    let refuse = |why: String| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, why),
+        )
+    };
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file"
+        };
+        return Err(refuse(format!(
+            "is {kind}; an input must be a regular file"
+        )));
+    }
+    if meta.len() > MAX_INPUT_BYTES {
+        return Err(refuse(format!(
+            "is {} bytes; an input file may hold at most {} MiB",
+            meta.len(),
+            MAX_INPUT_BYTES >> 20
+        )));
+    }
+    let mut text = String::new();
+    use std::io::Read;
+    File::open(path)
+        .and_then(|f| f.take(MAX_INPUT_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| Error::io(path, e))?;
+    if text.len() as u64 > MAX_INPUT_BYTES {
+        return Err(refuse(format!(
+            "grew past {} MiB while it was read",
+            MAX_INPUT_BYTES >> 20
+        )));
+    }
+    Ok(text)
+}
+
 /// A results folder.
 #[derive(Debug, Clone)]
 pub struct Store {

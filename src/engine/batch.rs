@@ -80,7 +80,7 @@ impl<T> Batch<T> {
     }
 
     /// The caches of the sequences finished since the last call, each with the token ids
-    /// it holds (the prompt and the reply but its last token).
+    /// it holds (the prompt and the reply, but for a token that ended it, which never ran).
     fn take_kept(&mut self) -> Vec<(Vec<u32>, KvCache)> {
         self.kept.as_mut().map(std::mem::take).unwrap_or_default()
     }
@@ -127,10 +127,14 @@ impl Model {
             top_logprobs,
         )?;
         let t0 = Instant::now();
-        let (cache, logits) = match cached {
+        let (cache, logits, reused) = match cached {
             Some(scorer) => scorer.prefill(self, &r.prompt_ids)?,
-            None => self.prefill(&r.prompt_ids)?,
+            None => {
+                let (cache, logits) = self.prefill(&r.prompt_ids)?;
+                (cache, logits, 0)
+            }
         };
+        seq.prompt_reused = reused;
         seq.prompt_s = t0.elapsed().as_secs_f64();
         let started = Instant::now();
         match seq.step(self.tokenizer(), &logits, on_text)? {
@@ -252,7 +256,7 @@ impl Model {
             }
             if let Some(scorer) = cached.as_deref_mut() {
                 for (ids, cache) in batch.take_kept() {
-                    scorer.keep_generated(ids, cache);
+                    scorer.keep_generated(self, ids, cache);
                 }
             }
         }

@@ -202,6 +202,8 @@ pub(crate) struct Sequence {
     finish: FinishReason,
     /// Prefill seconds.
     pub(crate) prompt_s: f64,
+    /// Prompt positions continued from a kept cache (not run, so not timed).
+    pub(crate) prompt_reused: usize,
     /// Decode seconds.
     pub(crate) decode_s: f64,
 }
@@ -235,6 +237,7 @@ impl Sequence {
             emitted: 0,
             finish: FinishReason::Length,
             prompt_s: 0.0,
+            prompt_reused: 0,
             decode_s: 0.0,
         })
     }
@@ -336,7 +339,9 @@ impl Sequence {
             timing: Timing {
                 prompt_s: self.prompt_s,
                 decode_s: self.decode_s,
-                prompt_tok_per_s: self.prompt_tokens as f64 / self.prompt_s.max(1e-9),
+                // The positions that ran: a prefix continued from a kept cache took no time.
+                prompt_tok_per_s: (self.prompt_tokens - self.prompt_reused) as f64
+                    / self.prompt_s.max(1e-9),
                 decode_tok_per_s: n.saturating_sub(1) as f64 / self.decode_s.max(1e-9),
             },
             template: TemplateKind::Raw,

@@ -23,11 +23,14 @@ use crate::model::{KvCache, Model};
 use candle_core::{DType, Tensor};
 
 /// Most memory the caches kept between rounds may hold.
-const RETAINED_BYTES: usize = 256 << 20;
+const RETAINED_BYTES: usize = 1 << 30;
 
 /// Most memory the caches of finished generations may hold (a judge's replies, which its
 /// re-asks continue).
 const GENERATED_BYTES: usize = 1 << 30;
+
+/// Most memory the caches of one batch's shared prefixes may hold at once.
+const NODE_BYTES: usize = 512 << 20;
 
 /// Shortest shared prompt prefix worth keeping instead of starting a fresh cache.
 const MIN_REUSE: usize = 8;
@@ -95,19 +98,24 @@ impl PrefixScorer {
     /// prefix shared with the previous query run through the model.
     pub fn logprobs(&mut self, model: &mut Model, ids: &[u32]) -> Result<Vec<f32>> {
         model.check_fits(ids.len())?;
-        if let Some((cached, cache, logprobs)) = &mut self.last {
+        // Taken out while it is extended: a forward pass that fails half-way leaves no cache
+        // behind that disagrees with its ids.
+        if let Some((cached, mut cache, logprobs)) = self.last.take() {
             if ids == cached.as_slice() {
-                return Ok(logprobs.clone());
+                let lp = logprobs.clone();
+                self.last = Some((cached, cache, logprobs));
+                return Ok(lp);
             }
             // At least one token must run to produce logits.
-            let keep = common_prefix(ids, cached).min(ids.len() - 1);
+            let keep = common_prefix(ids, &cached).min(ids.len() - 1);
             if keep >= MIN_REUSE {
                 cache.truncate(keep);
                 self.ran += ids.len() - keep;
-                let logits = model.transformer().forward(&ids[keep..], cache, false)?;
+                let logits = model
+                    .transformer()
+                    .forward(&ids[keep..], &mut cache, false)?;
                 let lp = log_softmax(&logits.squeeze(0)?)?;
-                *cached = ids.to_vec();
-                *logprobs = lp.clone();
+                self.last = Some((ids.to_vec(), cache, lp.clone()));
                 return Ok(lp);
             }
         }
@@ -120,14 +128,21 @@ impl PrefixScorer {
 
     /// Runs a generation's prompt: continues the longest prefix of it that a kept cache holds
     /// (a finished generation's, a batch's, the last query's), else starts a fresh cache.
-    /// Returns the prompt's cache and the last position's logits, the same bits as a fresh
-    /// prefill gives.
+    /// Returns the prompt's cache, the last position's logits (the same bits as a fresh
+    /// prefill gives) and how many of its positions came from a kept cache. A model whose
+    /// kernels are not row-independent always starts fresh: continuing a cache would change
+    /// its bits.
     pub(crate) fn prefill(
         &mut self,
         model: &mut Model,
         ids: &[u32],
-    ) -> Result<(KvCache, Vec<f32>)> {
+    ) -> Result<(KvCache, Vec<f32>, usize)> {
         model.check_fits(ids.len())?;
+        if !model.transformer().rows_independent() {
+            self.ran += ids.len();
+            let (cache, logits) = model.prefill(ids)?;
+            return Ok((cache, logits, 0));
+        }
         let held = self
             .generated
             .iter()
@@ -140,19 +155,23 @@ impl PrefixScorer {
             .max_by_key(|(n, _)| *n);
         let Some((n, source)) = best else {
             self.ran += ids.len();
-            return model.prefill(ids);
+            let (cache, logits) = model.prefill(ids)?;
+            return Ok((cache, logits, 0));
         };
         let mut cache = source.deep_copy()?;
         cache.truncate(n);
         self.ran += ids.len() - n;
         let logits = model.transformer().forward(&ids[n..], &mut cache, false)?;
-        Ok((cache, logits.squeeze(0)?.to_vec1()?))
+        Ok((cache, logits.squeeze(0)?.to_vec1()?, n))
     }
 
     /// Keeps a finished generation's cache (`ids`: the positions it holds) for later
     /// prompts that extend it; the oldest are dropped beyond a bound.
-    pub(crate) fn keep_generated(&mut self, ids: Vec<u32>, cache: KvCache) {
-        if ids.len() != cache.len() || cache.bytes() > GENERATED_BYTES {
+    pub(crate) fn keep_generated(&mut self, model: &mut Model, ids: Vec<u32>, cache: KvCache) {
+        if !model.transformer().rows_independent()
+            || ids.len() != cache.len()
+            || cache.bytes() > GENERATED_BYTES
+        {
             return;
         }
         self.generated.push_back((ids, cache));
@@ -174,6 +193,7 @@ impl PrefixScorer {
         max_batch: usize,
         on_done: &mut dyn FnMut(usize, Result<Vec<f32>>) -> Result<()>,
     ) -> Result<()> {
+        let max_batch = max_batch.max(1);
         let all: Vec<usize> = (0..prompts.len()).collect();
         // One prompt at a time (`max_batch` 1) takes the same path in groups of one.
         if prompts.len() < 2 || !model.transformer().rows_independent() {
@@ -199,7 +219,22 @@ impl PrefixScorer {
         };
         let retained = std::mem::take(&mut self.retained);
         let chunk = model.transformer().prefill_chunk();
-        let (nodes, leaves) = plan(prompts, keep, &retained, chunk);
+        let (mut nodes, mut leaves) = plan(prompts, keep, &retained, chunk);
+        // Every shared prefix's cache lives until the batch's tails have run: past a bound,
+        // the tails continue the batch's common prefix instead (the same numbers, more
+        // positions run).
+        let per_position = base.bytes() / base.len().max(1);
+        let held: usize = nodes.iter().map(|n| n.end * per_position).sum();
+        if held > NODE_BYTES {
+            nodes.clear();
+            for leaf in leaves
+                .iter_mut()
+                .filter(|l| matches!(l.source, Source::Node(_)))
+            {
+                leaf.source = Source::Base;
+                leaf.start = keep;
+            }
+        }
 
         // The shared prefixes, level by level; their last logits are not needed.
         let mut caches: Vec<Option<KvCache>> = (0..nodes.len()).map(|_| None).collect();
@@ -550,12 +585,15 @@ mod tests {
             let led_by_one = l.prompt % 4 < 2;
             assert_eq!(l.start, if led_by_one { 60 } else { 30 }, "{l:?}");
         }
-        // Tokens run: 10 (head) + 2 × 20 + 2 × 30 + the tails, against 8 × 80 without the tree.
+        // Positions run beyond the shared head: the two questions (2 × 20), answer 1 first
+        // under each (2 × 30) and the tails (4 × 30 after answer 1, 4 × 60 after the
+        // question), 460 against the 8 × 80 = 640 the prompts hold.
         let tails: usize = leaves
             .iter()
             .map(|l| prompts[l.prompt].len() - l.start)
             .sum();
-        assert_eq!(40 + 60 + tails, 40 + 60 + 4 * 30 + 4 * 60);
+        assert_eq!(tails, 4 * 30 + 4 * 60);
+        assert_eq!(2 * 20 + 2 * 30 + tails, 460);
     }
 
     #[test]

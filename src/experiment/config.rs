@@ -313,7 +313,7 @@ impl ExperimentConfig {
                 "is a directory, not an experiment file",
             ));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::store::read_input(path)?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         let mut c: ExperimentConfig = toml::from_str(text)
             .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;

@@ -117,7 +117,7 @@ const BUILTIN: &[(&str, &str)] = &[
 impl JudgeTemplate {
     /// Reads and checks a template file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = crate::store::read_input(path)?;
         Self::parse(&text, &path.display().to_string())
     }
 

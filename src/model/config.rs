@@ -124,12 +124,18 @@ impl Config {
         let infos = &g.content().tensor_infos;
         let n_layer = g.u32(&key("block_count"))? as usize;
         let q_of = |i: usize| format!("blk.{i}.attn_q.weight");
-        if n_layer == 0 || !infos.contains_key(&q_of(n_layer - 1)) {
+        if n_layer == 0 {
+            return Err(bad(
+                "block_count",
+                "is 0; a model has at least 1 layer".into(),
+            ));
+        }
+        if !infos.contains_key(&q_of(n_layer - 1)) {
             return Err(bad(
                 "block_count",
                 format!(
                     "is {n_layer}, but the file has no tensor {}",
-                    q_of(n_layer.saturating_sub(1))
+                    q_of(n_layer - 1)
                 ),
             ));
         }
@@ -149,7 +155,9 @@ impl Config {
                 return Err(bad(
                     "embedding_length",
                     format!(
-                        "{hidden} with {n_head} heads of {head_dim} does not match {} of shape {:?}",
+                        "{hidden}, with {n_head} heads (attention.head_count) of {head_dim} \
+                         values (attention.key_length, or the embedding length over the heads), \
+                         does not match {} of shape {:?}",
                         q_of(0),
                         t.shape.dims()
                     ),

@@ -478,10 +478,15 @@ impl Weights for Checkpoint {
         // allocated from it (a count of 4e9 would otherwise abort the process).
         let n_layer = c.num_hidden_layers;
         let q_of = |i: usize| format!("blk.{i}.attn_q.weight");
-        if n_layer == 0 || !self.has_tensor(&q_of(n_layer - 1)) {
+        if n_layer == 0 {
+            return Err(bad(
+                "num_hidden_layers is 0; a model has at least 1 layer".into()
+            ));
+        }
+        if !self.has_tensor(&q_of(n_layer - 1)) {
             return Err(bad(format!(
                 "num_hidden_layers is {n_layer}, but the checkpoint has no layer {}",
-                n_layer.saturating_sub(1)
+                n_layer - 1
             )));
         }
         if self.has_tensor(&q_of(n_layer)) {

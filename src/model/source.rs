@@ -121,8 +121,8 @@ impl FromStr for ModelSource {
 }
 
 /// The parts of a hub reference, checked before anything is fetched: the owner and repo
-/// name by the hub's own rules (letters, digits, `-`, `_`, `.`; no leading `-` or `.`, no
-/// `--` or `..`; at most 96 characters), the file path and revision as relative paths inside
+/// name by the hub's own rules (1 to 96 letters, digits, `-`, `_`, `.`; no `-` or `.` first
+/// or last, no `--` or `..`), the file path and revision as relative paths inside
 /// the cache (no `..` or `.` part, no empty part, no leading `/`, no backslash, no control
 /// character). A reference that could name a path outside the cache is an error naming the
 /// part.
@@ -145,16 +145,18 @@ fn check_hub_parts(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !allowed
+            || v.is_empty()
             || v.len() > 96
             || v.starts_with(['-', '.'])
+            || v.ends_with(['-', '.'])
             || v.contains("--")
             || v.contains("..")
         {
             return Err(bad(
                 part,
                 v,
-                "is not a hub name (letters, digits, `-`, `_` and `.`; no leading `-` or `.`, \
-                 no `--` or `..`; at most 96 characters)",
+                "is not a hub name (1 to 96 letters, digits, `-`, `_` and `.`; no `-` or `.` \
+                 first or last, no `--` or `..`)",
             ));
         }
     }
@@ -725,6 +727,7 @@ mod tests {
             ("hf://owner/re po/x.gguf", "repo name"),
             ("hf://owner/re--po", "repo name"),
             ("hf://-owner/repo", "owner"),
+            ("hf://owner/repo-/x.gguf", "repo name"),
         ] {
             let err = reference
                 .parse::<ModelSource>()
@@ -749,6 +752,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("file path"), "{err}");
+        let err = hub_get_with("owner", "x.gguf", "main", &HubOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("repo name"), "{err}");
     }
 
     #[test]

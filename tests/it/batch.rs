@@ -437,10 +437,19 @@ fn a_re_ask_continues_its_transcript_and_replies_as_a_fresh_model_does() {
     ]);
     for model in [smollm(), qwen()] {
         let mut cached = LocalBackend::new(model.clone());
+        // Each reply decodes in a batch beside another one, as a judge's calls do.
+        let other = Input::Chat(vec![Message::user("Name three colours.")]);
         let run = |b: &mut LocalBackend, input: &Input| {
             let mut out = None;
-            b.generate_batch(&[(input.clone(), params.clone())], &mut |_, r| {
-                out = Some(r.unwrap());
+            let requests = [
+                (input.clone(), params.clone()),
+                (other.clone(), params.clone()),
+            ];
+            b.generate_batch(&requests, &mut |i, r| {
+                let g = r.unwrap();
+                if i == 0 {
+                    out = Some(g);
+                }
                 Ok(())
             })
             .unwrap();

@@ -372,3 +372,55 @@ fn checkpoint_adapter_and_device_from_the_command_line() {
     assert_eq!(v["max_logit_diff"], 0.0);
     assert_eq!(v["cpu_tokens"], v["device_tokens"]);
 }
+
+/// Runs the binary, killing it after `secs` seconds: a command that hangs fails the test
+/// instead of hanging it.
+fn llm_judge_within(args: &[&str], secs: u64) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+        .args(args)
+        .env("LLM_JUDGE_THREADS", "2")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!(
+                "`llm-judge {}` still running after {secs} s",
+                args.join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+#[test]
+fn special_files_as_inputs_are_refused_at_once() {
+    // A FIFO as the prompt set had hung the run; /dev/zero as the experiment file was read
+    // until memory ran out. Both are refused before anything is read, naming the file.
+    let dir = TempDir::new("special-inputs");
+    let fifo = dir.0.join("prompts.jsonl");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let exp = dir.0.join("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name = \"x\"\nprompts = \"{}\"\n\n[[models]]\nname = \"smol\"\n\
+             source = \"smollm2-135m-instruct\"\n\n[[settings]]\nname = \"p1\"\npreset = \"p1\"\n",
+            fifo.display()
+        ),
+    )
+    .unwrap();
+    let o = llm_judge_within(&["run", exp.to_str().unwrap(), "--dry-run"], 30);
+    assert_clean_failure(&o, "not a regular file");
+    assert!(stderr(&o).contains("prompts.jsonl"), "{}", stderr(&o));
+    let o = llm_judge_within(&["run", "/dev/zero", "--dry-run"], 30);
+    assert_clean_failure(&o, "/dev/zero: is not a regular file");
+}

@@ -667,7 +667,11 @@ fn broken_checkpoints_are_clear_errors() {
             serde_json::json!(4_000_000_000u64),
             "no layer",
         ),
-        ("num_hidden_layers", serde_json::json!(0), "no layer"),
+        (
+            "num_hidden_layers",
+            serde_json::json!(0),
+            "at least 1 layer",
+        ),
         ("num_hidden_layers", serde_json::json!(29), "more layers"),
         (
             "hidden_size",

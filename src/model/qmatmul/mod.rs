@@ -419,10 +419,36 @@ mod tests {
             }
         }
         // A span shares one scale: a block of small values next to a large one keeps fewer
-        // levels than it would alone.
-        let rows = QuantizedRows::new(&x[..8 * QK], 8);
-        assert!(rows.d[..8].iter().all(|d| *d == rows.d[0]));
-        assert_ne!(rows.d[1], QuantizedRows::new(&x[..8 * QK], 1).d[1]);
+        // levels than it would alone. (The first span above holds an infinity; this one is
+        // finite.)
+        let finite: Vec<f32> = (0..8 * QK)
+            .map(|i| {
+                if i < QK {
+                    0.01 * i as f32
+                } else {
+                    (i % 97) as f32 - 48.0
+                }
+            })
+            .collect();
+        let shared = QuantizedRows::new(&finite, 8);
+        let alone = QuantizedRows::new(&finite, 1);
+        assert!(shared
+            .d
+            .iter()
+            .all(|d| *d == shared.d[0] && d.is_finite() && *d > 0.0));
+        assert!(
+            alone.d[0] < shared.d[0],
+            "{} vs {}",
+            alone.d[0],
+            shared.d[0]
+        );
+        let levels = |r: &QuantizedRows| {
+            let mut q: Vec<i8> = r.q[..QK].to_vec();
+            q.sort();
+            q.dedup();
+            q.len()
+        };
+        assert!(levels(&shared) < levels(&alone));
     }
 
     #[test]

@@ -28,10 +28,11 @@ impl Packed {
 pub(super) struct Sub {
     /// The 32 weights as bytes (signed, or unsigned for the kinds with a bias).
     pub(super) q: __m256i,
-    /// The block's scale.
+    /// The block's float scale (for the K-quants, the super-block's `d`, shared by its
+    /// eight blocks).
     pub(super) scale: f32,
-    /// Integer scales of the two 16-value halves (Q6_K's sub-block scales; 1 and 1
-    /// otherwise), applied exactly in the integer products.
+    /// Integer scales of the two 16-value halves (Q6_K's sub-block scales, Q4_K's 6-bit
+    /// sub-block scale twice; 1 and 1 otherwise), applied exactly in the integer products.
     pub(super) halves: [i16; 2],
     /// The offset of every value.
     pub(super) bias: f32,

@@ -1,7 +1,8 @@
 //! The AVX2 kernel. A register tile holds up to eight output elements (row, column
 //! pairs), one per lane of a single accumulator. For each block the tile computes every
 //! pair's integer dot product `P` (exact, in 32-bit lanes), reduces the eight pairs' lanes
-//! into one vector, converts it (exactly: `|P| < 2²⁴`) and multiplies it by the scale
+//! into one vector, converts it (exactly for a block: `|P| < 2²⁴`; a K-quant super-block's
+//! sum, up to 2²⁸, is rounded once, the same way on every path) and multiplies it by the scale
 //! products: `t = P · (scale · d)`, `scale` the weight block's scale and `d` the
 //! activation block's (for the K-quants, one `t` per super-block of eight blocks, from
 //! their `P` summed in integers). Eight blocks' `t` are summed in a fixed tree,
