@@ -45,6 +45,13 @@ impl LocalBackend {
         self.scorer.positions_run()
     }
 
+    /// Sets the most memory the shared prefixes of one batch of probability queries may hold
+    /// ([`crate::engine::NODE_BYTES`] by default).
+    pub fn with_node_budget(mut self, bytes: usize) -> Self {
+        self.scorer = std::mem::take(&mut self.scorer).with_node_budget(bytes);
+        self
+    }
+
     /// Sets how many sequences [`Backend::generate_batch`] decodes together (1 = one at a
     /// time).
     pub fn with_max_batch(mut self, n: usize) -> Self {

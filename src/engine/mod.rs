@@ -9,7 +9,7 @@ mod score;
 
 pub use batch::{Batch, BatchRequest, TextSink};
 pub use generate::{top_logprobs, FinishReason, GenerateOptions, Generation, Timing};
-pub use score::PrefixScorer;
+pub use score::{PrefixScorer, NODE_BYTES};
 
 use crate::error::{Error, Result};
 

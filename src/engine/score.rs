@@ -29,8 +29,8 @@ const RETAINED_BYTES: usize = 1 << 30;
 /// re-asks continue).
 const GENERATED_BYTES: usize = 1 << 30;
 
-/// Most memory the caches of one batch's shared prefixes may hold at once.
-const NODE_BYTES: usize = 512 << 20;
+/// Most memory the caches of one batch's shared prefixes may hold at once, by default.
+pub const NODE_BYTES: usize = 512 << 20;
 
 /// Shortest shared prompt prefix worth keeping instead of starting a fresh cache.
 const MIN_REUSE: usize = 8;
@@ -68,7 +68,7 @@ struct Leaf {
 }
 
 /// The KV caches a scorer keeps from one query, or one batch, to the next.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PrefixScorer {
     /// The last prompt run alone (or the last batch's shared prefix): its ids, cache and
     /// next-token log-probabilities.
@@ -81,12 +81,33 @@ pub struct PrefixScorer {
     generated: std::collections::VecDeque<(Vec<u32>, KvCache)>,
     /// Positions run through the model so far.
     ran: usize,
+    /// Most memory one batch's shared prefixes may hold at once.
+    node_bytes: usize,
+}
+
+impl Default for PrefixScorer {
+    fn default() -> Self {
+        Self {
+            last: None,
+            retained: Vec::new(),
+            generated: std::collections::VecDeque::new(),
+            ran: 0,
+            node_bytes: NODE_BYTES,
+        }
+    }
 }
 
 impl PrefixScorer {
     /// An empty scorer.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets the most memory one batch's shared prefixes may hold at once ([`NODE_BYTES`] by
+    /// default); beyond it the batch runs in groups (see [`PrefixScorer::logprobs_many`]).
+    pub fn with_node_budget(mut self, bytes: usize) -> Self {
+        self.node_bytes = bytes;
+        self
     }
 
     /// Positions run through the model so far (prompt tokens not served from a cache).
@@ -218,14 +239,82 @@ impl PrefixScorer {
             return self.one_by_one(model, prompts, &all, on_done);
         };
         let retained = std::mem::take(&mut self.retained);
+        let batch = Batch {
+            prompts,
+            keep,
+            base: &base,
+            retained: &retained,
+            max_batch,
+        };
+        self.run_tree(model, &batch, &all, on_done)
+    }
+
+    /// The prompts `which` of a batch, as a tree (see [`PrefixScorer::logprobs_many`]).
+    /// Every shared prefix's cache lives until the tails under it have run: when they would
+    /// hold more than the budget ([`PrefixScorer::with_node_budget`]), the prompts run in
+    /// groups, one per prefix the whole group shares (a question), each group's tree in
+    /// turn; a group under one prefix runs it once and goes down a level. Only prompts
+    /// under no shared prefix continue the batch's common prefix. The numbers are the same
+    /// either way.
+    fn run_tree(
+        &mut self,
+        model: &mut Model,
+        batch: &Batch<'_>,
+        which: &[usize],
+        on_done: &mut dyn FnMut(usize, Result<Vec<f32>>) -> Result<()>,
+    ) -> Result<()> {
+        let Batch {
+            keep,
+            base,
+            retained,
+            max_batch,
+            ..
+        } = *batch;
+        let prompts: Vec<&[u32]> = which.iter().map(|&i| batch.prompts[i]).collect();
+        let prompts = prompts.as_slice();
         let chunk = model.transformer().prefill_chunk();
-        let (mut nodes, mut leaves) = plan(prompts, keep, &retained, chunk);
-        // Every shared prefix's cache lives until the batch's tails have run: past a bound,
-        // the tails continue the batch's common prefix instead (the same numbers, more
-        // positions run).
+        let (mut nodes, mut leaves) = plan(prompts, keep, retained, chunk);
         let per_position = base.bytes() / base.len().max(1);
         let held: usize = nodes.iter().map(|n| n.end * per_position).sum();
-        if held > NODE_BYTES {
+        if held > self.node_bytes {
+            // Group the prompts by the first shared prefix above them.
+            let mut groups: Vec<(Source, Vec<usize>)> = Vec::new();
+            for leaf in &leaves {
+                let top = top_node(&nodes, leaf.source);
+                match groups.iter_mut().find(|(t, _)| *t == top) {
+                    Some((_, g)) => g.push(which[leaf.prompt]),
+                    None => groups.push((top, vec![which[leaf.prompt]])),
+                }
+            }
+            if groups.len() > 1 {
+                for (_, group) in groups {
+                    self.run_tree(model, batch, &group, on_done)?;
+                }
+                return Ok(());
+            }
+            // One group under one shared prefix: run that prefix once and go down a level,
+            // with it as the group's common prefix.
+            if let Some((Source::Node(t), _)) = groups.first() {
+                let end = nodes[*t].end;
+                let job = Job {
+                    source: Source::Base,
+                    start: keep,
+                    tokens: prompts[0].get(keep..end).unwrap_or_default(),
+                };
+                self.ran += job.tokens.len();
+                return match run_jobs(model, &[job], 1, chunk, base, &[], retained) {
+                    Ok(mut out) if !out.is_empty() => {
+                        let (cache, _) = out.swap_remove(0);
+                        let deeper = Batch {
+                            keep: end,
+                            base: &cache,
+                            ..*batch
+                        };
+                        self.run_tree(model, &deeper, which, on_done)
+                    }
+                    _ => self.one_by_one(model, batch.prompts, which, on_done),
+                };
+            }
             nodes.clear();
             for leaf in leaves
                 .iter_mut()
@@ -261,9 +350,7 @@ impl PrefixScorer {
                 })
                 .collect();
             self.ran += segments.iter().map(|j| j.tokens.len()).sum::<usize>();
-            let done = run_jobs(
-                model, &segments, max_batch, chunk, &base, &caches, &retained,
-            );
+            let done = run_jobs(model, &segments, max_batch, chunk, base, &caches, retained);
             match done {
                 Ok(out) => {
                     for (&i, (cache, _)) in jobs.iter().zip(out) {
@@ -272,8 +359,8 @@ impl PrefixScorer {
                 }
                 Err(_) => {
                     // Leave every prompt to the one-at-a-time path.
-                    let rest: Vec<usize> = leaves.iter().map(|l| l.prompt).collect();
-                    return self.one_by_one(model, prompts, &rest, on_done);
+                    let rest: Vec<usize> = leaves.iter().map(|l| which[l.prompt]).collect();
+                    return self.one_by_one(model, batch.prompts, &rest, on_done);
                 }
             }
         }
@@ -296,18 +383,18 @@ impl PrefixScorer {
                 &group_jobs,
                 max_batch,
                 chunk,
-                &base,
+                base,
                 &caches,
-                &retained,
+                retained,
             );
             let Ok(out) = out else {
-                let which: Vec<usize> = group.iter().map(|&i| leaves[i].prompt).collect();
-                self.one_by_one(model, prompts, &which, on_done)?;
+                let failed: Vec<usize> = group.iter().map(|&i| which[leaves[i].prompt]).collect();
+                self.one_by_one(model, batch.prompts, &failed, on_done)?;
                 continue;
             };
             for (&i, (cache, logits)) in group.iter().zip(out) {
                 let prompt = leaves[i].prompt;
-                on_done(prompt, log_softmax(&logits))?;
+                on_done(which[prompt], log_softmax(&logits))?;
                 // Bounded, so a large model does not keep gigabytes of caches between
                 // rounds; the last round's caches are dropped as this one's are kept.
                 let held: usize = self.retained.iter().map(|(_, c)| c.bytes()).sum();
@@ -333,6 +420,28 @@ impl PrefixScorer {
         }
         Ok(())
     }
+}
+
+/// A batch of prompts behind their common prefix (`keep` positions, cached in `base`).
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    prompts: &'a [&'a [u32]],
+    keep: usize,
+    base: &'a KvCache,
+    retained: &'a [(Vec<u32>, KvCache)],
+    max_batch: usize,
+}
+
+/// The first shared prefix above `source` (the batch's own prefix for a prompt under none).
+fn top_node(nodes: &[Node], source: Source) -> Source {
+    let mut at = source;
+    while let Source::Node(i) = at {
+        match nodes[i].parent {
+            Source::Node(_) => at = nodes[i].parent,
+            _ => return at,
+        }
+    }
+    at
 }
 
 /// A run of tokens continuing a cache: `tokens` go at positions `start..`.

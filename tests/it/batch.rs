@@ -394,8 +394,14 @@ fn pairs_that_share_a_question_or_a_first_answer_score_as_each_pair_alone() {
             });
         }
     }
-    for model in [smollm(), qwen()] {
+    // With no memory for shared prefixes the batch runs question by question instead: the
+    // same numbers, and still each question's prefixes once.
+    let mut positions = Vec::new();
+    for (model, budget) in [(smollm(), None), (qwen(), None), (smollm(), Some(1))] {
         let mut batched = LocalBackend::new(model.clone()).with_max_batch(4);
+        if let Some(bytes) = budget {
+            batched = batched.with_node_budget(bytes);
+        }
         let mut got = vec![None; queries.len()];
         batched
             .label_distributions(&queries, &mut |i, r| {
@@ -414,7 +420,12 @@ fn pairs_that_share_a_question_or_a_first_answer_score_as_each_pair_alone() {
         // the batch ran well under two thirds of the positions the queries hold.
         let ran = batched.prompt_positions_run();
         assert!(ran * 3 < total * 2, "{ran} of {total} positions");
+        positions.push(ran);
     }
+    assert_eq!(
+        positions[2], positions[0],
+        "grouped or not, each prefix runs once"
+    );
 }
 
 #[test]
