@@ -66,7 +66,7 @@ pub enum Error {
         reason: String,
     },
     /// The model's architecture is not implemented.
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, gemma3)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: llama, qwen2, gemma3)")]
     UnsupportedArchitecture {
         /// The file involved.
         path: PathBuf,
@@ -157,9 +157,21 @@ pub enum Error {
     /// number): its token probabilities cannot be trusted for this call.
     #[error("impossible log-probability: {0}")]
     BadLogprob(String),
-    /// A table operation failed.
+    /// A file, line or field could not be read as what it should be; the cause is kept as
+    /// the error's source.
+    #[error("{location}: {source}")]
+    Invalid {
+        /// File plus line or field, e.g. `data/prompts.jsonl:3` or `exp.toml: models[0].source`.
+        location: String,
+        /// Why it could not be read (a JSON or TOML error, a bad model name, ...).
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A table operation failed (polars, or writing a table file).
     #[error("table: {0}")]
     Table(String),
+    /// Something llm-judge itself got wrong: reported as an error instead of a panic.
+    #[error("internal error (a bug in llm-judge; please report it): {0}")]
+    Internal(String),
     /// A chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
@@ -220,6 +232,17 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// `source` at `location`, keeping `source` as the cause.
+    pub fn invalid(
+        location: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Invalid {
+            location: location.into(),
+            source: source.into(),
         }
     }
 

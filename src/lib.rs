@@ -7,11 +7,13 @@
 //! ## How the pieces connect
 //!
 //! An [`Experiment`] (a TOML file or a builder) is checked into a
-//! [`Plan`](experiment::Plan) before anything runs. [`experiment::run`] generates the grid of
-//! models × settings × prompts × samples through a [`backend::Backend`], judges the answers in
-//! each [`Mode`] (one unit per mode in [`judge`]), runs the judge's sanity check, and stores
-//! every finished record at once. [`RunOutput`] turns the records into tables (summary and
-//! paired comparisons, from [`analysis`]), charts ([`plot`]) and a report.
+//! [`Plan`](experiment::Plan) before anything runs. [`Experiment::run`] (or
+//! [`results::run_plan`] for a plan, which is what `llm-judge run` calls) generates the grid
+//! of models × settings × prompts × samples through a [`backend::Backend`], judges the answers
+//! in each [`Mode`] (one unit per mode in [`judge`]), runs the judge's sanity check, and stores
+//! every finished record at once. The [`RunOutput`] it returns turns the records into tables
+//! (summary and paired comparisons, from [`analysis`]), charts ([`plot`]) and a report; a
+//! finished folder opens again with [`RunOutput::load`].
 //!
 //! ## Layers
 //!
@@ -55,6 +57,7 @@ pub mod backend;
 pub mod bench;
 pub mod engine;
 pub mod error;
+mod evcxr;
 pub mod experiment;
 pub mod judge;
 pub mod keys;

@@ -38,8 +38,7 @@ pub fn parse_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
         if line.trim().is_empty() {
             continue;
         }
-        let p: Prompt =
-            serde_json::from_str(line).map_err(|e| Error::config(&loc, e.to_string()))?;
+        let p: Prompt = serde_json::from_str(line).map_err(|e| Error::invalid(&loc, e))?;
         if p.id.trim().is_empty() {
             return Err(Error::config(&loc, "`id` is empty"));
         }

@@ -30,6 +30,9 @@ pub enum Mode {
     /// The judge's probability of preferring A, B (or a tie) at the verdict position, in
     /// both orders: a preference even from judges too small to write a parseable verdict.
     PairwiseExpected,
+    /// A toy mode, only in tests (`judge/length.rs`): the answer's length as its score.
+    #[cfg(test)]
+    Length,
 }
 
 impl Mode {
@@ -50,17 +53,9 @@ impl Mode {
             Mode::Pairwise => "pairwise",
             Mode::Expected => "expected",
             Mode::PairwiseExpected => "pairwise_expected",
+            #[cfg(test)]
+            Mode::Length => "length",
         }
-    }
-
-    /// True for the modes whose rows compare two answers (a preference, not a score).
-    pub fn is_pairwise(self) -> bool {
-        matches!(self, Mode::Pairwise | Mode::PairwiseExpected)
-    }
-
-    /// True for the modes that read token probabilities instead of parsing text.
-    pub fn reads_probabilities(self) -> bool {
-        matches!(self, Mode::Expected | Mode::PairwiseExpected)
     }
 }
 
@@ -86,8 +81,64 @@ impl std::str::FromStr for Mode {
     }
 }
 
-fn chat() -> String {
-    "chat".into()
+/// How an answer's generation ended, as its record stores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// The model ended its turn (an end-of-sequence token, or the endpoint said `stop`).
+    #[default]
+    Stop,
+    /// A stop string appeared; the text ends before it.
+    StopString,
+    /// The token limit or the context window was reached.
+    Length,
+    /// Generation failed (see the record's `error`).
+    Error,
+}
+
+impl From<crate::engine::FinishReason> for Finish {
+    fn from(f: crate::engine::FinishReason) -> Self {
+        use crate::engine::FinishReason as F;
+        match f {
+            F::Stop => Finish::Stop,
+            F::StopString => Finish::StopString,
+            F::Length => Finish::Length,
+        }
+    }
+}
+
+impl std::fmt::Display for Finish {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Finish::Stop => "stop",
+            Finish::StopString => "stop_string",
+            Finish::Length => "length",
+            Finish::Error => "error",
+        })
+    }
+}
+
+/// A reason to doubt a judgment row, as its record stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flag {
+    /// The judge's probability mass on the score or verdict tokens was low (see `mass`).
+    LowMass,
+    /// The judge's stated total differs from the sum of its criterion scores; the stated
+    /// total is kept.
+    TotalMismatch,
+    /// The judge's reply gave two different scores for the same answer.
+    Conflict,
+}
+
+impl std::fmt::Display for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flag::LowMass => "low_mass",
+            Flag::TotalMismatch => "total_mismatch",
+            Flag::Conflict => "conflict",
+        })
+    }
 }
 
 /// One generated answer (or a failed attempt, with `error` set).
@@ -103,8 +154,8 @@ pub struct ResponseRecord {
     /// `openai:<base URL>:<model>` for an endpoint.
     pub model_id: String,
     /// `chat` (the model's chat template) or `raw` (the bare prompt as a text completion).
-    #[serde(default = "chat")]
-    pub prompt_format: String,
+    #[serde(default)]
+    pub prompt_format: crate::model::PromptFormat,
     /// Context window the answer ran in (prompt plus answer), when capped.
     #[serde(default)]
     pub context: Option<u64>,
@@ -141,7 +192,7 @@ pub struct ResponseRecord {
     /// Generated tokens.
     pub completion_tokens: u64,
     /// `stop`, `stop_string`, `length` or `error`.
-    pub finish_reason: String,
+    pub finish_reason: Finish,
     /// Prefill seconds.
     pub prompt_s: f64,
     /// Decode seconds.
@@ -215,10 +266,11 @@ pub struct JudgmentRecord {
     pub order_seed: Option<u64>,
     /// Pairwise modes: whether both orders gave the same verdict.
     pub consistent: Option<bool>,
-    /// A reason to doubt the row: `low_mass` (see `mass`), or `total_mismatch` (the judge's
-    /// stated total differs from the sum of its criterion scores; the stated total is kept).
+    /// A reason to doubt the row: `low_mass` (see `mass`), `total_mismatch` (the judge's
+    /// stated total differs from the sum of its criterion scores; the stated total is kept)
+    /// or `conflict`.
     #[serde(default)]
-    pub flag: Option<String>,
+    pub flag: Option<Flag>,
     /// Why the score is null when a call could not score this answer (e.g. the prompt did
     /// not fit the judge's context); `None` for an unparseable verdict (see `parse_ok`).
     #[serde(default)]
@@ -232,6 +284,12 @@ pub struct JudgmentRecord {
 }
 
 impl JudgmentRecord {
+    /// Whether the row is a preference between two answers (a pairwise mode's `overall`
+    /// row: the row's answer over `other_key`, 0 to 1) rather than a score of one answer.
+    pub fn is_preference(&self) -> bool {
+        self.criterion == OVERALL
+    }
+
     /// The value a row contributes to means: the expected score when there is one.
     pub fn value(&self) -> Option<f64> {
         self.expected_score.or(self.score)

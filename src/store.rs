@@ -132,9 +132,8 @@ impl Store {
             if line.trim().is_empty() {
                 continue;
             }
-            let r: T = serde_json::from_str(line).map_err(|e| {
-                Error::config(format!("{}:{}", path.display(), i + 1), e.to_string())
-            })?;
+            let r: T = serde_json::from_str(line)
+                .map_err(|e| Error::invalid(format!("{}:{}", path.display(), i + 1), e))?;
             match seen.get(r.key()) {
                 Some(&i) => out[i] = r,
                 None => {
@@ -155,7 +154,7 @@ impl Store {
         let mut buf = Vec::new();
         for r in records {
             serde_json::to_writer(&mut buf, r)
-                .map_err(|e| Error::Table(format!("serialising a record: {e}")))?;
+                .map_err(|e| Error::Internal(format!("serialising a record: {e}")))?;
             buf.push(b'\n');
         }
         let mut f = OpenOptions::new()

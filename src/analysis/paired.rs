@@ -285,7 +285,6 @@ pub(crate) fn cell_pairs(cells: &[(String, String)], pairs: Pairs) -> Vec<(usize
 /// Paired observations of one comparison, grouped by prompt, and the pairs dropped.
 fn observations(
     js: &[&JudgmentRecord],
-    mode: Mode,
     criterion: &str,
     a: &(String, String),
     b: &(String, String),
@@ -295,8 +294,8 @@ fn observations(
     let words_of = |k: &str| len.get(k).copied().unwrap_or(0) as f64;
     let mut obs = Vec::new();
     let mut dropped = 0;
-    if mode.is_pairwise() {
-        for j in js.iter().filter(|j| j.criterion == OVERALL) {
+    if criterion == OVERALL {
+        for j in js.iter().filter(|j| j.is_preference()) {
             let other = (
                 j.other_model.clone().unwrap_or_default(),
                 j.other_setting.clone().unwrap_or_default(),
@@ -381,11 +380,7 @@ pub fn comparisons(
     // Families: (mode, criterion) in first-seen order, with their cells.
     let mut families: Vec<Family> = Vec::new();
     for j in judgments {
-        let crit = if j.mode.is_pairwise() {
-            OVERALL
-        } else {
-            j.criterion.as_str()
-        };
+        let crit = j.criterion.as_str();
         let fam = match families
             .iter()
             .position(|(m, c, _)| *m == j.mode && c == crit)
@@ -413,7 +408,7 @@ pub fn comparisons(
         let start = out.len();
         for (i, j) in cell_pairs(cells, pairs) {
             let (a, b) = (&cells[i], &cells[j]);
-            let (clusters, dropped) = observations(&js, *mode, criterion, a, b, &len);
+            let (clusters, dropped) = observations(&js, criterion, a, b, &len);
             if clusters.is_empty() {
                 continue;
             }

@@ -144,13 +144,15 @@ pub fn min_detectable(n: usize, m: usize, sd: f64) -> f64 {
 }
 
 /// The power row of one mode: `range` is the width of its score scale (the difference's
-/// scale for pairwise modes), `sd` a measured per-prompt SD if there is one.
+/// scale for pairwise modes), `sd` a measured per-prompt SD if there is one, `unit` the
+/// unit of a difference (`points`, `preference`).
 pub fn power_row(
     mode: Mode,
     prompts: usize,
     comparisons: usize,
     range: f64,
     sd: Option<f64>,
+    unit: &str,
 ) -> PowerRow {
     let p_min = smallest_p(prompts as u64, comparisons);
     let (sd, sd_assumed) = match sd {
@@ -170,11 +172,7 @@ pub fn power_row(
         sd,
         sd_assumed,
         min_detectable,
-        unit: if mode.is_pairwise() {
-            "preference".into()
-        } else {
-            "points".into()
-        },
+        unit: unit.into(),
         confounded_with_position: false,
     }
 }
@@ -255,7 +253,7 @@ mod tests {
     fn the_write_ups_design_is_described_before_it_runs() {
         // 10 prompts, 4 comparisons (p1 vs p2 in each model, the models under each setting),
         // the 3-12 total: SD assumed 1.35 points.
-        let r = power_row(Mode::Expected, 10, 4, 9.0, None);
+        let r = power_row(Mode::Expected, 10, 4, 9.0, None, "points");
         assert!((r.p_min - 4.0 / 512.0).abs() < 1e-12);
         assert!(r.sd_assumed && (r.sd - 1.35).abs() < 1e-12);
         // (t(0.99375, 9) + t(0.8, 9)) · 1.35 / √10 ≈ (3.11 + 0.88) · 0.427 ≈ 1.70.
@@ -271,11 +269,12 @@ mod tests {
         );
         // More prompts detect less; a measured SD replaces the assumption.
         assert!(
-            power_row(Mode::Expected, 40, 4, 9.0, None).min_detectable < r.min_detectable / 1.9
+            power_row(Mode::Expected, 40, 4, 9.0, None, "points").min_detectable
+                < r.min_detectable / 1.9
         );
-        assert!(!power_row(Mode::Expected, 10, 4, 9.0, Some(1.0)).sd_assumed);
+        assert!(!power_row(Mode::Expected, 10, 4, 9.0, Some(1.0), "points").sd_assumed);
         // 4 prompts in a family of 4 can never reach 0.05.
-        let r = power_row(Mode::PairwiseExpected, 4, 4, 2.0, None);
+        let r = power_row(Mode::PairwiseExpected, 4, 4, 2.0, None, "preference");
         assert!(r.min_detectable.is_nan());
         assert!(
             r.describe().contains("cannot be resolved by any outcome"),

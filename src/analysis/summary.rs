@@ -57,7 +57,7 @@ pub fn cells(judgments: &[JudgmentRecord]) -> Vec<(CellKey, CellValues)> {
     };
     for j in judgments {
         let flagged = j.flag.is_some();
-        if j.mode.is_pairwise() {
+        if j.is_preference() {
             push(
                 (j.model.clone(), j.setting.clone(), j.mode, WIN_RATE.into()),
                 &j.prompt_id,

@@ -4,6 +4,8 @@
 mod local;
 pub mod openai;
 pub mod openai_types;
+#[cfg(test)]
+pub(crate) mod scripted;
 
 pub use local::{LocalBackend, DEFAULT_MAX_BATCH};
 pub use openai::{EndpointConfig, OpenAiBackend, RateLimiter};

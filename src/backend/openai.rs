@@ -30,6 +30,15 @@ fn default_retries() -> u32 {
 fn one() -> usize {
     1
 }
+fn default_max_response_bytes() -> usize {
+    DEFAULT_MAX_RESPONSE_BYTES
+}
+
+/// The largest reply body read from an endpoint unless configured otherwise: a judge's
+/// verdict or an answer of a few thousand tokens is a few KB.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 8 << 20;
+/// Shortest per-request timeout: below it every call would time out, and no rerun helps.
+const MIN_TIMEOUT_S: f64 = 0.1;
 
 /// Longest wait between retries, whatever the server asks for.
 const MAX_WAIT_S: f64 = 60.0;
@@ -63,6 +72,9 @@ pub struct EndpointConfig {
     /// At most this many requests per second to the endpoint, all replicas together.
     #[serde(default)]
     pub requests_per_s: Option<f64>,
+    /// Largest reply body read, in bytes (default 8 MiB); a larger one fails its call.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
 }
 
 impl EndpointConfig {
@@ -77,6 +89,7 @@ impl EndpointConfig {
             backoff_s: None,
             in_flight: 1,
             requests_per_s: None,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
@@ -97,10 +110,22 @@ impl EndpointConfig {
         if self.model.trim().is_empty() {
             return bad("model", "is empty".into());
         }
-        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0 && self.timeout_s <= 86_400.0) {
+        if !(self.timeout_s.is_finite() && (MIN_TIMEOUT_S..=86_400.0).contains(&self.timeout_s)) {
             return bad(
                 "timeout_s",
-                format!("{} is not in (0, 86400] seconds", self.timeout_s),
+                format!(
+                    "{} is not in [{MIN_TIMEOUT_S}, 86400] seconds",
+                    self.timeout_s
+                ),
+            );
+        }
+        if !(1024..=(1 << 30)).contains(&self.max_response_bytes) {
+            return bad(
+                "max_response_bytes",
+                format!(
+                    "{} is not in [1024, 1073741824] bytes",
+                    self.max_response_bytes
+                ),
             );
         }
         if let Some(b) = self.backoff_s {
@@ -296,16 +321,8 @@ impl OpenAiBackend {
             req = req.set("Authorization", &format!("Bearer {k}"));
         }
         match req.send_string(&body.to_string()) {
-            Ok(resp) => resp.into_json::<Value>().map_err(|e| {
-                // A body that is not JSON will not improve; one cut off in transit may.
-                let status = (e.kind() == std::io::ErrorKind::InvalidData).then_some(200);
-                fail(
-                    status,
-                    None,
-                    format!("unreadable response: {}", self.redact(&e.to_string())),
-                    None,
-                )
-            }),
+            Ok(resp) => read_json(resp, self.cfg.max_response_bytes)
+                .map_err(|(status, message)| fail(status, None, self.redact(&message), None)),
             Err(ureq::Error::Status(code, resp)) => {
                 let wait = resp.header("Retry-After").and_then(retry_after);
                 let text = resp.into_string().unwrap_or_default();
@@ -430,7 +447,7 @@ fn redact_bearer(text: &str) -> String {
 }
 
 fn to_value<T: Serialize>(r: &T) -> Result<Value> {
-    serde_json::to_value(r).map_err(|e| Error::Table(format!("serialising a request: {e}")))
+    serde_json::to_value(r).map_err(|e| Error::Internal(format!("serialising a request: {e}")))
 }
 
 impl Backend for OpenAiBackend {
@@ -642,102 +659,37 @@ impl Backend for OpenAiBackend {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_never_show() {
-        assert_eq!(
-            strip_userinfo("http://user:pa@ss@host:8080/v1?x=@"),
-            "http://host:8080/v1?x=@"
-        );
-        assert_eq!(strip_userinfo("https://host/v1"), "https://host/v1");
-        assert_eq!(
-            redact_bearer("echo: Authorization: Bearer sk-123, and bearer abc\""),
-            "echo: Authorization: Bearer [redacted], and bearer [redacted]\""
-        );
-        assert_eq!(
-            redact_bearer("authorization: Basic dXNlcjpwdw==\nx"),
-            "authorization: Basic [redacted]\nx"
-        );
-        let mut cfg = EndpointConfig::new("http://u:secret@127.0.0.1:1/v1", "m");
-        assert_eq!(cfg.identity(), "openai:http://127.0.0.1:1/v1:m");
-        cfg.api_key_env = "LLM_JUDGE_TEST_NO_SUCH_VAR".into();
-        let b = OpenAiBackend::new(cfg).unwrap();
-        assert!(!format!("{b:?}").contains("secret"));
+/// A successful reply's body as JSON, read to at most `cap` bytes. The error's status says
+/// whether a retry may help: `None` for a body cut off in transit (the connection ended
+/// early, or the JSON stops mid-way), which may come whole next time; `Some(200)` for a body
+/// over the cap or one that is not JSON, which will not.
+fn read_json(
+    resp: ureq::Response,
+    cap: usize,
+) -> std::result::Result<Value, (Option<u16>, String)> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Err(e) = resp
+        .into_reader()
+        .take(cap as u64 + 1)
+        .read_to_end(&mut buf)
+    {
+        return Err((None, format!("response cut off: {e}")));
     }
-
-    #[test]
-    fn retry_after_is_bounded() {
-        assert_eq!(retry_after("NaN"), None);
-        assert_eq!(retry_after("-1"), None);
-        assert_eq!(retry_after("inf"), None);
-        assert_eq!(retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(retry_after("1e300"), Some(Duration::from_secs(60)));
-        assert_eq!(retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    if buf.len() > cap {
+        return Err((
+            Some(200),
+            format!("response body over {cap} bytes (the endpoint's max_response_bytes)"),
+        ));
     }
-
-    #[test]
-    fn endpoint_fields_are_validated_by_name() {
-        let ok = EndpointConfig::new("http://127.0.0.1:1/v1", "m");
-        assert!(ok.validate("judge.endpoint").is_ok());
-        let cases: Vec<(EndpointConfig, &str)> = vec![
-            (
-                EndpointConfig {
-                    backoff_s: Some(-1.0),
-                    ..ok.clone()
-                },
-                "backoff_s",
-            ),
-            (
-                EndpointConfig {
-                    timeout_s: f64::INFINITY,
-                    ..ok.clone()
-                },
-                "timeout_s",
-            ),
-            (
-                EndpointConfig {
-                    timeout_s: 0.0,
-                    ..ok.clone()
-                },
-                "timeout_s",
-            ),
-            (
-                EndpointConfig {
-                    requests_per_s: Some(1e-300),
-                    ..ok.clone()
-                },
-                "requests_per_s",
-            ),
-            (
-                EndpointConfig {
-                    in_flight: 0,
-                    ..ok.clone()
-                },
-                "in_flight",
-            ),
-            (
-                EndpointConfig {
-                    base_urls: vec![],
-                    ..ok.clone()
-                },
-                "base_urls",
-            ),
-            (
-                EndpointConfig {
-                    base_urls: vec!["ftp://x".into()],
-                    ..ok.clone()
-                },
-                "base_urls",
-            ),
-        ];
-        for (c, field) in cases {
-            let e = c.validate("judge.endpoint").unwrap_err().to_string();
-            assert!(e.contains(&format!("judge.endpoint.{field}")), "{e}");
+    serde_json::from_slice(&buf).map_err(|e| {
+        if e.is_eof() {
+            (None, format!("response cut off: {e}"))
+        } else {
+            (Some(200), format!("unreadable response: {e}"))
         }
-        // A limiter from an absurd rate is no limiter, not a panic.
-        RateLimiter::new(Some(1e-300)).wait();
-    }
+    })
 }
+
+#[cfg(test)]
+mod tests;

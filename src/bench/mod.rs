@@ -260,6 +260,9 @@ pub struct BenchOptions {
     pub grid_limit: Option<usize>,
     /// Answer token limit of the grid.
     pub grid_max_tokens: Option<usize>,
+    /// Where our models run (default `auto`; the grid's default is its experiment's
+    /// `device`). llama.cpp's figures are its own build's.
+    pub device: Option<crate::model::DeviceChoice>,
 }
 
 /// Judgments per second of one model as a judge.
@@ -333,7 +336,7 @@ impl BusyCore {
             .args(["-c", "while :; do :; done"])
             .spawn()
             .map(BusyCore)
-            .map_err(|e| crate::error::Error::config("bench --busy", e.to_string()))
+            .map_err(|e| crate::error::Error::invalid("bench --busy: starting the busy loop", e))
     }
 }
 
@@ -364,7 +367,10 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         "model", "test", "ours tok/s", "llama.cpp", "ratio"
     ));
     for name in &opts.models {
-        let mut m = Model::load(&name.parse()?)?;
+        let mut m = Model::load_with(
+            &name.parse()?,
+            &crate::model::LoadOptions::on(opts.device.unwrap_or_default())?,
+        )?;
         let mut rows = bench_model(name, &mut m, opts.reps)?;
         if let Some(lb) = &opts.llama_bench {
             add_llama_bench(&mut rows, lb, m.path(), opts.threads, opts.reps)?;
@@ -467,6 +473,9 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         }
         if let Some(m) = opts.grid_max_tokens {
             cfg.max_tokens = m;
+        }
+        if opts.device.is_some() {
+            cfg.device = opts.device;
         }
         let tmp = std::env::temp_dir().join(format!("llm-judge-bench-{}", std::process::id()));
         let seq = grid_seconds(&cfg, 1, &tmp.join("sequential"))?;

@@ -139,15 +139,15 @@ fn model_spec(
         }
         (Some(s), None) => {
             let mut src = ModelSource::parse_relative(s, base)
-                .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
+                .map_err(|e| Error::invalid(format!("{location}.source"), e))?;
             if let Some(a) = adapter {
                 let a = ModelSource::parse_relative(a, base)
-                    .map_err(|e| Error::config(format!("{location}.adapter"), e.to_string()))?;
+                    .map_err(|e| Error::invalid(format!("{location}.adapter"), e))?;
                 src = ModelSource::adapted(src, a)
-                    .map_err(|e| Error::config(format!("{location}.adapter"), e.to_string()))?;
+                    .map_err(|e| Error::invalid(format!("{location}.adapter"), e))?;
             }
             src.check()
-                .map_err(|e| Error::config(format!("{location}.source"), e.to_string()))?;
+                .map_err(|e| Error::invalid(format!("{location}.source"), e))?;
             Ok(ModelSpec::Local(src))
         }
         (None, None) => Err(Error::config(
@@ -219,11 +219,11 @@ impl SettingEntry {
     /// The sampling values, validated; errors name `location`.
     pub fn params(&self, location: &str) -> Result<SamplingParams> {
         let p = self.resolve().map_err(|e| match e {
-            Error::UnknownPreset(_) => Error::config(format!("{location}.preset"), e.to_string()),
+            Error::UnknownPreset(_) => Error::invalid(format!("{location}.preset"), e),
             e => e,
         })?;
         p.validate()
-            .map_err(|e| Error::config(location.to_string(), e.to_string()))?;
+            .map_err(|e| Error::invalid(location.to_string(), e))?;
         Ok(p)
     }
 }
@@ -286,6 +286,22 @@ pub struct ExperimentConfig {
     pub origin: Option<PathBuf>,
 }
 
+/// Changes to an experiment file's settings for one run (the `run` command's flags), applied
+/// with [`ExperimentConfig::with_overrides`]. `None` and `false` keep the file's value.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Only the first N prompts.
+    pub limit: Option<usize>,
+    /// The answer token limit.
+    pub max_tokens: Option<usize>,
+    /// Answers decoded together per local model.
+    pub batch: Option<usize>,
+    /// Skip the judge's sanity check.
+    pub no_sanity: bool,
+    /// Where local models run.
+    pub device: Option<crate::model::DeviceChoice>,
+}
+
 /// A checked experiment: everything resolved that can fail before any generation.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -304,6 +320,28 @@ pub struct Plan {
 }
 
 impl ExperimentConfig {
+    /// This configuration with `o` applied (see [`Overrides`]).
+    pub fn with_overrides(mut self, o: &Overrides) -> Self {
+        if o.limit.is_some() {
+            self.limit = o.limit;
+        }
+        if let Some(m) = o.max_tokens {
+            self.max_tokens = m;
+        }
+        if let Some(b) = o.batch {
+            self.batch = b;
+        }
+        if o.no_sanity {
+            if let Some(j) = self.judge.as_mut() {
+                j.sanity_check = false;
+            }
+        }
+        if o.device.is_some() {
+            self.device = o.device;
+        }
+        self
+    }
+
     /// Reads an experiment file.
     pub fn load(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
@@ -315,8 +353,8 @@ impl ExperimentConfig {
         }
         let text = crate::store::read_input(path)?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-        let mut c: ExperimentConfig = toml::from_str(text)
-            .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        let mut c: ExperimentConfig =
+            toml::from_str(text).map_err(|e| Error::invalid(path.display().to_string(), e))?;
         c.origin = Some(path.to_path_buf());
         Ok(c)
     }
@@ -476,9 +514,9 @@ impl ExperimentConfig {
                     Some(e) => ModelSpec::Remote(e.clone()),
                     None => {
                         let src = ModelSource::parse_relative(&j.model, &base)
-                            .map_err(|e| Error::config(at("judge.model"), e.to_string()))?;
+                            .map_err(|e| Error::invalid(at("judge.model"), e))?;
                         src.check()
-                            .map_err(|e| Error::config(at("judge.model"), e.to_string()))?;
+                            .map_err(|e| Error::invalid(at("judge.model"), e))?;
                         ModelSpec::Local(src)
                     }
                 };
@@ -530,9 +568,16 @@ impl Plan {
                 .iter()
                 .map(|&mode| {
                     // A pairwise difference B − A runs from −1 to 1.
-                    let range = if mode.is_pairwise() { 2.0 } else { total_range };
-                    let mut r =
-                        crate::analysis::power::power_row(mode, self.prompts.len(), m, range, None);
+                    let spec = mode.spec();
+                    let range = spec.difference_range(total_range);
+                    let mut r = crate::analysis::power::power_row(
+                        mode,
+                        self.prompts.len(),
+                        m,
+                        range,
+                        None,
+                        spec.unit(),
+                    );
                     r.confounded_with_position =
                         mode == Mode::Listwise && j.order == crate::judge::Order::Fixed;
                     r
@@ -559,9 +604,7 @@ impl Plan {
             c.seed
         );
         s.push_str(&format!("prompts: {}\n", c.prompts.display()));
-        let choice = crate::model::device::override_choice()
-            .or(c.device)
-            .unwrap_or_default();
+        let choice = c.device.unwrap_or_default();
         let opened = match choice.open() {
             Ok(d) => crate::model::device::describe(&d),
             Err(e) => format!("unavailable: {e}"),

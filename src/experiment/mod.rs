@@ -5,15 +5,21 @@
 //! work and returns the records ([`Outcome`]); [`crate::results`] turns them into tables.
 
 pub mod config;
+mod judging;
 pub mod progress;
 mod runner;
 pub mod sanity;
 
-pub use config::{ExperimentConfig, ModelEntry, ModelSpec, Plan, PlannedModel, SettingEntry};
+pub use config::{
+    ExperimentConfig, ModelEntry, ModelSpec, Overrides, Plan, PlannedModel, SettingEntry,
+};
+pub use judging::Failure;
+#[cfg(test)]
+pub(crate) use judging::Judging;
 pub use progress::{Lines, Progress, Silent};
 pub(crate) use runner::run_locked;
-pub use runner::{run, Failure, Outcome};
-pub use sanity::{SanitySummary, PASS_THRESHOLD};
+pub use runner::{run, Outcome};
+pub use sanity::{Damage, SanitySummary, PASS_THRESHOLD};
 
 use crate::judge::JudgeConfig;
 use crate::sampling::SamplingParams;

@@ -3,31 +3,19 @@
 //! what a judge call asks and how its reply is read lives in [`crate::judge`].
 
 use super::config::{ModelSpec, Plan, PlannedModel};
+use super::judging::{Failure, Judging};
 use super::progress::{Logged, Progress};
 use super::sanity::{self, SanitySummary};
 use crate::backend::{Backend, LocalBackend, OpenAiBackend};
 use crate::error::{Error, Result};
-use crate::judge::{self, run_calls, Asker, Judge};
+use crate::judge::{self, Judge};
 use crate::keys::{derive_seed, key_of};
 use crate::model::{Input, Model, ModelSource};
-use crate::records::{CallRecord, JudgmentRecord, Mode, ResponseRecord};
+use crate::records::{JudgmentRecord, ResponseRecord};
 use crate::sampling::SamplingParams;
 use crate::store::Store;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
-
-/// A call or answer that failed in a run, and whether running again may fix it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Failure {
-    /// The stage: `generate`, `judge <mode>` or `sanity <mode>`.
-    pub stage: String,
-    /// What failed (model, setting and prompt, or the judge call's answers).
-    pub what: String,
-    /// Why.
-    pub error: String,
-    /// Whether a rerun may succeed (network, rate limits, server errors).
-    pub transient: bool,
-}
 
 /// Everything a run produced, before it is written as tables.
 #[derive(Clone, Debug)]
@@ -79,13 +67,14 @@ fn model_id(spec: &ModelSpec) -> Result<String> {
     }
 }
 
-/// The run's device: the CLI's `--device`, else the experiment's `device`, else `auto`.
+/// The run's device: the experiment's `device` (which the CLI's `--device` overrides), else
+/// `auto`.
 pub fn run_device(plan: &Plan) -> Result<candle_core::Device> {
-    crate::model::device::override_choice()
-        .or(plan.config.device)
+    plan.config
+        .device
         .unwrap_or_default()
         .open()
-        .map_err(|e| Error::config("device", e.to_string()))
+        .map_err(|e| Error::invalid("device", e))
 }
 
 fn backend_for(
@@ -134,7 +123,7 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
 
-    check_models(plan, progress)?;
+    check_models(plan, progress, &mut warnings)?;
     let responses = generate(plan, &store, &mut models, progress, &mut failures)?;
 
     let mut outcome = Outcome {
@@ -214,7 +203,13 @@ fn same_model(a: &ModelSpec, b: &ModelSpec) -> bool {
 
 /// Makes every local model file available (fetching bundled models, downloading hub files)
 /// and reads its header, so that a missing or broken model fails before any generation.
-fn check_models(plan: &Plan, progress: &mut dyn Progress) -> Result<()> {
+/// Inspects every local model before anything runs (downloading what is missing), and warns
+/// of a context cap beyond what a model was trained for.
+fn check_models(
+    plan: &Plan,
+    progress: &mut dyn Progress,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
     let mut sources: Vec<&ModelSource> = Vec::new();
     for m in &plan.models {
         if let ModelSpec::Local(s) = &m.spec {
@@ -226,15 +221,31 @@ fn check_models(plan: &Plan, progress: &mut dyn Progress) -> Result<()> {
     }
     sources.dedup();
     progress.start("check models", sources.len());
+    let mut trained = HashMap::new();
     for s in sources {
         let cached = s.local_path().is_some();
-        crate::model::inspect(s).map_err(|e| match e {
+        let info = crate::model::inspect(s).map_err(|e| match e {
             e @ (Error::Fetch(_) | Error::Hub { .. }) => e,
-            e => Error::config(format!("model `{s}`"), e.to_string()),
+            e => Error::invalid(format!("model `{s}`"), e),
         })?;
+        trained.insert(s.to_string(), info.context_length);
         progress.step(&s.to_string(), cached);
     }
     progress.finish();
+    for m in &plan.models {
+        let (Some(asked), Some(Some(n))) = (m.context, trained.get(&m.spec.to_string())) else {
+            continue;
+        };
+        if asked > *n as usize {
+            let w = format!(
+                "model `{}`: context {asked} is beyond the {n} tokens it was trained for; \
+                 what it writes past {n} tokens is unreliable",
+                m.name
+            );
+            progress.note(&format!("warning: {w}"));
+            warnings.push(w);
+        }
+    }
     Ok(())
 }
 
@@ -253,7 +264,7 @@ fn complete(rec: &mut ResponseRecord, result: Result<crate::engine::Generation>)
             rec.error = None;
             rec.prompt_tokens = g.prompt_tokens as u64;
             rec.completion_tokens = g.completion_tokens as u64;
-            rec.finish_reason = g.finish_reason.to_string();
+            rec.finish_reason = g.finish_reason.into();
             rec.prompt_s = g.timing.prompt_s;
             rec.decode_s = g.timing.decode_s;
             rec.prompt_tok_per_s = g.timing.prompt_tok_per_s;
@@ -283,7 +294,7 @@ fn response_record(
         model: m.name.clone(),
         model_source: m.spec.to_string(),
         model_id: mid.to_string(),
-        prompt_format: m.prompt_format.to_string(),
+        prompt_format: m.prompt_format,
         context: m.context.map(|c| c as u64),
         setting: setting.to_string(),
         temperature: params.temperature,
@@ -301,7 +312,7 @@ fn response_record(
         error: None,
         prompt_tokens: 0,
         completion_tokens: 0,
-        finish_reason: "error".into(),
+        finish_reason: crate::records::Finish::Error,
         prompt_s: 0.0,
         decode_s: 0.0,
         prompt_tok_per_s: 0.0,
@@ -384,96 +395,6 @@ fn generate(
     }
     progress.finish();
     Ok(out.into_iter().flatten().collect())
-}
-
-/// What judging needs at hand: the judge, its backend, the store, and where progress and
-/// failures go. The experiment's modes and the sanity check both judge through it.
-pub(crate) struct Judging<'a> {
-    pub(crate) judge: &'a Judge,
-    pub(crate) backend: &'a mut dyn Backend,
-    pub(crate) store: &'a Store,
-    pub(crate) progress: &'a mut dyn Progress,
-    pub(crate) failures: &'a mut Vec<Failure>,
-}
-
-impl Judging<'_> {
-    /// Runs one mode's calls on `groups` as stage `stage`, stored in `stream`: stored calls
-    /// are reused, the rest run in batches and are stored one by one as they finish. A failed
-    /// call is reported and left out (a rerun tries it again). Returns the rows of every call
-    /// of the mode, in call order.
-    pub(crate) fn mode(
-        &mut self,
-        mode: Mode,
-        groups: &[judge::Group<'_>],
-        stream: &str,
-        stage: &str,
-    ) -> Result<Vec<JudgmentRecord>> {
-        let stored: HashMap<String, CallRecord> = self
-            .store
-            .load::<CallRecord>(stream)?
-            .into_iter()
-            .map(|c| (c.key.clone(), c))
-            .collect();
-        let asker = Asker::default();
-        let calls = judge::calls_for(self.judge, &asker, mode, groups);
-        let order: Vec<String> = calls.iter().map(|c| c.key.clone()).collect();
-        self.progress.start(stage, calls.len());
-        let mut todo = Vec::new();
-        for c in calls {
-            if stored.contains_key(&c.key) {
-                self.progress.step(&c.label, true);
-            } else {
-                todo.push(c);
-            }
-        }
-        let mut fresh: HashMap<String, Vec<JudgmentRecord>> = HashMap::new();
-        let mut unsupported = false;
-        let (store, progress, failures) = (self.store, &mut *self.progress, &mut *self.failures);
-        run_calls(self.backend, &asker, todo, &mut |call, result| {
-            match result {
-                Ok(rows) => {
-                    store.append(
-                        stream,
-                        &[CallRecord {
-                            key: call.key.clone(),
-                            rows: rows.clone(),
-                        }],
-                    )?;
-                    fresh.insert(call.key.clone(), rows);
-                }
-                Err(e) => {
-                    match &e {
-                        Error::NoLogprobs(m) if !unsupported => {
-                            unsupported = true;
-                            progress.note(&format!("{stage}: cannot run: {m}"));
-                        }
-                        Error::NoLogprobs(_) => {}
-                        _ => progress.note(&format!("{stage}: call failed ({}): {e}", call.label)),
-                    }
-                    failures.push(Failure {
-                        stage: stage.to_string(),
-                        what: call.label.clone(),
-                        error: e.to_string(),
-                        transient: e.is_transient(),
-                    });
-                }
-            }
-            progress.step(&call.label, false);
-            Ok(())
-        })?;
-        self.progress.finish();
-        let mut rows = Vec::new();
-        let mut seen = HashSet::new();
-        for k in order {
-            let r = fresh
-                .remove(&k)
-                .or_else(|| stored.get(&k).map(|c| c.rows.clone()));
-            if let Some(r) = r {
-                rows.extend(r.into_iter().filter(|r| seen.insert(r.key.clone())));
-            }
-        }
-        Ok(rows)
-    }
 }
 
 /// Sums up the failures on the console: per stage, how many and why, and whether a rerun

@@ -17,9 +17,9 @@
 //! [`PASS_THRESHOLD`] of its comparisons.
 
 use super::config::Plan;
-use super::runner::Judging;
+use super::judging::Judging;
 use crate::error::Result;
-use crate::judge::{Group, Judge, Order};
+use crate::judge::{Judge, Order};
 use crate::keys::{derive_seed, key_of};
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, TOTAL};
 use rand::seq::SliceRandom;
@@ -28,23 +28,47 @@ use serde::{Deserialize, Serialize};
 
 /// Share of comparisons a judge must pass, per kind of bad answer.
 pub const PASS_THRESHOLD: f64 = 0.8;
-/// Margin on the total, in score points, for text scores (rubric, listwise).
-pub const TEXT_MARGIN: f64 = 0.5;
-/// Margin on the expected total, in score points.
-pub const EXPECTED_MARGIN: f64 = 0.25;
-/// Margin above an even preference (0.5) for pairwise expected.
-pub const PREFERENCE_MARGIN: f64 = 0.1;
+pub use crate::judge::spec::{EXPECTED_MARGIN, PREFERENCE_MARGIN, TEXT_MARGIN};
 /// Fewest words a reference needs to be truncated or shuffled.
 pub const MIN_WORDS: usize = 12;
 
-/// The kinds of bad answer.
-pub const KINDS: [&str; 3] = ["off_topic", "truncated", "shuffled"];
+/// A kind of bad answer, made from a prompt's reference answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Damage {
+    /// The next prompt's reference: fluent, but about something else.
+    OffTopic,
+    /// The reference's first sixth.
+    Truncated,
+    /// The reference's words in a random order.
+    Shuffled,
+}
+
+impl Damage {
+    /// Every kind, in the order the sanity check reports them.
+    pub const ALL: [Damage; 3] = [Damage::OffTopic, Damage::Truncated, Damage::Shuffled];
+
+    /// The name in tables and in the bad answers' `model` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Damage::OffTopic => "off_topic",
+            Damage::Truncated => "truncated",
+            Damage::Shuffled => "shuffled",
+        }
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The sanity result of one kind of bad answer in one mode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KindResult {
-    /// `off_topic`, `truncated` or `shuffled`.
-    pub kind: String,
+    /// The kind of bad answer.
+    pub kind: Damage,
     /// Comparisons made.
     pub comparisons: usize,
     /// Comparisons the good answer won by the margin.
@@ -161,7 +185,7 @@ fn answer(p: &crate::prompts::Prompt, kind: &str, text: String) -> ResponseRecor
         category: p.category.clone(),
         prompt: p.prompt.clone(),
         text: Some(text),
-        finish_reason: "stop".into(),
+        finish_reason: crate::records::Finish::Stop,
         ..Default::default()
     }
 }
@@ -180,32 +204,22 @@ pub fn answers(plan: &Plan) -> (Vec<Vec<ResponseRecord>>, usize) {
         let mut set = vec![answer(p, "good", good.to_string())];
         if refs.len() > 1 {
             let other = refs[(i + 1) % refs.len()].1;
-            set.push(answer(p, "off_topic", other.to_string()));
+            set.push(answer(p, Damage::OffTopic.as_str(), other.to_string()));
         }
         let words: Vec<&str> = good.split_whitespace().collect();
         if words.len() >= MIN_WORDS {
-            set.push(answer(p, "truncated", words[..words.len() / 6].join(" ")));
+            let truncated = words[..words.len() / 6].join(" ");
+            set.push(answer(p, Damage::Truncated.as_str(), truncated));
             let mut shuffled = words.clone();
             let seed = derive_seed(plan.config.seed, &["sanity", &p.id]);
             shuffled.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            set.push(answer(p, "shuffled", shuffled.join(" ")));
+            set.push(answer(p, Damage::Shuffled.as_str(), shuffled.join(" ")));
         } else {
             skipped += 2;
         }
         out.push(set);
     }
     (out, skipped)
-}
-
-/// Whether the good answer won one comparison, or `None` when it could not be scored.
-fn passed(mode: Mode, good: Option<f64>, bad: Option<f64>) -> Option<bool> {
-    let (g, b) = (good?, bad?);
-    Some(match mode {
-        Mode::Rubric | Mode::Listwise => g - b >= TEXT_MARGIN,
-        Mode::Expected => g - b >= EXPECTED_MARGIN,
-        Mode::Pairwise => g >= 1.0,
-        Mode::PairwiseExpected => g >= 0.5 + PREFERENCE_MARGIN,
-    })
 }
 
 /// Tallies the comparisons of one mode from its rows. Each set holds the good answer first,
@@ -221,10 +235,10 @@ pub fn tally(
             .find(|r| r.response_key == key && r.criterion == TOTAL)
             .and_then(JudgmentRecord::value)
     };
-    let mut kinds: Vec<KindResult> = KINDS
+    let mut kinds: Vec<KindResult> = Damage::ALL
         .iter()
-        .map(|k| KindResult {
-            kind: k.to_string(),
+        .map(|&kind| KindResult {
+            kind,
             comparisons: 0,
             passed: 0,
             wrong: 0,
@@ -234,18 +248,19 @@ pub fn tally(
     for set in sets {
         let good = &set[0];
         for bad in &set[1..] {
-            let outcome = if mode.is_pairwise() {
+            let spec = mode.spec();
+            let outcome = if spec.compares_two() {
                 let score = rows
                     .iter()
                     .find(|r| {
                         r.response_key == good.key && r.other_key.as_deref() == Some(&bad.key)
                     })
                     .and_then(|r| r.score);
-                passed(mode, score, Some(0.0))
+                spec.passes(score, None)
             } else {
-                passed(mode, total_of(&good.key), total_of(&bad.key))
+                spec.passes(total_of(&good.key), total_of(&bad.key))
             };
-            let Some(k) = kinds.iter_mut().find(|k| k.kind == bad.model) else {
+            let Some(k) = kinds.iter_mut().find(|k| k.kind.as_str() == bad.model) else {
                 continue;
             };
             k.comparisons += 1;
@@ -301,26 +316,7 @@ pub(crate) fn run(
     let mut summary = SanitySummary::default();
     let mut all = Vec::new();
     for mode in modes {
-        // Pairwise modes compare good with each bad answer; the others see them together.
-        let groups: Vec<Group<'_>> = if mode.is_pairwise() {
-            sets.iter()
-                .enumerate()
-                .flat_map(|(i, s)| {
-                    s[1..].iter().map(move |b| Group {
-                        index: i,
-                        answers: vec![&s[0], b],
-                    })
-                })
-                .collect()
-        } else {
-            sets.iter()
-                .enumerate()
-                .map(|(i, s)| Group {
-                    index: i,
-                    answers: s.iter().collect(),
-                })
-                .collect()
-        };
+        let groups = mode.spec().sanity_groups(&sets);
         let rows = judging.mode(mode, &groups, "sanity", &format!("sanity {mode}"))?;
         summary.modes.push(tally(mode, &sets, &rows, skipped));
         all.extend(rows);
@@ -331,6 +327,7 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::Group;
 
     fn set() -> Vec<ResponseRecord> {
         ["good", "off_topic", "truncated", "shuffled"]
@@ -376,7 +373,13 @@ mod tests {
             total("shuffled", None),
         ];
         let r = tally(Mode::Rubric, &[set()], &rows, 0);
-        let k = |name: &str| r.kinds.iter().find(|k| k.kind == name).unwrap().clone();
+        let k = |name: &str| {
+            r.kinds
+                .iter()
+                .find(|k| k.kind.as_str() == name)
+                .unwrap()
+                .clone()
+        };
         assert_eq!((k("off_topic").passed, k("off_topic").wrong), (0, 1));
         assert_eq!(k("truncated").passed, 1);
         assert_eq!(k("shuffled").unscored, 1);

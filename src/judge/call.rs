@@ -69,7 +69,7 @@ impl Asker {
     pub async fn generate(&self, input: Input, params: SamplingParams) -> Result<Generation> {
         match self.ask(Request::Generate(input, params)).await {
             Reply::Generate(r) => r,
-            Reply::Labels(_) => Err(Error::Table("judge call got the wrong reply".into())),
+            Reply::Labels(_) => Err(Error::Internal("judge call got the wrong reply".into())),
         }
     }
 
@@ -77,7 +77,7 @@ impl Asker {
     pub async fn labels(&self, query: LabelQuery) -> Result<LabelDistribution> {
         match self.ask(Request::Labels(query)).await {
             Reply::Labels(r) => r,
-            Reply::Generate(_) => Err(Error::Table("judge call got the wrong reply".into())),
+            Reply::Generate(_) => Err(Error::Internal("judge call got the wrong reply".into())),
         }
     }
 }
@@ -165,7 +165,7 @@ pub fn run_calls<'a>(
         let pending = std::mem::take(&mut *asker.pending.borrow_mut());
         if pending.is_empty() {
             if live.iter().any(Option::is_some) {
-                return Err(Error::Table("a judge call waits on no request".into()));
+                return Err(Error::Internal("a judge call waits on no request".into()));
             }
             continue;
         }

@@ -11,9 +11,35 @@
 //! null rows with the reason.
 
 use super::call::{Asker, Call};
-use super::{answer_error, Group, Judge, Mode};
+use super::spec::{ModeSpec, Pass, Shows, EXPECTED_MARGIN};
+use super::template::JudgeTemplate;
+use super::{answer_error, Group, Judge, Mode, VerdictForm};
 use crate::backend::LabelQuery;
 use crate::records::{JudgmentRecord, ResponseRecord, TOTAL};
+
+/// Expected mode: a rubric prompt, the scores read from token probabilities.
+pub static SPEC: ModeSpec = ModeSpec {
+    mode: Mode::Expected,
+    template: "expected",
+    template_modes: &[Mode::Expected, Mode::Rubric],
+    forms: &[VerdictForm::Criteria],
+    placeholders: &["question", "answer"],
+    check,
+    shows: Shows::OneAnswer,
+    pass: Pass::Margin(EXPECTED_MARGIN),
+    calls,
+};
+
+/// The score is read right after `score_prefix`, so it must say something.
+fn check(t: &JudgeTemplate, origin: &str) -> crate::Result<()> {
+    if t.score_prefix.trim().is_empty() {
+        return Err(crate::Error::config(
+            format!("{origin}: score_prefix"),
+            "is empty: the expected mode reads the score token right after it",
+        ));
+    }
+    Ok(())
+}
 
 /// One call per answered response.
 pub fn calls<'a>(judge: &'a Judge, asker: &'a Asker, groups: &[Group<'a>]) -> Vec<Call<'a>> {
@@ -88,7 +114,7 @@ async fn judge_one(
     rows.push(total);
     for r in &mut rows {
         if r.mass.is_some_and(|m| m < judge.cfg.low_mass) {
-            r.flag = Some("low_mass".into());
+            r.flag = Some(crate::records::Flag::LowMass);
         }
     }
     Ok(rows)

@@ -14,6 +14,8 @@
 
 use super::call::{Asker, Call};
 use super::parse::{listwise_criteria, listwise_totals, strip_echo, TotalVerdict};
+use super::spec::{ModeSpec, Pass, Shows, TEXT_MARGIN};
+use super::template::JudgeTemplate;
 use super::{answer_error, Group, Judge, Mode, Order, VerdictForm};
 use crate::keys::derive_seed;
 use crate::records::{JudgmentRecord, ResponseRecord, TOTAL};
@@ -45,6 +47,30 @@ pub fn order(judge: &Judge, group: &Group<'_>) -> (Vec<usize>, Option<u64>) {
             (shown, Some(seed))
         }
     }
+}
+
+/// Listwise mode: every answer to a prompt in one prompt, each scored.
+pub static SPEC: ModeSpec = ModeSpec {
+    mode: Mode::Listwise,
+    template: "listwise",
+    template_modes: &[Mode::Listwise],
+    forms: &[VerdictForm::Criteria, VerdictForm::Totals],
+    placeholders: &["question", "answers"],
+    check,
+    shows: Shows::AllAnswers,
+    pass: Pass::Margin(TEXT_MARGIN),
+    calls,
+};
+
+/// The verdict names each answer by its label, so the label must hold its number.
+fn check(t: &JudgeTemplate, origin: &str) -> crate::Result<()> {
+    if !t.answer_label.contains("{k}") {
+        return Err(crate::Error::config(
+            format!("{origin}: answer_label"),
+            "must contain {k}, the answer's number",
+        ));
+    }
+    Ok(())
 }
 
 /// One call per prompt (and sample).
@@ -163,9 +189,9 @@ async fn judge_group(
                 let mut total =
                     judge.row(&call, Mode::Listwise, answer, TOTAL, v.total.map(f64::from));
                 if v.conflict {
-                    total.flag = Some("conflict".into());
+                    total.flag = Some(crate::records::Flag::Conflict);
                 } else if v.mismatch {
-                    total.flag = Some("total_mismatch".into());
+                    total.flag = Some(crate::records::Flag::TotalMismatch);
                 }
                 r.push(total);
                 r
@@ -178,7 +204,7 @@ async fn judge_group(
                     total.score = v.total.map(f64::from);
                     total.parse_ok = total.score.is_some();
                     if v.mismatch {
-                        total.flag = Some("total_mismatch".into());
+                        total.flag = Some(crate::records::Flag::TotalMismatch);
                     }
                 }
                 r

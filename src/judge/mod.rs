@@ -12,20 +12,27 @@
 //! Each mode turns the answers it needs into [`Call`]s; the experiment runner only schedules
 //! them, reuses stored ones and stores new ones ([`call::run_calls`] batches what they ask).
 //! An unparseable verdict is re-asked up to `retries` times with a reminder of the format; if
-//! it still fails, the score is null (never 0) and the raw text is kept. Adding a mode is one
-//! file here and one arm in [`calls_for`].
+//! it still fails, the score is null (never 0) and the raw text is kept.
+//!
+//! Each mode's file also declares its [`ModeSpec`] (template family, verdict forms,
+//! placeholders, what its rows are, what passes the sanity check, its calls), and
+//! [`Mode::spec`] maps each mode to it: adding a mode is its file, its variant and that arm.
 
 pub mod call;
 pub mod expected;
+#[cfg(test)]
+mod length;
 pub mod listwise;
 pub mod pairwise;
 pub mod pairwise_expected;
 pub mod parse;
 pub mod rubric;
+pub mod spec;
 pub mod template;
 
 pub use call::{run_calls, Asker, Call};
 pub use parse::Verdict;
+pub use spec::ModeSpec;
 pub use template::{JudgeTemplate, VerdictForm};
 
 use crate::backend::EndpointConfig;
@@ -33,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::keys::{derive_seed, key_of};
 use crate::model::{Input, Message, PromptFormat};
 pub use crate::records::Mode;
-use crate::records::{JudgmentRecord, ResponseRecord, TOTAL};
+use crate::records::{JudgmentRecord, ResponseRecord, OVERALL, TOTAL};
 use crate::sampling::SamplingParams;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +59,9 @@ fn default_scale() -> u32 {
 fn default_retries() -> u32 {
     2
 }
+/// Most re-asks after an unparseable verdict: a judge that has not written the format in
+/// this many tries will not.
+pub const MAX_RETRIES: u32 = 10;
 fn default_max_tokens() -> usize {
     96
 }
@@ -214,10 +224,10 @@ impl JudgeConfig {
                     format!("duplicate criterion `{c}`"),
                 ));
             }
-            if c.eq_ignore_ascii_case(TOTAL) {
+            if c.eq_ignore_ascii_case(TOTAL) || c.eq_ignore_ascii_case(OVERALL) {
                 return Err(Error::config(
                     at(&format!("criteria[{i}]")),
-                    "`total` is the name of the summed score",
+                    format!("`{c}` is the name of a row every judge writes (`total`, `overall`)"),
                 ));
             }
             // Verdicts are matched at word boundaries, which a name that starts or ends with
@@ -253,13 +263,19 @@ impl JudgeConfig {
         if self.max_tokens == 0 {
             return Err(Error::config(at("max_tokens"), "must be at least 1"));
         }
+        if self.retries > MAX_RETRIES {
+            return Err(Error::config(
+                at("retries"),
+                format!("{} is more than {MAX_RETRIES}", self.retries),
+            ));
+        }
         if !(self.low_mass.is_finite() && (0.0..=1.0).contains(&self.low_mass)) {
             return Err(Error::config(at("low_mass"), "must be in [0, 1]"));
         }
         self.params()
             .with_seed(0)
             .validate()
-            .map_err(|e| Error::config(format!("{origin}: judge"), e.to_string()))?;
+            .map_err(|e| Error::invalid(format!("{origin}: judge"), e))?;
         if let Some(e) = &self.endpoint {
             e.validate(&at("endpoint"))?;
         }
@@ -274,7 +290,8 @@ impl JudgeConfig {
                     };
                     match (path.exists(), p.to_str().and_then(JudgeTemplate::named)) {
                         (false, Some(t)) => t,
-                        _ => JudgeTemplate::load(&path)?,
+                        _ => JudgeTemplate::load(&path)
+                            .map_err(|e| Error::invalid(at(&format!("templates.{m}")), e))?,
                     }
                 }
                 None => JudgeTemplate::builtin(m),
@@ -576,18 +593,15 @@ pub fn answer_error(e: &Error) -> Option<String> {
     }
 }
 
-/// The calls of `mode` for the grouped answers: one enum arm per mode.
+/// The calls of `mode` for the grouped answers (its spec's).
 pub fn calls_for<'a>(
     judge: &'a Judge,
     asker: &'a Asker,
     mode: Mode,
     groups: &[Group<'a>],
 ) -> Vec<Call<'a>> {
-    match mode {
-        Mode::Rubric => rubric::calls(judge, asker, groups),
-        Mode::Expected => expected::calls(judge, asker, groups),
-        Mode::Listwise => listwise::calls(judge, asker, groups),
-        Mode::Pairwise => pairwise::calls(judge, asker, groups),
-        Mode::PairwiseExpected => pairwise_expected::calls(judge, asker, groups),
-    }
+    (mode.spec().calls)(judge, asker, groups)
 }
+
+#[cfg(test)]
+mod tests;

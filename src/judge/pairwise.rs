@@ -9,6 +9,7 @@
 
 use super::call::{join, Asker, Call};
 use super::parse::{bracket_verdict, strip_echo, winner_verdict, Verdict};
+use super::spec::{no_check, ModeSpec, Pass, Shows};
 use super::{answer_error, Group, Judge, Mode, VerdictForm};
 use crate::records::{JudgmentRecord, ResponseRecord, OVERALL};
 
@@ -71,6 +72,20 @@ pub fn pairs<'a>(groups: &[Group<'a>]) -> Vec<(&'a ResponseRecord, &'a ResponseR
     }
     out
 }
+
+/// Pairwise mode: two answers in both orders, a text verdict; its template family is shared
+/// with pairwise expected. A pass in the sanity check is a win in both orders.
+pub static SPEC: ModeSpec = ModeSpec {
+    mode: Mode::Pairwise,
+    template: "pairwise",
+    template_modes: &[Mode::Pairwise, Mode::PairwiseExpected],
+    forms: &[VerdictForm::Brackets, VerdictForm::Winner],
+    placeholders: &["question", "answer_a", "answer_b"],
+    check: no_check,
+    shows: Shows::TwoAnswers,
+    pass: Pass::Preference(1.0),
+    calls,
+};
 
 /// One call per pair.
 pub fn calls<'a>(judge: &'a Judge, asker: &'a Asker, groups: &[Group<'a>]) -> Vec<Call<'a>> {

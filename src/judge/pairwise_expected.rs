@@ -10,6 +10,7 @@
 
 use super::call::{join, Asker, Call};
 use super::pairwise::pairs;
+use super::spec::{no_check, ModeSpec, Pass, Shows, PREFERENCE_MARGIN};
 use super::{answer_error, Group, Judge, Mode, VerdictForm};
 use crate::backend::LabelQuery;
 use crate::records::{JudgmentRecord, ResponseRecord, OVERALL};
@@ -30,6 +31,20 @@ pub fn labels(judge: &Judge) -> Vec<String> {
 pub fn preference(probs: &[f64], first: usize) -> f64 {
     probs[first] + probs.get(2).map_or(0.0, |t| t / 2.0)
 }
+
+/// Pairwise expected mode: a pairwise prompt in both orders, the preference read from token
+/// probabilities.
+pub static SPEC: ModeSpec = ModeSpec {
+    mode: Mode::PairwiseExpected,
+    template: "pairwise",
+    template_modes: &[Mode::PairwiseExpected, Mode::Pairwise],
+    forms: &[VerdictForm::Brackets, VerdictForm::Winner],
+    placeholders: &["question", "answer_a", "answer_b"],
+    check: no_check,
+    shows: Shows::TwoAnswers,
+    pass: Pass::Preference(0.5 + PREFERENCE_MARGIN),
+    calls,
+};
 
 /// One call per pair.
 pub fn calls<'a>(judge: &'a Judge, asker: &'a Asker, groups: &[Group<'a>]) -> Vec<Call<'a>> {
@@ -99,7 +114,7 @@ async fn judge_pair(
     row.probs = Some(ab.probs.iter().chain(&ba.probs).copied().collect());
     row.mass = Some(ab.mass.min(ba.mass));
     if ab.mass.min(ba.mass) < judge.cfg.low_mass {
-        row.flag = Some("low_mass".into());
+        row.flag = Some(crate::records::Flag::LowMass);
     }
     Ok(vec![row])
 }

@@ -6,8 +6,23 @@
 
 use super::call::{Asker, Call};
 use super::parse::{criteria_scores, strip_echo};
-use super::{answer_error, Group, Judge, Mode};
+use super::spec::{no_check, ModeSpec, Pass, Shows, TEXT_MARGIN};
+use super::{answer_error, Group, Judge, Mode, VerdictForm};
 use crate::records::{ResponseRecord, TOTAL};
+
+/// Rubric mode: one answer per prompt, the criteria scored in text; its template family is
+/// shared with expected mode.
+pub static SPEC: ModeSpec = ModeSpec {
+    mode: Mode::Rubric,
+    template: "rubric",
+    template_modes: &[Mode::Rubric, Mode::Expected],
+    forms: &[VerdictForm::Criteria],
+    placeholders: &["question", "answer"],
+    check: no_check,
+    shows: Shows::OneAnswer,
+    pass: Pass::Margin(TEXT_MARGIN),
+    calls,
+};
 
 /// One call per answered response.
 pub fn calls<'a>(judge: &'a Judge, asker: &'a Asker, groups: &[Group<'a>]) -> Vec<Call<'a>> {

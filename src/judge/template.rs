@@ -123,8 +123,7 @@ impl JudgeTemplate {
 
     /// Parses template TOML; `origin` names the source in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let t: JudgeTemplate =
-            toml::from_str(text).map_err(|e| Error::config(origin, e.to_string()))?;
+        let t: JudgeTemplate = toml::from_str(text).map_err(|e| Error::invalid(origin, e))?;
         t.check(origin, t.mode)?;
         Ok(t)
     }
@@ -143,35 +142,20 @@ impl JudgeTemplate {
 
     /// The template a mode uses unless the experiment names another.
     pub fn builtin(mode: Mode) -> Self {
-        let name = match mode {
-            Mode::Rubric => "rubric",
-            Mode::Expected => "expected",
-            Mode::Listwise => "listwise",
-            Mode::Pairwise | Mode::PairwiseExpected => "pairwise",
-        };
-        Self::named(name).expect("the shipped templates are valid (tested)")
+        Self::named(mode.spec().template).expect("the shipped templates are valid (tested)")
     }
 
     /// The verdict form, or the mode's default.
     pub fn verdict_form(&self) -> VerdictForm {
-        self.verdict.unwrap_or(match self.mode {
-            Mode::Pairwise | Mode::PairwiseExpected => VerdictForm::Brackets,
-            _ => VerdictForm::Criteria,
-        })
+        self.verdict
+            .unwrap_or_else(|| self.mode.spec().default_form())
     }
 
     /// Checks that the template can serve `mode`: a compatible declared mode, a verdict form
     /// that fits, and every placeholder the mode needs.
     pub fn check(&self, origin: &str, mode: Mode) -> Result<()> {
-        let compatible = self.mode == mode
-            || matches!(
-                (self.mode, mode),
-                (Mode::Rubric, Mode::Expected)
-                    | (Mode::Expected, Mode::Rubric)
-                    | (Mode::Pairwise, Mode::PairwiseExpected)
-                    | (Mode::PairwiseExpected, Mode::Pairwise)
-            );
-        if !compatible {
+        let spec = mode.spec();
+        if !spec.template_modes.contains(&self.mode) {
             return Err(Error::config(
                 format!("{origin}: mode"),
                 format!(
@@ -181,25 +165,13 @@ impl JudgeTemplate {
             ));
         }
         let form = self.verdict_form();
-        let fits = match mode {
-            Mode::Rubric | Mode::Expected => form == VerdictForm::Criteria,
-            Mode::Listwise => matches!(form, VerdictForm::Criteria | VerdictForm::Totals),
-            Mode::Pairwise | Mode::PairwiseExpected => {
-                matches!(form, VerdictForm::Brackets | VerdictForm::Winner)
-            }
-        };
-        if !fits {
+        if !spec.forms.contains(&form) {
             return Err(Error::config(
                 format!("{origin}: verdict"),
                 format!("verdict form {form:?} does not fit mode {mode}"),
             ));
         }
-        let needed: &[&str] = match mode {
-            Mode::Rubric | Mode::Expected => &["question", "answer"],
-            Mode::Listwise => &["question", "answers"],
-            Mode::Pairwise | Mode::PairwiseExpected => &["question", "answer_a", "answer_b"],
-        };
-        for p in needed {
+        for p in spec.placeholders {
             if !self.prompt.contains(&format!("{{{p}}}")) {
                 return Err(Error::config(
                     format!("{origin}: prompt"),
@@ -210,19 +182,7 @@ impl JudgeTemplate {
                 ));
             }
         }
-        if mode == Mode::Listwise && !self.answer_label.contains("{k}") {
-            return Err(Error::config(
-                format!("{origin}: answer_label"),
-                "must contain {k}, the answer's number",
-            ));
-        }
-        if mode == Mode::Expected && self.score_prefix.trim().is_empty() {
-            return Err(Error::config(
-                format!("{origin}: score_prefix"),
-                "is empty: the expected mode reads the score token right after it",
-            ));
-        }
-        Ok(())
+        (spec.check)(self, origin)
     }
 
     /// Fills the placeholders in one pass; text inserted for one placeholder is never scanned

@@ -6,7 +6,6 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Mutex;
 
 /// A device as asked for on the command line (`--device`) or in an experiment file.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,19 +104,6 @@ pub fn describe(d: &Device) -> String {
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
-}
-
-static OVERRIDE: Mutex<Option<DeviceChoice>> = Mutex::new(None);
-
-/// Sets the device every later load uses unless told otherwise (the CLI's `--device`); it
-/// takes precedence over an experiment file's `device`.
-pub fn set_override(choice: Option<DeviceChoice>) {
-    *OVERRIDE.lock().unwrap_or_else(|e| e.into_inner()) = choice;
-}
-
-/// The device set with [`set_override`], if any.
-pub fn override_choice() -> Option<DeviceChoice> {
-    *OVERRIDE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

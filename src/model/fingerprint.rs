@@ -69,8 +69,9 @@ pub fn sha256_str(s: &str) -> String {
     format!("{:x}", Sha256::digest(s.as_bytes()))
 }
 
-/// sha256 over `name sha256` lines of the given files, in order.
-fn files_sha256(files: &[PathBuf]) -> Result<String> {
+/// sha256 over `name sha256` lines of the given files, in order: the identity of a model
+/// made of several files (a checkpoint folder, an adapter).
+pub fn files_sha256(files: &[PathBuf]) -> Result<String> {
     let mut lines = String::new();
     for f in files {
         let sha = cached_sha256(f)?;
@@ -78,30 +79,4 @@ fn files_sha256(files: &[PathBuf]) -> Result<String> {
         lines.push_str(&format!("{} {sha}\n", name.unwrap_or_default()));
     }
     Ok(sha256_str(&lines))
-}
-
-/// The identity of a Hugging Face checkpoint folder: its configuration, tokenizer,
-/// generation config and chat template (when present) and weight files.
-pub fn checkpoint_sha256(dir: &Path) -> Result<String> {
-    let mut files: Vec<PathBuf> = super::hf::CONFIG_FILES
-        .iter()
-        .map(|f| dir.join(f))
-        .collect();
-    files.extend(
-        super::hf::OPTIONAL_FILES
-            .iter()
-            .map(|f| dir.join(f))
-            .filter(|p| p.is_file()),
-    );
-    files.extend(super::hf::weight_files(dir)?);
-    files_sha256(&files)
-}
-
-/// The identity of a LoRA adapter folder: its configuration and weights.
-pub fn adapter_sha256(dir: &Path) -> Result<String> {
-    let files: Vec<PathBuf> = super::lora::ADAPTER_FILES
-        .iter()
-        .map(|f| dir.join(f))
-        .collect();
-    files_sha256(&files)
 }

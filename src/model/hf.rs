@@ -4,7 +4,7 @@
 //! merged at load.
 //!
 //! The llama architecture is read (Llama 2/3.x, SmolLM2). Its tensors are served to
-//! [`super::Transformer::load`] under their GGUF names and in GGUF layout: the Q and K rows
+//! the transformer under their GGUF names and in GGUF layout: the Q and K rows
 //! are permuted as llama.cpp's converter does, so that one RoPE kernel serves both formats
 //! and a checkpoint computes exactly what the same weights computed as a GGUF file. Llama
 //! 3.1+ frequency scaling (`rope_scaling.rope_type = "llama3"`) becomes the per-frequency
@@ -217,15 +217,10 @@ impl Checkpoint {
         self.adapter.as_ref()
     }
 
-    /// The parsed `config.json`.
-    pub fn hf_config(&self) -> &HfConfig {
-        &self.config
-    }
-
     /// sha256 over the configuration, tokenizer and weight files: the checkpoint's
     /// identity in record keys.
     pub fn sha256(&self) -> Result<String> {
-        fingerprint::checkpoint_sha256(&self.dir)
+        checkpoint_sha256(&self.dir)
     }
 
     /// The tokenizer from `tokenizer.json`, with BOS, EOS, BOS-adding and stop ids from
@@ -727,6 +722,20 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })
+}
+
+/// The identity of a Hugging Face checkpoint folder: sha256 over its configuration,
+/// tokenizer, generation config and chat template (when present) and weight files.
+pub fn checkpoint_sha256(dir: &Path) -> Result<String> {
+    let mut files: Vec<PathBuf> = CONFIG_FILES.iter().map(|f| dir.join(f)).collect();
+    files.extend(
+        OPTIONAL_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .filter(|p| p.is_file()),
+    );
+    files.extend(weight_files(dir)?);
+    fingerprint::files_sha256(&files)
 }
 
 #[cfg(test)]

@@ -154,7 +154,7 @@ impl Adapter {
 
     /// sha256 over both files: the adapter's identity in record keys.
     pub fn sha256(&self) -> Result<String> {
-        fingerprint::adapter_sha256(&self.dir)
+        adapter_sha256(&self.dir)
     }
 
     /// Checks the adapter against its base: every pair's layer exists and its shapes fit the
@@ -439,6 +439,12 @@ fn parse_key(name: &str) -> Option<(usize, &str, char)> {
         _ => return None,
     };
     Some((layer, module, which))
+}
+
+/// The identity of a LoRA adapter folder: sha256 over its configuration and weights.
+pub fn adapter_sha256(dir: &Path) -> Result<String> {
+    let files: Vec<PathBuf> = ADAPTER_FILES.iter().map(|f| dir.join(f)).collect();
+    fingerprint::files_sha256(&files)
 }
 
 #[cfg(test)]

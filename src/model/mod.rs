@@ -11,39 +11,27 @@ pub mod device;
 pub mod fingerprint;
 pub mod gguf;
 pub mod hf;
+mod kv_cache;
+mod layers;
 pub mod lora;
-pub mod parallel;
+pub(crate) mod parallel;
 mod qmatmul;
 pub mod source;
 pub mod tokenizer;
 pub mod transformer;
-pub mod weights;
+pub(crate) mod weights;
 
 pub use chat_template::{ChatTemplate, Input, Message, PromptFormat, TemplateKind};
 pub use device::DeviceChoice;
 pub use gguf::{GgufFile, ModelInfo};
+pub use kv_cache::KvCache;
 pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
-pub use transformer::{KvCache, Transformer};
+pub use transformer::Transformer;
 
 use crate::error::{Error, Result};
 use candle_core::Device;
 use std::path::{Path, PathBuf};
-
-/// The device models load onto unless told otherwise: the CLI's `--device` when given
-/// ([`device::set_override`]), else `auto` (the first CUDA GPU when built with the `cuda`
-/// feature and one is present, else the CPU).
-pub fn default_device() -> Result<Device> {
-    device::override_choice().unwrap_or_default().open()
-}
-
-/// The default device in words (`cpu`, `cuda:0`).
-pub fn device_name() -> String {
-    match default_device() {
-        Ok(d) => device::describe(&d),
-        Err(e) => format!("unavailable: {e}"),
-    }
-}
 
 /// Facts about a model without loading its weights. Fails where loading would fail before
 /// reading weights: an unsupported architecture, a checkpoint missing files, an adapter that
@@ -91,12 +79,12 @@ fn open_checkpoint(source: &ModelSource, dir: &Path) -> Result<hf::Checkpoint> {
 /// model `<base>+lora:<adapter>`, each part with its own hash.
 pub fn identity(path: &Path, adapter: Option<&Path>) -> Result<String> {
     let base = if path.is_dir() {
-        fingerprint::checkpoint_sha256(path)?
+        hf::checkpoint_sha256(path)?
     } else {
         fingerprint::cached_sha256(path)?
     };
     Ok(match adapter {
-        Some(a) => format!("{base}+lora:{}", fingerprint::adapter_sha256(a)?),
+        Some(a) => format!("{base}+lora:{}", lora::adapter_sha256(a)?),
         None => base,
     })
 }
@@ -137,10 +125,22 @@ pub struct Prepared {
 /// Options for [`Model::load_with`].
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
-    /// Device to load onto; [`default_device`] when `None`.
+    /// Device to load onto; when `None`, [`DeviceChoice::Auto`] (the first CUDA GPU when
+    /// built with the `cuda` feature and one is present, else the CPU).
     pub device: Option<Device>,
     /// A Hugging Face `tokenizer.json` to use instead of the GGUF vocabulary.
     pub tokenizer_json: Option<PathBuf>,
+}
+
+impl LoadOptions {
+    /// Options that load onto `choice`, opened now (an error saying why when it cannot be,
+    /// such as `cuda` in a binary built without the `cuda` feature).
+    pub fn on(choice: DeviceChoice) -> Result<Self> {
+        Ok(Self {
+            device: Some(choice.open()?),
+            ..Self::default()
+        })
+    }
 }
 
 /// What a model file or checkpoint gives before it becomes a [`Model`].
@@ -209,7 +209,7 @@ impl Model {
         let path = source.resolve()?;
         let device = match &opts.device {
             Some(d) => d.clone(),
-            None => default_device()?,
+            None => DeviceChoice::Auto.open()?,
         };
         let (parts, adapter) = if path.is_dir() {
             let mut ck = open_checkpoint(source, &path)?;

@@ -271,11 +271,6 @@ impl Tokenizer {
         self.bos
     }
 
-    /// End-of-sequence id.
-    pub fn eos_id(&self) -> Option<u32> {
-        self.eos
-    }
-
     /// The BOS token's text, for chat templates.
     pub fn bos_token(&self) -> String {
         self.bos

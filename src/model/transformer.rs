@@ -17,141 +17,17 @@
 //!   projections (`blk.N.attn_{q,k,v}.bias`).
 
 use super::config::{Arch, Config};
+use super::kv_cache::KvCache;
+use super::layers::{batch_linear, qmatmul, Linear, MaskSet, RmsNorm, Rope};
 use super::qmatmul::QMatrix;
 use super::weights::Weights;
 use crate::error::{Error, Result};
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, Tensor};
 use std::sync::Arc;
 
-/// Token capacity the KV cache grows by.
-const CACHE_CHUNK: usize = 256;
 /// Longest prompt chunk fed in one forward pass, bounding attention memory.
 pub const PREFILL_CHUNK: usize = 512;
-
-#[derive(Debug, Clone)]
-struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
-}
-
-impl RmsNorm {
-    fn load(g: &mut dyn Weights, name: &str, eps: f64, dev: &Device) -> Result<Self> {
-        let weight = g.tensor(name, dev)?.dequantize(dev)?;
-        Ok(Self {
-            weight,
-            eps: eps as f32,
-        })
-    }
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps,
-        )?)
-    }
-}
-
-/// candle's matmul for a tensor: quantized types as they are, f16/bf16 kept at half size
-/// (candle would widen them to f32), f32 as a plain tensor.
-fn qmatmul(qt: Arc<QTensor>, dev: &Device) -> Result<QMatMul> {
-    Ok(match qt.dtype() {
-        GgmlDType::F16 | GgmlDType::BF16 if dev.is_cpu() => {
-            QMatMul::TensorF16(qt.dequantize_f16(dev)?)
-        }
-        // candle's CUDA `dequantize_f16` has no kernel for float storage.
-        GgmlDType::F16 | GgmlDType::BF16 => {
-            QMatMul::TensorF16(qt.dequantize(dev)?.to_dtype(DType::F16)?)
-        }
-        _ => QMatMul::from_arc(qt)?,
-    })
-}
-
-/// A projection: our own kernel for the quantized types it handles on the CPU (see
-/// [`super::qmatmul`]), candle's quantized matmul otherwise.
-#[derive(Debug, Clone)]
-enum Linear {
-    Candle(QMatMul),
-    Ours(Arc<QMatrix>),
-}
-
-impl Linear {
-    fn load(g: &mut dyn Weights, name: &str, dev: &Device) -> Result<Self> {
-        let qt = Arc::new(g.tensor(name, dev)?);
-        if let Some(m) = QMatrix::from_qtensor(qt.clone())? {
-            return Ok(Linear::Ours(Arc::new(m)));
-        }
-        Ok(Linear::Candle(qmatmul(qt, dev)?))
-    }
-
-    /// `x · Wᵀ` over the last dimension of `x`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Linear::Candle(q) => Ok(q.forward(x)?),
-            Linear::Ours(m) => {
-                let mut dims = x.dims().to_vec();
-                let k = dims.pop().unwrap_or(0);
-                if k != m.k() {
-                    return Err(candle_core::Error::Msg(format!(
-                        "projection expects {} inputs, got shape {:?}",
-                        m.k(),
-                        x.dims()
-                    ))
-                    .into());
-                }
-                let rows = x.elem_count() / k.max(1);
-                let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                dims.push(m.n());
-                let y = m.matmul(&data, rows)?;
-                Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
-            }
-        }
-    }
-}
-
-/// Cos/sin tables for rotary embeddings, grown on demand.
-#[derive(Debug, Clone)]
-struct Rope {
-    inv_freq: Vec<f32>,
-    cos: Tensor,
-    sin: Tensor,
-    len: usize,
-}
-
-impl Rope {
-    fn new(inv_freq: Vec<f32>, len: usize, dev: &Device) -> Result<Self> {
-        let (cos, sin) = Self::tables(&inv_freq, len, dev)?;
-        Ok(Self {
-            inv_freq,
-            cos,
-            sin,
-            len,
-        })
-    }
-
-    fn tables(inv_freq: &[f32], len: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
-        let half = inv_freq.len();
-        let mut angles = Vec::with_capacity(len * half);
-        for p in 0..len {
-            for &f in inv_freq {
-                angles.push(p as f32 * f);
-            }
-        }
-        let a = Tensor::from_vec(angles, (len, half), dev)?;
-        Ok((a.cos()?, a.sin()?))
-    }
-
-    fn ensure(&mut self, len: usize, dev: &Device) -> Result<()> {
-        if len > self.len {
-            let new_len = len.next_power_of_two().max(CACHE_CHUNK);
-            let (c, s) = Self::tables(&self.inv_freq, new_len, dev)?;
-            self.cos = c;
-            self.sin = s;
-            self.len = new_len;
-        }
-        Ok(())
-    }
-}
 
 /// Self-attention of one layer: its projections, optional Q/K norms, head sizes, RoPE table
 /// and sliding window.
@@ -195,84 +71,6 @@ struct Layer {
     post_ffn_norm: Option<RmsNorm>,
 }
 
-/// Per-sequence attention cache: keys and values of every layer so far.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
-    len: usize,
-}
-
-impl KvCache {
-    /// Number of positions already in the cache.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True before the first token.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Forgets every position from `len` on (keeps the first `len`); later tokens are
-    /// written over them.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-    }
-
-    /// Bytes held by the keys and values (their whole capacity).
-    pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
-    }
-
-    /// A copy that owns its memory: positions written to it later leave this cache as it
-    /// is. (A plain clone shares the key and value buffers, which appending writes into.)
-    pub fn deep_copy(&self) -> Result<Self> {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| match l {
-                Some((k, v)) => Ok(Some((k.copy()?, v.copy()?))),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Self {
-            layers,
-            len: self.len,
-        })
-    }
-
-    fn append(&mut self, i: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let new = k.dim(2)?;
-        let need = self.len + new;
-        let slot = &mut self.layers[i];
-        let grow = match slot {
-            None => true,
-            Some((kc, _)) => kc.dim(2)? < need,
-        };
-        if grow {
-            let cap = need.div_ceil(CACHE_CHUNK) * CACHE_CHUNK;
-            let (b, h, _, d) = k.dims4()?;
-            let kc = Tensor::zeros((b, h, cap, d), k.dtype(), k.device())?;
-            let vc = Tensor::zeros((b, h, cap, d), v.dtype(), v.device())?;
-            if let Some((ok, ov)) = slot.as_ref() {
-                if self.len > 0 {
-                    kc.slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                    vc.slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                }
-            }
-            *slot = Some((kc, vc));
-        }
-        let (kc, vc) = slot.as_ref().expect("cache slot was just filled");
-        kc.slice_set(&k.contiguous()?, 2, self.len)?;
-        vc.slice_set(&v.contiguous()?, 2, self.len)?;
-        Ok((kc.narrow(2, 0, need)?, vc.narrow(2, 0, need)?))
-    }
-}
-
 /// How the rows of a block's input are laid out.
 #[derive(Clone, Copy)]
 enum Layout<'a> {
@@ -301,7 +99,7 @@ pub struct Transformer {
 impl Transformer {
     /// Loads the weights of a llama, gemma3 or qwen2 model from a GGUF file (or of a llama
     /// model from a Hugging Face checkpoint) onto `device`.
-    pub fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
+    pub(crate) fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
         let cfg = g.config()?;
         let dev = device;
         let embed = Arc::new(g.tensor("token_embd.weight", dev)?);
@@ -821,77 +619,10 @@ fn grouped_attention(
         .reshape((b, seq, nh * hd))?)
 }
 
-/// A projection of the rows `(n, 1, k)` of a decoding batch. Our kernels (Q4_1, Q5_0, Q8_0,
-/// Q4_K, Q6_K on the CPU) and candle's CPU kernels for the other generic quantized types
-/// (Q4_0, Q5_1, Q2_K, Q3_K, Q5_K) compute each row the same way whatever the number of rows,
-/// so those run as one matmul that reads every weight block once for all rows. Where candle
-/// runs Q4_K, Q6_K or Q8_0 (a GPU), it picks kernels whose rounding depends on the row
-/// count, and for float weights the GEMM kernel changes with the shape; those rows run one
-/// by one, so a sequence's output never depends on its batch.
-fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
-    use candle_core::quantized::GgmlDType as D;
-    let rows_apart = match w {
-        Linear::Ours(_) => false,
-        Linear::Candle(QMatMul::QTensor(t)) => matches!(t.dtype(), D::Q4K | D::Q6K | D::Q8_0),
-        Linear::Candle(QMatMul::Tensor(_) | QMatMul::TensorF16(_)) => true,
-    };
-    let n = x.dim(0)?;
-    if !rows_apart || n == 1 {
-        return w.forward(x);
-    }
-    let rows = (0..n)
-        .map(|i| w.forward(&x.narrow(0, i, 1)?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Tensor::cat(&rows, 0)?)
-}
-
-/// Additive attention masks for one chunk, built once per window size.
-struct MaskSet {
-    seq: usize,
-    pos: usize,
-    device: Device,
-    cache: std::cell::RefCell<Vec<(Option<usize>, Option<Tensor>)>>,
-}
-
-impl MaskSet {
-    fn new(seq: usize, pos: usize, device: &Device) -> Self {
-        Self {
-            seq,
-            pos,
-            device: device.clone(),
-            cache: Default::default(),
-        }
-    }
-
-    /// The `(seq, pos + seq)` mask for a window, or `None` when nothing is masked.
-    fn get(&self, window: Option<usize>) -> Result<Option<Tensor>> {
-        if let Some((_, m)) = self.cache.borrow().iter().find(|(w, _)| *w == window) {
-            return Ok(m.clone());
-        }
-        let total = self.pos + self.seq;
-        let mut any = false;
-        let mut data = Vec::with_capacity(self.seq * total);
-        for i in 0..self.seq {
-            let qpos = self.pos + i;
-            for j in 0..total {
-                let ok = j <= qpos && window.is_none_or(|w| qpos - j < w);
-                any |= !ok;
-                data.push(if ok { 0f32 } else { f32::NEG_INFINITY });
-            }
-        }
-        let m = if any {
-            Some(Tensor::from_vec(data, (self.seq, total), &self.device)?)
-        } else {
-            None
-        };
-        self.cache.borrow_mut().push((window, m.clone()));
-        Ok(m)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::CACHE_CHUNK;
 
     fn t(data: Vec<f32>, shape: &[usize]) -> Tensor {
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()

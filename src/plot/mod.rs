@@ -140,10 +140,8 @@ impl Figure {
     /// viewer and HTML export shows the same way, with its fonts already drawn).
     pub fn evcxr_display(&self) {
         match self.to_png_base64() {
-            Ok(b64) => println!("EVCXR_BEGIN_CONTENT image/png\n{b64}\nEVCXR_END_CONTENT"),
-            Err(e) => {
-                println!("EVCXR_BEGIN_CONTENT text/plain\nplot error: {e}\nEVCXR_END_CONTENT")
-            }
+            Ok(b64) => crate::evcxr::show("image/png", &b64),
+            Err(e) => crate::evcxr::show("text/plain", &format!("plot error: {e}")),
         }
     }
 

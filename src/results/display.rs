@@ -173,11 +173,11 @@ impl std::ops::Deref for Saved {
 impl Saved {
     /// Shows the path in a notebook.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n<p>{} written to <code>{}</code></p>\nEVCXR_END_CONTENT",
+        crate::evcxr::show_html(&format!(
+            "<p>{} written to <code>{}</code></p>",
             escape(&self.what),
             escape(&self.path.display().to_string())
-        );
+        ));
     }
 }
 
@@ -209,9 +209,6 @@ impl Gallery {
 
     /// Shows the charts in a notebook.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        crate::evcxr::show_html(&self.to_html());
     }
 }

@@ -10,6 +10,7 @@
 use super::RunOutput;
 use crate::experiment::{Progress, SettingEntry};
 use crate::judge::{pairwise::order_picks, pairwise_expected::preference, JudgeConfig, Verdict};
+use crate::model::DeviceChoice;
 use crate::records::{Mode, ResponseRecord, OVERALL};
 use crate::sampling::SamplingParams;
 use crate::table::escape;
@@ -34,6 +35,7 @@ pub struct Duel {
     setting: SamplingParams,
     max_tokens: usize,
     seed: u64,
+    device: Option<DeviceChoice>,
 }
 
 /// The Space's live setting: temperature 1.5, min_p 0.1, with llama-cpp-python's hidden
@@ -58,6 +60,7 @@ impl Duel {
             setting: app_setting(),
             max_tokens: 256,
             seed: 2024,
+            device: None,
         }
     }
 
@@ -104,6 +107,12 @@ impl Duel {
     /// Base seed of the answers' sampling.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Where the local models run (default `auto`).
+    pub fn device(mut self, device: DeviceChoice) -> Self {
+        self.device = Some(device);
         self
     }
 
@@ -154,13 +163,17 @@ impl Duel {
         let judge = JudgeConfig::new(&self.judge)
             .with_modes(&[Mode::Pairwise, Mode::PairwiseExpected])
             .with_sanity_check(false);
-        Ok(Experiment::new("duel", prompts)
+        let experiment = Experiment::new("duel", prompts)
             .model(&na, &self.a)
             .model(&nb, &self.b)
             .setting(&self.setting_name, &self.setting)
             .max_tokens(self.max_tokens)
             .seed(self.seed)
-            .judge(judge))
+            .judge(judge);
+        Ok(match self.device {
+            Some(d) => experiment.device(d),
+            None => experiment,
+        })
     }
 
     /// Runs the duel into its folder under `root` ([`Duel::folder`]), with a few progress
@@ -311,7 +324,7 @@ impl DuelResult {
             p_a,
             preference: pref,
             raw,
-            failures: run.failures.len(),
+            failures: run.failures().len(),
             dir: run.dir.clone(),
         })
     }
@@ -403,10 +416,7 @@ impl DuelResult {
 
     /// Shows the duel in a notebook.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        crate::evcxr::show_html(&self.to_html());
     }
 }
 

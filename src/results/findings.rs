@@ -58,10 +58,7 @@ impl Findings {
 
     /// Shows the findings in a notebook.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        crate::evcxr::show_html(&self.to_html());
     }
 }
 
@@ -152,7 +149,7 @@ const MAX_LISTED: usize = 10;
 impl RunOutput {
     /// The findings of the run, generated from its tables.
     pub fn findings(&self) -> Findings {
-        let c = &self.config;
+        let c = &self.meta.experiment;
         let modes: Vec<String> = self.modes().iter().map(|m| m.to_string()).collect();
         let overview = format!(
             "{}: {} answers ({} models × {} settings × {} prompts × {} samples), judged by {} \
@@ -184,11 +181,7 @@ impl RunOutput {
             if cmp.n == 0 {
                 continue;
             }
-            let unit = if cmp.mode.is_pairwise() {
-                "preference"
-            } else {
-                "points"
-            };
+            let unit = cmp.mode.spec().unit();
             let (verdict, finding) = verdict(cmp);
             let mut s = format!(
                 "{} vs {} ({}): B − A = {} {unit} [95% CI {}, {}] over {} prompts \
@@ -236,13 +229,12 @@ impl RunOutput {
                 .push("No paired comparison has data (n = 0): there is nothing to compare.".into());
         }
         let mut judge: Vec<String> = self
-            .sanity
-            .as_ref()
+            .sanity()
             .map(|s| s.describe())
             .unwrap_or_else(|| vec!["The judge sanity check did not run.".into()]);
         judge.extend(self.unparsed_lines());
         let warnings = self
-            .warnings
+            .warnings()
             .iter()
             .filter(|w| !judge.iter().any(|j| j == *w))
             .cloned()

@@ -10,18 +10,20 @@
 pub mod display;
 pub mod duel;
 pub mod findings;
+pub mod meta;
 pub mod report;
 pub mod views;
 
 use crate::analysis::{comparisons, summarize, Comparison, SummaryRow};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::experiment::{
     Experiment, ExperimentConfig, Failure, Lines, Outcome, Plan, Progress, SanitySummary,
 };
 use crate::judge::JudgeConfig;
 use crate::records::{CallRecord, JudgmentRecord, ResponseRecord};
-use crate::store::{write_atomic, Store};
+use crate::store::Store;
 use crate::table::{self, save_table};
+pub use meta::RunMeta;
 use polars::prelude::DataFrame;
 use std::path::{Path, PathBuf};
 
@@ -47,16 +49,9 @@ pub struct RunOutput {
     pub summary_rows: Vec<SummaryRow>,
     /// The rows behind `comparisons`.
     pub comparison_rows: Vec<Comparison>,
-    /// The experiment that produced the run.
-    pub config: ExperimentConfig,
-    /// The judge sanity check, when it ran.
-    pub sanity: Option<SanitySummary>,
-    /// What failed (a rerun retries it).
-    pub failures: Vec<Failure>,
-    /// The run's metadata as written to `run.json`.
-    pub meta: serde_json::Value,
-    /// Warnings (self-preference, a flagged judge, failures).
-    pub warnings: Vec<String>,
+    /// What produced the run, as in `run.json`: the experiment, models, settings, judge,
+    /// the sanity check, warnings and failures.
+    pub meta: RunMeta,
     /// The results folder.
     pub dir: PathBuf,
 }
@@ -90,67 +85,29 @@ fn run_plan_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Resu
     RunOutput::write(plan, outcome, dir)
 }
 
-fn json_err(path: &Path) -> impl Fn(serde_json::Error) -> Error + '_ {
-    move |e| Error::config(path.display().to_string(), e.to_string())
+/// The summary and the paired comparisons of a run's records, each row marked where the
+/// sanity check flagged its mode's judge.
+fn analyse(
+    records: &[JudgmentRecord],
+    answers: &[ResponseRecord],
+    config: &ExperimentConfig,
+    sanity: Option<&SanitySummary>,
+) -> (Vec<SummaryRow>, Vec<Comparison>) {
+    let flagged = |m| sanity.and_then(|s| s.flagged(m));
+    let mut summary_rows = summarize(records, config.seed);
+    for r in &mut summary_rows {
+        r.judge_flagged = flagged(r.mode);
+    }
+    let comparison_rows = comparisons(records, answers, config.compare, config.seed, &flagged);
+    (summary_rows, comparison_rows)
 }
 
 impl RunOutput {
     /// Builds the tables of a finished run and writes them, with `run.json`, to `dir`.
     pub fn write(plan: &Plan, o: Outcome, dir: &Path) -> Result<RunOutput> {
-        let seed = plan.config.seed;
-        let flagged = |m| o.sanity.as_ref().and_then(|s| s.flagged(m));
-        let mut summary_rows = summarize(&o.judgments, seed);
-        for r in &mut summary_rows {
-            r.judge_flagged = flagged(r.mode);
-        }
-        let comparison_rows = comparisons(
-            &o.judgments,
-            &o.responses,
-            plan.config.compare,
-            seed,
-            &flagged,
-        );
-        let mut models = serde_json::Map::new();
-        for m in &plan.models {
-            let id = o
-                .responses
-                .iter()
-                .find(|r| r.model == m.name)
-                .map(|r| r.model_id.clone());
-            let mut entry = serde_json::json!({"source": m.spec.to_string(), "id": id,
-                "prompt_format": m.prompt_format, "context": m.context});
-            if let crate::experiment::ModelSpec::Local(src) = &m.spec {
-                if let (base, Some(adapter)) = src.base_and_adapter() {
-                    // The id is `local:<base sha256>+lora:<adapter sha256>`.
-                    let (b, a) = id
-                        .as_deref()
-                        .and_then(|i| i.strip_prefix("local:")?.split_once("+lora:"))
-                        .unzip();
-                    entry["base"] = serde_json::json!({"source": base.to_string(), "sha256": b});
-                    entry["adapter"] =
-                        serde_json::json!({"source": adapter.to_string(), "sha256": a});
-                }
-            }
-            models.insert(m.name.clone(), entry);
-        }
-        let meta = serde_json::json!({
-            "experiment": plan.config.redacted(),
-            // Relative paths in the experiment (prompts, templates) resolve against it.
-            "experiment_file": plan.config.origin.as_ref().map(|p| {
-                std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string()
-            }),
-            "llm_judge_version": env!("CARGO_PKG_VERSION"),
-            "device": o.device,
-            "models": models,
-            "settings": plan.settings.iter().map(|(n, p)| serde_json::json!({"name": n, "params": p})).collect::<Vec<_>>(),
-            "judge": o.judge.as_ref().map(|(n, id)| serde_json::json!({"name": n, "id": id})),
-            "templates": plan.templates,
-            "sanity": o.sanity,
-            "warnings": o.warnings,
-            "failures": o.failures,
-            "counts": {"responses": o.responses.len(), "judgments": o.judgments.len(),
-                       "failures": o.failures.len()},
-        });
+        let meta = RunMeta::of(plan, &o);
+        let (summary_rows, comparison_rows) =
+            analyse(&o.judgments, &o.responses, &plan.config, o.sanity.as_ref());
         let out = RunOutput {
             responses: table::responses_df(&o.responses)?,
             judgments: table::judgments_df(&o.judgments)?,
@@ -161,11 +118,7 @@ impl RunOutput {
             sanity_records: o.sanity_rows,
             summary_rows,
             comparison_rows,
-            config: plan.config.redacted(),
-            sanity: o.sanity,
-            failures: o.failures,
             meta,
-            warnings: o.warnings,
             dir: dir.to_path_buf(),
         };
         for (name, df) in [
@@ -176,33 +129,14 @@ impl RunOutput {
         ] {
             save_table(df, dir, name)?;
         }
-        let text = serde_json::to_vec_pretty(&out.meta).map_err(|e| Error::Table(e.to_string()))?;
-        write_atomic(&dir.join("run.json"), &text)?;
+        out.meta.write(&out.meta_path())?;
         Ok(out)
     }
 
     /// Opens a finished results folder: `run.json`, the tables, and the stored records.
     pub fn load(dir: impl AsRef<Path>) -> Result<RunOutput> {
         let dir = dir.as_ref();
-        let meta_path = dir.join("run.json");
-        let text = std::fs::read_to_string(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
-        let meta: serde_json::Value = serde_json::from_str(&text).map_err(json_err(&meta_path))?;
-        let field = |name: &str| -> Result<serde_json::Value> {
-            Ok(meta.get(name).cloned().unwrap_or(serde_json::Value::Null))
-        };
-        let mut config: ExperimentConfig =
-            serde_json::from_value(field("experiment")?).map_err(json_err(&meta_path))?;
-        config.origin = field("experiment_file")?.as_str().map(PathBuf::from);
-        let sanity: Option<SanitySummary> =
-            serde_json::from_value(field("sanity")?).map_err(json_err(&meta_path))?;
-        let failures: Vec<Failure> = match field("failures")? {
-            serde_json::Value::Null => Vec::new(),
-            v => serde_json::from_value(v).map_err(json_err(&meta_path))?,
-        };
-        let warnings: Vec<String> = match field("warnings")? {
-            serde_json::Value::Null => Vec::new(),
-            v => serde_json::from_value(v).map_err(json_err(&meta_path))?,
-        };
+        let meta = RunMeta::read(&dir.join("run.json"))?;
         let responses = table::load_table(dir, "responses")?;
         let judgments = table::load_table(dir, "judgments")?;
         // The stores may hold records of other configurations of the same folder; keep the
@@ -220,13 +154,8 @@ impl RunOutput {
         };
         let records = in_order(flat(store.load("judgments")?), &judgment_ids, |j| &j.key);
         let sanity_records = flat(store.load("sanity")?);
-        let seed = config.seed;
-        let flagged = |m| sanity.as_ref().and_then(|s| s.flagged(m));
-        let mut summary_rows = summarize(&records, seed);
-        for r in &mut summary_rows {
-            r.judge_flagged = flagged(r.mode);
-        }
-        let comparison_rows = comparisons(&records, &answers, config.compare, seed, &flagged);
+        let (summary_rows, comparison_rows) =
+            analyse(&records, &answers, &meta.experiment, meta.sanity.as_ref());
         Ok(RunOutput {
             summary: table::summary_df(&summary_rows)?,
             comparisons: table::comparisons_df(&comparison_rows)?,
@@ -237,13 +166,29 @@ impl RunOutput {
             sanity_records,
             summary_rows,
             comparison_rows,
-            config,
-            sanity,
-            failures,
             meta,
-            warnings,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The experiment that produced the run, its relative paths resolving against its file.
+    pub fn config(&self) -> ExperimentConfig {
+        self.meta.config()
+    }
+
+    /// The judge sanity check, when it ran.
+    pub fn sanity(&self) -> Option<&SanitySummary> {
+        self.meta.sanity.as_ref()
+    }
+
+    /// What failed (running the same experiment again retries it).
+    pub fn failures(&self) -> &[Failure] {
+        &self.meta.failures
+    }
+
+    /// Warnings: self-preference, a flagged judge, failures.
+    pub fn warnings(&self) -> &[String] {
+        &self.meta.warnings
     }
 
     /// Judges this run's answers again with another judge, into `out` (resumable like any
@@ -274,7 +219,7 @@ impl RunOutput {
             .cloned()
             .collect();
         store.append("responses", &missing)?;
-        let mut cfg = self.config.clone();
+        let mut cfg = self.config();
         cfg.judge = Some(judge);
         run_plan_locked(&cfg.plan()?, out, progress)
     }
@@ -300,7 +245,8 @@ pub fn rejudge_config(
     modes: &[crate::records::Mode],
 ) -> JudgeConfig {
     let mut judge = prev
-        .config
+        .meta
+        .experiment
         .judge
         .clone()
         .unwrap_or_else(|| JudgeConfig::new(model));

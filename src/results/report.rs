@@ -43,7 +43,7 @@ fn chart_title(f: &Figure) -> String {
 
 /// Writes `<dir>/report.html` for `run` and returns its path.
 pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
-    let name = run.config.name.as_str();
+    let name = run.meta.experiment.name.as_str();
     let mut h = String::new();
     h.push_str(&format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>llm-judge: {n}</title>\n<style>\
@@ -58,10 +58,10 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
     ));
     h.push_str("<h2>Findings</h2>\n");
     h.push_str(&run.findings().to_html());
-    for w in &run.warnings {
+    for w in run.warnings() {
         h.push_str(&format!("<p class=\"warn\">{}</p>\n", escape(w)));
     }
-    if let Some(s) = &run.sanity {
+    if let Some(s) = run.sanity() {
         h.push_str("<h2>Judge sanity check</h2>\n");
         h.push_str(&s.to_table().to_html());
     }
@@ -73,7 +73,7 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
     h.push_str("<h2>Charts</h2>\n");
     for m in run.modes() {
         figure(&mut h, run.score_bars(m))?;
-        if !m.is_pairwise() {
+        if !m.spec().compares_two() {
             figure(&mut h, run.prompt_heatmap(m))?;
             figure(&mut h, run.score_distribution(m))?;
         }
@@ -81,17 +81,14 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
     h.push_str("<h2>Reliability</h2>\n");
     h.push_str(&run.reliability_table().to_html());
     h.push_str("<h2>Run</h2>\n<pre>");
-    let meta = &run.meta;
-    let run_meta = serde_json::json!({
-        "llm_judge_version": meta["llm_judge_version"],
-        "device": meta["device"],
-        "models": meta["models"],
-        "settings": meta["settings"],
-        "judge": meta["judge"],
-        "experiment": meta["experiment"],
-        "counts": meta["counts"],
-        "failures": meta["failures"],
-    });
+    // run.json without what the sections above already show (the sanity check, warnings)
+    // and the templates, which are long.
+    let mut run_meta = serde_json::to_value(&run.meta).unwrap_or_default();
+    if let Some(m) = run_meta.as_object_mut() {
+        for shown in ["sanity", "warnings", "templates", "experiment_file"] {
+            m.remove(shown);
+        }
+    }
     h.push_str(&escape(
         &serde_json::to_string_pretty(&run_meta).unwrap_or_default(),
     ));

@@ -28,7 +28,7 @@ impl RunOutput {
     pub fn scoring_modes(&self) -> Vec<Mode> {
         self.modes()
             .into_iter()
-            .filter(|m| !m.is_pairwise())
+            .filter(|m| !m.spec().compares_two())
             .collect()
     }
 
@@ -37,7 +37,7 @@ impl RunOutput {
         self.records
             .first()
             .map(|j| j.judge.clone())
-            .or_else(|| self.config.judge.as_ref().map(|j| j.model.clone()))
+            .or_else(|| self.meta.experiment.judge.as_ref().map(|j| j.model.clone()))
             .unwrap_or_else(|| "no judge".into())
     }
 
@@ -45,7 +45,8 @@ impl RunOutput {
     /// scale (3-12 for the write-up); for one criterion 1 to the scale; 0-1 for win rates.
     pub fn score_range(&self, criterion: &str) -> (f64, f64) {
         let (n, scale) = self
-            .config
+            .meta
+            .experiment
             .judge
             .as_ref()
             .map_or((3.0, 4.0), |j| (j.criteria.len() as f64, j.scale as f64));
@@ -65,7 +66,7 @@ impl RunOutput {
 
     /// Whether the sanity check flagged `mode`.
     pub fn flagged(&self, mode: Mode) -> Option<bool> {
-        self.sanity.as_ref().and_then(|s| s.flagged(mode))
+        self.sanity().and_then(|s| s.flagged(mode))
     }
 
     /// The subtitle of a chart: how many scores, from how many prompts, how many null, the
@@ -107,7 +108,7 @@ impl RunOutput {
             if unparsed.iter().any(|l| l.starts_with(&format!("{m}:"))) {
                 continue;
             }
-            let crit = if m.is_pairwise() { OVERALL } else { TOTAL };
+            let crit = m.spec().headline();
             let empty: Vec<String> = self
                 .summary_rows
                 .iter()
@@ -131,7 +132,7 @@ impl RunOutput {
     pub fn unparsed_lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         for m in self.modes() {
-            let crit = if m.is_pairwise() { OVERALL } else { TOTAL };
+            let crit = m.spec().headline();
             let rows = self.rows_of(m, crit);
             let parsed = rows.iter().filter(|j| j.value().is_some()).count();
             if parsed == 0 && !rows.is_empty() {
@@ -195,13 +196,14 @@ impl RunOutput {
     /// The write-up's results figure for one mode: the total per model for each setting,
     /// with 95 % CIs, on the scale's own range.
     pub fn score_bars(&self, mode: Mode) -> Result<Figure> {
-        let crit = if mode.is_pairwise() { WIN_RATE } else { TOTAL };
+        let spec = mode.spec();
+        let crit = spec.summary_metric();
         Figure::score_bars(
             &self.summary_rows,
             mode,
             crit,
             self.score_range(crit),
-            &self.subtitle(mode, if mode.is_pairwise() { OVERALL } else { TOTAL }),
+            &self.subtitle(mode, spec.headline()),
         )
     }
 
@@ -219,7 +221,8 @@ impl RunOutput {
     /// The distribution of the criterion scores of one mode.
     pub fn score_distribution(&self, mode: Mode) -> Result<Figure> {
         let crit = self
-            .config
+            .meta
+            .experiment
             .judge
             .as_ref()
             .and_then(|j| j.criteria.first().cloned())
@@ -345,7 +348,7 @@ impl RunOutput {
     pub fn standings(&self, mode: Mode) -> Vec<Standing> {
         analysis::standings(
             &analysis::pairwise_outcomes(&self.records, mode),
-            self.config.seed,
+            self.meta.experiment.seed,
         )
     }
 
@@ -488,7 +491,8 @@ impl RunOutput {
     pub fn self_preference(&self, other: &RunOutput) -> HtmlTable {
         let judge = self.judge_name();
         let own: Vec<String> = self
-            .config
+            .meta
+            .experiment
             .models
             .iter()
             .filter(|m| m.source.as_deref() == Some(judge.as_str()))
@@ -560,7 +564,7 @@ impl RunOutput {
         let mut figs = vec![("comparisons".to_string(), self.forest_plot())];
         for m in self.modes() {
             figs.push((format!("scores-{m}"), self.score_bars(m)));
-            if !m.is_pairwise() {
+            if !m.spec().compares_two() {
                 figs.push((format!("prompts-{m}"), self.prompt_heatmap(m)));
                 figs.push((format!("distribution-{m}"), self.score_distribution(m)));
                 if pairs.len() > 1 {
@@ -592,7 +596,7 @@ impl RunOutput {
 
     /// The judge sanity check as a table (a note when it did not run).
     pub fn sanity_table(&self) -> HtmlTable {
-        match &self.sanity {
+        match self.sanity() {
             Some(s) => s.to_table(),
             None => HtmlTable::from(polars::prelude::DataFrame::empty())
                 .with_note("the judge sanity check did not run (no judge, no reference answers, or sanity_check = false)"),

@@ -150,7 +150,7 @@ pub fn serve(
             .map_err(|e| Error::config("serve", format!("cannot bind {addr}: {e}")))?;
         let bound = listener
             .local_addr()
-            .map_err(|e| Error::config("serve", e.to_string()))?;
+            .map_err(|e| Error::invalid("serve: the bound address", e))?;
         on_ready(bound);
         accept_loop(listener, shared).await;
         Ok(())

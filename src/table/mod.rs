@@ -37,7 +37,7 @@ pub fn responses_df(rs: &[ResponseRecord]) -> Result<DataFrame> {
             col("model", s(|r| r.model.clone())),
             col("model_source", s(|r| r.model_source.clone())),
             col("model_id", s(|r| r.model_id.clone())),
-            col("prompt_format", s(|r| r.prompt_format.clone())),
+            col("prompt_format", s(|r| r.prompt_format.to_string())),
             col("context", rs.iter().map(|r| r.context).collect::<Vec<_>>()),
             col("setting", s(|r| r.setting.clone())),
             col("temperature", f(|r| r.temperature)),
@@ -61,7 +61,7 @@ pub fn responses_df(rs: &[ResponseRecord]) -> Result<DataFrame> {
             ),
             col("prompt_tokens", u(|r| r.prompt_tokens)),
             col("completion_tokens", u(|r| r.completion_tokens)),
-            col("finish_reason", s(|r| r.finish_reason.clone())),
+            col("finish_reason", s(|r| r.finish_reason.to_string())),
             col("prompt_s", f(|r| r.prompt_s)),
             col("decode_s", f(|r| r.decode_s)),
             col("prompt_tok_per_s", f(|r| r.prompt_tok_per_s)),
@@ -124,7 +124,7 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
                 "consistent",
                 js.iter().map(|r| r.consistent).collect::<Vec<_>>(),
             ),
-            col("flag", o(|r| r.flag.clone())),
+            col("flag", o(|r| r.flag.map(|f| f.to_string()))),
             col("error", o(|r| r.error.clone())),
             col("raw", s(|r| r.raw.clone())),
             col(
@@ -384,10 +384,7 @@ impl HtmlTable {
 
     /// Prints the evcxr display protocol for the table.
     pub fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.to_html()
-        );
+        crate::evcxr::show_html(&self.to_html());
     }
 }
 

@@ -394,7 +394,7 @@ fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
     assert_eq!(p.score.is_some(), p.parse_ok);
     assert!(p.consistent != Some(false) || p.score == Some(0.5));
     // The sanity check ran in each mode of the run, against each kind of bad answer.
-    let sanity = out.sanity.clone().expect("sanity check ran");
+    let sanity = out.sanity().cloned().expect("sanity check ran");
     let modes: Vec<Mode> = sanity.modes.iter().map(|m| m.mode).collect();
     assert_eq!(modes, vec![Mode::Listwise, Mode::Pairwise, Mode::Expected]);
     for m in &sanity.modes {
@@ -697,4 +697,92 @@ fn a_second_run_on_the_same_folder_is_refused() {
     // Nothing was done twice.
     let lines = std::fs::read_to_string(out.join("responses.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 8);
+}
+
+#[test]
+fn a_context_beyond_training_is_warned_about_and_endless_re_asks_are_refused() {
+    let dir = TempDir::new("context-warning");
+    let toml = format!(
+        r#"
+name = "context"
+prompts = "{prompts}"
+max_tokens = 2
+limit = 1
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+context = 100000
+[[settings]]
+name = "greedy"
+preset = "greedy"
+"#,
+        prompts = prompts_file().display()
+    );
+    let out = crate::common::run_toml(&dir.0, "context", &toml, "out");
+    let w = out.warnings().join("\n");
+    assert!(
+        w.contains("smol") && w.contains("100000") && w.contains("8192"),
+        "{w}"
+    );
+    assert_eq!(out.answers.len(), 1);
+    assert!(out.answers[0].text.is_some());
+
+    // A judge asked again and again: refused before anything runs, naming the field.
+    let path = dir.0.join("retries.toml");
+    std::fs::write(
+        &path,
+        format!("{toml}\n[judge]\nmodel = \"smollm2-135m-instruct\"\nretries = 1000\n"),
+    )
+    .unwrap();
+    let err = ExperimentConfig::load(&path)
+        .and_then(|c| c.plan())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("judge.retries") && err.contains("1000"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_results_folder_written_before_the_typed_fields_still_loads() {
+    use llm_judge::model::PromptFormat;
+    use llm_judge::records::{Finish, Flag};
+    // Written at commit 8ced4c1 (tests/data/results-8ced4c1/experiment.toml), when
+    // finish_reason, prompt_format and flag were strings and run.json was untyped.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/results-8ced4c1");
+    let dir = TempDir::new("old-results");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.0.join(p.file_name().unwrap())).unwrap();
+    }
+    let out = llm_judge::RunOutput::load(&dir.0).unwrap();
+    assert_eq!(out.answers.len(), 4);
+    assert!(out
+        .answers
+        .iter()
+        .all(|r| r.finish_reason == Finish::Length));
+    assert!(out
+        .answers
+        .iter()
+        .all(|r| r.prompt_format == PromptFormat::Chat));
+    assert_eq!(
+        out.records
+            .iter()
+            .filter(|r| r.flag == Some(Flag::LowMass))
+            .count(),
+        18
+    );
+    assert_eq!(out.meta.experiment.name, "old-results");
+    assert!(out.meta.models["smol"]
+        .id
+        .as_deref()
+        .unwrap()
+        .starts_with("local:"));
+    assert_eq!(out.sanity().unwrap().modes.len(), 3);
+    // The summary and comparisons computed now from the stored records are the stored ones.
+    for (name, now) in [("summary", &out.summary), ("comparisons", &out.comparisons)] {
+        let then = llm_judge::table::load_table(&src, name).unwrap();
+        assert!(now.equals_missing(&then), "{name}: {now} vs {then}");
+    }
 }

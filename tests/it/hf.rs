@@ -460,10 +460,7 @@ fn lora_merge_equals_the_update_added_by_hand() {
     let id = merged.sha256().unwrap();
     let (b, a) = id.split_once("+lora:").unwrap();
     assert_eq!(b, plain.sha256().unwrap());
-    assert_eq!(
-        a,
-        llm_judge::model::fingerprint::adapter_sha256(&adapter).unwrap()
-    );
+    assert_eq!(a, llm_judge::model::lora::adapter_sha256(&adapter).unwrap());
 
     // alpha = 0 reproduces the base exactly.
     let zero = write_adapter(
@@ -824,21 +821,24 @@ preset = "greedy"
     assert!(
         out.answers.iter().all(|r| r.text.is_some()),
         "{:?}",
-        out.failures
+        out.failures()
     );
-    let meta = &out.meta;
-    assert_eq!(meta["device"], "cpu");
-    let base_sha = llm_judge::model::fingerprint::checkpoint_sha256(&base).unwrap();
+    assert_eq!(out.meta.device, "cpu");
+    // run.json as written, read as a notebook would.
+    let disk: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.meta_path()).unwrap()).unwrap();
+    let base_sha = llm_judge::model::hf::checkpoint_sha256(&base).unwrap();
     for (name, dir) in [("A", &a), ("B", &b)] {
-        let m = &meta["models"][name];
+        let adapter_sha = llm_judge::model::lora::adapter_sha256(dir).unwrap();
+        let m = &disk["models"][name];
         assert_eq!(m["base"]["sha256"], base_sha.as_str(), "{m}");
-        assert_eq!(
-            m["adapter"]["sha256"],
-            llm_judge::model::fingerprint::adapter_sha256(dir)
-                .unwrap()
-                .as_str(),
-            "{m}"
-        );
+        assert_eq!(m["adapter"]["sha256"], adapter_sha.as_str(), "{m}");
+        let typed = &out.meta.models[name];
+        let hash = |f: &Option<llm_judge::results::meta::FileMeta>| {
+            f.as_ref().and_then(|f| f.sha256.clone())
+        };
+        assert_eq!(hash(&typed.base).as_deref(), Some(base_sha.as_str()));
+        assert_eq!(hash(&typed.adapter).as_deref(), Some(adapter_sha.as_str()));
         let id = out
             .answers
             .iter()

@@ -185,8 +185,8 @@ fn downloads_a_safetensors_checkpoint_through_hf_hub() {
         llm_judge::model::source::hub_checkpoint_with("test-org/smol", "main", &opts).unwrap();
     assert!(got.starts_with(&home.0));
     assert_eq!(
-        llm_judge::model::fingerprint::checkpoint_sha256(&got).unwrap(),
-        llm_judge::model::fingerprint::checkpoint_sha256(&dir).unwrap(),
+        llm_judge::model::hf::checkpoint_sha256(&got).unwrap(),
+        llm_judge::model::hf::checkpoint_sha256(&dir).unwrap(),
         "downloaded checkpoint differs"
     );
     let info = llm_judge::model::inspect(&llm_judge::ModelSource::Path(got.clone())).unwrap();

@@ -229,6 +229,23 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
                         "retry-after: 0\r\n",
                     ),
                     "drop" => drop(s),
+                    // The headers promise more body than comes: the connection ends early.
+                    "cut" => {
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\nconnection: close\r\n\r\n{{\"choices\":[{{\"index\":0,"
+                        );
+                    }
+                    // A whole HTTP body whose JSON stops mid-way (a proxy cut it).
+                    "half" => reply(&mut s, "200 OK", r#"{"choices":[{"index":0,"mess"#, ""),
+                    // A reply of 64 KiB of text, valid JSON.
+                    "big" => {
+                        let text = "x".repeat(64 << 10);
+                        let body = format!(
+                            r#"{{"choices":[{{"index":0,"message":{{"role":"assistant","content":"{text}"}},"finish_reason":"stop"}}]}}"#
+                        );
+                        reply(&mut s, "200 OK", &body, "")
+                    }
                     // A server that echoes the request (headers included) in its error.
                     "echo" => {
                         let msg = serde_json::json!({"error": {"message": format!("bad request: {request}")}});
@@ -278,6 +295,36 @@ fn transient_failures_are_retried() {
         .unwrap();
     assert_eq!(g.text, "fine");
     assert_eq!(count.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_reply_cut_off_in_transit_is_retried_and_an_oversized_one_is_not() {
+    let input = Input::Chat(vec![Message::user("hi")]);
+    for cut in ["cut", "half"] {
+        let (base, count) = fault_server(vec![cut, "ok"]);
+        let mut c = OpenAiBackend::new(fast(&base)).unwrap();
+        let g = c.generate(&input, &SamplingParams::greedy()).unwrap();
+        assert_eq!(g.text, "fine");
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            2,
+            "the {cut} reply was retried"
+        );
+    }
+
+    let (base, count) = fault_server(vec!["big"]);
+    let mut e = fast(&base);
+    e.max_response_bytes = 16 << 10;
+    let mut c = OpenAiBackend::new(e).unwrap();
+    let err = c.generate(&input, &SamplingParams::greedy()).unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+    let err = err.to_string();
+    assert!(err.contains("max_response_bytes"), "{err}");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "no retry: it would be as large again"
+    );
 }
 
 #[test]
@@ -384,21 +431,21 @@ preset = "greedy"
         .filter(|r| r.model == "smol")
         .all(|r| r.text.is_some()));
     assert!(
-        out.warnings
+        out.warnings()
             .iter()
             .any(|w| w.contains("generate: 2 failed")),
         "{:?}",
-        out.warnings
+        out.warnings()
     );
-    assert_eq!(out.failures.len(), 2);
+    assert_eq!(out.failures().len(), 2);
     assert!(
-        out.failures.iter().all(|f| f.transient),
+        out.failures().iter().all(|f| f.transient),
         "HTTP 500 is worth a retry"
     );
 
     // Once the endpoint recovers, a rerun retries the failed answers and keeps the rest.
     let again = run_toml(&dir.0, "mixed", &toml, "o");
-    assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    assert!(again.warnings().is_empty(), "{:?}", again.warnings());
     let rs: Vec<llm_judge::records::ResponseRecord> =
         llm_judge::store::Store::open(dir.0.join("o"))
             .unwrap()
@@ -425,11 +472,11 @@ fn a_failing_judge_endpoint_is_reported_and_the_run_finishes() {
     assert_eq!(out.responses.height(), 1);
     assert_eq!(out.judgments.height(), 0);
     assert!(
-        out.warnings
+        out.warnings()
             .iter()
             .any(|w| w.contains("judge rubric: 1 failed") && w.contains("run again")),
         "{:?}",
-        out.warnings
+        out.warnings()
     );
 }
 
@@ -570,13 +617,13 @@ fn no_secret_reaches_any_file() {
         prompts_file().display()
     );
     let out = run_toml(&dir.0, "s", &toml, "o");
-    assert_eq!(out.failures.len(), 1);
-    let err = &out.failures[0].error;
+    assert_eq!(out.failures().len(), 1);
+    let err = &out.failures()[0].error;
     assert!(
         err.contains("bad request") && err.contains("[redacted]"),
         "{err}"
     );
-    assert!(!out.failures[0].transient, "a 400 is not worth a retry");
+    assert!(!out.failures()[0].transient, "a 400 is not worth a retry");
     for entry in std::fs::read_dir(dir.0.join("o")).unwrap() {
         let p = entry.unwrap().path();
         let bytes = std::fs::read(&p).unwrap();

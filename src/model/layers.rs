@@ -1,0 +1,204 @@
+//! The transformer's building blocks: RMS norm, projections (our kernels or candle's), rotary
+//! tables and attention masks.
+
+use super::qmatmul::QMatrix;
+use super::weights::Weights;
+use crate::error::Result;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+use std::sync::Arc;
+
+/// Token capacity the KV cache and the rotary tables grow by.
+pub(super) const CACHE_CHUNK: usize = 256;
+
+#[derive(Debug, Clone)]
+pub(super) struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    pub(super) fn load(g: &mut dyn Weights, name: &str, eps: f64, dev: &Device) -> Result<Self> {
+        let weight = g.tensor(name, dev)?.dequantize(dev)?;
+        Ok(Self {
+            weight,
+            eps: eps as f32,
+        })
+    }
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
+    }
+}
+
+/// candle's matmul for a tensor: quantized types as they are, f16/bf16 kept at half size
+/// (candle would widen them to f32), f32 as a plain tensor.
+pub(super) fn qmatmul(qt: Arc<QTensor>, dev: &Device) -> Result<QMatMul> {
+    Ok(match qt.dtype() {
+        GgmlDType::F16 | GgmlDType::BF16 if dev.is_cpu() => {
+            QMatMul::TensorF16(qt.dequantize_f16(dev)?)
+        }
+        // candle's CUDA `dequantize_f16` has no kernel for float storage.
+        GgmlDType::F16 | GgmlDType::BF16 => {
+            QMatMul::TensorF16(qt.dequantize(dev)?.to_dtype(DType::F16)?)
+        }
+        _ => QMatMul::from_arc(qt)?,
+    })
+}
+
+/// A projection: our own kernel for the quantized types it handles on the CPU (see
+/// [`super::qmatmul`]), candle's quantized matmul otherwise.
+#[derive(Debug, Clone)]
+pub(super) enum Linear {
+    Candle(QMatMul),
+    Ours(Arc<QMatrix>),
+}
+
+impl Linear {
+    pub(super) fn load(g: &mut dyn Weights, name: &str, dev: &Device) -> Result<Self> {
+        let qt = Arc::new(g.tensor(name, dev)?);
+        if let Some(m) = QMatrix::from_qtensor(qt.clone())? {
+            return Ok(Linear::Ours(Arc::new(m)));
+        }
+        Ok(Linear::Candle(qmatmul(qt, dev)?))
+    }
+
+    /// `x · Wᵀ` over the last dimension of `x`.
+    pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Candle(q) => Ok(q.forward(x)?),
+            Linear::Ours(m) => {
+                let mut dims = x.dims().to_vec();
+                let k = dims.pop().unwrap_or(0);
+                if k != m.k() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "projection expects {} inputs, got shape {:?}",
+                        m.k(),
+                        x.dims()
+                    ))
+                    .into());
+                }
+                let rows = x.elem_count() / k.max(1);
+                let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                dims.push(m.n());
+                let y = m.matmul(&data, rows)?;
+                Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
+            }
+        }
+    }
+}
+
+/// Cos/sin tables for rotary embeddings, grown on demand.
+#[derive(Debug, Clone)]
+pub(super) struct Rope {
+    inv_freq: Vec<f32>,
+    pub(super) cos: Tensor,
+    pub(super) sin: Tensor,
+    len: usize,
+}
+
+impl Rope {
+    pub(super) fn new(inv_freq: Vec<f32>, len: usize, dev: &Device) -> Result<Self> {
+        let (cos, sin) = Self::tables(&inv_freq, len, dev)?;
+        Ok(Self {
+            inv_freq,
+            cos,
+            sin,
+            len,
+        })
+    }
+
+    pub(super) fn tables(inv_freq: &[f32], len: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+        let half = inv_freq.len();
+        let mut angles = Vec::with_capacity(len * half);
+        for p in 0..len {
+            for &f in inv_freq {
+                angles.push(p as f32 * f);
+            }
+        }
+        let a = Tensor::from_vec(angles, (len, half), dev)?;
+        Ok((a.cos()?, a.sin()?))
+    }
+
+    pub(super) fn ensure(&mut self, len: usize, dev: &Device) -> Result<()> {
+        if len > self.len {
+            let new_len = len.next_power_of_two().max(CACHE_CHUNK);
+            let (c, s) = Self::tables(&self.inv_freq, new_len, dev)?;
+            self.cos = c;
+            self.sin = s;
+            self.len = new_len;
+        }
+        Ok(())
+    }
+}
+
+/// A projection of the rows `(n, 1, k)` of a decoding batch. Our kernels (Q4_1, Q5_0, Q8_0,
+/// Q4_K, Q6_K on the CPU) and candle's CPU kernels for the other generic quantized types
+/// (Q4_0, Q5_1, Q2_K, Q3_K, Q5_K) compute each row the same way whatever the number of rows,
+/// so those run as one matmul that reads every weight block once for all rows. Where candle
+/// runs Q4_K, Q6_K or Q8_0 (a GPU), it picks kernels whose rounding depends on the row
+/// count, and for float weights the GEMM kernel changes with the shape; those rows run one
+/// by one, so a sequence's output never depends on its batch.
+pub(super) fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
+    use candle_core::quantized::GgmlDType as D;
+    let rows_apart = match w {
+        Linear::Ours(_) => false,
+        Linear::Candle(QMatMul::QTensor(t)) => matches!(t.dtype(), D::Q4K | D::Q6K | D::Q8_0),
+        Linear::Candle(QMatMul::Tensor(_) | QMatMul::TensorF16(_)) => true,
+    };
+    let n = x.dim(0)?;
+    if !rows_apart || n == 1 {
+        return w.forward(x);
+    }
+    let rows = (0..n)
+        .map(|i| w.forward(&x.narrow(0, i, 1)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
+/// Additive attention masks for one chunk, built once per window size.
+pub(super) struct MaskSet {
+    seq: usize,
+    pos: usize,
+    device: Device,
+    cache: std::cell::RefCell<Vec<(Option<usize>, Option<Tensor>)>>,
+}
+
+impl MaskSet {
+    pub(super) fn new(seq: usize, pos: usize, device: &Device) -> Self {
+        Self {
+            seq,
+            pos,
+            device: device.clone(),
+            cache: Default::default(),
+        }
+    }
+
+    /// The `(seq, pos + seq)` mask for a window, or `None` when nothing is masked.
+    pub(super) fn get(&self, window: Option<usize>) -> Result<Option<Tensor>> {
+        if let Some((_, m)) = self.cache.borrow().iter().find(|(w, _)| *w == window) {
+            return Ok(m.clone());
+        }
+        let total = self.pos + self.seq;
+        let mut any = false;
+        let mut data = Vec::with_capacity(self.seq * total);
+        for i in 0..self.seq {
+            let qpos = self.pos + i;
+            for j in 0..total {
+                let ok = j <= qpos && window.is_none_or(|w| qpos - j < w);
+                any |= !ok;
+                data.push(if ok { 0f32 } else { f32::NEG_INFINITY });
+            }
+        }
+        let m = if any {
+            Some(Tensor::from_vec(data, (self.seq, total), &self.device)?)
+        } else {
+            None
+        };
+        self.cache.borrow_mut().push((window, m.clone()));
+        Ok(m)
+    }
+}
