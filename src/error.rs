@@ -158,8 +158,8 @@ pub enum Error {
     #[error("impossible log-probability: {0}")]
     BadLogprob(String),
     /// A file, line or field could not be read as what it should be; the cause is kept as
-    /// the error's source.
-    #[error("{location}: {source}")]
+    /// the error's source. Its message is clipped (a parser may quote a 20 MB line whole).
+    #[error("{location}: {}", clipped(source.as_ref()))]
     Invalid {
         /// File plus line or field, e.g. `data/prompts.jsonl:3` or `exp.toml: models[0].source`.
         location: String,
@@ -175,6 +175,35 @@ pub enum Error {
     /// A chart could not be drawn.
     #[error("plot: {0}")]
     Plot(String),
+}
+
+/// Longest line of a quoted cause, in characters.
+const CLIP_LINE: usize = 300;
+/// Most lines of a quoted cause.
+const CLIP_LINES: usize = 40;
+
+/// `e`'s message with each line cut to [`CLIP_LINE`] characters and at most [`CLIP_LINES`]
+/// lines, saying how much was cut.
+fn clipped(e: &(dyn std::error::Error + Send + Sync)) -> String {
+    let text = e.to_string();
+    let mut out: Vec<String> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if i == CLIP_LINES {
+            out.push(format!(
+                "[{} more lines]",
+                text.lines().count() - CLIP_LINES
+            ));
+            break;
+        }
+        let n = line.chars().count();
+        if n > CLIP_LINE {
+            let head: String = line.chars().take(CLIP_LINE).collect();
+            out.push(format!("{head}[… {} more characters]", n - CLIP_LINE));
+        } else {
+            out.push(line.to_string());
+        }
+    }
+    out.join("\n")
 }
 
 /// A failed request to a remote endpoint: what the server (or the connection) said.
@@ -252,5 +281,22 @@ impl Error {
             location: location.into(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_quoted_cause_is_clipped_to_what_a_terminal_can_show() {
+        // A TOML file whose one line is 2 MB: the parser quotes the line.
+        let line = format!("name = {}", "x".repeat(2 << 20));
+        let e = toml::from_str::<toml::Value>(&line).unwrap_err();
+        assert!(e.to_string().len() > 2 << 20);
+        let msg = Error::invalid("exp.toml", e).to_string();
+        assert!(msg.starts_with("exp.toml: "), "{msg}");
+        assert!(msg.len() < 5_000, "{} bytes", msg.len());
+        assert!(msg.contains("more characters]"), "{msg}");
     }
 }

@@ -152,10 +152,23 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and the context around it, each cause once: the library's errors already name
+/// their own cause (`path: No such file or directory`), so the chain stops at the first one.
+fn describe(e: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in e.chain() {
+        parts.push(cause.to_string());
+        if cause.downcast_ref::<llm_judge::Error>().is_some() {
+            break;
+        }
+    }
+    parts.join(": ")
 }
 
 fn real_main() -> Result<ExitCode> {

@@ -42,6 +42,13 @@ pub fn parse_prompts(text: &str, origin: &str) -> Result<Vec<Prompt>> {
         if p.id.trim().is_empty() {
             return Err(Error::config(&loc, "`id` is empty"));
         }
+        if p.id.trim() != p.id {
+            // `"a"` and `"a "` would be two prompts that read as one in every table.
+            return Err(Error::config(
+                &loc,
+                format!("`id` {:?} has leading or trailing spaces", p.id),
+            ));
+        }
         if p.prompt.trim().is_empty() {
             return Err(Error::config(&loc, "`prompt` is empty"));
         }
@@ -96,6 +103,10 @@ mod tests {
                 "p.jsonl:2",
             ),
             ("{\"id\":\"a\",\"prompt\":\"  \"}\n", "p.jsonl:1"),
+            (
+                "{\"id\":\"a\",\"prompt\":\"x\"}\n{\"id\":\"a \",\"prompt\":\"y\"}\n",
+                "p.jsonl:2",
+            ),
         ];
         for (text, loc) in cases {
             let e = parse_prompts(text, "p.jsonl").unwrap_err().to_string();

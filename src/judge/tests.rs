@@ -297,3 +297,18 @@ fn an_answer_too_long_for_the_judge_gets_null_rows_and_a_server_error_fails_the_
     assert_eq!(errors.len(), 2);
     assert!(errors[0].contains("503"), "{errors:?}");
 }
+
+#[test]
+fn a_missing_template_file_is_named_with_its_key() {
+    let cfg = JudgeConfig::new("j")
+        .with_modes(&[Mode::Listwise])
+        .with_template(Mode::Listwise, "no-such-template.toml");
+    let e = cfg
+        .validate("exp.toml", Path::new("/nonexistent-folder"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("judge.templates.listwise") && e.contains("no-such-template.toml"),
+        "{e}"
+    );
+}

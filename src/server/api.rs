@@ -157,7 +157,9 @@ fn unsupported(
     Ok(())
 }
 
-fn fits(model: &Model, ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
+/// The prompt's ids when they leave room to generate; the error names `param`, the field
+/// that holds the prompt (`messages` or `prompt`).
+fn fits(model: &Model, ids: Vec<u32>, param: &str) -> Result<Vec<u32>, ApiError> {
     let context = model.context_length();
     if ids.is_empty() || ids.len() >= context {
         return Err(ApiError {
@@ -166,7 +168,7 @@ fn fits(model: &Model, ids: Vec<u32>) -> Result<Vec<u32>, ApiError> {
                 "the prompt has {} tokens; the context length is {context}",
                 ids.len()
             ),
-            param: Some("messages".into()),
+            param: Some(param.into()),
             code: Some("context_length_exceeded"),
         });
     }
@@ -229,7 +231,7 @@ pub fn chat_job(r: &ChatRequest, model: &Model, limits: Limits) -> Result<Prepar
     params.stop.extend(prepared.stops);
     Ok(Prepared {
         request: BatchRequest {
-            prompt_ids: fits(model, prepared.ids)?,
+            prompt_ids: fits(model, prepared.ids, "messages")?,
             params,
         },
         logprobs: top(r.logprobs, r.top_logprobs)?,
@@ -274,7 +276,7 @@ pub fn completion_job(
     }
     Ok(Prepared {
         request: BatchRequest {
-            prompt_ids: fits(model, prepared.ids)?,
+            prompt_ids: fits(model, prepared.ids, "prompt")?,
             params,
         },
         logprobs: r.logprobs.map(|_| top_n),

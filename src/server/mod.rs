@@ -164,6 +164,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
         .with_state(shared.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(shared.opts.max_connections));
     let timeout = Duration::from_secs(shared.opts.read_timeout_s);

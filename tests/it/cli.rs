@@ -424,3 +424,41 @@ fn special_files_as_inputs_are_refused_at_once() {
     let o = llm_judge_within(&["run", "/dev/zero", "--dry-run"], 30);
     assert_clean_failure(&o, "/dev/zero: is not a regular file");
 }
+
+#[test]
+fn an_empty_api_key_is_refused_before_serving() {
+    // No client could ever send an empty key: everyone would be locked out.
+    let o = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+        .args([
+            "serve",
+            "--model",
+            "smollm2-135m-instruct",
+            "--port",
+            "0",
+            "--api-key-env",
+            "LLM_JUDGE_TEST_EMPTY_KEY",
+        ])
+        .env("LLM_JUDGE_TEST_EMPTY_KEY", "")
+        .output()
+        .expect("binary runs");
+    assert_clean_failure(&o, "LLM_JUDGE_TEST_EMPTY_KEY is empty");
+}
+
+#[test]
+fn an_error_names_its_cause_once_and_a_huge_line_is_cut() {
+    let dir = TempDir::new("errors-once");
+    let o = llm_judge(&["run", dir.0.join("missing.toml").to_str().unwrap()]);
+    assert_clean_failure(&o, "missing.toml");
+    let err = stderr(&o);
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    // One 20 MB line that does not parse: the message quotes it, cut.
+    let big = dir.0.join("big.toml");
+    std::fs::write(&big, format!("name = {}\n", "x".repeat(20 << 20))).unwrap();
+    let o = llm_judge(&["run", big.to_str().unwrap()]);
+    assert_clean_failure(&o, "big.toml");
+    assert!(
+        stderr(&o).len() < 10_000,
+        "{} bytes on stderr",
+        stderr(&o).len()
+    );
+}

@@ -207,6 +207,34 @@ fn requests_are_checked_and_answers_have_unique_ids() {
         assert!(text.contains(needle), "{body}: {text}");
         assert!(!text.contains("max_new_tokens"), "{text}");
     }
+    // A prompt too long for the context names the field that holds it.
+    let long = format!(
+        r#"{{"prompt":"{}","max_tokens":1}}"#,
+        "word ".repeat(10_000)
+    );
+    let (status, text) =
+        match ureq::post(&format!("{}/completions", served.base)).send_string(&long) {
+            Ok(r) => (r.status(), r.into_string().unwrap()),
+            Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+            Err(e) => panic!("{e}"),
+        };
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert_eq!(v["error"]["param"], "prompt", "{text}");
+    // A known path with the wrong method: a 405 that says why, in the OpenAI error shape.
+    let (status, text) = match ureq::get(&format!("{}/chat/completions", served.base)).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 405);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("GET")),
+        "{text}"
+    );
 }
 
 #[test]
