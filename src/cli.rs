@@ -348,15 +348,13 @@ impl GenerateArgs {
 }
 
 impl RunArgs {
-    /// The experiment file's settings this command changes; `device` is the global
-    /// `--device`.
-    pub fn overrides(&self, device: Option<DeviceChoice>) -> Overrides {
+    /// The experiment file's settings this command changes.
+    pub fn overrides(&self) -> Overrides {
         Overrides {
             limit: self.limit,
             max_tokens: self.max_tokens,
             batch: self.batch,
             no_sanity: self.no_sanity,
-            device,
         }
     }
 }

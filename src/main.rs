@@ -289,8 +289,9 @@ fn tokenize(g: &Globals, a: cli::TokenizeArgs) -> Result<ExitCode> {
 }
 
 fn run(g: &Globals, a: cli::RunArgs) -> Result<ExitCode> {
-    let cfg = ExperimentConfig::load(&a.experiment)?.with_overrides(&a.overrides(g.device));
-    let plan = cfg.plan()?;
+    let cfg = ExperimentConfig::load(&a.experiment)?.with_overrides(&a.overrides());
+    let mut plan = cfg.plan()?;
+    plan.device = g.device;
     if a.dry_run {
         print!("{}", plan.describe());
         println!("dry run: nothing was generated or downloaded");
@@ -328,10 +329,7 @@ fn duel(g: &Globals, a: cli::DuelArgs) -> Result<ExitCode> {
 }
 
 fn judge(g: &Globals, a: cli::JudgeArgs) -> Result<ExitCode> {
-    let mut prev = RunOutput::load(&a.results)?;
-    if g.device.is_some() {
-        prev.meta.experiment.device = g.device;
-    }
+    let prev = RunOutput::load(&a.results)?;
     let modes = a
         .modes
         .iter()
@@ -341,7 +339,7 @@ fn judge(g: &Globals, a: cli::JudgeArgs) -> Result<ExitCode> {
     if a.no_sanity {
         judge.sanity_check = false;
     }
-    let run = prev.rejudge_with(judge, &a.out, &mut Bars::new())?;
+    let run = prev.rejudge_on(judge, g.device, &a.out, &mut Bars::new())?;
     Ok(finish_run(&run))
 }
 

@@ -287,7 +287,7 @@ impl JudgmentRecord {
     /// Whether the row is a preference between two answers (a pairwise mode's `overall`
     /// row: the row's answer over `other_key`, 0 to 1) rather than a score of one answer.
     pub fn is_preference(&self) -> bool {
-        self.criterion == OVERALL
+        self.criterion == OVERALL && self.other_key.is_some()
     }
 
     /// The value a row contributes to means: the expected score when there is one.

@@ -116,6 +116,10 @@ fn distribution(
 }
 
 impl Backend for LocalBackend {
+    fn prompt_positions(&self) -> Option<usize> {
+        Some(self.prompt_positions_run())
+    }
+
     fn identity(&self) -> Result<String> {
         Ok(format!("local:{}", self.model.sha256()?))
     }

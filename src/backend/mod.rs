@@ -107,6 +107,12 @@ pub trait Backend: Send {
     /// all; other errors concern this query only.
     fn label_distribution(&mut self, query: &LabelQuery) -> Result<LabelDistribution>;
 
+    /// Prompt positions this backend has run through a local model so far (those served
+    /// from a cached prefix not counted); `None` where it cannot know (a remote endpoint).
+    fn prompt_positions(&self) -> Option<usize> {
+        None
+    }
+
     /// Several distribution queries, answered in order; the default asks them one by one.
     fn label_distributions(
         &mut self,

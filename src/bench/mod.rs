@@ -474,6 +474,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         if let Some(m) = opts.grid_max_tokens {
             cfg.max_tokens = m;
         }
+        // The grid's results are thrown away, so the device may as well be the experiment's.
         if opts.device.is_some() {
             cfg.device = opts.device;
         }

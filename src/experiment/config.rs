@@ -287,7 +287,9 @@ pub struct ExperimentConfig {
 }
 
 /// Changes to an experiment file's settings for one run (the `run` command's flags), applied
-/// with [`ExperimentConfig::with_overrides`]. `None` and `false` keep the file's value.
+/// with [`ExperimentConfig::with_overrides`]. `None` and `false` keep the file's value. (The
+/// device is not one: `--device` goes in [`Plan::device`], so that the recorded experiment
+/// stays the file's.)
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
     /// Only the first N prompts.
@@ -298,8 +300,6 @@ pub struct Overrides {
     pub batch: Option<usize>,
     /// Skip the judge's sanity check.
     pub no_sanity: bool,
-    /// Where local models run.
-    pub device: Option<crate::model::DeviceChoice>,
 }
 
 /// A checked experiment: everything resolved that can fail before any generation.
@@ -317,6 +317,9 @@ pub struct Plan {
     pub templates: BTreeMap<Mode, JudgeTemplate>,
     /// `(name, params)` per setting (seed filled per answer).
     pub settings: Vec<(String, SamplingParams)>,
+    /// Where local models run for this run only (the CLI's `--device`), ahead of the
+    /// experiment's `device`; not recorded as part of the experiment.
+    pub device: Option<crate::model::DeviceChoice>,
 }
 
 impl ExperimentConfig {
@@ -335,9 +338,6 @@ impl ExperimentConfig {
             if let Some(j) = self.judge.as_mut() {
                 j.sanity_check = false;
             }
-        }
-        if o.device.is_some() {
-            self.device = o.device;
         }
         self
     }
@@ -533,6 +533,7 @@ impl ExperimentConfig {
             judge,
             templates,
             settings,
+            device: None,
         })
     }
 }
@@ -604,7 +605,7 @@ impl Plan {
             c.seed
         );
         s.push_str(&format!("prompts: {}\n", c.prompts.display()));
-        let choice = c.device.unwrap_or_default();
+        let choice = self.device.or(c.device).unwrap_or_default();
         let opened = match choice.open() {
             Ok(d) => crate::model::device::describe(&d),
             Err(e) => format!("unavailable: {e}"),

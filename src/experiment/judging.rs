@@ -63,6 +63,8 @@ impl Judging<'_> {
                 todo.push(c);
             }
         }
+        let positions = self.backend.prompt_positions();
+        let started = std::time::Instant::now();
         let mut fresh: HashMap<String, Vec<JudgmentRecord>> = HashMap::new();
         let mut unsupported = false;
         let (store, progress, failures) = (self.store, &mut *self.progress, &mut *self.failures);
@@ -99,6 +101,15 @@ impl Judging<'_> {
             Ok(())
         })?;
         self.progress.finish();
+        if let (Some(a), Some(b)) = (positions, self.backend.prompt_positions()) {
+            if b > a {
+                self.progress.note(&format!(
+                    "{stage}: the judge read {} prompt positions in {:.1} s",
+                    b - a,
+                    started.elapsed().as_secs_f64()
+                ));
+            }
+        }
         let mut rows = Vec::new();
         let mut seen = HashSet::new();
         for k in order {

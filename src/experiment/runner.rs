@@ -67,11 +67,11 @@ fn model_id(spec: &ModelSpec) -> Result<String> {
     }
 }
 
-/// The run's device: the experiment's `device` (which the CLI's `--device` overrides), else
+/// The run's device: the plan's (the CLI's `--device`), else the experiment's `device`, else
 /// `auto`.
 pub fn run_device(plan: &Plan) -> Result<candle_core::Device> {
-    plan.config
-        .device
+    plan.device
+        .or(plan.config.device)
         .unwrap_or_default()
         .open()
         .map_err(|e| Error::invalid("device", e))
@@ -202,8 +202,7 @@ fn same_model(a: &ModelSpec, b: &ModelSpec) -> bool {
 }
 
 /// Makes every local model file available (fetching bundled models, downloading hub files)
-/// and reads its header, so that a missing or broken model fails before any generation.
-/// Inspects every local model before anything runs (downloading what is missing), and warns
+/// and reads its header, so that a missing or broken model fails before any generation; warns
 /// of a context cap beyond what a model was trained for.
 fn check_models(
     plan: &Plan,

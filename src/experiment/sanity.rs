@@ -482,6 +482,7 @@ mod tests {
             judge: None,
             templates: Default::default(),
             settings: Vec::new(),
+            device: None,
         };
         let (sets, skipped) = answers(&plan);
         assert_eq!(skipped, 2);

@@ -16,7 +16,8 @@
 //!
 //! Each mode's file also declares its [`ModeSpec`] (template family, verdict forms,
 //! placeholders, what its rows are, what passes the sanity check, its calls), and
-//! [`Mode::spec`] maps each mode to it: adding a mode is its file, its variant and that arm.
+//! [`Mode::spec`] maps each mode to it: adding a mode is its file,
+//! its variant (named in `Mode::as_str`, listed in `Mode::ALL`) and that arm.
 
 pub mod call;
 pub mod expected;
@@ -224,7 +225,7 @@ impl JudgeConfig {
                     format!("duplicate criterion `{c}`"),
                 ));
             }
-            if c.eq_ignore_ascii_case(TOTAL) || c.eq_ignore_ascii_case(OVERALL) {
+            if c.eq_ignore_ascii_case(TOTAL) || c == OVERALL {
                 return Err(Error::config(
                     at(&format!("criteria[{i}]")),
                     format!("`{c}` is the name of a row every judge writes (`total`, `overall`)"),
@@ -601,6 +602,21 @@ pub fn calls_for<'a>(
     groups: &[Group<'a>],
 ) -> Vec<Call<'a>> {
     (mode.spec().calls)(judge, asker, groups)
+}
+
+impl Mode {
+    /// The mode's spec: the one place a mode is mapped to what it is.
+    pub fn spec(self) -> &'static ModeSpec {
+        match self {
+            Mode::Rubric => &rubric::SPEC,
+            Mode::Listwise => &listwise::SPEC,
+            Mode::Pairwise => &pairwise::SPEC,
+            Mode::Expected => &expected::SPEC,
+            Mode::PairwiseExpected => &pairwise_expected::SPEC,
+            #[cfg(test)]
+            Mode::Length => &length::SPEC,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What each grading mode is, in one value per mode ([`ModeSpec`]): its template family and
 //! verdict forms, the placeholders its template needs, whether its rows score answers or
 //! compare two, what passes the sanity check, and the function that makes its calls. Each
-//! mode's file declares its spec; [`Mode::spec`] is the one place that maps a mode to it.
+//! mode's file declares its spec; [`Mode::spec`] (in the judge's `mod.rs`, which dispatches
+//! to the mode files) is the one place that maps a mode to it.
 //! Template checking, the sanity check, the views, the findings and the power report ask the
 //! spec instead of matching on the mode.
 
@@ -170,20 +171,5 @@ impl ModeSpec {
                 }
             })
             .collect()
-    }
-}
-
-impl Mode {
-    /// The mode's spec: the one place a mode is mapped to what it is.
-    pub fn spec(self) -> &'static ModeSpec {
-        match self {
-            Mode::Rubric => &super::rubric::SPEC,
-            Mode::Listwise => &super::listwise::SPEC,
-            Mode::Pairwise => &super::pairwise::SPEC,
-            Mode::Expected => &super::expected::SPEC,
-            Mode::PairwiseExpected => &super::pairwise_expected::SPEC,
-            #[cfg(test)]
-            Mode::Length => &super::length::SPEC,
-        }
     }
 }

@@ -333,6 +333,28 @@ mod tests {
         let t = JudgeTemplate::builtin(Mode::Pairwise);
         let e = t.check("x", Mode::Rubric).unwrap_err().to_string();
         assert!(e.contains("written for mode pairwise"), "{e}");
+        // The modes' own checks: a listwise label without its number, an expected template
+        // with nothing to write before the score.
+        let mut t = JudgeTemplate::builtin(Mode::Listwise);
+        t.answer_label = "Answer".into();
+        let e = t.check("x", Mode::Listwise).unwrap_err().to_string();
+        assert!(e.contains("x: answer_label") && e.contains("{k}"), "{e}");
+        let mut t = JudgeTemplate::builtin(Mode::Expected);
+        t.score_prefix = "  ".into();
+        let e = t.check("x", Mode::Expected).unwrap_err().to_string();
+        assert!(e.contains("x: score_prefix"), "{e}");
+        // A rubric template serves expected mode and the other way round, and so do the two
+        // pairwise modes' templates; nothing else crosses.
+        for (written, used, ok) in [
+            (Mode::Rubric, Mode::Expected, true),
+            (Mode::Expected, Mode::Rubric, true),
+            (Mode::Pairwise, Mode::PairwiseExpected, true),
+            (Mode::Listwise, Mode::Rubric, false),
+            (Mode::Expected, Mode::Listwise, false),
+        ] {
+            let got = JudgeTemplate::builtin(written).check("x", used).is_ok();
+            assert_eq!(got, ok, "{written} template for {used}");
+        }
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub struct RunMeta {
     /// The experiment file's absolute path, when it came from one: its relative paths
     /// (prompts, templates) resolve against it.
     #[serde(default)]
-    pub experiment_file: Option<PathBuf>,
+    pub experiment_file: Option<String>,
     /// What failed; running the same experiment again retries it.
     #[serde(default)]
     pub failures: Vec<Failure>,
@@ -162,11 +162,12 @@ impl RunMeta {
             },
             device: o.device.clone(),
             experiment: plan.config.redacted(),
-            experiment_file: plan
-                .config
-                .origin
-                .as_ref()
-                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+            experiment_file: plan.config.origin.as_ref().map(|p| {
+                std::path::absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            }),
             failures: o.failures.clone(),
             judge: o.judge.as_ref().map(|(name, id)| JudgeMeta {
                 id: id.clone(),
@@ -191,7 +192,7 @@ impl RunMeta {
     /// The experiment as it ran, its relative paths resolving against its file.
     pub fn config(&self) -> ExperimentConfig {
         let mut c = self.experiment.clone();
-        c.origin = self.experiment_file.clone();
+        c.origin = self.experiment_file.as_ref().map(PathBuf::from);
         c
     }
 
@@ -205,9 +206,89 @@ impl RunMeta {
         crate::store::write_atomic(path, &text)
     }
 
-    /// Reads `path`, naming it in any error.
+    /// Reads `path`, naming it in any error. What the tables and the findings depend on
+    /// must parse: `experiment`, and `sanity`, `failures` and `warnings` where present. The
+    /// rest only describes the run, and a field that does not parse (a hand-edited file, one
+    /// written by another version) is left at its default instead of failing the load.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| Error::invalid(path.display().to_string(), e))
+        let at = |field: &str| format!("{}: {field}", path.display());
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::invalid(at("JSON"), e))?;
+        let field = |k: &str| v.get(k).cloned().unwrap_or(serde_json::Value::Null);
+        fn strict<T: serde::de::DeserializeOwned + Default>(
+            v: serde_json::Value,
+            at: String,
+        ) -> Result<T> {
+            if v.is_null() {
+                return Ok(T::default());
+            }
+            serde_json::from_value(v).map_err(|e| Error::invalid(at, e))
+        }
+        fn lenient<T: serde::de::DeserializeOwned + Default>(v: serde_json::Value) -> T {
+            serde_json::from_value(v).unwrap_or_default()
+        }
+        Ok(RunMeta {
+            counts: lenient(field("counts")),
+            device: lenient(field("device")),
+            experiment: serde_json::from_value(field("experiment"))
+                .map_err(|e| Error::invalid(at("experiment"), e))?,
+            experiment_file: lenient(field("experiment_file")),
+            failures: strict(field("failures"), at("failures"))?,
+            judge: lenient(field("judge")),
+            llm_judge_version: lenient(field("llm_judge_version")),
+            models: lenient(field("models")),
+            sanity: strict(field("sanity"), at("sanity"))?,
+            settings: lenient(field("settings")),
+            templates: lenient(field("templates")),
+            warnings: strict(field("warnings"), at("warnings"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_json_with_only_the_experiment_or_odd_descriptions_still_reads() {
+        let dir = std::env::temp_dir().join(format!("llmj-meta-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("run.json");
+        let experiment = serde_json::json!({
+            "name": "x", "prompts": "p.jsonl", "samples": 1, "seed": 3, "max_tokens": 8,
+            "batch": 8, "models": [{"name": "m", "source": "smollm2-135m-instruct"}],
+            "settings": [{"name": "g", "preset": "greedy"}],
+        });
+        std::fs::write(
+            &path,
+            serde_json::json!({ "experiment": experiment }).to_string(),
+        )
+        .unwrap();
+        let m = RunMeta::read(&path).unwrap();
+        assert_eq!(m.experiment.seed, 3);
+        assert!(m.models.is_empty() && m.sanity.is_none() && m.failures.is_empty());
+        // Descriptive fields another version wrote differently are left at their defaults.
+        let odd = serde_json::json!({
+            "experiment": experiment,
+            "models": {"m": {"source": 5}},
+            "settings": [{"name": "g", "params": {"unknown_knob": 1}}],
+            "device": "cuda:0",
+        });
+        std::fs::write(&path, odd.to_string()).unwrap();
+        let m = RunMeta::read(&path).unwrap();
+        assert!(m.models.is_empty() && m.settings.is_empty());
+        assert_eq!(m.device, "cuda:0");
+        // What the findings depend on must parse: a broken sanity record is an error.
+        let bad = serde_json::json!({"experiment": experiment, "sanity": {"modes": 7}});
+        std::fs::write(&path, bad.to_string()).unwrap();
+        let e = RunMeta::read(&path).unwrap_err().to_string();
+        assert!(e.contains("run.json: sanity"), "{e}");
+        // A missing file is an error naming it.
+        let e = RunMeta::read(&dir.join("none.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("none.json"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -204,6 +204,18 @@ impl RunOutput {
         out: &Path,
         progress: &mut dyn Progress,
     ) -> Result<RunOutput> {
+        self.rejudge_on(judge, None, out, progress)
+    }
+
+    /// [`RunOutput::rejudge_with`] on `device` (the CLI's `--device`) for this run only;
+    /// `None` keeps the earlier run's experiment setting.
+    pub fn rejudge_on(
+        &self,
+        judge: JudgeConfig,
+        device: Option<crate::model::DeviceChoice>,
+        out: &Path,
+        progress: &mut dyn Progress,
+    ) -> Result<RunOutput> {
         let store = Store::open(out)?;
         let _lock = store.lock()?;
         let have: std::collections::HashSet<String> = store
@@ -221,10 +233,12 @@ impl RunOutput {
         store.append("responses", &missing)?;
         let mut cfg = self.config();
         cfg.judge = Some(judge);
-        run_plan_locked(&cfg.plan()?, out, progress)
+        let mut plan = cfg.plan()?;
+        plan.device = device;
+        run_plan_locked(&plan, out, progress)
     }
 
-    /// The `run.json` text of a results folder.
+    /// The path of the results folder's `run.json`.
     pub fn meta_path(&self) -> PathBuf {
         self.dir.join("run.json")
     }

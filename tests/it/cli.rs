@@ -462,3 +462,75 @@ fn an_error_names_its_cause_once_and_a_huge_line_is_cut() {
         stderr(&o).len()
     );
 }
+
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn device_reaches_every_command_and_is_not_recorded_as_the_experiments() {
+    let dir = TempDir::new("device");
+    let exp = dir.0.join("exp.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name = \"d\"\nprompts = \"{}\"\nmax_tokens = 2\nlimit = 1\n\
+             [[models]]\nname = \"smol\"\nsource = \"smollm2-135m-instruct\"\n\
+             [[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
+            crate::common::prompts_file().display()
+        ),
+    )
+    .unwrap();
+    let out = dir.0.join("out");
+    let (exp, out) = (exp.to_str().unwrap(), out.to_str().unwrap());
+    // A binary without the `cuda` feature cannot open cuda:7: each command that loads a
+    // model must say so, naming the device, before it does anything.
+    for args in [
+        vec![
+            "generate",
+            "--model",
+            "smollm2-135m-instruct",
+            "--prompt",
+            "hi",
+        ],
+        vec![
+            "tokenize",
+            "--model",
+            "smollm2-135m-instruct",
+            "--text",
+            "hi",
+        ],
+        vec!["run", exp, "--out", out],
+        vec!["serve", "--model", "smollm2-135m-instruct", "--port", "0"],
+        vec!["duel", "--prompt", "hi", "--out", out],
+    ] {
+        let mut a = vec!["--device", "cuda:7"];
+        a.extend(&args);
+        assert_clean_failure(&llm_judge(&a), "cuda:7");
+    }
+    // On the CPU the run goes through, and run.json records where it ran, while the
+    // experiment it records is the file's (no device).
+    let o = llm_judge(&["--device", "cpu", "run", exp, "--out", out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.0.join("out/run.json")).unwrap())
+            .unwrap();
+    assert_eq!(meta["device"], "cpu");
+    assert!(
+        meta["experiment"]["device"].is_null(),
+        "{}",
+        meta["experiment"]
+    );
+    // Judging that run again on cuda:7 fails the same way.
+    let o = llm_judge(&[
+        "--device",
+        "cuda:7",
+        "judge",
+        out,
+        "--model",
+        "smollm2-135m-instruct",
+        "--mode",
+        "expected",
+        "--no-sanity",
+        "--out",
+        dir.0.join("again").to_str().unwrap(),
+    ]);
+    assert_clean_failure(&o, "cuda:7");
+}
