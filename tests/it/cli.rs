@@ -376,8 +376,14 @@ fn checkpoint_adapter_and_device_from_the_command_line() {
 /// Runs the binary, killing it after `secs` seconds: a command that hangs fails the test
 /// instead of hanging it.
 fn llm_judge_within(args: &[&str], secs: u64) -> Output {
+    llm_judge_env_within(args, &[], secs)
+}
+
+/// [`llm_judge_within`] with extra environment variables.
+fn llm_judge_env_within(args: &[&str], env: &[(&str, &str)], secs: u64) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
         .args(args)
+        .envs(env.iter().copied())
         .env("LLM_JUDGE_THREADS", "2")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -427,9 +433,10 @@ fn special_files_as_inputs_are_refused_at_once() {
 
 #[test]
 fn an_empty_api_key_is_refused_before_serving() {
-    // No client could ever send an empty key: everyone would be locked out.
-    let o = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
-        .args([
+    // No client could ever send an empty key: everyone would be locked out. (A server that
+    // started anyway would never exit: the watchdog fails the test instead of hanging.)
+    let o = llm_judge_env_within(
+        &[
             "serve",
             "--model",
             "smollm2-135m-instruct",
@@ -437,10 +444,10 @@ fn an_empty_api_key_is_refused_before_serving() {
             "0",
             "--api-key-env",
             "LLM_JUDGE_TEST_EMPTY_KEY",
-        ])
-        .env("LLM_JUDGE_TEST_EMPTY_KEY", "")
-        .output()
-        .expect("binary runs");
+        ],
+        &[("LLM_JUDGE_TEST_EMPTY_KEY", "")],
+        60,
+    );
     assert_clean_failure(&o, "LLM_JUDGE_TEST_EMPTY_KEY is empty");
 }
 
@@ -503,7 +510,7 @@ fn device_reaches_every_command_and_is_not_recorded_as_the_experiments() {
     ] {
         let mut a = vec!["--device", "cuda:7"];
         a.extend(&args);
-        assert_clean_failure(&llm_judge(&a), "cuda:7");
+        assert_clean_failure(&llm_judge_within(&a, 60), "cuda:7");
     }
     // On the CPU the run goes through, and run.json records where it ran, while the
     // experiment it records is the file's (no device).
