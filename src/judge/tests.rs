@@ -312,3 +312,41 @@ fn a_missing_template_file_is_named_with_its_key() {
         "{e}"
     );
 }
+
+#[test]
+fn listwise_rows_follow_the_shuffled_order_back_to_each_answer() {
+    // The judge scores by content: wherever the good answer is shown, it gets 4s. It states
+    // a total that is not the sum for the good answer (11, not 12), which is kept and flagged.
+    let mut backend = Scripted::new(
+        |input, _| {
+            let text = user_text(input);
+            let mut lines = Vec::new();
+            for k in 1..=2 {
+                let at = text.find(&format!("[Answer {k}]\n")).unwrap();
+                let good = text[at..].starts_with(&format!("[Answer {k}]\nthe good answer"));
+                lines.push(if good {
+                    format!("Answer {k}: Relevance [[4]], Coherence [[4]], Completeness [[4]], Total [[11]]")
+                } else {
+                    format!("Answer {k}: Relevance [[1]], Coherence [[2]], Completeness [[1]], Total [[4]]")
+                });
+            }
+            Ok(lines.join("\n"))
+        },
+        no_labels,
+    );
+    let j = judge(Mode::Listwise, 0);
+    let (rows, errors) = judge_all(&j, Mode::Listwise, &answers(), &mut backend);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(backend.generated, 1, "both answers in one prompt");
+    let good = row(&rows, "model-good", TOTAL);
+    assert_eq!(good.score, Some(11.0));
+    assert_eq!(good.flag, Some(Flag::TotalMismatch));
+    assert_eq!(row(&rows, "model-good", "Coherence").score, Some(4.0));
+    let bad = row(&rows, "model-bad", TOTAL);
+    assert_eq!((bad.score, bad.flag), (Some(4.0), None));
+    // Each row records where its answer was shown and the seed of that order.
+    let mut shown: Vec<u32> = [good, bad].iter().map(|r| r.position.unwrap()).collect();
+    shown.sort_unstable();
+    assert_eq!(shown, vec![1, 2]);
+    assert!(good.order_seed.is_some());
+}
