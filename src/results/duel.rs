@@ -255,12 +255,12 @@ impl DuelResult {
         run: &RunOutput,
     ) -> Result<DuelResult> {
         let answer = |name: &str| -> Option<&ResponseRecord> {
-            run.answers.iter().find(|r| r.model == name)
+            run.response_rows.iter().find(|r| r.model == name)
         };
         let (ra, rb) = (answer(&names[0]), answer(&names[1]));
         let key_a = ra.map(|r| r.key.clone()).unwrap_or_default();
         let row = |mode: Mode| {
-            run.records
+            run.judgment_rows
                 .iter()
                 .find(|r| r.mode == mode && r.criterion == OVERALL)
         };

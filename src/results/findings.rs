@@ -155,10 +155,10 @@ impl RunOutput {
             "{}: {} answers ({} models × {} settings × {} prompts × {} samples), judged by {} \
              in {}.",
             c.name,
-            self.answers.len(),
+            self.response_rows.len(),
             c.models.len(),
             c.settings.len(),
-            self.answers
+            self.response_rows
                 .iter()
                 .map(|r| r.prompt_id.as_str())
                 .collect::<std::collections::HashSet<_>>()

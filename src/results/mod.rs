@@ -39,12 +39,12 @@ pub struct RunOutput {
     pub summary: DataFrame,
     /// Paired comparisons between cells: B − A with CI, p-values, wins/ties/losses.
     pub comparisons: DataFrame,
-    /// The answer records behind `responses`.
-    pub answers: Vec<ResponseRecord>,
-    /// The judgment records behind `judgments`.
-    pub records: Vec<JudgmentRecord>,
-    /// The sanity check's records (good vs bad answers).
-    pub sanity_records: Vec<JudgmentRecord>,
+    /// The rows behind `responses`: one record per answer.
+    pub response_rows: Vec<ResponseRecord>,
+    /// The rows behind `judgments`: one record per score.
+    pub judgment_rows: Vec<JudgmentRecord>,
+    /// The sanity check's judgment rows (good vs bad answers; no table of their own).
+    pub sanity_rows: Vec<JudgmentRecord>,
     /// The rows behind `summary`.
     pub summary_rows: Vec<SummaryRow>,
     /// The rows behind `comparisons`.
@@ -113,9 +113,9 @@ impl RunOutput {
             judgments: table::judgments_df(&o.judgments)?,
             summary: table::summary_df(&summary_rows)?,
             comparisons: table::comparisons_df(&comparison_rows)?,
-            answers: o.responses,
-            records: o.judgments,
-            sanity_records: o.sanity_rows,
+            response_rows: o.responses,
+            judgment_rows: o.judgments,
+            sanity_rows: o.sanity_rows,
             summary_rows,
             comparison_rows,
             meta,
@@ -153,7 +153,7 @@ impl RunOutput {
             calls.into_iter().flat_map(|c| c.rows).collect()
         };
         let records = in_order(flat(store.load("judgments")?), &judgment_ids, |j| &j.key);
-        let sanity_records = flat(store.load("sanity")?);
+        let sanity_rows = flat(store.load("sanity")?);
         let (summary_rows, comparison_rows) =
             analyse(&records, &answers, &meta.experiment, meta.sanity.as_ref());
         Ok(RunOutput {
@@ -161,9 +161,9 @@ impl RunOutput {
             comparisons: table::comparisons_df(&comparison_rows)?,
             responses,
             judgments,
-            answers,
-            records,
-            sanity_records,
+            response_rows: answers,
+            judgment_rows: records,
+            sanity_rows,
             summary_rows,
             comparison_rows,
             meta,
@@ -225,7 +225,7 @@ impl RunOutput {
             .map(|r| r.key)
             .collect();
         let missing: Vec<ResponseRecord> = self
-            .answers
+            .response_rows
             .iter()
             .filter(|r| r.error.is_none() && !have.contains(&r.key))
             .cloned()

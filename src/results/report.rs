@@ -93,9 +93,9 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
         &serde_json::to_string_pretty(&run_meta).unwrap_or_default(),
     ));
     h.push_str("</pre>\n<h2>Answers</h2>\n");
-    for r in &run.answers {
+    for r in &run.response_rows {
         let scores: Vec<String> = run
-            .records
+            .judgment_rows
             .iter()
             .filter(|j| j.response_key == r.key && j.criterion == TOTAL)
             .map(|j| {

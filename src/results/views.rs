@@ -16,7 +16,7 @@ impl RunOutput {
     /// Every mode in the run, in first-seen order.
     pub fn modes(&self) -> Vec<Mode> {
         let mut modes: Vec<Mode> = Vec::new();
-        for j in &self.records {
+        for j in &self.judgment_rows {
             if !modes.contains(&j.mode) {
                 modes.push(j.mode);
             }
@@ -34,7 +34,7 @@ impl RunOutput {
 
     /// The judge's name, as recorded.
     pub fn judge_name(&self) -> String {
-        self.records
+        self.judgment_rows
             .first()
             .map(|j| j.judge.clone())
             .or_else(|| self.meta.experiment.judge.as_ref().map(|j| j.model.clone()))
@@ -58,7 +58,7 @@ impl RunOutput {
     }
 
     fn rows_of(&self, mode: Mode, criterion: &str) -> Vec<&JudgmentRecord> {
-        self.records
+        self.judgment_rows
             .iter()
             .filter(|j| j.mode == mode && j.criterion == criterion)
             .collect()
@@ -150,7 +150,7 @@ impl RunOutput {
         let mut seen = std::collections::HashSet::new();
         let mut raws: Vec<(String, String, String)> = Vec::new();
         for j in self
-            .records
+            .judgment_rows
             .iter()
             .filter(|j| j.mode == mode && j.score.is_none())
         {
@@ -210,7 +210,7 @@ impl RunOutput {
     /// The total per prompt for each model/setting, as a heatmap with a colour scale.
     pub fn prompt_heatmap(&self, mode: Mode) -> Result<Figure> {
         Figure::prompt_heatmap(
-            &self.records,
+            &self.judgment_rows,
             mode,
             TOTAL,
             self.score_range(TOTAL),
@@ -227,14 +227,14 @@ impl RunOutput {
             .as_ref()
             .and_then(|j| j.criteria.first().cloned())
             .unwrap_or_default();
-        Figure::score_distribution(&self.records, mode, &self.subtitle(mode, &crit))
+        Figure::score_distribution(&self.judgment_rows, mode, &self.subtitle(mode, &crit))
     }
 
     /// Temperature × min_p heatmap of the mean total of one mode.
     pub fn sweep_heatmap(&self, mode: Mode) -> Result<Figure> {
         Figure::sweep_heatmap(
-            &self.answers,
-            &self.records,
+            &self.response_rows,
+            &self.judgment_rows,
             mode,
             TOTAL,
             self.score_range(TOTAL),
@@ -284,7 +284,7 @@ impl RunOutput {
         let mut out = Vec::new();
         for (i, a) in modes.iter().enumerate() {
             for b in &modes[i + 1..] {
-                out.push(analysis::mode_agreement(&self.records, *a, *b, TOTAL));
+                out.push(analysis::mode_agreement(&self.judgment_rows, *a, *b, TOTAL));
             }
         }
         out
@@ -295,7 +295,7 @@ impl RunOutput {
         self.scoring_modes()
             .into_iter()
             .filter(|m| other.scoring_modes().contains(m))
-            .map(|m| analysis::judge_agreement(&self.records, &other.records, m, TOTAL))
+            .map(|m| analysis::judge_agreement(&self.judgment_rows, &other.judgment_rows, m, TOTAL))
             .collect()
     }
 
@@ -335,19 +335,19 @@ impl RunOutput {
     /// Mean listwise score by position shown, pairwise consistency, and the pairwise
     /// expected preference for the first position.
     pub fn position_bias(&self) -> PositionBias {
-        analysis::position_bias(&self.records)
+        analysis::position_bias(&self.judgment_rows)
     }
 
     /// How the total of `mode` goes with answer length in words.
     pub fn length_association(&self, mode: Mode) -> LengthAssociation {
-        analysis::length_association(&self.answers, &self.records, mode, TOTAL)
+        analysis::length_association(&self.response_rows, &self.judgment_rows, mode, TOTAL)
     }
 
     /// Win rates and Bradley-Terry strengths of the cells in a pairwise mode, with
     /// intervals over prompts.
     pub fn standings(&self, mode: Mode) -> Vec<Standing> {
         analysis::standings(
-            &analysis::pairwise_outcomes(&self.records, mode),
+            &analysis::pairwise_outcomes(&self.judgment_rows, mode),
             self.meta.experiment.seed,
         )
     }
@@ -379,7 +379,7 @@ impl RunOutput {
     pub fn verdicts_table(&self) -> HtmlTable {
         use crate::judge::{pairwise::order_picks, Verdict};
         let rows: Vec<&JudgmentRecord> = self
-            .records
+            .judgment_rows
             .iter()
             .filter(|r| r.mode == Mode::Pairwise && r.criterion == OVERALL)
             .collect();
@@ -554,7 +554,7 @@ impl RunOutput {
     /// plot). Returns the PNG paths.
     pub fn save_charts(&self) -> Result<Vec<PathBuf>> {
         let mut pairs: Vec<(u64, u64)> = self
-            .answers
+            .response_rows
             .iter()
             .map(|r| (r.temperature.to_bits(), r.min_p.to_bits()))
             .collect();

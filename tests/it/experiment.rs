@@ -724,8 +724,8 @@ preset = "greedy"
         w.contains("smol") && w.contains("100000") && w.contains("8192"),
         "{w}"
     );
-    assert_eq!(out.answers.len(), 1);
-    assert!(out.answers[0].text.is_some());
+    assert_eq!(out.response_rows.len(), 1);
+    assert!(out.response_rows[0].text.is_some());
 
     // A judge asked again and again: refused before anything runs, naming the field.
     let path = dir.0.join("retries.toml");
@@ -757,17 +757,17 @@ fn a_results_folder_written_before_the_typed_fields_still_loads() {
         std::fs::copy(&p, dir.0.join(p.file_name().unwrap())).unwrap();
     }
     let out = llm_judge::RunOutput::load(&dir.0).unwrap();
-    assert_eq!(out.answers.len(), 4);
+    assert_eq!(out.response_rows.len(), 4);
     assert!(out
-        .answers
+        .response_rows
         .iter()
         .all(|r| r.finish_reason == Finish::Length));
     assert!(out
-        .answers
+        .response_rows
         .iter()
         .all(|r| r.prompt_format == PromptFormat::Chat));
     assert_eq!(
-        out.records
+        out.judgment_rows
             .iter()
             .filter(|r| r.flag == Some(Flag::LowMass))
             .count(),

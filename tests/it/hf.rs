@@ -817,9 +817,9 @@ preset = "greedy"
         b = b.display(),
     );
     let out = crate::common::run_toml(&tmp.0, "adapters", &toml, "out");
-    assert_eq!(out.answers.len(), 4);
+    assert_eq!(out.response_rows.len(), 4);
     assert!(
-        out.answers.iter().all(|r| r.text.is_some()),
+        out.response_rows.iter().all(|r| r.text.is_some()),
         "{:?}",
         out.failures()
     );
@@ -840,7 +840,7 @@ preset = "greedy"
         assert_eq!(hash(&typed.base).as_deref(), Some(base_sha.as_str()));
         assert_eq!(hash(&typed.adapter).as_deref(), Some(adapter_sha.as_str()));
         let id = out
-            .answers
+            .response_rows
             .iter()
             .find(|r| r.model == name)
             .unwrap()
@@ -848,7 +848,11 @@ preset = "greedy"
             .clone();
         assert!(id.starts_with(&format!("local:{base_sha}+lora:")), "{id}");
     }
-    let ids: Vec<&str> = out.answers.iter().map(|r| r.model_id.as_str()).collect();
+    let ids: Vec<&str> = out
+        .response_rows
+        .iter()
+        .map(|r| r.model_id.as_str())
+        .collect();
     assert_ne!(ids[0], ids[ids.len() - 1], "two adapters, two identities");
 }
 

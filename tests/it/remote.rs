@@ -529,10 +529,10 @@ sanity_check = false
     let key = |j: &llm_judge::records::JudgmentRecord| {
         (j.mode, j.response_key.clone(), j.criterion.clone())
     };
-    assert_eq!(local.records.len(), remote.records.len());
-    for l in &local.records {
+    assert_eq!(local.judgment_rows.len(), remote.judgment_rows.len());
+    for l in &local.judgment_rows {
         let r = remote
-            .records
+            .judgment_rows
             .iter()
             .find(|r| key(r) == key(l))
             .expect("same rows");
@@ -779,7 +779,7 @@ api_key_env = "LLM_JUDGE_TEST_NO_KEY"
     model_path(&bundled::SMOLLM2);
     let out = run_toml(&dir.0, "gpt4", &toml, "o");
     let totals: Vec<_> = out
-        .records
+        .judgment_rows
         .iter()
         .filter(|j| j.mode == Mode::Listwise && j.criterion == TOTAL)
         .collect();
@@ -793,7 +793,7 @@ api_key_env = "LLM_JUDGE_TEST_NO_KEY"
             .or_default()
             .insert(j.score.unwrap_or(-1.0) as u64);
         let answer = out
-            .answers
+            .response_rows
             .iter()
             .find(|a| a.key == j.response_key)
             .expect("the row names its answer");
