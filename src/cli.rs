@@ -52,6 +52,10 @@ pub enum Command {
     Bench(BenchArgs),
     /// Write a self-contained HTML report (report.html) and the results chart of a run.
     Report(ReportArgs),
+    /// Two runs side by side: per cell and mode, how far run B's scores moved from run A's
+    /// over the same prompts (B − A with a 95 % CI), what changed, and each judge's sanity
+    /// check.
+    Diff(DiffArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
     /// Describe a model file.
@@ -177,6 +181,19 @@ pub struct JudgeArgs {
 pub struct ReportArgs {
     /// Results folder.
     pub results: PathBuf,
+}
+
+/// `llm-judge diff` arguments.
+#[derive(Args)]
+pub struct DiffArgs {
+    /// Results folder of run A.
+    pub a: PathBuf,
+    /// Results folder of run B.
+    pub b: PathBuf,
+    /// Also write `diff.html` (self-contained, with the forest plot), `diff.csv` and
+    /// `diff.png` into this folder.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `llm-judge serve` arguments.

@@ -187,6 +187,7 @@ fn real_main() -> Result<ExitCode> {
         Command::Judge(a) => judge(&g, a),
         Command::Bench(a) => bench(&g, a),
         Command::Report(a) => report(a),
+        Command::Diff(a) => diff(a),
         Command::Serve(a) => serve(&g, a),
         Command::Info(a) => info(a),
     }
@@ -362,6 +363,23 @@ fn report(a: cli::ReportArgs) -> Result<ExitCode> {
         println!("{}", png.display());
     }
     println!("{}", run.report()?.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn diff(a: cli::DiffArgs) -> Result<ExitCode> {
+    let (ra, rb) = (RunOutput::load(&a.a)?, RunOutput::load(&a.b)?);
+    let d = ra.diff(&rb);
+    print!("{d}");
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("{}", out.display()))?;
+        let html = out.join("diff.html");
+        llm_judge::store::write_atomic(&html, d.to_html()?.as_bytes())?;
+        llm_judge::table::save_table(&d.table()?, out, "diff")?;
+        if !d.rows.is_empty() {
+            d.forest().save_png(&out.join("diff.png"))?;
+        }
+        println!("{}", html.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -250,6 +250,19 @@ pub struct JudgmentRecord {
     pub score: Option<f64>,
     /// Expected score `Σ k·p(k)` (expected mode).
     pub expected_score: Option<f64>,
+    /// Expected mode on a remote judge whose top-20 log-probabilities left out some score
+    /// tokens: the lowest and highest the expected score could be, were the missing
+    /// tokens as likely as the list allows ([`crate::backend::LabelDistribution::expectation_bounds`]).
+    /// `None` when every score token was seen (always, for a local judge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_low: Option<f64>,
+    /// The highest, as above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_high: Option<f64>,
+    /// Score tokens missing from the judge's top-20 log-probabilities (summed over the
+    /// criteria on a total row); `None` when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_missing: Option<u32>,
     /// p(1..=scale) (expected mode); pairwise expected: p(A), p(B)[, p(tie)] with this row's
     /// answer shown first, then the same with it shown second. Renormalised over the labels.
     /// Pairwise (text): the same layout with each order's verdict as a 1 among zeros (A, B,

@@ -14,12 +14,12 @@ pub mod resample;
 pub mod summary;
 
 pub use correlation::{cohen_kappa, pearson, ranks, spearman, weighted_kappa};
-pub use paired::{comparisons, Comparison, Pairs, MIN_PROMPTS};
+pub use paired::{comparisons, Comparison, Design, Pairs, MIN_PROMPTS};
 pub use pairwise::{bradley_terry, pairwise_outcomes, standings, win_rates, Outcome, Standing};
 pub use power::{PowerReport, PowerRow};
 pub use reliability::{
     judge_agreement, length_association, mode_agreement, position_bias, Agreement, Estimate,
     LengthAssociation, PositionBias,
 };
-pub use resample::{mean_std, Clusters};
+pub use resample::{mean_std, Clusters, Interval};
 pub use summary::{summarize, SummaryRow};

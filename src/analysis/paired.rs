@@ -5,7 +5,9 @@
 //! intervals: prompts differ far more than the cells do, and pairing removes that. For each
 //! pair of cells, mode and criterion:
 //!
-//! - the mean difference, with a bootstrap CI that resamples prompts (and samples within);
+//! - the mean of the per-prompt differences, with a bootstrap CI that resamples prompts (and
+//!   samples within; BCa at the level expanded for few prompts): the quantity the
+//!   sign-flip test is about;
 //! - a paired sign-flip permutation p-value (exact up to 16 prompts), and a Holm-adjusted
 //!   p-value over the comparisons of the same mode and criterion;
 //! - wins, ties and losses of B over A per prompt;
@@ -15,7 +17,9 @@
 //! Pairwise modes compare the two cells directly: the difference is B's preference minus
 //! A's (−1 to 1; 1 when B always wins).
 
-use super::resample::{mean, percentile_interval, Canonical, Clusters, ITERS, LEVEL};
+use super::resample::{mean, Canonical, Clusters};
+use super::summary::excluded;
+use crate::judge::LowMassPolicy;
 use crate::keys::derive_seed;
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL};
 use rand::{Rng, SeedableRng};
@@ -46,11 +50,13 @@ pub struct Comparison {
     pub b: String,
     /// Prompts with at least one complete pair.
     pub n: u64,
-    /// Pairs (prompt, sample) left out because a score was null.
+    /// Pairs (prompt, sample) left out because a score was null, or `low_mass` under
+    /// `low_mass_policy = "exclude"`.
     pub n_dropped: u64,
-    /// Mean of B − A over the pairs.
+    /// Mean over prompts of the per-prompt mean of B − A.
     pub mean_diff: f64,
-    /// Lower end of the 95 % CI of the mean difference (prompts resampled).
+    /// Lower end of the 95 % CI of the mean difference (prompts resampled;
+    /// [`Clusters::mean_interval`]).
     pub ci_low: f64,
     /// Upper end.
     pub ci_high: f64,
@@ -83,6 +89,15 @@ pub struct Comparison {
     /// told apart from the judge's position bias (`order = "fixed"`).
     #[serde(default)]
     pub confounded_with_position: bool,
+    /// Not one of the primary mode's headline comparisons (`primary_mode`): reported, never
+    /// a finding, so that several modes and criteria do not get several chances at one
+    /// claim.
+    #[serde(default)]
+    pub exploratory: bool,
+    /// Bootstrap resamples left out of the two intervals because their statistic was not a
+    /// number (at equal length: a resample whose answers all differ by the same length).
+    #[serde(default)]
+    pub ci_nonfinite: u64,
 }
 
 #[cfg(test)]
@@ -110,6 +125,8 @@ impl Comparison {
             judge_flagged: Some(false),
             p_min: 0.004,
             confounded_with_position: false,
+            exploratory: false,
+            ci_nonfinite: 0,
         }
     }
 }
@@ -289,6 +306,7 @@ fn observations(
     a: &(String, String),
     b: &(String, String),
     len: &HashMap<&str, usize>,
+    policy: LowMassPolicy,
 ) -> (Clusters<Obs>, u64) {
     let is = |j: &JudgmentRecord, c: &(String, String)| j.model == c.0 && j.setting == c.1;
     let words_of = |k: &str| len.get(k).copied().unwrap_or(0) as f64;
@@ -316,6 +334,10 @@ fn observations(
             } else {
                 continue;
             };
+            if excluded(j.flag, policy) {
+                dropped += 1;
+                continue;
+            }
             match j.score {
                 // score is the first answer's win share: B − A = 1 − 2·score from A's side.
                 Some(s) => obs.push((
@@ -346,6 +368,10 @@ fn observations(
             let [Some(ja), Some(jb)] = by[&k] else {
                 continue;
             };
+            if excluded(ja.flag, policy) || excluded(jb.flag, policy) {
+                dropped += 1;
+                continue;
+            }
             match (ja.value(), jb.value()) {
                 (Some(va), Some(vb)) => obs.push((
                     k.0.to_string(),
@@ -364,15 +390,29 @@ fn observations(
 /// A mode and criterion with the cells `(model, setting)` that have rows in it.
 type Family = (Mode, String, Vec<(String, String)>);
 
+/// What the comparisons of a run are asked: which cells, how `low_mass` scores count, and
+/// which mode is confirmatory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Design {
+    /// Which pairs of cells.
+    pub pairs: Pairs,
+    /// `low_mass` scores left out or kept.
+    pub low_mass: LowMassPolicy,
+    /// The primary mode (its headline comparisons are confirmatory; `None`: every mode's
+    /// headline comparisons are).
+    pub primary: Option<Mode>,
+}
+
 /// Every paired comparison of the run: per mode and criterion, per pair of cells that share
 /// prompts. `flagged` tells whether the sanity check flagged a mode.
 pub fn comparisons(
     judgments: &[JudgmentRecord],
     responses: &[ResponseRecord],
-    pairs: Pairs,
+    design: Design,
     seed: u64,
     flagged: &dyn Fn(Mode) -> Option<bool>,
 ) -> Vec<Comparison> {
+    let pairs = design.pairs;
     let len: HashMap<&str, usize> = responses
         .iter()
         .filter_map(|r| Some((r.key.as_str(), words(r.text.as_deref()?))))
@@ -408,42 +448,35 @@ pub fn comparisons(
         let start = out.len();
         for (i, j) in cell_pairs(cells, pairs) {
             let (a, b) = (&cells[i], &cells[j]);
-            let (clusters, dropped) = observations(&js, criterion, a, b, &len);
+            let (clusters, dropped) = observations(&js, criterion, a, b, &len, design.low_mass);
             if clusters.is_empty() {
                 continue;
             }
             // Seeded by what is compared, so that a comparison's interval does not change
             // with the other modes or cells of the run.
             let s = derive_seed(seed, &[mode.as_str(), criterion, &a.0, &a.1, &b.0, &b.1]);
-            let all = clusters.values();
-            let per_prompt: Vec<Obs> = clusters
+            let per_prompt: Vec<(String, Obs)> = clusters
                 .groups
                 .iter()
-                .map(|(_, v)| Obs {
-                    d: mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()),
-                    dlen: mean(&v.iter().map(|o| o.dlen).collect::<Vec<_>>()),
+                .map(|(p, v)| {
+                    let o = Obs {
+                        d: mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()),
+                        dlen: mean(&v.iter().map(|o| o.dlen).collect::<Vec<_>>()),
+                    };
+                    (p.clone(), o)
                 })
                 .collect();
-            let diffs: Vec<f64> = per_prompt.iter().map(|o| o.d).collect();
-            let (ci_low, ci_high) =
-                clusters.interval(s, |v| mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()));
-            // Length control on per-prompt means, its interval by resampling prompts.
-            let lc = length_controlled(&per_prompt);
-            let (lc_ci_low, lc_ci_high) = if lc.is_finite() {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s ^ 0x9e37_79b9);
-                let n = per_prompt.len();
-                let stats: Vec<f64> = (0..ITERS)
-                    .map(|_| {
-                        let draw: Vec<Obs> =
-                            (0..n).map(|_| per_prompt[rng.random_range(0..n)]).collect();
-                        length_controlled(&draw)
-                    })
-                    .filter(|x| x.is_finite())
-                    .collect();
-                percentile_interval(stats, LEVEL)
+            let diffs: Vec<f64> = per_prompt.iter().map(|(_, o)| o.d).collect();
+            let ci = clusters.mean_interval(s, |o| o.d);
+            // Length control on per-prompt means, its BCa interval by resampling prompts.
+            let prompts = Clusters::from_pairs(per_prompt);
+            let lc = length_controlled(&prompts.values());
+            let lc_ci = if lc.is_finite() {
+                prompts.interval(s ^ 0x9e37_79b9, length_controlled)
             } else {
-                (f64::NAN, f64::NAN)
+                super::resample::Interval::NONE
             };
+            let headline = *criterion == mode.spec().headline();
             out.push(Comparison {
                 mode: *mode,
                 criterion: criterion.clone(),
@@ -451,20 +484,22 @@ pub fn comparisons(
                 b: format!("{}/{}", b.0, b.1),
                 n: clusters.len() as u64,
                 n_dropped: dropped,
-                mean_diff: mean(&all.iter().map(|o| o.d).collect::<Vec<_>>()),
-                ci_low,
-                ci_high,
+                mean_diff: mean(&diffs),
+                ci_low: ci.low,
+                ci_high: ci.high,
                 p_value: sign_flip_p(&diffs, s),
                 p_holm: f64::NAN,
                 wins: diffs.iter().filter(|d| **d > 1e-12).count() as u64,
                 ties: diffs.iter().filter(|d| d.abs() <= 1e-12).count() as u64,
                 losses: diffs.iter().filter(|d| **d < -1e-12).count() as u64,
                 lc_diff: lc,
-                lc_ci_low,
-                lc_ci_high,
+                lc_ci_low: lc_ci.low,
+                lc_ci_high: lc_ci.high,
                 judge_flagged: flagged(*mode),
                 p_min: f64::NAN,
                 confounded_with_position: *mode == Mode::Listwise && confounded(&js, a, b),
+                exploratory: !headline || design.primary.is_some_and(|p| p != *mode),
+                ci_nonfinite: ci.nonfinite + lc_ci.nonfinite,
             });
         }
         let ps: Vec<f64> = out[start..].iter().map(|c| c.p_value).collect();
@@ -519,10 +554,10 @@ mod tests {
             js.push(row("m", "p1", &p, *b));
             js.push(row("m", "p2", &p, b + 0.3 + 0.02 * i as f64));
         }
-        let summary = crate::analysis::summarize(&js, 1);
+        let summary = crate::analysis::summarize(&js, 1, LowMassPolicy::Exclude);
         let (s1, s2) = (&summary[0], &summary[1]);
         assert!(s1.ci_high > s2.ci_low, "the per-cell CIs overlap");
-        let c = comparisons(&js, &[], Pairs::default(), 1, &|_| None);
+        let c = comparisons(&js, &[], Design::default(), 1, &|_| None);
         assert_eq!(c.len(), 1);
         let c = &c[0];
         assert_eq!((c.a.as_str(), c.b.as_str()), ("m/p1", "m/p2"));
@@ -548,7 +583,7 @@ mod tests {
             js.push(row("m", "p1", &p, 5.0 + i as f64 / 10.0));
             js.push(row("m", "p2", &p, 5.0 + i as f64 / 10.0 + d));
         }
-        let alone = comparisons(&js, &[], Pairs::default(), 7, &|_| None);
+        let alone = comparisons(&js, &[], Design::default(), 7, &|_| None);
         // Another mode seen first, and a third cell, come before it in the run.
         let mut more: Vec<JudgmentRecord> = js
             .iter()
@@ -559,7 +594,7 @@ mod tests {
             .collect();
         more.extend(js.iter().cloned());
         more.extend((0..10).map(|i| row("m", "p0", &format!("p{i}"), 6.0)));
-        let with_more = comparisons(&more, &[], Pairs::default(), 7, &|_| None);
+        let with_more = comparisons(&more, &[], Design::default(), 7, &|_| None);
         let pick = |cs: &[Comparison]| {
             cs.iter()
                 .find(|c| c.mode == Mode::Expected && c.a == "m/p1" && c.b == "m/p2")
@@ -569,7 +604,7 @@ mod tests {
         assert_eq!(pick(&alone), pick(&with_more));
         assert!(with_more.len() > alone.len());
         // A different base seed moves the bootstrap interval.
-        let other = comparisons(&js, &[], Pairs::default(), 8, &|_| None);
+        let other = comparisons(&js, &[], Design::default(), 8, &|_| None);
         assert_ne!(pick(&alone).0, pick(&other).0);
     }
 
@@ -604,9 +639,13 @@ mod tests {
         let refs: Vec<&JudgmentRecord> = balanced.iter().collect();
         assert!(!confounded(&refs, &a, &b));
         // And it reaches the comparisons table.
-        let c = comparisons(&fixed, &[], Pairs::All, 1, &|_| Some(false));
+        let all = Design {
+            pairs: Pairs::All,
+            ..Design::default()
+        };
+        let c = comparisons(&fixed, &[], all, 1, &|_| Some(false));
         assert!(c.iter().all(|c| c.confounded_with_position), "{c:?}");
-        let c = comparisons(&balanced, &[], Pairs::All, 1, &|_| Some(false));
+        let c = comparisons(&balanced, &[], all, 1, &|_| Some(false));
         assert!(c.iter().all(|c| !c.confounded_with_position));
     }
 
@@ -678,5 +717,87 @@ mod tests {
         let p = cell_pairs(&cells, Pairs::WithinModelOrSetting);
         assert_eq!(p, vec![(0, 1), (0, 2), (1, 3), (2, 3)]);
         assert_eq!(cell_pairs(&cells, Pairs::All).len(), 6);
+    }
+
+    #[test]
+    fn only_the_primary_modes_headline_comparisons_are_confirmatory() {
+        let mut js = Vec::new();
+        for i in 0..6 {
+            let p = format!("q{i}");
+            for (set, v) in [("p1", 5.0), ("p2", 7.0 + i as f64 * 0.1)] {
+                let r = row("m", set, &p, v);
+                let mut crit = r.clone();
+                crit.criterion = "Relevance".into();
+                let mut listwise = r.clone();
+                listwise.mode = Mode::Listwise;
+                js.extend([r, crit, listwise]);
+            }
+        }
+        let design = |primary| Design {
+            primary,
+            ..Design::default()
+        };
+        let c = comparisons(&js, &[], design(Some(Mode::Expected)), 1, &|_| None);
+        let exploratory = |mode: Mode, crit: &str| {
+            c.iter()
+                .find(|c| c.mode == mode && c.criterion == crit)
+                .unwrap()
+                .exploratory
+        };
+        assert!(!exploratory(Mode::Expected, TOTAL));
+        assert!(exploratory(Mode::Expected, "Relevance"));
+        assert!(exploratory(Mode::Listwise, TOTAL));
+        let c = comparisons(&js, &[], design(Some(Mode::Listwise)), 1, &|_| None);
+        assert!(c
+            .iter()
+            .all(|c| c.exploratory != (c.mode == Mode::Listwise)));
+    }
+
+    #[test]
+    fn low_mass_pairs_are_dropped_unless_included() {
+        let mut js = Vec::new();
+        for i in 0..6 {
+            let p = format!("q{i}");
+            js.push(row("m", "p1", &p, 5.0));
+            let mut b = row("m", "p2", &p, if i == 0 { -20.0 } else { 6.0 });
+            if i == 0 {
+                b.flag = Some(crate::records::Flag::LowMass);
+            }
+            js.push(b);
+        }
+        let c = &comparisons(&js, &[], Design::default(), 1, &|_| None)[0];
+        assert_eq!((c.n, c.n_dropped, c.mean_diff), (5, 1, 1.0));
+        let include = Design {
+            low_mass: LowMassPolicy::Include,
+            ..Design::default()
+        };
+        let c = &comparisons(&js, &[], include, 1, &|_| None)[0];
+        assert_eq!((c.n, c.n_dropped), (6, 0));
+        assert!(c.mean_diff < 0.0);
+    }
+
+    #[test]
+    fn the_interval_and_the_test_are_about_per_prompt_means() {
+        // q0 has four samples with a difference of 4, the others one of -1 each: the
+        // per-prompt mean is (4 - 1·5) / 6, not the mean of all nine pairs.
+        let mut js = Vec::new();
+        for i in 0..6 {
+            let p = format!("q{i}");
+            let samples = if i == 0 { 4 } else { 1 };
+            for s in 0..samples {
+                let mut a = row("m", "p1", &p, 5.0);
+                let mut b = row("m", "p2", &p, if i == 0 { 9.0 } else { 4.0 });
+                a.sample = s;
+                b.sample = s;
+                js.extend([a, b]);
+            }
+        }
+        let c = &comparisons(&js, &[], Design::default(), 1, &|_| None)[0];
+        assert!(
+            (c.mean_diff - (4.0 - 5.0) / 6.0).abs() < 1e-12,
+            "{}",
+            c.mean_diff
+        );
+        assert!(c.ci_low < c.mean_diff && c.mean_diff < c.ci_high, "{c:?}");
     }
 }

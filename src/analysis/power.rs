@@ -40,6 +40,9 @@ pub struct PowerRow {
     /// Listwise in a fixed order: every comparison is also one of positions.
     #[serde(default)]
     pub confounded_with_position: bool,
+    /// Not the primary mode: its comparisons are reported as exploratory, never findings.
+    #[serde(default)]
+    pub exploratory: bool,
 }
 
 /// The power rows of a planned design, one per judge mode.
@@ -174,13 +177,17 @@ pub fn power_row(
         min_detectable,
         unit: unit.into(),
         confounded_with_position: false,
+        exploratory: false,
     }
 }
 
 impl PowerRow {
     /// One sentence.
     pub fn describe(&self) -> String {
-        let s = self.describe_power();
+        let mut s = self.describe_power();
+        if self.exploratory {
+            s = format!("{s} (exploratory: not the primary mode, so no finding)");
+        }
         if self.confounded_with_position {
             format!(
                 "{s}; but in a fixed order every listwise comparison is also one of positions \

@@ -105,13 +105,13 @@ fn agree(
         label,
         n: all.len(),
         spearman: rho(&all),
-        spearman_ci: clusters.interval(11, rho),
+        spearman_ci: clusters.interval(11, rho).bounds(),
         kappa: cohen_kappa(
             &all.iter().map(|p| p.lx).collect::<Vec<_>>(),
             &all.iter().map(|p| p.ly).collect::<Vec<_>>(),
         ),
         weighted_kappa: wk(&all),
-        weighted_kappa_ci: clusters.interval(13, wk),
+        weighted_kappa_ci: clusters.interval(13, wk).bounds(),
     }
 }
 
@@ -146,20 +146,20 @@ pub struct Estimate {
     pub label: String,
     /// Observations.
     pub n: usize,
-    /// The mean.
+    /// The mean of the per-prompt means.
     pub mean: f64,
-    /// 95 % CI (prompts resampled).
+    /// 95 % CI (prompts resampled; [`super::Clusters::mean_interval`]).
     pub ci: (f64, f64),
 }
 
 fn estimate(label: String, pairs: Vec<(String, f64)>, seed: u64) -> Estimate {
     let c = Clusters::from_pairs(pairs);
-    let v = c.values();
+    let prompt_means: Vec<f64> = c.groups.iter().map(|(_, v)| mean(v)).collect();
     Estimate {
         label,
-        n: v.len(),
-        mean: mean(&v),
-        ci: c.interval(seed, mean),
+        n: c.values().len(),
+        mean: mean(&prompt_means),
+        ci: c.mean_interval(seed, |x| *x).bounds(),
     }
 }
 
@@ -322,7 +322,7 @@ pub fn length_association(
             &all.iter().map(|r| r.2).collect::<Vec<_>>(),
         ),
         within_prompt_pearson: within_prompt(&all),
-        within_prompt_ci: clusters.interval(31, within_prompt),
+        within_prompt_ci: clusters.interval(31, within_prompt).bounds(),
     }
 }
 

@@ -24,6 +24,13 @@ pub struct LabelDistribution {
     /// Probability mass the labels held before renormalising. Every single-token spelling of
     /// a label counts (`3`, ` 3`): local and remote backends measure the same thing.
     pub mass: f64,
+    /// Labels the backend could not see: a remote endpoint returns only its top 20
+    /// log-probabilities, and a label outside them reads as probability 0. Always empty
+    /// for a local model, which sees the whole vocabulary.
+    pub missing: Vec<usize>,
+    /// The most probability a label missing from the list could hold: the smallest listed
+    /// probability (0 when nothing is missing).
+    pub missing_at_most: f64,
 }
 
 impl LabelDistribution {
@@ -35,6 +42,8 @@ impl LabelDistribution {
             Ok(Self {
                 probs: raw.iter().map(|p| p / mass).collect(),
                 mass,
+                missing: Vec::new(),
+                missing_at_most: 0.0,
             })
         } else {
             Err(Error::NoLabelToken(
@@ -61,6 +70,37 @@ impl LabelDistribution {
             .enumerate()
             .map(|(i, p)| (i + 1) as f64 * p)
             .sum()
+    }
+
+    /// Marks the labels a truncated list (a remote top-20) did not show, each of which could
+    /// hold up to `at_most` probability.
+    pub fn with_missing(mut self, missing: Vec<usize>, at_most: f64) -> Self {
+        self.missing = missing;
+        self.missing_at_most = if self.missing.is_empty() {
+            0.0
+        } else {
+            at_most.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The range the expectation could take were the missing labels as likely as the list
+    /// allows: their combined mass (at most `missing_at_most` each, and at most what the
+    /// listed labels left, `1 − mass`) all on the lowest missing label, or all on the
+    /// highest. `(e, e)` when nothing is missing.
+    pub fn expectation_bounds(&self) -> (f64, f64) {
+        let e = self.expectation();
+        let (Some(&lo), Some(&hi)) = (self.missing.iter().min(), self.missing.iter().max()) else {
+            return (e, e);
+        };
+        let extra = (self.missing.len() as f64 * self.missing_at_most).min(1.0 - self.mass);
+        if extra <= 0.0 {
+            return (e, e);
+        }
+        // The listed labels' mass and first moment, before renormalising.
+        let moment = e * self.mass;
+        let with = |label: usize| (moment + extra * (label + 1) as f64) / (self.mass + extra);
+        (with(lo).min(e), with(hi).max(e))
     }
 }
 
@@ -142,5 +182,26 @@ mod tests {
             LabelDistribution::from_raw(vec![0.0, 0.0]),
             Err(Error::NoLabelToken(_))
         ));
+    }
+
+    #[test]
+    fn missing_labels_bound_the_expectation() {
+        // Labels 2 and 3 seen (0.5 and 0.3), 1 and 4 missing from a list whose smallest
+        // entry was 0.05: together at most 0.1 (two × 0.05), less than the 0.2 left over.
+        let d = LabelDistribution::from_raw(vec![0.0, 0.5, 0.3, 0.0])
+            .unwrap()
+            .with_missing(vec![0, 3], 0.05);
+        let e = (2.0 * 0.5 + 3.0 * 0.3) / 0.8;
+        assert!((d.expectation() - e).abs() < 1e-12);
+        let (lo, hi) = d.expectation_bounds();
+        assert!((lo - (1.9 + 0.1) / 0.9).abs() < 1e-12, "{lo}");
+        assert!((hi - (1.9 + 0.4) / 0.9).abs() < 1e-12, "{hi}");
+        // Nothing missing, or no mass left for it: no range.
+        let whole = LabelDistribution::from_raw(vec![0.5, 0.5]).unwrap();
+        assert_eq!(whole.expectation_bounds(), (1.5, 1.5));
+        let full = LabelDistribution::from_raw(vec![0.0, 1.0])
+            .unwrap()
+            .with_missing(vec![0], 0.01);
+        assert_eq!(full.expectation_bounds(), (2.0, 2.0));
     }
 }

@@ -649,13 +649,30 @@ impl Backend for OpenAiBackend {
                     .sum()
             })
             .collect();
-        LabelDistribution::from_raw(raw).map_err(|_| {
+        let missing: Vec<usize> = q
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, label)| {
+                !alternatives
+                    .iter()
+                    .any(|(tok, _)| tok.trim() == label.as_str())
+            })
+            .map(|(i, _)| i)
+            .collect();
+        // A label outside the list is no more likely than the least likely one listed.
+        let at_most = alternatives
+            .iter()
+            .map(|(_, lp)| lp.min(0.0).exp())
+            .fold(f64::INFINITY, f64::min);
+        let d = LabelDistribution::from_raw(raw).map_err(|_| {
             Error::NoLabelToken(format!(
                 "none of {:?} is among the judge's {} most likely next tokens",
                 q.labels,
                 alternatives.len()
             ))
-        })
+        })?;
+        Ok(d.with_missing(missing, if at_most.is_finite() { at_most } else { 0.0 }))
     }
 }
 

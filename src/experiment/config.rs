@@ -581,6 +581,7 @@ impl Plan {
                     );
                     r.confounded_with_position =
                         mode == Mode::Listwise && j.order == crate::judge::Order::Fixed;
+                    r.exploratory = j.modes.len() > 1 && j.primary() != Some(mode);
                     r
                 })
                 .collect(),
@@ -632,13 +633,14 @@ impl Plan {
         if let (Some(j), Some(spec)) = (&c.judge, &self.judge) {
             let modes: Vec<String> = j.modes.iter().map(|m| m.to_string()).collect();
             s.push_str(&format!(
-                "judge {}: {} {} ({}), modes {}, criteria {}, scale 1-{}, temperature {}, \
-                 order {:?}, sanity check {}\n",
+                "judge {}: {} {} ({}), modes {} (primary {}), criteria {}, scale 1-{}, \
+                 temperature {}, order {:?}, sanity check {}\n",
                 j.model,
                 spec,
                 availability(spec),
                 j.prompt_format,
                 modes.join(", "),
+                j.primary().map(|m| m.to_string()).unwrap_or_default(),
                 j.criteria.join(", "),
                 j.scale,
                 j.temperature,

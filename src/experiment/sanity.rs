@@ -19,7 +19,7 @@
 use super::config::Plan;
 use super::judging::Judging;
 use crate::error::Result;
-use crate::judge::{Judge, Order};
+use crate::judge::{Group, Judge, Order};
 use crate::keys::{derive_seed, key_of};
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, TOTAL};
 use rand::seq::SliceRandom;
@@ -98,6 +98,85 @@ pub struct ModeResult {
     pub skipped: usize,
     /// True when some kind passed less than [`PASS_THRESHOLD`] of its comparisons.
     pub flagged: bool,
+    /// The judge's position effect, measured with the reference shown against itself
+    /// (modes that show several answers at once; `None` for the others).
+    #[serde(default)]
+    pub position: Option<PositionProbe>,
+}
+
+/// The position probe: each prompt's reference shown in every position of one listwise
+/// prompt (as many copies as the sanity sets have answers), or against itself in both
+/// orders of a pair. Any difference between positions is the judge's position effect alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PositionProbe {
+    /// Prompts probed.
+    pub prompts: usize,
+    /// Listwise: the mean total at each position (1-based order), with its CI; pairwise:
+    /// the probability that the answer shown first is preferred, with its CI.
+    pub estimates: Vec<crate::analysis::Estimate>,
+    /// The effect in the mode's units: listwise, the largest minus the smallest mean total
+    /// by position (points); pairwise, how much more the same answer is preferred shown
+    /// first than shown second (`2·p(first) − 1`, preference).
+    pub effect: f64,
+    /// `points` or `preference`.
+    pub unit: String,
+}
+
+impl PositionProbe {
+    /// The probe's rows, read: `None` when no row had a score.
+    pub fn of(mode: Mode, rows: &[JudgmentRecord], prompts: usize) -> Option<PositionProbe> {
+        let bias = crate::analysis::position_bias(rows);
+        let spec = mode.spec();
+        let (estimates, effect) = if spec.compares_two() {
+            let e = if mode == Mode::Pairwise {
+                bias.text_first_position_preference
+            } else {
+                bias.first_position_preference
+            }?;
+            let effect = 2.0 * e.mean - 1.0;
+            (vec![e], effect)
+        } else {
+            let means: Vec<f64> = bias.listwise.iter().map(|e| e.mean).collect();
+            if means.is_empty() {
+                return None;
+            }
+            let max = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let min = means.iter().copied().fold(f64::INFINITY, f64::min);
+            (bias.listwise, max - min)
+        };
+        Some(PositionProbe {
+            prompts,
+            estimates,
+            effect,
+            unit: spec.unit().into(),
+        })
+    }
+
+    /// One clause: the estimates and the effect.
+    pub fn describe(&self) -> String {
+        let figures: Vec<String> = self
+            .estimates
+            .iter()
+            .map(|e| format!("{:.2} [{:.2}, {:.2}]", e.mean, e.ci.0, e.ci.1))
+            .collect();
+        if self.unit == "points" {
+            format!(
+                "position probe (the reference against itself, {} prompts): mean total by \
+                 position {}; spread {:.2} points",
+                self.prompts,
+                figures.join(", "),
+                self.effect
+            )
+        } else {
+            format!(
+                "position probe (the reference against itself, {} prompts): p(first shown \
+                 preferred) {}; position effect {:+.2} preference",
+                self.prompts,
+                figures.join(", "),
+                self.effect
+            )
+        }
+    }
 }
 
 impl ModeResult {
@@ -124,6 +203,9 @@ impl ModeResult {
         );
         if self.skipped > 0 {
             s.push_str(&format!("; {} skipped (reference too short)", self.skipped));
+        }
+        if let Some(p) = &self.position {
+            s.push_str(&format!("; {}", p.describe()));
         }
         if self.flagged {
             let cause = if n == 0 {
@@ -278,7 +360,35 @@ pub fn tally(
         kinds,
         skipped,
         flagged,
+        position: None,
     }
+}
+
+/// The position probe's sets: each prompt's reference, as many times as `mode` shows
+/// answers at once in the sanity check (its sets' size for listwise, two for a pair).
+/// Empty for modes that score one answer at a time.
+pub fn probe_sets(mode: Mode, sets: &[Vec<ResponseRecord>]) -> Vec<Vec<ResponseRecord>> {
+    let copies = match mode.spec().shows {
+        crate::judge::spec::Shows::OneAnswer => return Vec::new(),
+        crate::judge::spec::Shows::TwoAnswers => 2,
+        crate::judge::spec::Shows::AllAnswers => sets.iter().map(Vec::len).max().unwrap_or(0),
+    };
+    if copies < 2 {
+        return Vec::new();
+    }
+    sets.iter()
+        .map(|set| {
+            let good = &set[0];
+            (1..=copies)
+                .map(|i| {
+                    let mut r = good.clone();
+                    r.model = format!("probe_{i}");
+                    r.key = key_of(&serde_json::json!({"probe": i, "answer": good.key}));
+                    r
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// The judge as the sanity check uses it: its sets (the good answer first, then the bad
@@ -318,8 +428,25 @@ pub(crate) fn run(
     for mode in modes {
         let groups = mode.spec().sanity_groups(&sets);
         let rows = judging.mode(mode, &groups, "sanity", &format!("sanity {mode}"))?;
-        summary.modes.push(tally(mode, &sets, &rows, skipped));
+        let mut result = tally(mode, &sets, &rows, skipped);
         all.extend(rows);
+        let probes = probe_sets(mode, &sets);
+        if !probes.is_empty() {
+            // One group per probe set: the copies shown together (listwise), or the one
+            // pair in both orders.
+            let groups: Vec<Group> = probes
+                .iter()
+                .enumerate()
+                .map(|(index, s)| Group {
+                    index,
+                    answers: s.iter().collect(),
+                })
+                .collect();
+            let rows = judging.mode(mode, &groups, "sanity", &format!("position probe {mode}"))?;
+            result.position = PositionProbe::of(mode, &rows, probes.len());
+            all.extend(rows);
+        }
+        summary.modes.push(result);
     }
     Ok((Some(summary), all))
 }
@@ -327,7 +454,6 @@ pub(crate) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::Group;
 
     fn set() -> Vec<ResponseRecord> {
         ["good", "off_topic", "truncated", "shuffled"]
@@ -491,5 +617,56 @@ mod tests {
         assert_eq!(sets[1][2].text.as_deref(), Some("one two"));
         // Shuffling is seeded: the same plan gives the same words in the same order.
         assert_eq!(answers(&plan).0[1][3].text, sets[1][3].text);
+    }
+
+    #[test]
+    fn the_position_probe_shows_the_reference_against_itself() {
+        let sets = vec![set(), set()];
+        let listwise = probe_sets(Mode::Listwise, &sets);
+        assert_eq!(listwise.len(), 2);
+        assert_eq!(
+            listwise[0].len(),
+            4,
+            "as many copies as a sanity set has answers"
+        );
+        assert!(listwise[0].iter().all(|r| r.text == sets[0][0].text));
+        let keys: std::collections::HashSet<_> = listwise[0].iter().map(|r| &r.key).collect();
+        assert_eq!(keys.len(), 4, "each copy is its own answer");
+        assert_eq!(probe_sets(Mode::PairwiseExpected, &sets)[0].len(), 2);
+        assert!(probe_sets(Mode::Expected, &sets).is_empty());
+    }
+
+    #[test]
+    fn the_position_probe_measures_a_judge_that_scores_by_position() {
+        // Four prompts, the same answer in positions 1-4, totals falling by position
+        // (12, 10, 9, 9): a spread of 3 points, whatever the answers.
+        let mut rows = Vec::new();
+        for p in 0..4 {
+            for (pos, v) in [12.0, 10.0, 9.0, 9.0].iter().enumerate() {
+                let mut r = total(&format!("probe_{pos}-{p}"), Some(*v));
+                r.mode = Mode::Listwise;
+                r.prompt_id = format!("q{p}");
+                r.position = Some(pos as u32 + 1);
+                rows.push(r);
+            }
+        }
+        let probe = PositionProbe::of(Mode::Listwise, &rows, 4).unwrap();
+        assert_eq!(probe.estimates.len(), 4);
+        assert!((probe.effect - 3.0).abs() < 1e-12, "{probe:?}");
+        assert!(
+            probe.describe().contains("spread 3.00 points"),
+            "{}",
+            probe.describe()
+        );
+        // A pair in both orders: the answer shown first preferred with p 0.7 and 0.8.
+        let mut r = total("probe_1-0", Some(0.5));
+        r.mode = Mode::PairwiseExpected;
+        r.criterion = crate::records::OVERALL.into();
+        r.other_key = Some("probe_2-0".into());
+        r.probs = Some(vec![0.7, 0.3, 0.8, 0.2]);
+        let probe = PositionProbe::of(Mode::PairwiseExpected, &[r], 1).unwrap();
+        assert!((probe.effect - 0.5).abs() < 1e-12, "{probe:?}");
+        // Nothing scored: no probe result, not a zero effect.
+        assert!(PositionProbe::of(Mode::Listwise, &[], 4).is_none());
     }
 }

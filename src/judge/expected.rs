@@ -102,6 +102,13 @@ async fn judge_one(
         // Row.
         let mut r = judge.row(&call, Mode::Expected, answer, c, Some(argmax as f64));
         r.expected_score = Some(d.expectation());
+        if !d.missing.is_empty() {
+            // A remote top-20 without some score tokens: say how far off it could be.
+            let (lo, hi) = d.expectation_bounds();
+            r.expected_low = Some(lo);
+            r.expected_high = Some(hi);
+            r.labels_missing = Some(d.missing.len() as u32);
+        }
         r.probs = Some(d.probs.clone());
         r.mass = Some(d.mass);
         rows.push(r);
@@ -110,6 +117,11 @@ async fn judge_one(
     let sum = |f: &dyn Fn(&JudgmentRecord) -> Option<f64>| rows.iter().map(f).sum::<Option<f64>>();
     let mut total = judge.row(&call, Mode::Expected, answer, TOTAL, sum(&|r| r.score));
     total.expected_score = sum(&|r| r.expected_score);
+    if rows.iter().any(|r| r.labels_missing.is_some()) {
+        total.expected_low = sum(&|r| r.expected_low.or(r.expected_score));
+        total.expected_high = sum(&|r| r.expected_high.or(r.expected_score));
+        total.labels_missing = Some(rows.iter().filter_map(|r| r.labels_missing).sum());
+    }
     total.mass = rows.iter().filter_map(|r| r.mass).reduce(f64::min);
     rows.push(total);
     for r in &mut rows {

@@ -76,6 +76,18 @@ fn default_low_mass() -> f64 {
     0.5
 }
 
+/// What the statistics do with a score whose tokens held less probability than `low_mass`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LowMassPolicy {
+    /// Left out of means and comparisons, and counted (`n_excluded` in the summary): the
+    /// judge wanted to write something other than a score there (the default).
+    #[default]
+    Exclude,
+    /// Kept, flagged.
+    Include,
+}
+
 /// How listwise answers are ordered in the judge prompt.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +148,15 @@ pub struct JudgeConfig {
     /// flagged `low_mass`.
     #[serde(default = "default_low_mass")]
     pub low_mass: f64,
+    /// What means and comparisons do with a `low_mass` score: `exclude` (the default) or
+    /// `include`.
+    #[serde(default)]
+    pub low_mass_policy: LowMassPolicy,
+    /// The mode whose headline comparisons are the run's confirmatory tests (Holm over
+    /// them); the other modes' comparisons are exploratory and never a finding. The first
+    /// of `modes` unless set.
+    #[serde(default)]
+    pub primary_mode: Option<Mode>,
     /// Templates per mode: a file (relative to the experiment file) or a shipped template's
     /// name (`writeup-gpt4`); the mode's shipped template otherwise.
     #[serde(default)]
@@ -166,6 +187,8 @@ impl JudgeConfig {
             max_tokens: default_max_tokens(),
             order: Order::Shuffle,
             low_mass: default_low_mass(),
+            low_mass_policy: LowMassPolicy::Exclude,
+            primary_mode: None,
             templates: Default::default(),
             sanity_check: true,
             endpoint: None,
@@ -176,6 +199,11 @@ impl JudgeConfig {
     pub fn with_modes(mut self, modes: &[Mode]) -> Self {
         self.modes = modes.to_vec();
         self
+    }
+
+    /// The primary mode: `primary_mode`, else the first mode listed.
+    pub fn primary(&self) -> Option<Mode> {
+        self.primary_mode.or_else(|| self.modes.first().copied())
     }
 
     /// Turns the judge sanity check on or off.
@@ -272,6 +300,14 @@ impl JudgeConfig {
         }
         if !(self.low_mass.is_finite() && (0.0..=1.0).contains(&self.low_mass)) {
             return Err(Error::config(at("low_mass"), "must be in [0, 1]"));
+        }
+        if let Some(p) = self.primary_mode {
+            if !self.modes.contains(&p) {
+                return Err(Error::config(
+                    at("primary_mode"),
+                    format!("{p} is not one of the judge's modes"),
+                ));
+            }
         }
         self.params()
             .with_seed(0)
@@ -530,6 +566,9 @@ impl Judge {
             criterion: criterion.to_string(),
             score,
             expected_score: None,
+            expected_low: None,
+            expected_high: None,
+            labels_missing: None,
             probs: None,
             mass: None,
             position: None,

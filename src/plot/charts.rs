@@ -256,30 +256,53 @@ impl Figure {
     }
 
     /// Forest plot of paired comparisons: B − A with its 95 % CI per comparison, zero
-    /// marked. Rows are labelled `B − A (mode, criterion)`. With no comparison the figure
+    /// marked. Rows are labelled `B − A (mode, criterion, n)`, and `exploratory` outside the
+    /// primary mode's headline comparisons. With no comparison the figure
     /// says so in place of the plot (the subtitle should say why), so a notebook cell that
     /// shows it does not fail on a run too small to compare.
     pub fn forest(comparisons: &[&Comparison], subtitle: &str) -> Result<Figure> {
         let rows: Vec<String> = comparisons
             .iter()
-            .map(|c| format!("{} − {} ({}, {}, n={})", c.b, c.a, c.mode, c.criterion, c.n))
+            .map(|c| {
+                format!(
+                    "{} − {} ({}, {}, n={}{})",
+                    c.b,
+                    c.a,
+                    c.mode,
+                    c.criterion,
+                    c.n,
+                    if c.exploratory { ", exploratory" } else { "" }
+                )
+            })
             .collect();
-        Ok(Figure {
-            chart: Chart::Forest(Forest {
-                title: "Paired differences between cells (B − A), 95% CI over prompts".into(),
-                subtitle: subtitle.to_string(),
-                x_label: "B − A (points; pairwise modes: preference)".into(),
-                rows: rows.clone(),
-                values: comparisons
-                    .iter()
-                    .map(|c| (c.mean_diff, c.ci_low, c.ci_high))
-                    .collect(),
-            }),
-            // Wide enough for the longest row label, and for the subtitle on one line.
-            width: (360 + 7 * rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32)
-                .max(40 + 13 * subtitle.chars().count() as u32 / 2),
-            height: 150 + 42 * rows.len().max(1) as u32,
-        })
+        Ok(Figure::of_forest(Forest {
+            title: "Paired differences between cells (B − A), 95% CI over prompts".into(),
+            subtitle: subtitle.to_string(),
+            x_label: "B − A (points; pairwise modes: preference)".into(),
+            rows,
+            values: comparisons
+                .iter()
+                .map(|c| (c.mean_diff, c.ci_low, c.ci_high))
+                .collect(),
+        }))
+    }
+
+    /// A forest plot sized for its labels: wide enough for the longest row label and for
+    /// the subtitle on one line, a row's height per estimate.
+    pub fn of_forest(forest: Forest) -> Figure {
+        let longest = forest
+            .rows
+            .iter()
+            .map(|r| r.chars().count())
+            .max()
+            .unwrap_or(0) as u32;
+        let width = (360 + 7 * longest).max(40 + 13 * forest.subtitle.chars().count() as u32 / 2);
+        let height = 150 + 42 * forest.rows.len().max(1) as u32;
+        Figure {
+            chart: Chart::Forest(forest),
+            width,
+            height,
+        }
     }
 }
 
@@ -335,6 +358,7 @@ mod tests {
             prompts: 10,
             n_null: 0,
             n_flagged: 0,
+            n_excluded: 0,
             mean,
             std: 1.0,
             ci_low: mean - 0.5,

@@ -78,7 +78,8 @@ impl std::fmt::Display for Findings {
 /// that could not resolve it whatever the answers (its smallest attainable Holm p is above
 /// 0.05); a CI that includes 0; then, for a CI that excludes 0, a judge no sanity check
 /// looked at ("unchecked judge"), a difference that may be length (at equal length the CI
-/// includes 0), a Holm p above 0.05 (suggestive), and only then "judged better".
+/// includes 0), a Holm p above 0.05 (suggestive), a comparison outside the primary mode's
+/// headline family ("exploratory"), and only then "judged better".
 pub fn verdict(cmp: &Comparison) -> (String, bool) {
     let better = if cmp.mean_diff > 0.0 { &cmp.b } else { &cmp.a };
     let no = |s: String| (s, false);
@@ -137,6 +138,13 @@ pub fn verdict(cmp: &Comparison) -> (String, bool) {
             cmp.p_holm
         ));
     }
+    if cmp.exploratory {
+        return no(format!(
+            "exploratory: {better} leans better (the CI excludes 0, Holm p < 0.05 within its \
+             own family), but only the primary mode's headline comparisons are tested as \
+             findings (primary_mode)"
+        ));
+    }
     (
         format!("{better} is judged better (the CI excludes 0, Holm p < 0.05)"),
         true,
@@ -171,8 +179,17 @@ impl RunOutput {
                 modes.join(", ")
             }
         );
+        let primary = c.judge.as_ref().and_then(|j| j.primary());
+        let overview = match primary {
+            Some(p) if modes.len() > 1 => format!(
+                "{overview} Primary mode: {p} (its headline comparisons are the confirmatory \
+                 ones; the other modes' are exploratory)."
+            ),
+            _ => overview,
+        };
         let mut comparisons = Vec::new();
         let mut unresolved = Vec::new();
+        let mut exploratory = 0;
         for cmp in self
             .comparison_rows
             .iter()
@@ -180,6 +197,10 @@ impl RunOutput {
         {
             if cmp.n == 0 {
                 continue;
+            }
+            if cmp.exploratory {
+                // Listed one by one only when the table is short.
+                exploratory += 1;
             }
             let unit = cmp.mode.spec().unit();
             let (verdict, finding) = verdict(cmp);
@@ -211,9 +232,27 @@ impl RunOutput {
             if finding {
                 comparisons.push(s);
             } else {
-                unresolved.push(s);
+                unresolved.push((cmp.exploratory, s));
             }
         }
+        // Beyond a short table, the exploratory rows are a count: the primary mode's
+        // comparisons are what the run was designed to answer.
+        let mut tail = None;
+        if comparisons.len() + unresolved.len() > MAX_LISTED && exploratory > 0 {
+            unresolved.retain(|(e, _)| !e);
+            let modes: Vec<String> = self
+                .modes()
+                .iter()
+                .filter(|m| Some(**m) != primary)
+                .map(|m| m.to_string())
+                .collect();
+            tail = Some(format!(
+                "{exploratory} exploratory comparisons ({}) are in the comparisons table; \
+                 none is a finding.",
+                modes.join(", ")
+            ));
+        }
+        let mut unresolved: Vec<String> = unresolved.into_iter().map(|(_, s)| s).collect();
         // A long table (a sweep) reads as its resolved comparisons and a count of the rest.
         if comparisons.len() + unresolved.len() <= MAX_LISTED {
             comparisons.append(&mut unresolved);
@@ -224,6 +263,7 @@ impl RunOutput {
                 unresolved.len()
             ));
         }
+        comparisons.extend(tail);
         if comparisons.is_empty() {
             comparisons
                 .push("No paired comparison has data (n = 0): there is nothing to compare.".into());
@@ -233,6 +273,25 @@ impl RunOutput {
             .map(|s| s.describe())
             .unwrap_or_else(|| vec!["The judge sanity check did not run.".into()]);
         judge.extend(self.unparsed_lines());
+        judge.extend(self.missing_labels_line());
+        let policy = c.judge.as_ref().map(|j| j.low_mass_policy);
+        let excluded = self
+            .judgment_rows
+            .iter()
+            .filter(|r| {
+                r.criterion == r.mode.spec().headline()
+                    && r.value().is_some()
+                    && policy.is_some_and(|p| crate::analysis::summary::excluded(r.flag, p))
+            })
+            .count();
+        if excluded > 0 {
+            judge.push(format!(
+                "{excluded} scores whose tokens held less probability than low_mass = {} were \
+                 left out of means and comparisons (low_mass_policy = \"exclude\"; \
+                 \"include\" keeps them): see n_excluded in the summary.",
+                c.judge.as_ref().map(|j| j.low_mass).unwrap_or_default()
+            ));
+        }
         let warnings = self
             .warnings()
             .iter()
@@ -245,6 +304,41 @@ impl RunOutput {
             judge,
             warnings,
         }
+    }
+}
+
+impl RunOutput {
+    /// Expected scores read from a remote judge's top-20 log-probabilities: how many of
+    /// the score tokens were missing, and how far the totals could be off.
+    fn missing_labels_line(&self) -> Option<String> {
+        let rows: Vec<_> = self
+            .judgment_rows
+            .iter()
+            .filter(|r| r.mode == crate::records::Mode::Expected && r.criterion != TOTAL)
+            .filter(|r| r.probs.is_some())
+            .collect();
+        let missing: u32 = rows.iter().filter_map(|r| r.labels_missing).sum();
+        if missing == 0 {
+            return None;
+        }
+        let tokens: usize = rows
+            .iter()
+            .filter_map(|r| r.probs.as_ref())
+            .map(Vec::len)
+            .sum();
+        let widest = self
+            .judgment_rows
+            .iter()
+            .filter(|r| r.criterion == TOTAL)
+            .filter_map(|r| Some(r.expected_high? - r.expected_low?))
+            .fold(0.0, f64::max);
+        Some(format!(
+            "expected: {missing} of {tokens} score tokens ({:.0} %) were missing from the \
+             judge's top-20 log-probabilities and read as 0; were they as likely as the list \
+             allows, a total could move by up to {widest:.2} points (expected_low and \
+             expected_high in the judgments table).",
+            100.0 * missing as f64 / tokens.max(1) as f64
+        ))
     }
 }
 
@@ -314,5 +408,11 @@ mod tests {
             ..cmp()
         });
         assert!(!finding && v.starts_with("not resolved"), "{v}");
+        // Outside the primary mode: exploratory, never a finding.
+        let (v, finding) = verdict(&Comparison {
+            exploratory: true,
+            ..cmp()
+        });
+        assert!(!finding && v.starts_with("exploratory"), "{v}");
     }
 }

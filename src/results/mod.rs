@@ -1,12 +1,14 @@
 //! A finished run: its tables and records ([`RunOutput`]), written to and loaded from a
 //! results folder, with one-call views for notebook cells ([`views`]), the findings in words
-//! ([`findings`]) and the self-contained HTML report ([`report`]).
+//! ([`findings`]), the self-contained HTML report ([`report`]), and two runs side by side
+//! ([`diff`]).
 //!
 //! A results folder holds `responses`, `judgments`, `summary` and `comparisons` as Parquet
 //! and CSV, `run.json` (the experiment, models with their identities, every sampling value,
 //! the judge, the sanity check, warnings and failures), the append-only record stores it
 //! resumes from (`*.jsonl`) and `run.log`.
 
+pub mod diff;
 pub mod display;
 pub mod duel;
 pub mod findings;
@@ -14,7 +16,7 @@ pub mod meta;
 pub mod report;
 pub mod views;
 
-use crate::analysis::{comparisons, summarize, Comparison, SummaryRow};
+use crate::analysis::{comparisons, summarize, Comparison, Design, SummaryRow};
 use crate::error::Result;
 use crate::experiment::{
     Experiment, ExperimentConfig, Failure, Lines, Outcome, Plan, Progress, SanitySummary,
@@ -94,11 +96,17 @@ fn analyse(
     sanity: Option<&SanitySummary>,
 ) -> (Vec<SummaryRow>, Vec<Comparison>) {
     let flagged = |m| sanity.and_then(|s| s.flagged(m));
-    let mut summary_rows = summarize(records, config.seed);
+    let judge = config.judge.as_ref();
+    let design = Design {
+        pairs: config.compare,
+        low_mass: judge.map(|j| j.low_mass_policy).unwrap_or_default(),
+        primary: judge.and_then(|j| j.primary()),
+    };
+    let mut summary_rows = summarize(records, config.seed, design.low_mass);
     for r in &mut summary_rows {
         r.judge_flagged = flagged(r.mode);
     }
-    let comparison_rows = comparisons(records, answers, config.compare, config.seed, &flagged);
+    let comparison_rows = comparisons(records, answers, design, config.seed, &flagged);
     (summary_rows, comparison_rows)
 }
 
@@ -268,6 +276,9 @@ pub fn rejudge_config(
     judge.endpoint = None;
     if !modes.is_empty() {
         judge.modes = modes.to_vec();
+        if judge.primary_mode.is_some_and(|p| !modes.contains(&p)) {
+            judge.primary_mode = None;
+        }
     }
     judge
 }

@@ -41,21 +41,26 @@ fn chart_title(f: &Figure) -> String {
     }
 }
 
-/// Writes `<dir>/report.html` for `run` and returns its path.
-pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
-    let name = run.meta.experiment.name.as_str();
-    let mut h = String::new();
-    h.push_str(&format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>llm-judge: {n}</title>\n<style>\
+/// The start of a self-contained page: doctype, title and the report's style, up to the
+/// open body.
+pub fn page_head(title: &str) -> String {
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{n}</title>\n<style>\
          body{{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}}\
          table.df{{border-collapse:collapse;font-size:13px;margin:1em 0}}\
          table.df td,table.df th{{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}}\
          .warn{{background:#fff3cd;border:1px solid #e0c36c;padding:.5em 1em}}\
          .note{{color:#555;font-size:13px}} img{{max-width:100%}}\
-         pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}</style></head><body>\n\
-         <h1>llm-judge report: {n}</h1>\n",
-        n = escape(name)
-    ));
+         pre{{white-space:pre-wrap;background:#f6f6f6;padding:.5em}}</style></head><body>\n",
+        n = escape(title)
+    )
+}
+
+/// Writes `<dir>/report.html` for `run` and returns its path.
+pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
+    let name = run.meta.experiment.name.as_str();
+    let mut h = page_head(&format!("llm-judge: {name}"));
+    h.push_str(&format!("<h1>llm-judge report: {}</h1>\n", escape(name)));
     h.push_str("<h2>Findings</h2>\n");
     h.push_str(&run.findings().to_html());
     for w in run.warnings() {

@@ -102,6 +102,20 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
                 js.iter().map(|r| r.expected_score).collect::<Vec<_>>(),
             ),
             col(
+                "expected_low",
+                js.iter().map(|r| r.expected_low).collect::<Vec<_>>(),
+            ),
+            col(
+                "expected_high",
+                js.iter().map(|r| r.expected_high).collect::<Vec<_>>(),
+            ),
+            col(
+                "labels_missing",
+                js.iter()
+                    .map(|r| r.labels_missing.map(u64::from))
+                    .collect::<Vec<_>>(),
+            ),
+            col(
                 "probs",
                 o(|r| {
                     r.probs
@@ -156,6 +170,7 @@ pub fn summary_df(rows: &[SummaryRow]) -> Result<DataFrame> {
             col("prompts", u(|r| r.prompts)),
             col("n_null", u(|r| r.n_null)),
             col("n_flagged", u(|r| r.n_flagged)),
+            col("n_excluded", u(|r| r.n_excluded)),
             col("mean", f(|r| r.mean)),
             col("std", f(|r| r.std)),
             col("ci_low", f(|r| r.ci_low)),
@@ -205,6 +220,11 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
                     .map(|r| r.confounded_with_position)
                     .collect::<Vec<_>>(),
             ),
+            col(
+                "exploratory",
+                rows.iter().map(|r| r.exploratory).collect::<Vec<_>>(),
+            ),
+            col("ci_nonfinite", u(|r| r.ci_nonfinite)),
         ],
     )
     .map_err(perr)

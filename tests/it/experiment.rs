@@ -175,6 +175,10 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
     model_path(&bundled::SMOLLM2);
     let dir = TempDir::new("repro");
     let toml = tiny_toml(&dir.0, 2, "\"rubric\", \"expected\"", false);
+    // This judge's expected scores are nearly all low-mass: kept here, so that the tables
+    // and the report have something in every place.
+    let text = std::fs::read_to_string(&toml).unwrap() + "low_mass_policy = \"include\"\n";
+    std::fs::write(&toml, text).unwrap();
     let a = run_file(&toml, &dir.0.join("a"));
     let b = run_file(&toml, &dir.0.join("b"));
     assert_eq!(a.responses.height(), 4);
@@ -217,7 +221,7 @@ fn run_writes_tables_and_same_seed_reproduces_them() {
     assert!(back.comparisons.equals_missing(&a.comparisons));
     let csv = std::fs::read_to_string(dir.0.join("a/summary.csv")).unwrap();
     assert!(csv.starts_with(
-        "model,setting,mode,criterion,n,prompts,n_null,n_flagged,mean,std,ci_low,ci_high"
+        "model,setting,mode,criterion,n,prompts,n_null,n_flagged,n_excluded,mean,std,ci_low,ci_high"
     ));
     // The report is one self-contained file with the charts inline.
     let html = std::fs::read_to_string(&a.report().unwrap().path).unwrap();
@@ -402,6 +406,17 @@ fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
         assert_eq!(kinds, ["off_topic", "truncated", "shuffled"], "{}", m.mode);
         for k in &m.kinds {
             assert_eq!(k.passed + k.wrong + k.unscored, k.comparisons);
+        }
+        // The position probe ran where the judge sees answers side by side, and its rows
+        // are stored with the sanity rows (the reference against itself).
+        let probed = out
+            .sanity_rows
+            .iter()
+            .any(|r| r.mode == m.mode && r.model.starts_with("probe_"));
+        assert_eq!(probed, m.mode != Mode::Expected, "{}", m.mode);
+        if let Some(p) = &m.position {
+            assert!(p.effect.is_finite() && p.prompts == 2, "{p:?}");
+            assert!(m.describe().contains("position probe"), "{}", m.describe());
         }
     }
     // A flagged mode is flagged in the summary and comparison tables too.
@@ -780,9 +795,89 @@ fn a_results_folder_written_before_the_typed_fields_still_loads() {
         .unwrap()
         .starts_with("local:"));
     assert_eq!(out.sanity().unwrap().modes.len(), 3);
-    // The summary and comparisons computed now from the stored records are the stored ones.
-    for (name, now) in [("summary", &out.summary), ("comparisons", &out.comparisons)] {
-        let then = llm_judge::table::load_table(&src, name).unwrap();
-        assert!(now.equals_missing(&then), "{name}: {now} vs {then}");
+    // The summary and comparisons are computed now from the stored records: the same rows
+    // and counts as stored, with this version's statistics (low-mass scores left out,
+    // intervals at 95 %), so only the columns whose meaning did not change are compared.
+    let same = [
+        "model",
+        "setting",
+        "mode",
+        "criterion",
+        "n_null",
+        "n_flagged",
+    ];
+    let then = llm_judge::table::load_table(&src, "summary").unwrap();
+    let (now, then) = (
+        out.summary.select(same).unwrap(),
+        then.select(same).unwrap(),
+    );
+    assert!(now.equals_missing(&then), "summary: {now} vs {then}");
+    // Every stored comparison paired low-mass scores (this tiny judge's are nearly all
+    // low-mass): left out now, so nothing is left to compare.
+    let then = llm_judge::table::load_table(&src, "comparisons").unwrap();
+    assert!(then.height() > 0 && out.comparisons.height() == 0);
+    let excluded: u64 = out.summary_rows.iter().map(|r| r.n_excluded).sum();
+    assert!(
+        excluded > 0,
+        "the 18 low-mass rows are left out of the means"
+    );
+}
+
+#[test]
+fn two_runs_side_by_side() {
+    model_path(&bundled::SMOLLM2);
+    model_path(&bundled::GEMMA3);
+    let dir = TempDir::new("diff");
+    let toml = tiny_toml(&dir.0, 2, "\"expected\"", false);
+    let text = std::fs::read_to_string(&toml).unwrap() + "low_mass_policy = \"include\"\n";
+    std::fs::write(&toml, text).unwrap();
+    let a = run_file(&toml, &dir.0.join("a"));
+    // The same answers, judged by Gemma 3.
+    let judge = llm_judge::results::rejudge_config(&a, "gemma3-270m", &[]);
+    let b = a.rejudge(judge, dir.0.join("b")).unwrap();
+
+    // A run against itself: nothing moved.
+    let same = a.diff(&a);
+    assert_eq!(same.rows.len(), 2, "{same}");
+    for r in &same.rows {
+        assert_eq!((r.diff, r.scores_changed, r.answers_changed), (0.0, 0, 0));
+        assert_eq!((r.ci_low, r.ci_high), (0.0, 0.0));
     }
+    // Two judges of the same answers: the answers did not change, the scores did.
+    let d = a.diff(&b);
+    assert_eq!(d.rows.len(), 2, "{d}");
+    for r in &d.rows {
+        assert_eq!((r.mode, r.criterion.as_str()), (Mode::Expected, TOTAL));
+        assert_eq!((r.prompts, r.answers_changed, r.unmatched), (2, 0, 0));
+        assert!(r.scores_changed > 0, "{d}");
+        // The difference is the per-prompt mean of B − A, read from the two tables.
+        let mean_of = |run: &llm_judge::RunOutput| {
+            run.judgment_rows
+                .iter()
+                .filter(|j| j.model == r.model && j.setting == r.setting && j.criterion == TOTAL)
+                .filter_map(|j| j.value())
+                .sum::<f64>()
+                / 2.0
+        };
+        assert!((r.diff - (mean_of(&b) - mean_of(&a))).abs() < 1e-9, "{d}");
+    }
+    assert!(
+        d.judge_a.contains("smollm2") && d.judge_b.contains("gemma"),
+        "{d}"
+    );
+    // The CLI prints it and writes a self-contained page, a table and the chart.
+    let out = dir.0.join("diff");
+    let o = run_cli(&[
+        "diff",
+        dir.0.join("a").to_str().unwrap(),
+        dir.0.join("b").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("smol/p1 expected total"), "{stdout}");
+    let html = std::fs::read_to_string(out.join("diff.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,") && html.contains("answers_changed"));
+    assert!(out.join("diff.csv").exists() && out.join("diff.png").exists());
 }

@@ -366,6 +366,25 @@ fn impossible_log_probabilities_are_refused_naming_the_token() {
         .label_distribution(&query)
         .unwrap();
     assert!(d.probs[2] > d.probs[3] && d.probs[3] > 0.0, "{d:?}");
+    // The top list had only `3` and `4`: `1` and `2` are missing, each at most as likely
+    // as the least likely listed token, and together at most the mass the list left.
+    let (base, _) = fault_server(vec!["lp -0.5,-2.0"]);
+    let d = OpenAiBackend::new(fast(&base))
+        .unwrap()
+        .label_distribution(&query)
+        .unwrap();
+    let (p3, p4) = ((-0.5f64).exp(), (-2.0f64).exp());
+    assert_eq!(d.missing, vec![0, 1]);
+    assert!((d.missing_at_most - p4).abs() < 1e-12);
+    let e = (3.0 * p3 + 4.0 * p4) / (p3 + p4);
+    assert!((d.expectation() - e).abs() < 1e-12);
+    let extra = (2.0 * p4).min(1.0 - p3 - p4);
+    let low = (3.0 * p3 + 4.0 * p4 + extra) / (p3 + p4 + extra);
+    let (lo, hi) = d.expectation_bounds();
+    assert!(
+        (lo - low).abs() < 1e-12 && (hi - e).abs() < 1e-12,
+        "{lo} {hi} vs {low} {e}"
+    );
     for values in ["lp 39.0,-1.0", "lp -0.1,1e308"] {
         let (base, _) = fault_server(vec![values]);
         let err = OpenAiBackend::new(fast(&base))
