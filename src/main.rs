@@ -112,6 +112,9 @@ fn summary_text(run: &RunOutput) -> String {
 fn finish_run(run: &RunOutput) -> ExitCode {
     println!("{}", summary_text(run));
     println!("{}", run.findings());
+    for l in run.usage_lines() {
+        println!("{l}");
+    }
     println!("results written to {}", run.dir.display());
     if run.failures().is_empty() {
         return ExitCode::SUCCESS;

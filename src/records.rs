@@ -333,6 +333,28 @@ pub struct CallRecord {
     pub rows: Vec<JudgmentRecord>,
 }
 
+/// What one stage of a run read, wrote and took: tokens as the backend counted them
+/// ([`crate::backend::Usage`]), wall time, and money where the endpoint has a `price`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageUsage {
+    /// The stage (`generate smollm2-135m`, `judge expected`, `sanity listwise`, …).
+    pub stage: String,
+    /// The model that did the work.
+    pub model: String,
+    /// Calls made in this run.
+    pub calls: u64,
+    /// Calls reused from the results folder (nothing read or paid).
+    pub reused: u64,
+    /// Prompt tokens read (a local model: positions run, cached prefixes not counted).
+    pub prompt_tokens: u64,
+    /// Completion tokens written.
+    pub completion_tokens: u64,
+    /// Wall time of the stage's calls.
+    pub seconds: f64,
+    /// Cost at the endpoint's `price`; null without one (a local model, or no price given).
+    pub cost: Option<f64>,
+}
+
 /// Records with a unique key, for de-duplication on load.
 pub trait Keyed {
     /// The record's unique key.

@@ -2,9 +2,10 @@
 //! independent unit): per-cell summaries ([`summary`]), paired comparisons between cells
 //! ([`paired`]), win rates and Bradley-Terry strengths ([`pairwise`]), correlation and
 //! agreement measures ([`correlation`]), and judge reliability: agreement, position bias and
-//! length association ([`reliability`]); and, before anything runs, what a design can show
-//! ([`power`]).
+//! length association ([`reliability`]); a judge against human labels ([`calibration`]);
+//! and, before anything runs, what a design can show ([`power`]).
 
+pub mod calibration;
 pub mod correlation;
 pub mod paired;
 pub mod pairwise;

@@ -24,6 +24,8 @@ pub struct LocalBackend {
     max_batch: usize,
     /// Per label, every token id whose text is that label once trimmed (`3`, ` 3`).
     label_ids: HashMap<String, Vec<u32>>,
+    /// Tokens generated so far.
+    generated: u64,
 }
 
 impl LocalBackend {
@@ -36,6 +38,7 @@ impl LocalBackend {
             scorer: PrefixScorer::new(),
             max_batch: DEFAULT_MAX_BATCH,
             label_ids: HashMap::new(),
+            generated: 0,
         }
     }
 
@@ -128,8 +131,17 @@ impl Backend for LocalBackend {
         self.name.clone()
     }
 
+    fn usage(&self) -> super::Usage {
+        super::Usage {
+            prompt_tokens: self.prompt_positions_run() as u64,
+            completion_tokens: self.generated,
+        }
+    }
+
     fn generate(&mut self, input: &Input, params: &SamplingParams) -> Result<Generation> {
-        self.model.generate(input, params)
+        let g = self.model.generate(input, params)?;
+        self.generated += g.completion_tokens as u64;
+        Ok(g)
     }
 
     fn generate_batch(
@@ -137,8 +149,18 @@ impl Backend for LocalBackend {
         requests: &[(Input, SamplingParams)],
         on_done: &mut dyn FnMut(usize, Result<Generation>) -> Result<()>,
     ) -> Result<()> {
-        self.model
-            .generate_inputs_batch(requests, self.max_batch, Some(&mut self.scorer), on_done)
+        let generated = &mut self.generated;
+        self.model.generate_inputs_batch(
+            requests,
+            self.max_batch,
+            Some(&mut self.scorer),
+            &mut |i, r| {
+                if let Ok(g) = &r {
+                    *generated += g.completion_tokens as u64;
+                }
+                on_done(i, r)
+            },
+        )
     }
 
     fn label_distribution(&mut self, q: &LabelQuery) -> Result<LabelDistribution> {

@@ -8,7 +8,7 @@ pub mod openai_types;
 pub(crate) mod scripted;
 
 pub use local::{LocalBackend, DEFAULT_MAX_BATCH};
-pub use openai::{EndpointConfig, OpenAiBackend, RateLimiter};
+pub use openai::{EndpointConfig, OpenAiBackend, Price, RateLimiter};
 
 use crate::engine::Generation;
 use crate::error::{Error, Result};
@@ -104,6 +104,27 @@ impl LabelDistribution {
     }
 }
 
+/// Tokens a backend has read and written so far: for a local model the prompt positions
+/// it ran (a cached prefix not counted) and the tokens it generated; for an endpoint, the
+/// `usage` its replies reported (what it bills).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, o: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.saturating_sub(o.prompt_tokens),
+            completion_tokens: self.completion_tokens.saturating_sub(o.completion_tokens),
+        }
+    }
+}
+
 /// One distribution query: the input, the assistant's reply so far, and the labels.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LabelQuery {
@@ -151,6 +172,11 @@ pub trait Backend: Send {
     /// from a cached prefix not counted); `None` where it cannot know (a remote endpoint).
     fn prompt_positions(&self) -> Option<usize> {
         None
+    }
+
+    /// Tokens read and written so far ([`Usage`]); zero where the backend cannot count.
+    fn usage(&self) -> Usage {
+        Usage::default()
     }
 
     /// Several distribution queries, answered in order; the default asks them one by one.

@@ -75,6 +75,29 @@ pub struct EndpointConfig {
     /// Largest reply body read, in bytes (default 8 MiB); a larger one fails its call.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// What the endpoint charges, for the cost of each stage (`price = { input_per_mtok =
+    /// 2.5, output_per_mtok = 10 }`, per million tokens, in any one currency).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+}
+
+/// An endpoint's price per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Per million prompt tokens.
+    pub input_per_mtok: f64,
+    /// Per million completion tokens.
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of `usage`.
+    pub fn cost(&self, usage: super::Usage) -> f64 {
+        (usage.prompt_tokens as f64 * self.input_per_mtok
+            + usage.completion_tokens as f64 * self.output_per_mtok)
+            / 1e6
+    }
 }
 
 impl EndpointConfig {
@@ -90,6 +113,7 @@ impl EndpointConfig {
             in_flight: 1,
             requests_per_s: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            price: None,
         }
     }
 
@@ -109,6 +133,16 @@ impl EndpointConfig {
         }
         if self.model.trim().is_empty() {
             return bad("model", "is empty".into());
+        }
+        if let Some(p) = &self.price {
+            for (field, v) in [
+                ("input_per_mtok", p.input_per_mtok),
+                ("output_per_mtok", p.output_per_mtok),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return bad(&format!("price.{field}"), format!("{v} is not a price"));
+                }
+            }
         }
         if !(self.timeout_s.is_finite() && (MIN_TIMEOUT_S..=86_400.0).contains(&self.timeout_s)) {
             return bad(
@@ -219,6 +253,8 @@ pub struct OpenAiBackend {
     agent: ureq::Agent,
     next: usize,
     limiter: RateLimiter,
+    /// The `usage` the endpoint's replies reported so far.
+    used: super::Usage,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -266,6 +302,7 @@ impl OpenAiBackend {
             agent,
             next: 0,
             limiter,
+            used: super::Usage::default(),
         })
     }
 
@@ -359,7 +396,16 @@ impl OpenAiBackend {
         let mut attempt = 0u32;
         loop {
             match self.post_once(path, body) {
-                Ok(v) => return Ok(v),
+                Ok(v) => {
+                    let count = |k: &str| v["usage"][k].as_u64().unwrap_or(0);
+                    // Saturating: a server's absurd count must not overflow the tally.
+                    let u = &mut self.used;
+                    u.prompt_tokens = u.prompt_tokens.saturating_add(count("prompt_tokens"));
+                    u.completion_tokens = u
+                        .completion_tokens
+                        .saturating_add(count("completion_tokens"));
+                    return Ok(v);
+                }
                 Err(a) if a.error.is_transient() && attempt < self.cfg.retries => {
                     let backoff = (base * 2f64.powi(attempt.min(30) as i32)).min(MAX_WAIT_S);
                     let jitter = rand::rng().random_range(0.0..=backoff.max(1e-9));
@@ -451,6 +497,10 @@ fn to_value<T: Serialize>(r: &T) -> Result<Value> {
 }
 
 impl Backend for OpenAiBackend {
+    fn usage(&self) -> super::Usage {
+        self.used
+    }
+
     fn identity(&self) -> Result<String> {
         Ok(self.cfg.identity())
     }

@@ -281,6 +281,10 @@ pub struct ExperimentConfig {
     /// settings within each model, models within each setting) or `all`.
     #[serde(default)]
     pub compare: crate::analysis::Pairs,
+    /// Human labels to calibrate the judge against (JSONL, relative to this file; see
+    /// [`crate::experiment::labels`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
     /// Where the file was read from (for relative paths and error messages).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -394,6 +398,49 @@ impl ExperimentConfig {
             .and_then(|o| o.parent())
             .map(Path::to_path_buf)
             .unwrap_or_default()
+    }
+
+    /// Reads the label file and checks that every label names a cell of this experiment
+    /// and a prompt of its prompt file; returns the file's absolute path.
+    fn check_labels(&self, path: &Path, prompts_path: &Path) -> Result<PathBuf> {
+        let at = format!("{}: labels", self.origin_name());
+        let labels = super::labels::load_labels(path).map_err(|e| match e {
+            Error::Io { path, source } => Error::config(
+                &at,
+                format!("cannot read the label file {}: {source}", path.display()),
+            ),
+            e => e,
+        })?;
+        let prompts = load_prompts(prompts_path)?;
+        let cells: Vec<String> = self
+            .models
+            .iter()
+            .flat_map(|m| {
+                self.settings
+                    .iter()
+                    .map(move |s| format!("{}/{}", m.name, s.name))
+            })
+            .collect();
+        for (i, l) in labels.iter().enumerate() {
+            for cell in [&l.a, &l.b] {
+                if !cells.contains(cell) {
+                    return Err(Error::config(
+                        format!("{}: label {}", path.display(), i + 1),
+                        format!(
+                            "`{cell}` is not a cell of this experiment ({})",
+                            cells.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if !prompts.iter().any(|p| p.id == l.prompt_id) {
+                return Err(Error::config(
+                    format!("{}: label {}", path.display(), i + 1),
+                    format!("no prompt `{}` in {}", l.prompt_id, prompts_path.display()),
+                ));
+            }
+        }
+        Ok(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()))
     }
 
     /// The prompt file path, resolved against the TOML file's folder.
@@ -525,6 +572,14 @@ impl ExperimentConfig {
             None => (None, BTreeMap::new()),
         };
         let mut config = self.clone();
+        if let Some(l) = &self.labels {
+            let path = if l.is_relative() {
+                base.join(l)
+            } else {
+                l.clone()
+            };
+            config.labels = Some(self.check_labels(&path, &prompts_path)?);
+        }
         config.prompts = std::fs::canonicalize(&prompts_path).unwrap_or(prompts_path);
         Ok(Plan {
             config,

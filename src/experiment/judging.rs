@@ -31,6 +31,8 @@ pub(crate) struct Judging<'a> {
     pub(crate) store: &'a Store,
     pub(crate) progress: &'a mut dyn Progress,
     pub(crate) failures: &'a mut Vec<Failure>,
+    /// What each stage read, wrote and took.
+    pub(crate) usage: &'a mut Vec<crate::records::StageUsage>,
 }
 
 impl Judging<'_> {
@@ -64,6 +66,8 @@ impl Judging<'_> {
             }
         }
         let positions = self.backend.prompt_positions();
+        let used_before = self.backend.usage();
+        let (calls, reused) = (todo.len() as u64, (order.len() - todo.len()) as u64);
         let started = std::time::Instant::now();
         let mut fresh: HashMap<String, Vec<JudgmentRecord>> = HashMap::new();
         let mut unsupported = false;
@@ -101,6 +105,23 @@ impl Judging<'_> {
             Ok(())
         })?;
         self.progress.finish();
+        let used = self.backend.usage() - used_before;
+        self.usage.push(crate::records::StageUsage {
+            stage: stage.to_string(),
+            model: self.judge.name.clone(),
+            calls,
+            reused,
+            prompt_tokens: used.prompt_tokens,
+            completion_tokens: used.completion_tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            cost: self
+                .judge
+                .cfg
+                .endpoint
+                .as_ref()
+                .and_then(|e| e.price)
+                .map(|p| p.cost(used)),
+        });
         if let (Some(a), Some(b)) = (positions, self.backend.prompt_positions()) {
             if b > a {
                 self.progress.note(&format!(
@@ -161,6 +182,7 @@ mod tests {
                 store: &store,
                 progress: &mut Silent,
                 failures,
+                usage: &mut Vec::new(),
             }
             .mode(Mode::Rubric, &groups, "judgments", "judge rubric")
             .unwrap()

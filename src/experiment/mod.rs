@@ -6,6 +6,7 @@
 
 pub mod config;
 mod judging;
+pub mod labels;
 pub mod progress;
 mod runner;
 pub mod sanity;
@@ -49,6 +50,7 @@ impl Experiment {
                 judge: None,
                 device: None,
                 compare: Default::default(),
+                labels: None,
                 origin: None,
             },
         }
@@ -127,6 +129,12 @@ impl Experiment {
                 self = self.setting(&format!("T={t} min_p={m}"), &params);
             }
         }
+        self
+    }
+
+    /// Calibrates the judge against the human labels in `path` (JSONL; see [`labels`]).
+    pub fn labels(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.labels = Some(path.into());
         self
     }
 

@@ -36,6 +36,8 @@ pub struct Outcome {
     pub warnings: Vec<String>,
     /// The device local models ran on (`cpu`, `cuda:0`), or `none (remote models only)`.
     pub device: String,
+    /// What each stage read, wrote, took and cost.
+    pub usage: Vec<crate::records::StageUsage>,
 }
 
 /// Loads models on first use, onto the run's device, and keeps them for the rest of the run.
@@ -122,9 +124,17 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
     };
     let mut failures = Vec::new();
     let mut warnings = Vec::new();
+    let mut usage = Vec::new();
 
     check_models(plan, progress, &mut warnings)?;
-    let responses = generate(plan, &store, &mut models, progress, &mut failures)?;
+    let responses = generate(
+        plan,
+        &store,
+        &mut models,
+        progress,
+        &mut failures,
+        &mut usage,
+    )?;
 
     let mut outcome = Outcome {
         responses,
@@ -139,6 +149,7 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
         } else {
             "none (remote models only)".into()
         },
+        usage: Vec::new(),
     };
     if let (Some(jc), Some(spec)) = (&plan.config.judge, &plan.judge) {
         if let Some(m) = plan.models.iter().find(|m| same_model(&m.spec, spec)) {
@@ -168,6 +179,7 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
             store: &store,
             progress,
             failures: &mut failures,
+            usage: &mut usage,
         };
         for &mode in &jc.modes {
             let rows = judging.mode(mode, &groups, "judgments", &format!("judge {mode}"))?;
@@ -188,6 +200,7 @@ pub(crate) fn run_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -
     report_failures(&failures, progress, &mut warnings);
     outcome.failures = failures;
     outcome.warnings = warnings;
+    outcome.usage = usage;
     Ok(outcome)
 }
 
@@ -325,6 +338,7 @@ fn generate(
     models: &mut Models,
     progress: &mut dyn Progress,
     failures: &mut Vec<Failure>,
+    usage: &mut Vec<crate::records::StageUsage>,
 ) -> Result<Vec<ResponseRecord>> {
     // Failed answers (error set) are tried again; finished ones are reused.
     let existing: HashMap<String, ResponseRecord> = store
@@ -361,10 +375,27 @@ fn generate(
                 }
             }
         }
+        let reused =
+            (plan.settings.len() * plan.prompts.len() * c.samples as usize - tasks.len()) as u64;
         if tasks.is_empty() {
+            usage.push(crate::records::StageUsage {
+                stage: format!("generate {}", m.name),
+                model: m.name.clone(),
+                calls: 0,
+                reused,
+                prompt_tokens: 0,
+                completion_tokens: 0,
+                seconds: 0.0,
+                cost: None,
+            });
             continue;
         }
         let mut backend = backend_for(&m.spec, m.context, models, c.batch)?;
+        let (used_before, started, calls) = (
+            backend.usage(),
+            std::time::Instant::now(),
+            tasks.len() as u64,
+        );
         let requests: Vec<_> = tasks
             .iter()
             .map(|t| (t.input.clone(), t.params.clone()))
@@ -391,6 +422,20 @@ fn generate(
             out[t.slot] = Some(t.rec);
             Ok(())
         })?;
+        let used = backend.usage() - used_before;
+        usage.push(crate::records::StageUsage {
+            stage: format!("generate {}", m.name),
+            model: m.name.clone(),
+            calls,
+            reused,
+            prompt_tokens: used.prompt_tokens,
+            completion_tokens: used.completion_tokens,
+            seconds: started.elapsed().as_secs_f64(),
+            cost: match &m.spec {
+                ModelSpec::Remote(e) => e.price.map(|p| p.cost(used)),
+                ModelSpec::Local(_) => None,
+            },
+        });
     }
     progress.finish();
     Ok(out.into_iter().flatten().collect())

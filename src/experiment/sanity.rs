@@ -421,6 +421,7 @@ pub(crate) fn run(
         store: judging.store,
         progress: &mut *judging.progress,
         failures: &mut *judging.failures,
+        usage: &mut *judging.usage,
     };
     let modes = judge.cfg.modes.clone();
     let mut summary = SanitySummary::default();

@@ -99,6 +99,7 @@ fn a_mode_is_one_file_and_the_harness_picks_it_up() {
         store: &store,
         progress: &mut Silent,
         failures: &mut failures,
+        usage: &mut Vec::new(),
     };
     let groups = super::group_answers(&responses);
     let judgments = judging
@@ -137,6 +138,7 @@ fn a_mode_is_one_file_and_the_harness_picks_it_up() {
             failures: Vec::new(),
             warnings: Vec::new(),
             device: "none".into(),
+            usage: Vec::new(),
         },
         &dir,
     )

@@ -66,7 +66,7 @@ pub struct RunDiff {
     pub rows: Vec<DiffRow>,
     /// Each run's sanity check, one line per mode (`A: …`, `B: …`).
     pub sanity: Vec<String>,
-    /// Cells and modes in one run only.
+    /// Cells and modes in one run only, or without a prompt scored in both.
     pub only_in_one: Vec<String>,
 }
 
@@ -143,6 +143,18 @@ impl RunOutput {
                 .filter_map(|(p, va)| b.get(p).map(|vb| (p, *va, *vb)))
                 .collect();
             let unmatched = (a.len() + b.len() - 2 * both.len()) as u64;
+            if both.is_empty() {
+                only_in_one.push(format!(
+                    "{}/{} {}: no prompt has a score in both runs (A scored {}, B {}; null and \
+                     excluded low-mass scores do not count)",
+                    k.0,
+                    k.1,
+                    k.2,
+                    a.len(),
+                    b.len()
+                ));
+                continue;
+            }
             let diffs: Vec<f64> = both.iter().map(|(_, va, vb)| vb - va).collect();
             let s = derive_seed(seed, &["diff", &k.0, &k.1, k.2.as_str()]);
             let ci = Clusters::from_pairs(both.iter().map(|(p, va, vb)| ((*p).clone(), vb - va)))

@@ -274,6 +274,11 @@ impl RunOutput {
             .unwrap_or_else(|| vec!["The judge sanity check did not run.".into()]);
         judge.extend(self.unparsed_lines());
         judge.extend(self.missing_labels_line());
+        match self.calibration() {
+            Ok(Some(c)) => judge.extend(c.lines()),
+            Ok(None) => {}
+            Err(e) => judge.push(format!("calibration: the labels could not be read: {e}")),
+        }
         let policy = c.judge.as_ref().map(|j| j.low_mass_policy);
         let excluded = self
             .judgment_rows

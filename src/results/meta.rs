@@ -48,6 +48,9 @@ pub struct RunMeta {
     /// The judge prompt templates used, per mode.
     #[serde(default)]
     pub templates: BTreeMap<Mode, JudgeTemplate>,
+    /// What each stage read, wrote, took and cost (tokens, seconds, money at a `price`).
+    #[serde(default)]
+    pub usage: Vec<crate::records::StageUsage>,
     /// Warnings: self-preference, a flagged judge, failures.
     #[serde(default)]
     pub warnings: Vec<String>,
@@ -185,6 +188,7 @@ impl RunMeta {
                 })
                 .collect(),
             templates: plan.templates.clone(),
+            usage: o.usage.clone(),
             warnings: o.warnings.clone(),
         }
     }
@@ -241,6 +245,7 @@ impl RunMeta {
             sanity: strict(field("sanity"), at("sanity"))?,
             settings: lenient(field("settings")),
             templates: lenient(field("templates")),
+            usage: lenient(field("usage")),
             warnings: strict(field("warnings"), at("warnings"))?,
         })
     }

@@ -8,12 +8,14 @@
 //! the judge, the sanity check, warnings and failures), the append-only record stores it
 //! resumes from (`*.jsonl`) and `run.log`.
 
+pub mod calibrate;
 pub mod diff;
 pub mod display;
 pub mod duel;
 pub mod findings;
 pub mod meta;
 pub mod report;
+pub mod usage;
 pub mod views;
 
 use crate::analysis::{comparisons, summarize, Comparison, Design, SummaryRow};

@@ -70,6 +70,10 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
         h.push_str("<h2>Judge sanity check</h2>\n");
         h.push_str(&s.to_table().to_html());
     }
+    if let Ok(Some(c)) = run.calibration() {
+        h.push_str("<h2>Calibration against human labels</h2>\n");
+        h.push_str(&c.to_table().to_html());
+    }
     h.push_str("<h2>Paired comparisons</h2>\n");
     figure(&mut h, run.forest_plot())?;
     h.push_str(&run.comparisons_table().to_html());
@@ -85,12 +89,22 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
     }
     h.push_str("<h2>Reliability</h2>\n");
     h.push_str(&run.reliability_table().to_html());
+    if !run.usage().is_empty() {
+        h.push_str("<h2>Tokens, time and cost</h2>\n");
+        h.push_str(&run.usage_table().to_html());
+    }
     h.push_str("<h2>Run</h2>\n<pre>");
     // run.json without what the sections above already show (the sanity check, warnings)
     // and the templates, which are long.
     let mut run_meta = serde_json::to_value(&run.meta).unwrap_or_default();
     if let Some(m) = run_meta.as_object_mut() {
-        for shown in ["sanity", "warnings", "templates", "experiment_file"] {
+        for shown in [
+            "sanity",
+            "warnings",
+            "templates",
+            "experiment_file",
+            "usage",
+        ] {
             m.remove(shown);
         }
     }

@@ -230,6 +230,35 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
     .map_err(perr)
 }
 
+/// The calibration table: one row per labelled pair of cells.
+pub fn calibration_df(rows: &[crate::analysis::calibration::Calibration]) -> Result<DataFrame> {
+    use crate::analysis::calibration::Calibration as C;
+    let s = |f: fn(&C) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let f = |f: fn(&C) -> f64| rows.iter().map(f).map(finite).collect::<Vec<_>>();
+    let u = |f: fn(&C) -> usize| rows.iter().map(|r| f(r) as u64).collect::<Vec<_>>();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("a", s(|r| r.a.clone())),
+            col("b", s(|r| r.b.clone())),
+            col("prompts", u(|r| r.prompts)),
+            col("labelled", u(|r| r.labelled)),
+            col("accuracy", f(|r| r.accuracy)),
+            col("accuracy_ci_low", f(|r| r.accuracy_ci.0)),
+            col("accuracy_ci_high", f(|r| r.accuracy_ci.1)),
+            col("kappa", f(|r| r.kappa)),
+            col("tpr", f(|r| r.tpr)),
+            col("tnr", f(|r| r.tnr)),
+            col("judge_win_rate", f(|r| r.judge_win_rate)),
+            col("human_win_rate", f(|r| r.human_win_rate)),
+            col("corrected_win_rate", f(|r| r.corrected_win_rate)),
+            col("corrected_ci_low", f(|r| r.corrected_ci.0)),
+            col("corrected_ci_high", f(|r| r.corrected_ci.1)),
+        ],
+    )
+    .map_err(perr)
+}
+
 /// NaN (no value) as null: a table says "none", never a number that is not one.
 fn finite(x: f64) -> Option<f64> {
     x.is_finite().then_some(x)

@@ -836,6 +836,97 @@ fn two_runs_side_by_side() {
     let judge = llm_judge::results::rejudge_config(&a, "gemma3-270m", &[]);
     let b = a.rejudge(judge, dir.0.join("b")).unwrap();
 
+    // Human labels on the same run: one pinned to its answers, one to answers it does not
+    // have (stale, left out).
+    let answer = |setting: &str, prompt: &str| {
+        a.response_rows
+            .iter()
+            .find(|r| r.setting == setting && r.prompt_id == prompt)
+            .unwrap()
+            .key
+            .clone()
+    };
+    let prompts: Vec<String> = {
+        let mut p: Vec<String> = a
+            .response_rows
+            .iter()
+            .map(|r| r.prompt_id.clone())
+            .collect();
+        p.dedup();
+        p
+    };
+    let label = |prompt: &str, a_key: &str| {
+        serde_json::json!({"prompt_id": prompt, "a": "smol/p1", "b": "smol/p2",
+            "preferred": "b", "a_response": a_key, "b_response": answer("p2", prompt)})
+        .to_string()
+    };
+    let labels = dir.0.join("labels.jsonl");
+    std::fs::write(
+        &labels,
+        format!(
+            "# test labels\n{}\n{}\n",
+            label(&prompts[0], &answer("p1", &prompts[0])),
+            label(&prompts[1], "not-this-run")
+        ),
+    )
+    .unwrap();
+    let c = a.calibrate(&labels).unwrap();
+    assert_eq!((c.results.len(), c.left_out), (1, 1), "{c:?}");
+    let r = &c.results[0];
+    assert_eq!((r.prompts, r.labelled), (2, 1));
+    assert_eq!(r.human_win_rate, 1.0);
+    assert!((0.0..=1.0).contains(&r.corrected_win_rate));
+    // The labels named in the experiment are read when the run is planned: a label for a
+    // cell the experiment does not have is refused before anything runs.
+    std::fs::write(
+        &labels,
+        r#"{"prompt_id": "x", "a": "smol/p1", "b": "other/p2", "preferred": "a"}"#,
+    )
+    .unwrap();
+    let bad = std::fs::read_to_string(&toml).unwrap().replacen(
+        "[[models]]",
+        "labels = \"labels.jsonl\"\n\n[[models]]",
+        1,
+    );
+    std::fs::write(dir.0.join("bad.toml"), bad).unwrap();
+    let err = ExperimentConfig::load(&dir.0.join("bad.toml"))
+        .unwrap()
+        .plan()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("labels.jsonl") && err.contains("`other/p2` is not a cell"),
+        "{err}"
+    );
+
+    // What each stage read, wrote and took: the answers' generation and the judge's
+    // calls, counted by the local backends; no price, so no cost.
+    let stage = |run: &llm_judge::RunOutput, name: &str| {
+        run.usage()
+            .iter()
+            .find(|u| u.stage == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no stage {name}: {:?}", run.usage()))
+    };
+    let g = stage(&a, "generate smol");
+    assert_eq!((g.calls, g.reused, g.cost), (4, 0, None));
+    assert!(g.prompt_tokens > 0 && g.completion_tokens > 0, "{g:?}");
+    let j = stage(&a, "judge expected");
+    assert_eq!(j.calls, 4, "one call per answer");
+    assert!(
+        j.prompt_tokens > g.prompt_tokens && j.seconds > 0.0,
+        "{j:?}"
+    );
+    assert!(a
+        .usage_lines()
+        .last()
+        .unwrap()
+        .starts_with("usage, total: 8 calls"));
+    // Run again into the same folder: everything is reused, nothing read.
+    let again = run_file(&toml, &dir.0.join("a"));
+    let j = stage(&again, "judge expected");
+    assert_eq!((j.calls, j.reused, j.prompt_tokens), (0, 4, 0));
+
     // A run against itself: nothing moved.
     let same = a.diff(&a);
     assert_eq!(same.rows.len(), 2, "{same}");

@@ -295,6 +295,15 @@ fn transient_failures_are_retried() {
         .unwrap();
     assert_eq!(g.text, "fine");
     assert_eq!(count.load(Ordering::SeqCst), 4);
+    // Only the reply that came counts: its `usage` (3 prompt, 1 completion tokens), at a
+    // price of 2 and 10 per million.
+    let used = c.usage();
+    assert_eq!((used.prompt_tokens, used.completion_tokens), (3, 1));
+    let price = llm_judge::backend::Price {
+        input_per_mtok: 2.0,
+        output_per_mtok: 10.0,
+    };
+    assert!((price.cost(used) - 16e-6).abs() < 1e-15);
 }
 
 #[test]

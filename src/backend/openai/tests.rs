@@ -103,6 +103,26 @@ fn endpoint_fields_are_validated_by_name() {
             },
             "base_urls",
         ),
+        (
+            EndpointConfig {
+                price: Some(super::Price {
+                    input_per_mtok: -1.0,
+                    output_per_mtok: 1.0,
+                }),
+                ..ok.clone()
+            },
+            "price.input_per_mtok",
+        ),
+        (
+            EndpointConfig {
+                price: Some(super::Price {
+                    input_per_mtok: 1.0,
+                    output_per_mtok: f64::NAN,
+                }),
+                ..ok.clone()
+            },
+            "price.output_per_mtok",
+        ),
     ];
     for (c, field) in cases {
         let e = c.validate("judge.endpoint").unwrap_err().to_string();
