@@ -19,13 +19,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-/// One prompt of a labelled comparison: the judge's verdict for B over A (0, 0.5 or 1, or
-/// a preference in between), and the human's when there is one.
+/// One prompt of a labelled comparison: the judge's verdict for B over A (0 for A, 0.5 for
+/// a tie, 1 for B; see [`crate::results::calibrate`] for how scores become one), and the
+/// human's when there is one.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Judged {
     /// Prompt id.
     pub prompt: String,
-    /// The judge's verdict for B over A, 0 to 1.
+    /// The judge's verdict for B over A: 0, 0.5 or 1.
     pub judge: f64,
     /// The human's verdict for B over A (0, 0.5 or 1), when labelled.
     pub human: Option<f64>,
@@ -42,29 +43,35 @@ pub struct Calibration {
     pub prompts: usize,
     /// Of those, prompts a human labelled.
     pub labelled: usize,
-    /// Share of labelled prompts where the judge's verdict (rounded to A, tie or B) is the
-    /// human's.
+    /// Share of labelled prompts where the judge's verdict (A, tie or B) is the human's.
     pub accuracy: f64,
     /// Its 95 % CI (labelled prompts resampled).
     pub accuracy_ci: (f64, f64),
     /// Cohen's kappa of the two verdicts (A, tie, B); null where one of them never varies.
     pub kappa: f64,
+    /// Its 95 % CI (resamples where kappa is not defined left out).
+    pub kappa_ci: (f64, f64),
     /// P(judge says B | human says B).
     pub tpr: f64,
+    /// Its 95 % CI.
+    pub tpr_ci: (f64, f64),
     /// P(judge says A | human says A).
     pub tnr: f64,
+    /// Its 95 % CI.
+    pub tnr_ci: (f64, f64),
     /// The judge's win rate of B over every prompt.
     pub judge_win_rate: f64,
     /// The human labels' win rate of B, on the labelled prompts only.
     pub human_win_rate: f64,
-    /// The prediction-powered win rate of B ([`ppi_mean`]): the judge's over every prompt,
-    /// corrected by its error on the labelled ones.
+    /// The prediction-powered win rate of B ([`ppi_mean`]): the labels' own, moved by the
+    /// judge's verdicts on the prompts nobody labelled as far as the judge agrees with the
+    /// labels. With every prompt labelled, it is the labels' win rate.
     pub corrected_win_rate: f64,
-    /// Its 95 % CI.
+    /// Its 95 % CI (labelled and unlabelled prompts resampled independently).
     pub corrected_ci: (f64, f64),
 }
 
-/// A verdict as one of three: A (< 0.5), tie, B (> 0.5).
+/// A verdict as one of three: A (below 0.5), tie, B (above 0.5).
 fn verdict(x: f64) -> i8 {
     if x > 0.5 + 1e-9 {
         1
@@ -75,30 +82,64 @@ fn verdict(x: f64) -> i8 {
     }
 }
 
-/// The prediction-powered estimate from the judge's verdicts on every prompt and the
-/// (human, judge) pairs of the labelled ones, power-tuned (PPI++, Angelopoulos, Duchi and
-/// Zrnic 2023): `mean_L(human) + λ·(mean_all(judge) − mean_L(judge))`, with
-/// `λ = Cov_L(human, judge) / ((1 + n/N)·Var_all(judge))` clipped to [0, 1]. λ = 1 is plain
-/// PPI; a judge that tells the human nothing gets λ near 0, and the estimate is then the
-/// labels' own mean, never worse than ignoring the judge.
-pub fn ppi_mean(all_judge: &[f64], labelled: &[(f64, f64)]) -> f64 {
-    let (n, big_n) = (labelled.len() as f64, all_judge.len() as f64);
+/// The power-tuned prediction-powered estimate (PPI++, Angelopoulos, Duchi and Zrnic 2023)
+/// of the humans' mean verdict, from the (human, judge) pairs of the labelled prompts and
+/// the judge's verdicts on the unlabelled ones:
+/// `mean_L(human) + λ·(mean_U(judge) − mean_L(judge))`, with
+/// `λ = Cov_L(human, judge) / ((1 + n/N)·Var(judge))` clipped to [0, 1] (n labelled, N
+/// unlabelled). λ = 1 is plain PPI; a judge that tells nothing about the labels gets λ near
+/// 0, and the estimate is the labels' own mean, never worse than ignoring the judge. With
+/// no unlabelled prompt it is the labels' mean.
+pub fn ppi_mean(unlabelled: &[f64], labelled: &[(f64, f64)]) -> f64 {
     let h: Vec<f64> = labelled.iter().map(|x| x.0).collect();
+    let mh = mean(&h);
+    if unlabelled.is_empty() {
+        return mh;
+    }
     let j: Vec<f64> = labelled.iter().map(|x| x.1).collect();
-    let (mh, mj, ma) = (mean(&h), mean(&j), mean(all_judge));
+    let (n, big_n) = (labelled.len() as f64, unlabelled.len() as f64);
+    let (mj, mu) = (mean(&j), mean(unlabelled));
     let cov = h
         .iter()
         .zip(&j)
         .map(|(a, b)| (a - mh) * (b - mj))
         .sum::<f64>()
         / n;
-    let var = all_judge.iter().map(|x| (x - ma).powi(2)).sum::<f64>() / big_n;
+    let all: Vec<f64> = j.iter().chain(unlabelled).copied().collect();
+    let ma = mean(&all);
+    let var = all.iter().map(|x| (x - ma).powi(2)).sum::<f64>() / all.len() as f64;
     let lambda = if var > 1e-12 {
         (cov / ((1.0 + n / big_n) * var)).clamp(0.0, 1.0)
     } else {
         0.0
     };
-    mh + lambda * (ma - mj)
+    mh + lambda * (mu - mj)
+}
+
+/// The statistics of one (re)sample of labelled pairs.
+struct Agreement {
+    accuracy: f64,
+    kappa: f64,
+    tpr: f64,
+    tnr: f64,
+}
+
+fn agreement(l: &[(f64, f64)]) -> Agreement {
+    let hv: Vec<i8> = l.iter().map(|(h, _)| verdict(*h)).collect();
+    let jv: Vec<i8> = l.iter().map(|(_, j)| verdict(*j)).collect();
+    let rate = |human: i8| {
+        let given: Vec<usize> = (0..l.len()).filter(|&i| hv[i] == human).collect();
+        if given.is_empty() {
+            return f64::NAN;
+        }
+        given.iter().filter(|&&i| jv[i] == human).count() as f64 / given.len() as f64
+    };
+    Agreement {
+        accuracy: (0..l.len()).filter(|&i| hv[i] == jv[i]).count() as f64 / l.len() as f64,
+        kappa: super::cohen_kappa(&hv, &jv),
+        tpr: rate(1),
+        tnr: rate(-1),
+    }
 }
 
 /// The judge against the human labels in `rows` (one per prompt of the comparison). `None`
@@ -111,57 +152,74 @@ pub fn calibrate(a: &str, b: &str, rows: &[Judged], seed: u64) -> Option<Calibra
     if labelled.is_empty() {
         return None;
     }
-    let all: Vec<f64> = rows.iter().map(|r| r.judge).collect();
-    let agree = |l: &[(f64, f64)]| {
-        l.iter().filter(|(h, j)| verdict(*h) == verdict(*j)).count() as f64 / l.len() as f64
-    };
-    let rate = |l: &[(f64, f64)], human: i8| {
-        let given: Vec<_> = l.iter().filter(|(h, _)| verdict(*h) == human).collect();
-        if given.is_empty() {
-            return f64::NAN;
-        }
-        given.iter().filter(|(_, j)| verdict(*j) == human).count() as f64 / given.len() as f64
-    };
-    let hv: Vec<i8> = labelled.iter().map(|(h, _)| verdict(*h)).collect();
-    let jv: Vec<i8> = labelled.iter().map(|(_, j)| verdict(*j)).collect();
-    // Labelled and all prompts resampled independently; the level expanded for the few
-    // labelled ones, which carry most of the uncertainty.
+    let unlabelled: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.human.is_none())
+        .map(|r| r.judge)
+        .collect();
+    // Labelled and unlabelled prompts (disjoint) resampled independently; the level
+    // expanded for the few labelled ones, which carry most of the uncertainty.
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let (n, m) = (labelled.len(), all.len());
-    let mut acc_s = Vec::with_capacity(ITERS);
-    let mut ppi_s = Vec::with_capacity(ITERS);
+    let (n, m) = (labelled.len(), unlabelled.len());
+    let mut stats: [Vec<f64>; 5] = Default::default();
     for _ in 0..ITERS {
         let l: Vec<(f64, f64)> = (0..n).map(|_| labelled[rng.random_range(0..n)]).collect();
-        let j: Vec<f64> = (0..m).map(|_| all[rng.random_range(0..m)]).collect();
-        acc_s.push(agree(&l));
-        ppi_s.push(ppi_mean(&j, &l));
+        let u: Vec<f64> = (0..m).map(|_| unlabelled[rng.random_range(0..m)]).collect();
+        let g = agreement(&l);
+        for (k, v) in [g.accuracy, g.kappa, g.tpr, g.tnr, ppi_mean(&u, &l)]
+            .into_iter()
+            .enumerate()
+        {
+            if v.is_finite() {
+                stats[k].push(v);
+            }
+        }
     }
     let level = expanded_level(n, LEVEL);
-    let clamp = |(lo, hi): (f64, f64)| (lo.max(0.0), hi.min(1.0));
+    let [acc_s, kappa_s, tpr_s, tnr_s, ppi_s] = stats;
+    let ci = |s: Vec<f64>, defined: bool| {
+        if defined {
+            percentile_interval(s, level)
+        } else {
+            (f64::NAN, f64::NAN)
+        }
+    };
+    let g = agreement(&labelled);
+    let all: Vec<f64> = rows.iter().map(|r| r.judge).collect();
+    let (lo, hi) = percentile_interval(ppi_s, level);
     Some(Calibration {
         a: a.into(),
         b: b.into(),
-        prompts: m,
+        prompts: rows.len(),
         labelled: n,
-        accuracy: agree(&labelled),
-        accuracy_ci: percentile_interval(acc_s, level),
-        kappa: super::cohen_kappa(&hv, &jv),
-        tpr: rate(&labelled, 1),
-        tnr: rate(&labelled, -1),
+        accuracy: g.accuracy,
+        accuracy_ci: ci(acc_s, true),
+        kappa: g.kappa,
+        kappa_ci: ci(kappa_s, g.kappa.is_finite()),
+        tpr: g.tpr,
+        tpr_ci: ci(tpr_s, g.tpr.is_finite()),
+        tnr: g.tnr,
+        tnr_ci: ci(tnr_s, g.tnr.is_finite()),
         judge_win_rate: mean(&all),
         human_win_rate: mean(&labelled.iter().map(|(h, _)| *h).collect::<Vec<_>>()),
-        corrected_win_rate: ppi_mean(&all, &labelled).clamp(0.0, 1.0),
-        corrected_ci: clamp(percentile_interval(ppi_s, level)),
+        corrected_win_rate: ppi_mean(&unlabelled, &labelled).clamp(0.0, 1.0),
+        corrected_ci: (lo.max(0.0), hi.min(1.0)),
     })
 }
 
 impl Calibration {
     /// One sentence.
     pub fn describe(&self) -> String {
+        let unlabelled = if self.labelled == self.prompts {
+            " (every prompt labelled: the labels' own)".to_string()
+        } else {
+            format!(" ({} prompts unlabelled)", self.prompts - self.labelled)
+        };
         format!(
             "{b} vs {a}, judge against {n} human labels: agreement {acc:.0} % [{alo:.0}, \
-             {ahi:.0}], kappa {k:.2}, TPR {tpr:.2}, TNR {tnr:.2}; win rate of {b}: judge {jw:.2} \
-             over {m} prompts, humans {hw:.2} over {n}, corrected {cw:.2} [{clo:.2}, {chi:.2}]",
+             {ahi:.0}], kappa {k:.2} [{klo:.2}, {khi:.2}], TPR {tpr:.2}, TNR {tnr:.2}; win rate \
+             of {b}: judge {jw:.2} over {m} prompts, humans {hw:.2} over {n}, corrected {cw:.2} \
+             [{clo:.2}, {chi:.2}]{unlabelled}",
             a = self.a,
             b = self.b,
             n = self.labelled,
@@ -170,6 +228,8 @@ impl Calibration {
             alo = 100.0 * self.accuracy_ci.0,
             ahi = 100.0 * self.accuracy_ci.1,
             k = self.kappa,
+            klo = self.kappa_ci.0,
+            khi = self.kappa_ci.1,
             tpr = self.tpr,
             tnr = self.tnr,
             jw = self.judge_win_rate,
@@ -205,16 +265,20 @@ mod tests {
         assert_eq!((c.tpr, c.tnr), (1.0, 0.0));
         // The judge never varies: kappa is not measurable, and the correction rests on the
         // labels alone (λ = 0): 0.5.
-        assert!(c.kappa.is_nan());
+        assert!(c.kappa.is_nan() && c.kappa_ci.0.is_nan());
         assert_eq!(c.judge_win_rate, 1.0);
         assert_eq!(c.corrected_win_rate, 0.5);
-        // By hand, λ = 1 when the judge is the human on the labelled prompts: labelled
-        // (1, 1), (0, 0) of four prompts judged 1, 0, 1, 1. Cov 0.25, Var 0.1875, 1 + n/N
-        // 1.5: λ = 0.89; 0.5 + 0.89 · (0.75 − 0.5) = 0.722.
-        let est = ppi_mean(&[1.0, 0.0, 1.0, 1.0], &[(1.0, 1.0), (0.0, 0.0)]);
+        // By hand: labelled (1, 1) and (0, 0), unlabelled judged 1 and 1. Cov 0.25, Var of
+        // the four judge verdicts 0.1875, 1 + n/N = 2: λ = 0.667; 0.5 + 0.667 · (1 − 0.5).
+        let est = ppi_mean(&[1.0, 1.0], &[(1.0, 1.0), (0.0, 0.0)]);
         assert!(
-            (est - (0.5 + 0.25 / (1.5 * 0.1875) * 0.25)).abs() < 1e-12,
+            (est - (0.5 + 0.25 / (2.0 * 0.1875) * 0.5)).abs() < 1e-12,
             "{est}"
+        );
+        // Every prompt labelled: the labels' own mean, whatever the judge says.
+        assert_eq!(
+            ppi_mean(&[], &[(1.0, 0.0), (1.0, 0.0), (0.0, 1.0)]),
+            2.0 / 3.0
         );
         assert!(c.corrected_ci.0 <= 0.5 && 0.5 <= c.corrected_ci.1);
         // No label: nothing to calibrate.

@@ -17,7 +17,7 @@
 //! Pairwise modes compare the two cells directly: the difference is B's preference minus
 //! A's (−1 to 1; 1 when B always wins).
 
-use super::resample::{mean, Canonical, Clusters};
+use super::resample::{expanded_level, mean, Canonical, Clusters, LEVEL};
 use super::summary::excluded;
 use crate::judge::LowMassPolicy;
 use crate::keys::derive_seed;
@@ -471,8 +471,11 @@ pub fn comparisons(
             // Length control on per-prompt means, its BCa interval by resampling prompts.
             let prompts = Clusters::from_pairs(per_prompt);
             let lc = length_controlled(&prompts.values());
+            // A regression on few prompts: the level expanded as for a mean of n − 1 (its
+            // residuals have n − 2 degrees of freedom).
             let lc_ci = if lc.is_finite() {
-                prompts.interval(s ^ 0x9e37_79b9, length_controlled)
+                let level = expanded_level(prompts.len().saturating_sub(1), LEVEL);
+                prompts.interval_at(s ^ 0x9e37_79b9, length_controlled, level)
             } else {
                 super::resample::Interval::NONE
             };

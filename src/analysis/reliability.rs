@@ -24,6 +24,10 @@ pub struct Agreement {
     pub weighted_kappa: f64,
     /// Its 95 % CI.
     pub weighted_kappa_ci: (f64, f64),
+    /// Bootstrap resamples left out of the two intervals because their statistic was not
+    /// a number (a resample where one side never varies).
+    #[serde(default)]
+    pub ci_nonfinite: u64,
 }
 
 /// One answer's scores under both: (rank value, label).
@@ -101,17 +105,19 @@ fn agree(
             &v.iter().map(|p| p.ly).collect::<Vec<_>>(),
         )
     };
+    let (rho_ci, wk_ci) = (clusters.interval(11, rho), clusters.interval(13, wk));
     Agreement {
         label,
         n: all.len(),
         spearman: rho(&all),
-        spearman_ci: clusters.interval(11, rho).bounds(),
+        spearman_ci: rho_ci.bounds(),
         kappa: cohen_kappa(
             &all.iter().map(|p| p.lx).collect::<Vec<_>>(),
             &all.iter().map(|p| p.ly).collect::<Vec<_>>(),
         ),
         weighted_kappa: wk(&all),
-        weighted_kappa_ci: clusters.interval(13, wk).bounds(),
+        weighted_kappa_ci: wk_ci.bounds(),
+        ci_nonfinite: rho_ci.nonfinite + wk_ci.nonfinite,
     }
 }
 
@@ -268,6 +274,10 @@ pub struct LengthAssociation {
     pub within_prompt_pearson: f64,
     /// Its 95 % CI (prompts resampled).
     pub within_prompt_ci: (f64, f64),
+    /// Bootstrap resamples left out of that interval because their statistic was not a
+    /// number.
+    #[serde(default)]
+    pub ci_nonfinite: u64,
 }
 
 /// Pearson's r after centring both variables per prompt.
@@ -314,6 +324,7 @@ pub fn length_association(
     }
     let clusters = Clusters::from_pairs(rows);
     let all = clusters.values();
+    let ci = clusters.interval(31, within_prompt);
     LengthAssociation {
         label: format!("{mode}, {criterion}"),
         n: all.len(),
@@ -322,7 +333,8 @@ pub fn length_association(
             &all.iter().map(|r| r.2).collect::<Vec<_>>(),
         ),
         within_prompt_pearson: within_prompt(&all),
-        within_prompt_ci: clusters.interval(31, within_prompt).bounds(),
+        within_prompt_ci: ci.bounds(),
+        ci_nonfinite: ci.nonfinite,
     }
 }
 

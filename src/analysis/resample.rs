@@ -24,6 +24,12 @@ impl Canonical for f64 {
     }
 }
 
+impl Canonical for (u32, f64) {
+    fn canonical_cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0).then(self.1.total_cmp(&other.1))
+    }
+}
+
 impl Canonical for (String, f64, f64) {
     fn canonical_cmp(&self, other: &Self) -> Ordering {
         self.0
@@ -111,6 +117,12 @@ impl<T: Clone + Canonical> Clusters<T> {
     /// or when `stat` gives nothing finite; resamples whose statistic is not finite are left
     /// out and counted.
     pub fn interval(&self, seed: u64, stat: impl Fn(&[T]) -> f64) -> Interval {
+        self.interval_at(seed, stat, LEVEL)
+    }
+
+    /// [`Clusters::interval`] at a nominal `level` of its own (e.g. an
+    /// [`expanded_level`] for few clusters).
+    pub fn interval_at(&self, seed: u64, stat: impl Fn(&[T]) -> f64, level: f64) -> Interval {
         if self.groups.is_empty() {
             return Interval::NONE;
         }
@@ -132,7 +144,7 @@ impl<T: Clone + Canonical> Clusters<T> {
         } else {
             Vec::new()
         };
-        let (low, high) = bca_interval(stats, observed, &jackknife, LEVEL);
+        let (low, high) = bca_interval(stats, observed, &jackknife, level);
         Interval {
             low,
             high,
@@ -141,50 +153,33 @@ impl<T: Clone + Canonical> Clusters<T> {
     }
 
     /// Interval of the mean of the per-cluster means of `value` (every prompt weighs the
-    /// same, as in the paired sign-flip test): BCa over two-stage resamples at the level
-    /// expanded for few prompts ([`expanded_level`]). A plain percentile or BCa interval
-    /// of a mean covers about 90 % at 10 prompts, because the spread of 10 prompts
+    /// same, as in the paired sign-flip test): BCa over resamples of the cluster means, at
+    /// the level expanded for few prompts ([`expanded_level`]). A plain percentile or BCa
+    /// interval of a mean covers about 90 % at 10 prompts, because the spread of 10 prompts
     /// understates the population's; the expansion (Hesterberg's, the `t` quantile with
     /// `n − 1` degrees of freedom scaled by `√(n / (n − 1))`) restores 95 %, and BCa keeps the
-    /// interval's lean towards the skew of the data. Null with fewer than 2 clusters.
+    /// interval's lean towards the skew of the data. The cluster means are resampled as they
+    /// are: their spread already holds the variation of the samples within a prompt, which
+    /// a second stage of resampling would count twice. Null with fewer than 2 clusters.
     pub fn mean_interval(&self, seed: u64, value: impl Fn(&T) -> f64) -> Interval {
         let n = self.groups.len();
         if n < 2 {
             return Interval::NONE;
         }
-        let cluster_mean = |v: &[T]| mean(&v.iter().map(&value).collect::<Vec<_>>());
-        let means: Vec<f64> = self.groups.iter().map(|(_, v)| cluster_mean(v)).collect();
-        let observed = mean(&means);
-        if !observed.is_finite() {
-            return Interval::NONE;
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut drawn: Vec<T> = Vec::new();
-        let all: Vec<f64> = (0..ITERS)
-            .map(|_| {
-                let mut sum = 0.0;
-                for _ in 0..n {
-                    let vals = &self.groups[rng.random_range(0..n)].1;
-                    drawn.clear();
-                    drawn.extend(
-                        (0..vals.len()).map(|_| vals[rng.random_range(0..vals.len())].clone()),
-                    );
-                    sum += cluster_mean(&drawn);
-                }
-                sum / n as f64
-            })
+        let means: Vec<f64> = self
+            .groups
+            .iter()
+            .map(|(_, v)| mean(&v.iter().map(&value).collect::<Vec<_>>()))
             .collect();
-        let nonfinite = all.iter().filter(|s| !s.is_finite()).count() as u64;
-        let stats: Vec<f64> = all.into_iter().filter(|s| s.is_finite()).collect();
-        let jackknife: Vec<f64> = (0..n)
-            .map(|i| (observed * n as f64 - means[i]) / (n - 1) as f64)
-            .collect();
-        let (low, high) = bca_interval(stats, observed, &jackknife, expanded_level(n, LEVEL));
-        Interval {
-            low,
-            high,
-            nonfinite,
+        Clusters {
+            groups: self
+                .groups
+                .iter()
+                .zip(means)
+                .map(|((id, _), m)| (id.clone(), vec![m]))
+                .collect(),
         }
+        .interval_at(seed, mean, expanded_level(n, LEVEL))
     }
 }
 
@@ -502,6 +497,24 @@ mod tests {
             "coverage {normal_cover} (normal), {skewed_cover} (skewed)"
         );
         assert!(normal_percentile < 0.93, "percentile {normal_percentile}");
+        // Three samples per prompt (a prompt effect and the samples' own noise): the
+        // interval resamples prompt means, so the within-prompt spread counts once.
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let hits = (0..400u64)
+            .filter(|&s| {
+                let effects = normals(&mut rng, 10);
+                let noise = normals(&mut rng, 30);
+                let c = Clusters::from_pairs(
+                    (0..30).map(|i| (format!("p{:02}", i / 3), effects[i / 3] + noise[i])),
+                );
+                let iv = c.mean_interval(s, |x| *x);
+                iv.low <= 0.0 && 0.0 <= iv.high
+            })
+            .count();
+        assert!(
+            (372..=388).contains(&hits),
+            "{hits} of 400 with 3 samples a prompt"
+        );
         assert!((expanded_level(10, 0.95) - 0.983).abs() < 0.001);
         assert!((expanded_level(1000, 0.95) - 0.95).abs() < 0.001);
     }

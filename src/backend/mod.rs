@@ -85,15 +85,17 @@ impl LabelDistribution {
     }
 
     /// The range the expectation could take were the missing labels as likely as the list
-    /// allows: their combined mass (at most `missing_at_most` each, and at most what the
-    /// listed labels left, `1 − mass`) all on the lowest missing label, or all on the
-    /// highest. `(e, e)` when nothing is missing.
+    /// allows: all the mass the listed labels left (`1 − mass`) on the lowest missing
+    /// label, or all on the highest. `(e, e)` when nothing is missing.
     pub fn expectation_bounds(&self) -> (f64, f64) {
         let e = self.expectation();
         let (Some(&lo), Some(&hi)) = (self.missing.iter().min(), self.missing.iter().max()) else {
             return (e, e);
         };
-        let extra = (self.missing.len() as f64 * self.missing_at_most).min(1.0 - self.mass);
+        // What the listed labels left, wherever it went. (A count of missing labels times the
+        // least listed probability would assume one spelling per label; a label may have
+        // several, ` 3` and `3`, each as likely.)
+        let extra = 1.0 - self.mass;
         if extra <= 0.0 {
             return (e, e);
         }
@@ -212,16 +214,16 @@ mod tests {
 
     #[test]
     fn missing_labels_bound_the_expectation() {
-        // Labels 2 and 3 seen (0.5 and 0.3), 1 and 4 missing from a list whose smallest
-        // entry was 0.05: together at most 0.1 (two × 0.05), less than the 0.2 left over.
+        // Labels 2 and 3 seen (0.5 and 0.3), 1 and 4 missing: the 0.2 the list left, all on
+        // 1 or all on 4.
         let d = LabelDistribution::from_raw(vec![0.0, 0.5, 0.3, 0.0])
             .unwrap()
             .with_missing(vec![0, 3], 0.05);
         let e = (2.0 * 0.5 + 3.0 * 0.3) / 0.8;
         assert!((d.expectation() - e).abs() < 1e-12);
         let (lo, hi) = d.expectation_bounds();
-        assert!((lo - (1.9 + 0.1) / 0.9).abs() < 1e-12, "{lo}");
-        assert!((hi - (1.9 + 0.4) / 0.9).abs() < 1e-12, "{hi}");
+        assert!((lo - (1.9 + 0.2) / 1.0).abs() < 1e-12, "{lo}");
+        assert!((hi - (1.9 + 0.8) / 1.0).abs() < 1e-12, "{hi}");
         // Nothing missing, or no mass left for it: no range.
         let whole = LabelDistribution::from_raw(vec![0.5, 0.5]).unwrap();
         assert_eq!(whole.expectation_bounds(), (1.5, 1.5));

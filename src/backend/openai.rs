@@ -580,33 +580,50 @@ impl Backend for OpenAiBackend {
         let queue =
             std::sync::Mutex::new((0..requests.len()).collect::<std::collections::VecDeque<_>>());
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Generation>)>();
-        std::thread::scope(|scope| -> Result<()> {
+        let mut used = self.used;
+        let result = std::thread::scope(|scope| -> Result<()> {
+            let mut workers = Vec::new();
             for url in &self.cfg.base_urls {
                 for _ in 0..self.cfg.in_flight {
                     let mut cfg = self.cfg.clone();
                     cfg.base_urls = vec![url.clone()];
                     let mut client = OpenAiBackend::new(cfg)?.with_limiter(self.limiter.clone());
                     let (queue, tx) = (&queue, tx.clone());
-                    scope.spawn(move || loop {
-                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
-                        let Some(i) = next else { break };
-                        let (input, params) = &requests[i];
-                        if tx.send((i, client.generate(input, params))).is_err() {
-                            break;
+                    // Each worker hands back the usage its replies reported.
+                    workers.push(scope.spawn(move || {
+                        loop {
+                            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+                            let Some(i) = next else { break };
+                            let (input, params) = &requests[i];
+                            if tx.send((i, client.generate(input, params))).is_err() {
+                                break;
+                            }
                         }
-                    });
+                        client.used
+                    }));
                 }
             }
             drop(tx);
+            let mut outcome = Ok(());
             for (i, r) in rx {
                 if let Err(e) = on_done(i, r) {
                     // Stop the workers: nothing more will be taken from the queue.
                     queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                    return Err(e);
+                    outcome = Err(e);
+                    break;
                 }
             }
-            Ok(())
-        })
+            for w in workers {
+                if let Ok(u) = w.join() {
+                    used.prompt_tokens = used.prompt_tokens.saturating_add(u.prompt_tokens);
+                    used.completion_tokens =
+                        used.completion_tokens.saturating_add(u.completion_tokens);
+                }
+            }
+            outcome
+        });
+        self.used = used;
+        result
     }
 
     fn label_distribution(&mut self, q: &LabelQuery) -> Result<LabelDistribution> {

@@ -711,6 +711,10 @@ impl Plan {
             }
         }
         s.push_str(&self.power().to_string());
+        for l in self.estimate_lines() {
+            s.push_str(&l);
+            s.push('\n');
+        }
         s
     }
 }

@@ -5,6 +5,7 @@
 //! work and returns the records ([`Outcome`]); [`crate::results`] turns them into tables.
 
 pub mod config;
+pub mod estimate;
 mod judging;
 pub mod labels;
 pub mod progress;

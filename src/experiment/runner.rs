@@ -377,6 +377,10 @@ fn generate(
         }
         let reused =
             (plan.settings.len() * plan.prompts.len() * c.samples as usize - tasks.len()) as u64;
+        let price = match &m.spec {
+            ModelSpec::Remote(e) => e.price,
+            ModelSpec::Local(_) => None,
+        };
         if tasks.is_empty() {
             usage.push(crate::records::StageUsage {
                 stage: format!("generate {}", m.name),
@@ -386,7 +390,7 @@ fn generate(
                 prompt_tokens: 0,
                 completion_tokens: 0,
                 seconds: 0.0,
-                cost: None,
+                cost: price.map(|_| 0.0),
             });
             continue;
         }
@@ -431,10 +435,7 @@ fn generate(
             prompt_tokens: used.prompt_tokens,
             completion_tokens: used.completion_tokens,
             seconds: started.elapsed().as_secs_f64(),
-            cost: match &m.spec {
-                ModelSpec::Remote(e) => e.price.map(|p| p.cost(used)),
-                ModelSpec::Local(_) => None,
-            },
+            cost: price.map(|p| p.cost(used)),
         });
     }
     progress.finish();

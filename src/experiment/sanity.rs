@@ -118,8 +118,34 @@ pub struct PositionProbe {
     /// by position (points); pairwise, how much more the same answer is preferred shown
     /// first than shown second (`2·p(first) − 1`, preference).
     pub effect: f64,
+    /// Its 95 % CI over prompts. (A spread of position means is above 0 by chance alone;
+    /// its interval says how far.)
+    #[serde(default = "no_interval")]
+    pub effect_ci: (f64, f64),
     /// `points` or `preference`.
     pub unit: String,
+}
+
+fn no_interval() -> (f64, f64) {
+    (f64::NAN, f64::NAN)
+}
+
+/// The largest minus the smallest mean total by position.
+fn spread(rows: &[(u32, f64)]) -> f64 {
+    let mut by: std::collections::BTreeMap<u32, (f64, usize)> = Default::default();
+    for (p, v) in rows {
+        let e = by.entry(*p).or_default();
+        e.0 += v;
+        e.1 += 1;
+    }
+    let means: Vec<f64> = by.values().map(|(s, n)| s / *n as f64).collect();
+    let max = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let min = means.iter().copied().fold(f64::INFINITY, f64::min);
+    if means.is_empty() {
+        f64::NAN
+    } else {
+        max - min
+    }
 }
 
 impl PositionProbe {
@@ -127,27 +153,32 @@ impl PositionProbe {
     pub fn of(mode: Mode, rows: &[JudgmentRecord], prompts: usize) -> Option<PositionProbe> {
         let bias = crate::analysis::position_bias(rows);
         let spec = mode.spec();
-        let (estimates, effect) = if spec.compares_two() {
+        let (estimates, effect, effect_ci) = if spec.compares_two() {
             let e = if mode == Mode::Pairwise {
                 bias.text_first_position_preference
             } else {
                 bias.first_position_preference
             }?;
-            let effect = 2.0 * e.mean - 1.0;
-            (vec![e], effect)
+            let (effect, ci) = (2.0 * e.mean - 1.0, (2.0 * e.ci.0 - 1.0, 2.0 * e.ci.1 - 1.0));
+            (vec![e], effect, ci)
         } else {
-            let means: Vec<f64> = bias.listwise.iter().map(|e| e.mean).collect();
-            if means.is_empty() {
+            if bias.listwise.is_empty() {
                 return None;
             }
-            let max = means.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let min = means.iter().copied().fold(f64::INFINITY, f64::min);
-            (bias.listwise, max - min)
+            let by_prompt = crate::analysis::Clusters::from_pairs(
+                rows.iter()
+                    .filter(|r| r.mode == Mode::Listwise && r.criterion == TOTAL)
+                    .filter_map(|r| Some((r.prompt_id.clone(), (r.position?, r.value()?)))),
+            );
+            let all = by_prompt.values();
+            let ci = by_prompt.interval(37, spread).bounds();
+            (bias.listwise, spread(&all), ci)
         };
         Some(PositionProbe {
             prompts,
             estimates,
             effect,
+            effect_ci,
             unit: spec.unit().into(),
         })
     }
@@ -162,18 +193,22 @@ impl PositionProbe {
         if self.unit == "points" {
             format!(
                 "position probe (the reference against itself, {} prompts): mean total by \
-                 position {}; spread {:.2} points",
+                 position {}; spread {:.2} [{:.2}, {:.2}] points",
                 self.prompts,
                 figures.join(", "),
-                self.effect
+                self.effect,
+                self.effect_ci.0,
+                self.effect_ci.1
             )
         } else {
             format!(
                 "position probe (the reference against itself, {} prompts): p(first shown \
-                 preferred) {}; position effect {:+.2} preference",
+                 preferred) {}; position effect {:+.2} [{:+.2}, {:+.2}] preference",
                 self.prompts,
                 figures.join(", "),
-                self.effect
+                self.effect,
+                self.effect_ci.0,
+                self.effect_ci.1
             )
         }
     }
@@ -654,8 +689,10 @@ mod tests {
         let probe = PositionProbe::of(Mode::Listwise, &rows, 4).unwrap();
         assert_eq!(probe.estimates.len(), 4);
         assert!((probe.effect - 3.0).abs() < 1e-12, "{probe:?}");
+        // Every prompt the same: no doubt about it.
+        assert_eq!(probe.effect_ci, (3.0, 3.0));
         assert!(
-            probe.describe().contains("spread 3.00 points"),
+            probe.describe().contains("spread 3.00 [3.00, 3.00] points"),
             "{}",
             probe.describe()
         );

@@ -6,6 +6,7 @@ use crate::analysis::calibration::{calibrate, Calibration, Judged};
 use crate::analysis::summary::excluded;
 use crate::error::Result;
 use crate::experiment::labels::{load_labels, HumanLabel};
+use crate::judge::spec::{Pass, PREFERENCE_MARGIN};
 use crate::judge::LowMassPolicy;
 use crate::keys::derive_seed;
 use crate::records::{Mode, TOTAL};
@@ -110,8 +111,9 @@ impl RunOutput {
             .all(|(cell, pinned)| pinned.as_deref().is_none_or(|k| answer(cell) == Some(k)))
     }
 
-    /// The judge's verdict for B over A per prompt in `mode`: a preference mode's mean
-    /// preference, or for scores 1, 0.5 or 0 as B's total is above, equal to or below A's.
+    /// The judge's verdict for B over A per prompt in `mode`, 1, 0.5 or 0: B's total above,
+    /// within the mode's sanity margin of, or below A's (a preference mode: B's mean
+    /// preference above, within 0.1 of, or below an even 0.5).
     fn verdicts(&self, mode: Mode, a: &str, b: &str, policy: LowMassPolicy) -> Vec<(String, f64)> {
         let mut by: BTreeMap<String, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
         for j in self
@@ -147,22 +149,31 @@ impl RunOutput {
             }
         }
         let mean = crate::analysis::resample::mean;
+        // A verdict of A, tie or B, as a human gives one: a difference within the margin the
+        // sanity check asks of this mode (0.25 points on an expected total, 0.5 on a text
+        // total, 0.1 around an even preference) is a tie.
+        let three = |d: f64, margin: f64| {
+            if d > margin {
+                1.0
+            } else if d < -margin {
+                0.0
+            } else {
+                0.5
+            }
+        };
+        let spec = mode.spec();
+        let margin = match spec.pass {
+            Pass::Margin(m) => m,
+            Pass::Preference(_) => PREFERENCE_MARGIN,
+        };
         by.into_iter()
             .filter_map(|(p, (x, y))| {
-                if mode.spec().compares_two() {
-                    (!x.is_empty()).then(|| (p, mean(&x)))
+                if spec.compares_two() {
+                    (!x.is_empty()).then(|| (p, three(mean(&x) - 0.5, margin)))
                 } else if x.is_empty() || y.is_empty() {
                     None
                 } else {
-                    let d = mean(&y) - mean(&x);
-                    let v = if d > 1e-9 {
-                        1.0
-                    } else if d < -1e-9 {
-                        0.0
-                    } else {
-                        0.5
-                    };
-                    Some((p, v))
+                    Some((p, three(mean(&y) - mean(&x), margin)))
                 }
             })
             .collect()

@@ -246,10 +246,14 @@ impl RunOutput {
                 .filter(|m| Some(**m) != primary)
                 .map(|m| m.to_string())
                 .collect();
+            let which = if modes.is_empty() {
+                String::new()
+            } else {
+                format!(" (other modes: {})", modes.join(", "))
+            };
             tail = Some(format!(
-                "{exploratory} exploratory comparisons ({}) are in the comparisons table; \
-                 none is a finding.",
-                modes.join(", ")
+                "{exploratory} exploratory comparisons{which} are in the comparisons table; \
+                 none is a finding."
             ));
         }
         let mut unresolved: Vec<String> = unresolved.into_iter().map(|(_, s)| s).collect();

@@ -36,8 +36,14 @@ impl RunOutput {
             })
             .collect();
         let costs: Vec<f64> = u.iter().filter_map(|s| s.cost).collect();
+        // A total cost over some stages only says so.
+        let partial = if !costs.is_empty() && costs.len() < u.len() {
+            " (priced stages only)"
+        } else {
+            ""
+        };
         v.push(format!(
-            "usage, total: {} calls ({} reused), {} prompt + {} completion tokens, {:.1} s{}",
+            "usage, total: {} calls ({} reused), {} prompt + {} completion tokens, {:.1} s{}{partial}",
             u.iter().map(|s| s.calls).sum::<u64>(),
             u.iter().map(|s| s.reused).sum::<u64>(),
             u.iter().map(|s| s.prompt_tokens).sum::<u64>(),

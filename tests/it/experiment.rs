@@ -875,7 +875,9 @@ fn two_runs_side_by_side() {
     let r = &c.results[0];
     assert_eq!((r.prompts, r.labelled), (2, 1));
     assert_eq!(r.human_win_rate, 1.0);
-    assert!((0.0..=1.0).contains(&r.corrected_win_rate));
+    // One label says nothing about how the judge errs (no covariance): the corrected win
+    // rate is the label's own, whatever the judge said on the other prompt.
+    assert_eq!(r.corrected_win_rate, 1.0);
     // The labels named in the experiment are read when the run is planned: a label for a
     // cell the experiment does not have is refused before anything runs.
     std::fs::write(
@@ -922,6 +924,18 @@ fn two_runs_side_by_side() {
         .last()
         .unwrap()
         .starts_with("usage, total: 8 calls"));
+    // The dry run's estimate: the same calls, and completion tokens no more than it said.
+    let plan = ExperimentConfig::load(&toml).unwrap().plan().unwrap();
+    let est = plan.estimate();
+    let e = |name: &str| est.iter().find(|e| e.stage == name).unwrap().clone();
+    assert_eq!(
+        (e("generate smol").calls, e("judge expected").calls),
+        (4, 4)
+    );
+    assert_eq!(e("generate smol").completion_tokens, 4 * 16);
+    assert!(g.completion_tokens <= e("generate smol").completion_tokens);
+    assert_eq!(e("judge expected").completion_tokens, 0);
+    assert!(plan.describe().contains("estimate, total: 8 calls"));
     // Run again into the same folder: everything is reused, nothing read.
     let again = run_file(&toml, &dir.0.join("a"));
     let j = stage(&again, "judge expected");

@@ -387,7 +387,7 @@ fn impossible_log_probabilities_are_refused_naming_the_token() {
     assert!((d.missing_at_most - p4).abs() < 1e-12);
     let e = (3.0 * p3 + 4.0 * p4) / (p3 + p4);
     assert!((d.expectation() - e).abs() < 1e-12);
-    let extra = (2.0 * p4).min(1.0 - p3 - p4);
+    let extra = 1.0 - p3 - p4;
     let low = (3.0 * p3 + 4.0 * p4 + extra) / (p3 + p4 + extra);
     let (lo, hi) = d.expectation_bounds();
     assert!(
@@ -619,16 +619,29 @@ fn requests_in_flight_and_rate_limit() {
         )
         .unwrap();
         assert_eq!(out.responses.height(), 8);
-        t.elapsed().as_secs_f64()
+        (t.elapsed().as_secs_f64(), out)
     };
     peak.store(0, Ordering::SeqCst);
-    run(4, "", "four");
+    // Each reply reports 1 prompt and 1 completion token: 8 and 8 over the 4 workers, at
+    // 1 and 2 per token.
+    let (_, out) = run(
+        4,
+        "price = { input_per_mtok = 1000000.0, output_per_mtok = 2000000.0 }",
+        "four",
+    );
     assert_eq!(peak.load(Ordering::SeqCst), 4, "4 requests in flight");
+    let u = &out.usage()[0];
+    assert_eq!(
+        (u.calls, u.prompt_tokens, u.completion_tokens),
+        (8, 8, 8),
+        "{u:?}"
+    );
+    assert_eq!(u.cost, Some(24.0));
     peak.store(0, Ordering::SeqCst);
     run(1, "", "one");
     assert_eq!(peak.load(Ordering::SeqCst), 1, "one at a time");
     // 8 requests at 10 per second need at least 0.7 s even with 4 in flight.
-    let limited = run(4, "requests_per_s = 10.0", "limited");
+    let (limited, _) = run(4, "requests_per_s = 10.0", "limited");
     assert!(limited >= 0.7, "{limited}");
 }
 
