@@ -211,6 +211,53 @@ pub fn strip_userinfo(url: &str) -> String {
     }
 }
 
+/// The user and password in a URL's authority (`user:pass@`), percent-decoded; `None`
+/// without one.
+fn userinfo(url: &str) -> Option<(String, String)> {
+    let start = url.find("://")? + 3;
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let at = url[start..end].rfind('@')?;
+    let info = &url[start..start + at];
+    let (user, pass) = info.split_once(':').unwrap_or((info, ""));
+    Some((percent_decode(user), percent_decode(pass)))
+}
+
+/// `%XX` sequences decoded (invalid ones kept as written), as UTF-8 (lossy).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every byte outside RFC 3986's unreserved set as `%XX` (upper-case hex, as URL
+/// normalisers write it).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {
+                (c as char).to_string()
+            } else {
+                format!("%{c:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Spaces requests out to at most `rate` per second, shared between clients.
 #[derive(Clone, Debug, Default)]
 pub struct RateLimiter {
@@ -312,34 +359,56 @@ impl OpenAiBackend {
         self
     }
 
-    /// `text` with the API key and any bearer token replaced by `[redacted]`.
+    /// `text` with the API key, any bearer or basic credential, and every form of a base
+    /// URL's password (as written, percent-decoded, percent-encoded, and inside a Basic
+    /// header) replaced by `[redacted]`.
     fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         if let Some(k) = &self.api_key {
             out = out.replace(k.as_str(), "[redacted]");
         }
-        // A password in a base URL, wherever an echo puts it.
         for url in &self.cfg.base_urls {
-            if let Some(userinfo) = url
+            let Some((user, pass)) = userinfo(url) else {
+                continue;
+            };
+            let raw = url
                 .split_once("://")
-                .and_then(|(_, rest)| rest.split_once('@'))
-                .map(|(u, _)| u)
-                .filter(|u| !u.contains('/'))
-            {
-                if let Some((_, pw)) = userinfo.split_once(':').filter(|(_, p)| !p.is_empty()) {
-                    out = out.replace(pw, "[redacted]");
-                }
+                .and_then(|(_, rest)| rest.rsplit_once('@'))
+                .and_then(|(info, _)| info.split_once(':'))
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_default();
+            let basic = crate::plot::base64(format!("{user}:{pass}").as_bytes());
+            // Longest first, so that a form inside another is not left half-replaced.
+            let mut forms = vec![basic, raw, percent_encode(&pass), pass.clone()];
+            forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+            for f in forms.iter().filter(|f| f.chars().count() >= 2) {
+                out = out.replace(f.as_str(), "[redacted]");
             }
         }
         redact_bearer(&out)
+    }
+
+    /// The `Authorization` header of a request to `base`: the API key as a bearer token,
+    /// else the URL's user and password as Basic credentials (never in the URL the HTTP
+    /// client sees, so no error text or normalised URL can carry them).
+    fn authorization(&self, base: &str) -> Option<String> {
+        if let Some(k) = &self.api_key {
+            return Some(format!("Bearer {k}"));
+        }
+        let (user, pass) = userinfo(base)?;
+        Some(format!(
+            "Basic {}",
+            crate::plot::base64(format!("{user}:{pass}").as_bytes())
+        ))
     }
 
     fn post_once(&mut self, path: &str, body: &Value) -> std::result::Result<Value, Attempt> {
         self.limiter.wait();
         let base = self.cfg.base_urls[self.next % self.cfg.base_urls.len()].clone();
         self.next += 1;
-        let url = format!("{}/{path}", base.trim_end_matches('/'));
-        let shown = strip_userinfo(&url);
+        // Credentials go in a header: the URL the client sees (and reports) has none.
+        let url = strip_userinfo(&format!("{}/{path}", base.trim_end_matches('/')));
+        let shown = url.clone();
         let fail = |status, kind, message: String, wait| Attempt {
             error: RemoteError {
                 url: shown.clone(),
@@ -354,8 +423,8 @@ impl OpenAiBackend {
             .agent
             .post(&url)
             .set("Content-Type", "application/json");
-        if let Some(k) = &self.api_key {
-            req = req.set("Authorization", &format!("Bearer {k}"));
+        if let Some(auth) = self.authorization(&base) {
+            req = req.set("Authorization", &auth);
         }
         match req.send_string(&body.to_string()) {
             Ok(resp) => read_json(resp, self.cfg.max_response_bytes)

@@ -675,6 +675,96 @@ fn no_secret_reaches_any_file() {
     }
 }
 
+/// Base64 as HTTP Basic credentials write it.
+fn b64(bytes: &[u8]) -> String {
+    llm_judge::plot::base64(bytes)
+}
+
+#[test]
+fn no_form_of_a_url_password_reaches_any_file_or_stream() {
+    // Property test, fixed seed: users and passwords over the whole printable range, written
+    // into the URL as a user would (only `@ / ? # : %` escaped; `^ | { } \`` and spaces as
+    // they are, which a URL normaliser would percent-encode), against an endpoint that
+    // echoes the request (Authorization header included) and against a refused connection
+    // on an upper-case host. No form of either secret may reach a file or stderr.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(27);
+    let printable: Vec<char> = (0x20u8..0x7f).map(char::from).collect();
+    let escape = |s: &str| -> String {
+        s.chars()
+            .map(|c| match c {
+                '@' | '/' | '?' | '#' | ':' | '%' => format!("%{:02X}", c as u32),
+                c => c.to_string(),
+            })
+            .collect()
+    };
+    let dir = TempDir::new("url-secrets");
+    for case in 0..12 {
+        let mut word = |n: usize| -> String {
+            (0..n)
+                .map(|_| printable[rng.random_range(0..printable.len())])
+                .collect()
+        };
+        let (user, pass) = (format!("u{}", word(9)), format!("p{}", word(11)));
+        let info = format!("{}:{}", escape(&user), escape(&pass));
+        let base = if case % 2 == 0 {
+            let (b, _) = fault_server(vec!["echo"]);
+            b.replace("http://", &format!("http://{info}@"))
+        } else {
+            format!("http://{info}@LOCALHOST:1/v1")
+        };
+        let toml = format!(
+            "name = \"s\"\nprompts = \"{}\"\nlimit = 1\nmax_tokens = 4\n\n[[models]]\nname = \"r\"\n[models.endpoint]\nbase_urls = [{}]\nmodel = \"x\"\napi_key_env = \"LLM_JUDGE_TEST_NO_KEY\"\nretries = 0\ntimeout_s = 2.0\n\n[[settings]]\nname = \"g\"\npreset = \"greedy\"\n",
+            prompts_file().display(),
+            // A TOML literal string takes every printable character but `'`.
+            if base.contains('\'') {
+                format!("\"{}\"", base.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                format!("'{base}'")
+            }
+        );
+        let p = dir.0.join(format!("case{case}.toml"));
+        std::fs::write(&p, &toml).unwrap();
+        let out_dir = dir.0.join(format!("case{case}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_llm-judge"))
+            .args([
+                "run",
+                p.to_str().unwrap(),
+                "--out",
+                out_dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "case {case}: the call should fail");
+        let forms = [
+            pass.clone(),
+            escape(&pass),
+            b64(format!("{user}:{pass}").as_bytes()),
+            user.clone(),
+            escape(&user),
+        ];
+        let mut texts = vec![(
+            "stderr".to_string(),
+            String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout),
+        )];
+        for entry in std::fs::read_dir(&out_dir).unwrap() {
+            let p = entry.unwrap().path();
+            texts.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).to_string(),
+            ));
+        }
+        for (name, text) in &texts {
+            for f in &forms {
+                assert!(
+                    !text.contains(f.as_str()),
+                    "case {case}: {name} holds `{f}`"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn a_run_with_failures_exits_non_zero_and_says_why() {
     let dir = TempDir::new("exit-codes");

@@ -131,3 +131,21 @@ fn endpoint_fields_are_validated_by_name() {
     // A limiter from an absurd rate is no limiter, not a panic.
     RateLimiter::new(Some(1e-300)).wait();
 }
+
+#[test]
+fn url_credentials_are_read_decoded_and_kept_out_of_the_url() {
+    let url = "http://al%40ice:p%20a%7Cs%5Es:w@LocalHost:80/v1";
+    assert_eq!(
+        super::userinfo(url),
+        Some(("al@ice".to_string(), "p a|s^s:w".to_string()))
+    );
+    assert_eq!(super::strip_userinfo(url), "http://LocalHost:80/v1");
+    assert_eq!(super::userinfo("http://host/v1"), None);
+    // A `%` that starts no escape is kept as written.
+    assert_eq!(super::percent_decode("100%_%4"), "100%_%4");
+    let printable: String = (0x20u8..0x7f).map(char::from).collect();
+    assert_eq!(
+        super::percent_decode(&super::percent_encode(&printable)),
+        printable
+    );
+}
