@@ -379,7 +379,7 @@ impl OpenAiBackend {
                 .unwrap_or_default();
             let basic = crate::plot::base64(format!("{user}:{pass}").as_bytes());
             // Longest first, so that a form inside another is not left half-replaced.
-            let mut forms = vec![basic, raw, percent_encode(&pass), pass.clone()];
+            let mut forms = [basic, raw, percent_encode(&pass), pass.clone()];
             forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
             for f in forms.iter().filter(|f| f.chars().count() >= 2) {
                 out = out.replace(f.as_str(), "[redacted]");
