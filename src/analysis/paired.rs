@@ -94,6 +94,11 @@ pub struct Comparison {
     /// claim.
     #[serde(default)]
     pub exploratory: bool,
+    /// Whether the difference is smaller than the judge's resolution: the smallest score
+    /// drop the sanity check's graded damage caused that the judge registers (one step
+    /// removed, a number changed, a sentence of filler). `None` without graded results.
+    #[serde(default)]
+    pub below_resolution: Option<bool>,
     /// Bootstrap resamples left out of the two intervals because their statistic was not a
     /// number (at equal length: a resample whose answers all differ by the same length).
     #[serde(default)]
@@ -126,6 +131,7 @@ impl Comparison {
             p_min: 0.004,
             confounded_with_position: false,
             exploratory: false,
+            below_resolution: None,
             ci_nonfinite: 0,
         }
     }
@@ -502,6 +508,7 @@ pub fn comparisons(
                 p_min: f64::NAN,
                 confounded_with_position: *mode == Mode::Listwise && confounded(&js, a, b),
                 exploratory: !headline || design.primary.is_some_and(|p| p != *mode),
+                below_resolution: None,
                 ci_nonfinite: ci.nonfinite + lc_ci.nonfinite,
             });
         }

@@ -42,11 +42,22 @@ pub enum Damage {
     Truncated,
     /// The reference's words in a random order.
     Shuffled,
+    /// Graded: the reference without its middle step (line, or sentence).
+    StepRemoved,
+    /// Graded: the reference with its first number doubled.
+    NumberChanged,
+    /// Graded: the reference with one sentence of filler after its first.
+    Filler,
 }
 
 impl Damage {
-    /// Every kind, in the order the sanity check reports them.
+    /// The gross kinds, in the order the sanity check reports them; a judge must tell
+    /// every one from the reference to pass.
     pub const ALL: [Damage; 3] = [Damage::OffTopic, Damage::Truncated, Damage::Shuffled];
+
+    /// The graded kinds: small damage whose score drop is the judge's resolution in points
+    /// (reported, not passed or failed).
+    pub const GRADED: [Damage; 3] = [Damage::StepRemoved, Damage::NumberChanged, Damage::Filler];
 
     /// The name in tables and in the bad answers' `model` column.
     pub fn as_str(self) -> &'static str {
@@ -54,8 +65,77 @@ impl Damage {
             Damage::OffTopic => "off_topic",
             Damage::Truncated => "truncated",
             Damage::Shuffled => "shuffled",
+            Damage::StepRemoved => "step_removed",
+            Damage::NumberChanged => "number_changed",
+            Damage::Filler => "filler",
         }
     }
+}
+
+/// The sentence of filler the graded check adds.
+pub const FILLER: &str = "Keep in mind that every situation is a little different, so it is \
+                          worth taking a moment to think it through before you start.";
+
+/// The reference with one graded damage, or `None` where it does not apply (no number to
+/// change, fewer than three steps to take one from).
+pub fn graded(reference: &str, kind: Damage) -> Option<String> {
+    // Steps: lines when there are several, else sentences.
+    let lines: Vec<&str> = reference.lines().filter(|l| !l.trim().is_empty()).collect();
+    let (steps, joiner): (Vec<String>, &str) = if lines.len() >= 3 {
+        (lines.iter().map(|l| l.to_string()).collect(), "\n")
+    } else {
+        let sentences: Vec<String> = reference
+            .split_inclusive(". ")
+            .map(|s| s.trim_end().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        (sentences, " ")
+    };
+    match kind {
+        Damage::StepRemoved => {
+            if steps.len() < 3 {
+                return None;
+            }
+            let mut s = steps.clone();
+            s.remove(s.len() / 2);
+            Some(s.join(joiner))
+        }
+        Damage::NumberChanged => {
+            let start = reference.find(|c: char| c.is_ascii_digit())?;
+            let len = reference[start..]
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(reference.len() - start);
+            let n: u64 = reference[start..start + len].parse().ok()?;
+            Some(format!(
+                "{}{}{}",
+                &reference[..start],
+                n.checked_mul(2)?.max(n + 1),
+                &reference[start + len..]
+            ))
+        }
+        Damage::Filler => {
+            let mut s = steps.clone();
+            if s.is_empty() {
+                return None;
+            }
+            s.insert(1.min(s.len()), FILLER.to_string());
+            Some(s.join(joiner))
+        }
+        _ => None,
+    }
+}
+
+/// How far one graded damage moves the judge's total: the judge's resolution in points.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GradedResult {
+    /// The kind of damage.
+    pub kind: Damage,
+    /// Prompts where it applied and both totals were scored.
+    pub prompts: usize,
+    /// Mean over prompts of the reference's total minus the damaged answer's.
+    pub drop: f64,
+    /// Its 95 % CI over prompts.
+    pub ci: (f64, f64),
 }
 
 impl std::fmt::Display for Damage {
@@ -102,6 +182,22 @@ pub struct ModeResult {
     /// (modes that show several answers at once; `None` for the others).
     #[serde(default)]
     pub position: Option<PositionProbe>,
+    /// The judge's resolution: its score drop for each graded damage (modes that score one
+    /// answer at a time; empty for the others).
+    #[serde(default)]
+    pub graded: Vec<GradedResult>,
+}
+
+impl ModeResult {
+    /// The judge's resolution in points: the smallest mean drop among the graded kinds whose
+    /// interval is above 0 (damage the judge registers); `None` when it registers none.
+    pub fn resolution(&self) -> Option<f64> {
+        self.graded
+            .iter()
+            .filter(|g| g.ci.0 > 0.0)
+            .map(|g| g.drop)
+            .min_by(f64::total_cmp)
+    }
 }
 
 /// The position probe: each prompt's reference shown in every position of one listwise
@@ -241,6 +337,22 @@ impl ModeResult {
         }
         if let Some(p) = &self.position {
             s.push_str(&format!("; {}", p.describe()));
+        }
+        if !self.graded.is_empty() {
+            let g: Vec<String> = self
+                .graded
+                .iter()
+                .map(|g| {
+                    format!(
+                        "{} {:+.2} [{:+.2}, {:+.2}] over {}",
+                        g.kind, g.drop, g.ci.0, g.ci.1, g.prompts
+                    )
+                })
+                .collect();
+            s.push_str(&format!(
+                "; resolution (the reference's total minus the slightly damaged one's): {}",
+                g.join(", ")
+            ));
         }
         if self.flagged {
             let cause = if n == 0 {
@@ -396,7 +508,60 @@ pub fn tally(
         skipped,
         flagged,
         position: None,
+        graded: Vec::new(),
     }
+}
+
+/// Each prompt's reference and its graded damages (those that apply), good first.
+pub fn graded_answers(plan: &Plan) -> Vec<Vec<ResponseRecord>> {
+    plan.prompts
+        .iter()
+        .filter_map(|p| {
+            let good = p.reference.as_deref()?;
+            let mut set = vec![answer(p, "good", good.to_string())];
+            for kind in Damage::GRADED {
+                if let Some(text) = graded(good, kind) {
+                    set.push(answer(p, kind.as_str(), text));
+                }
+            }
+            (set.len() > 1).then_some(set)
+        })
+        .collect()
+}
+
+/// The score drop of each graded kind from the rows of the graded sets.
+pub fn graded_drops(sets: &[Vec<ResponseRecord>], rows: &[JudgmentRecord]) -> Vec<GradedResult> {
+    let total_of = |key: &str| {
+        rows.iter()
+            .find(|r| r.response_key == key && r.criterion == TOTAL)
+            .and_then(JudgmentRecord::value)
+    };
+    Damage::GRADED
+        .iter()
+        .filter_map(|&kind| {
+            let drops: Vec<(String, f64)> = sets
+                .iter()
+                .filter_map(|set| {
+                    let bad = set.iter().find(|r| r.model == kind.as_str())?;
+                    Some((
+                        set[0].prompt_id.clone(),
+                        total_of(&set[0].key)? - total_of(&bad.key)?,
+                    ))
+                })
+                .collect();
+            if drops.is_empty() {
+                return None;
+            }
+            let c = crate::analysis::Clusters::from_pairs(drops);
+            let values = c.values();
+            Some(GradedResult {
+                kind,
+                prompts: c.len(),
+                drop: crate::analysis::resample::mean(&values),
+                ci: c.mean_interval(41, |x| *x).bounds(),
+            })
+        })
+        .collect()
 }
 
 /// The position probe's sets: each prompt's reference, as many times as `mode` shows
@@ -466,6 +631,18 @@ pub(crate) fn run(
         let rows = judging.mode(mode, &groups, "sanity", &format!("sanity {mode}"))?;
         let mut result = tally(mode, &sets, &rows, skipped);
         all.extend(rows);
+        if mode.spec().shows == crate::judge::spec::Shows::OneAnswer {
+            // Graded damage, for modes that score one answer: the reference's calls are the
+            // ones above, reused.
+            let graded_sets = graded_answers(plan);
+            if !graded_sets.is_empty() {
+                let groups = mode.spec().sanity_groups(&graded_sets);
+                let rows =
+                    judging.mode(mode, &groups, "sanity", &format!("graded damage {mode}"))?;
+                result.graded = graded_drops(&graded_sets, &rows);
+                all.extend(rows);
+            }
+        }
         let probes = probe_sets(mode, &sets);
         if !probes.is_empty() {
             // One group per probe set: the copies shown together (listwise), or the one
@@ -484,6 +661,9 @@ pub(crate) fn run(
         }
         summary.modes.push(result);
     }
+    // The reference's rows come back with every check that reuses its calls: once each.
+    let mut seen = std::collections::HashSet::new();
+    all.retain(|r| seen.insert(r.key.clone()));
     Ok((Some(summary), all))
 }
 
@@ -706,5 +886,78 @@ mod tests {
         assert!((probe.effect - 0.5).abs() < 1e-12, "{probe:?}");
         // Nothing scored: no probe result, not a zero effect.
         assert!(PositionProbe::of(Mode::Listwise, &[], 4).is_none());
+    }
+
+    #[test]
+    fn graded_damage_is_small_and_named() {
+        let steps =
+            "1. Preheat the oven to 180 C.\n2. Mix the flour and sugar.\n3. Bake 30 minutes.";
+        assert_eq!(
+            graded(steps, Damage::StepRemoved).unwrap(),
+            "1. Preheat the oven to 180 C.\n3. Bake 30 minutes."
+        );
+        // The first number doubled, nothing else touched.
+        assert_eq!(
+            graded(steps, Damage::NumberChanged).unwrap(),
+            steps.replacen("1.", "2.", 1)
+        );
+        let filled = graded(steps, Damage::Filler).unwrap();
+        assert_eq!(filled.lines().nth(1), Some(FILLER));
+        assert_eq!(filled.lines().count(), 4);
+        // Sentences when there is one line; nothing to change without a number.
+        let prose = "Ice the ankle. Raise it above the heart. Rest for two days.";
+        assert_eq!(
+            graded(prose, Damage::StepRemoved).unwrap(),
+            "Ice the ankle. Rest for two days."
+        );
+        assert_eq!(graded(prose, Damage::NumberChanged), None);
+        assert_eq!(graded("Too short.", Damage::StepRemoved), None);
+    }
+
+    #[test]
+    fn graded_drops_are_the_judges_resolution() {
+        // Two prompts: the reference 10; one step removed 9 and 9.5; filler 10 and 10.
+        let set = |p: &str| -> Vec<ResponseRecord> {
+            ["good", "step_removed", "filler"]
+                .iter()
+                .map(|k| ResponseRecord {
+                    key: format!("{k}-{p}"),
+                    model: k.to_string(),
+                    prompt_id: p.into(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let sets = vec![set("a"), set("b")];
+        let mut rows = Vec::new();
+        for (p, step) in [("a", 9.0), ("b", 9.5)] {
+            for (k, v) in [("good", 10.0), ("step_removed", step), ("filler", 10.0)] {
+                let mut r = total(&format!("{k}-{p}"), Some(v));
+                r.prompt_id = p.into();
+                rows.push(r);
+            }
+        }
+        let g = graded_drops(&sets, &rows);
+        assert_eq!(g.len(), 2, "number_changed never applied");
+        assert_eq!(
+            (g[0].kind, g[0].prompts, g[0].drop),
+            (Damage::StepRemoved, 2, 0.75)
+        );
+        assert_eq!((g[1].kind, g[1].drop), (Damage::Filler, 0.0));
+        let m = ModeResult {
+            mode: Mode::Expected,
+            kinds: Vec::new(),
+            skipped: 0,
+            flagged: false,
+            position: None,
+            graded: g,
+        };
+        // Both drops of one step removed were positive: the judge registers it.
+        assert_eq!(m.resolution(), Some(0.75));
+        assert!(
+            m.describe().contains("step_removed +0.75"),
+            "{}",
+            m.describe()
+        );
     }
 }

@@ -138,6 +138,14 @@ pub fn verdict(cmp: &Comparison) -> (String, bool) {
             cmp.p_holm
         ));
     }
+    if cmp.below_resolution == Some(true) {
+        return no(format!(
+            "below the judge's resolution: {better} leans better (the CI excludes 0, Holm \
+             p < 0.05), but by less than the judge's score drop for the slightest damage its \
+             sanity check registered (one step removed, a number changed, or a sentence of \
+             filler)"
+        ));
+    }
     if cmp.exploratory {
         return no(format!(
             "exploratory: {better} leans better (the CI excludes 0, Holm p < 0.05 within its \
@@ -417,6 +425,20 @@ mod tests {
             ..cmp()
         });
         assert!(!finding && v.starts_with("not resolved"), "{v}");
+        // Smaller than what one step removed does to the judge's total: not a finding.
+        let (v, finding) = verdict(&Comparison {
+            below_resolution: Some(true),
+            ..cmp()
+        });
+        assert!(
+            !finding && v.starts_with("below the judge's resolution"),
+            "{v}"
+        );
+        let (_, finding) = verdict(&Comparison {
+            below_resolution: Some(false),
+            ..cmp()
+        });
+        assert!(finding);
         // Outside the primary mode: exploratory, never a finding.
         let (v, finding) = verdict(&Comparison {
             exploratory: true,

@@ -108,7 +108,16 @@ fn analyse(
     for r in &mut summary_rows {
         r.judge_flagged = flagged(r.mode);
     }
-    let comparison_rows = comparisons(records, answers, design, config.seed, &flagged);
+    let mut comparison_rows = comparisons(records, answers, design, config.seed, &flagged);
+    // A total that moved less than the judge's drop for the slightest damage it registers.
+    for c in comparison_rows.iter_mut() {
+        let resolution = sanity
+            .and_then(|s| s.modes.iter().find(|m| m.mode == c.mode))
+            .and_then(|m| m.resolution());
+        if c.criterion == crate::records::TOTAL {
+            c.below_resolution = resolution.map(|r| c.mean_diff.abs() < r);
+        }
+    }
     (summary_rows, comparison_rows)
 }
 

@@ -224,6 +224,10 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
                 "exploratory",
                 rows.iter().map(|r| r.exploratory).collect::<Vec<_>>(),
             ),
+            col(
+                "below_resolution",
+                rows.iter().map(|r| r.below_resolution).collect::<Vec<_>>(),
+            ),
             col("ci_nonfinite", u(|r| r.ci_nonfinite)),
         ],
     )
