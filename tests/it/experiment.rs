@@ -418,6 +418,17 @@ fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
             assert!(p.effect.is_finite() && p.prompts == 2, "{p:?}");
             assert!(m.describe().contains("position probe"), "{}", m.describe());
         }
+        // Graded damage where the judge scores one answer at a time: each kind that applies
+        // to the two references, its drop from the judge's own totals.
+        assert_eq!(m.graded.is_empty(), m.mode != Mode::Expected, "{}", m.mode);
+        for g in &m.graded {
+            assert!(g.prompts <= 2 && g.drop.is_finite(), "{g:?}");
+            let damaged = out
+                .sanity_rows
+                .iter()
+                .any(|r| r.mode == m.mode && r.model == g.kind.as_str());
+            assert!(damaged, "{:?} has no rows", g.kind);
+        }
     }
     // A flagged mode is flagged in the summary and comparison tables too.
     for r in &out.summary_rows {
