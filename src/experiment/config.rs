@@ -594,6 +594,21 @@ impl ExperimentConfig {
 }
 
 impl Plan {
+    /// The paired comparisons per mode and criterion the design makes: pairs of cells
+    /// (model, setting) under the experiment's `compare`.
+    pub fn compared_pairs(&self) -> usize {
+        let cells: Vec<(String, String)> = self
+            .models
+            .iter()
+            .flat_map(|m| {
+                self.settings
+                    .iter()
+                    .map(move |(s, _)| (m.name.clone(), s.clone()))
+            })
+            .collect();
+        crate::analysis::paired::cell_pairs(&cells, self.config.compare).len()
+    }
+
     /// Answers in the grid.
     pub fn grid_size(&self) -> usize {
         self.models.len() * self.settings.len() * self.prompts.len() * self.config.samples as usize
@@ -607,16 +622,7 @@ impl Plan {
         let Some(j) = &self.config.judge else {
             return Default::default();
         };
-        let cells: Vec<(String, String)> = self
-            .models
-            .iter()
-            .flat_map(|m| {
-                self.settings
-                    .iter()
-                    .map(move |(s, _)| (m.name.clone(), s.clone()))
-            })
-            .collect();
-        let m = crate::analysis::paired::cell_pairs(&cells, self.config.compare).len();
+        let m = self.compared_pairs();
         let total_range = j.criteria.len() as f64 * (j.scale.saturating_sub(1)) as f64;
         crate::analysis::PowerReport {
             rows: j

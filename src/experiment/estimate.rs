@@ -98,19 +98,7 @@ impl Plan {
         let cells = (self.models.len() * self.settings.len()) as u64;
         let n_prompts = self.prompts.len() as u64;
         let answer = c.max_tokens as u64;
-        let pairs = crate::analysis::paired::cell_pairs(
-            &self
-                .models
-                .iter()
-                .flat_map(|m| {
-                    self.settings
-                        .iter()
-                        .map(move |(s, _)| (m.name.clone(), s.clone()))
-                })
-                .collect::<Vec<_>>(),
-            c.compare,
-        )
-        .len() as u64;
+        let pairs = self.compared_pairs() as u64;
         let refs: Vec<u64> = self
             .prompts
             .iter()
