@@ -220,7 +220,8 @@ pub struct ServeArgs {
     /// Most tokens one request may generate.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Connections served at once (more wait).
+    /// Requests served at once (more wait; an idle connection, or a client without the
+    /// key, holds none).
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers, and then its body.
@@ -266,6 +267,10 @@ pub struct BenchArgs {
     /// Concurrent clients for the serving test (`serve` on loopback; 0 skips it).
     #[arg(long, default_value_t = 0)]
     pub serve_clients: usize,
+    /// Time small requests to `serve` (loopback) alone and while 200 idle sockets, 20
+    /// clients without the key and 2 clients sending 7.5 MB bodies run alongside.
+    #[arg(long)]
+    pub serve_abuse: bool,
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -400,6 +405,7 @@ impl BenchArgs {
             judge_answers: self.judge_answers,
             busy: self.busy,
             serve_clients: self.serve_clients,
+            serve_abuse: self.serve_abuse,
             grid: self.grid,
             grid_limit: self.grid_limit,
             grid_max_tokens: self.grid_max_tokens,

@@ -85,7 +85,7 @@ pub mod prelude {
     pub use crate::analysis::{
         Agreement, Comparison, LengthAssociation, Pairs, PositionBias, SummaryRow,
     };
-    pub use crate::judge::Order;
+    pub use crate::judge::{ExpectedTotal, Order};
     pub use crate::plot::Figure;
     pub use crate::results::display::{Gallery, Saved};
     pub use crate::results::duel::Duel;

@@ -241,6 +241,11 @@ pub struct JudgmentRecord {
     pub prompt_id: String,
     /// Sample index.
     pub sample: u32,
+    /// Which ask of the same judgment this row is (0-based): `judge.repeats` asks a sampled
+    /// verdict several times, each with its own seed, for the judge's test-retest. Always 0
+    /// for the probability modes, whose verdicts are read, not sampled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub repeat: u32,
     /// Criterion name, [`TOTAL`], or [`OVERALL`] (pairwise modes).
     pub criterion: String,
     /// The score; null when there is none (unparseable verdict, failed call). Pairwise:
@@ -294,6 +299,10 @@ pub struct JudgmentRecord {
     pub parse_ok: bool,
     /// Attempts used (1 + re-asks).
     pub attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl JudgmentRecord {
@@ -353,6 +362,67 @@ pub struct StageUsage {
     pub seconds: f64,
     /// Cost at the endpoint's `price`; null without one (a local model, or no price given).
     pub cost: Option<f64>,
+    /// What earlier runs into the same results folder spent on this stage (and model), all
+    /// of them together: a rerun that reuses their calls keeps what making them took.
+    /// `None` for a folder's first run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier: Option<Spent>,
+}
+
+/// Calls, tokens, time and cost spent on a stage.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Spent {
+    /// Calls made.
+    pub calls: u64,
+    /// Prompt tokens read.
+    pub prompt_tokens: u64,
+    /// Completion tokens written.
+    pub completion_tokens: u64,
+    /// Wall time.
+    pub seconds: f64,
+    /// Cost; null where no call was priced.
+    pub cost: Option<f64>,
+}
+
+impl std::ops::Add for Spent {
+    type Output = Spent;
+    fn add(self, o: Spent) -> Spent {
+        Spent {
+            calls: self.calls + o.calls,
+            prompt_tokens: self.prompt_tokens + o.prompt_tokens,
+            completion_tokens: self.completion_tokens + o.completion_tokens,
+            seconds: self.seconds + o.seconds,
+            cost: match (self.cost, o.cost) {
+                (None, None) => None,
+                (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+            },
+        }
+    }
+}
+
+impl StageUsage {
+    /// What this run spent on the stage.
+    pub fn spent(&self) -> Spent {
+        Spent {
+            calls: self.calls,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            seconds: self.seconds,
+            cost: self.cost,
+        }
+    }
+
+    /// What every run into the folder spent on the stage: this one and the earlier ones.
+    pub fn all(&self) -> Spent {
+        self.spent() + self.earlier.unwrap_or_default()
+    }
+
+    /// Adds what `before` (the folder's previous run's record of the same stage and model)
+    /// and the runs before it spent, as `earlier`.
+    pub fn after(mut self, before: &StageUsage) -> Self {
+        self.earlier = Some(before.all());
+        self
+    }
 }
 
 /// Records with a unique key, for de-duplication on load.

@@ -2,7 +2,8 @@
 //! independent unit): per-cell summaries ([`summary`]), paired comparisons between cells
 //! ([`paired`]), win rates and Bradley-Terry strengths ([`pairwise`]), correlation and
 //! agreement measures ([`correlation`]), and judge reliability: agreement, position bias and
-//! length association ([`reliability`]); a judge against human labels ([`calibration`]);
+//! length association ([`reliability`]); how much a judge's verdicts change when asked again
+//! ([`retest`]); a judge against human labels ([`calibration`]);
 //! and, before anything runs, what a design can show ([`power`]).
 
 pub mod calibration;
@@ -12,6 +13,7 @@ pub mod pairwise;
 pub mod power;
 pub mod reliability;
 pub mod resample;
+pub mod retest;
 pub mod summary;
 
 pub use correlation::{cohen_kappa, pearson, ranks, spearman, weighted_kappa};
@@ -23,4 +25,5 @@ pub use reliability::{
     LengthAssociation, PositionBias,
 };
 pub use resample::{mean_std, Clusters, Interval};
+pub use retest::{test_retest, Retest};
 pub use summary::{summarize, SummaryRow};

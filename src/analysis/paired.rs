@@ -205,16 +205,21 @@ impl Comparison {
     }
 }
 
-/// One paired observation: prompt, difference B − A, length difference (words).
+/// One paired observation (its prompt is its cluster): difference B − A, length
+/// difference (words), and which ask of the judgment it is (`repeat`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Obs {
-    d: f64,
-    dlen: f64,
+pub(crate) struct Obs {
+    pub(crate) d: f64,
+    pub(crate) dlen: f64,
+    pub(crate) repeat: u32,
 }
 
 impl Canonical for Obs {
     fn canonical_cmp(&self, o: &Self) -> std::cmp::Ordering {
-        self.d.total_cmp(&o.d).then(self.dlen.total_cmp(&o.dlen))
+        self.d
+            .total_cmp(&o.d)
+            .then(self.dlen.total_cmp(&o.dlen))
+            .then(self.repeat.cmp(&o.repeat))
     }
 }
 
@@ -305,8 +310,9 @@ pub(crate) fn cell_pairs(cells: &[(String, String)], pairs: Pairs) -> Vec<(usize
     out
 }
 
-/// Paired observations of one comparison, grouped by prompt, and the pairs dropped.
-fn observations(
+/// Paired observations of one comparison, grouped by prompt, and the pairs dropped. Scores
+/// pair by prompt, sample and ask (`repeat`); a preference row is a pair already.
+pub(crate) fn observations(
     js: &[&JudgmentRecord],
     criterion: &str,
     a: &(String, String),
@@ -351,13 +357,14 @@ fn observations(
                     Obs {
                         d: sign * (1.0 - 2.0 * s),
                         dlen: words_of(b_key) - words_of(a_key),
+                        repeat: j.repeat,
                     },
                 )),
                 None => dropped += 1,
             }
         }
     } else {
-        let mut by: HashMap<(&str, u32), [Option<&JudgmentRecord>; 2]> = HashMap::new();
+        let mut by: HashMap<(&str, u32, u32), [Option<&JudgmentRecord>; 2]> = HashMap::new();
         for j in js.iter().filter(|j| j.criterion == criterion) {
             let side = if is(j, a) {
                 0
@@ -366,7 +373,8 @@ fn observations(
             } else {
                 continue;
             };
-            by.entry((j.prompt_id.as_str(), j.sample)).or_default()[side] = Some(j);
+            by.entry((j.prompt_id.as_str(), j.sample, j.repeat))
+                .or_default()[side] = Some(j);
         }
         let mut keys: Vec<_> = by.keys().copied().collect();
         keys.sort();
@@ -384,6 +392,7 @@ fn observations(
                     Obs {
                         d: vb - va,
                         dlen: words_of(&jb.response_key) - words_of(&ja.response_key),
+                        repeat: k.2,
                     },
                 )),
                 _ => dropped += 1,
@@ -394,7 +403,37 @@ fn observations(
 }
 
 /// A mode and criterion with the cells `(model, setting)` that have rows in it.
-type Family = (Mode, String, Vec<(String, String)>);
+pub(crate) type Family = (Mode, String, Vec<(String, String)>);
+
+/// Every (mode, criterion) of the rows in first-seen order, with the cells that have rows in
+/// it (a preference row's two cells both).
+pub(crate) fn families(judgments: &[JudgmentRecord]) -> Vec<Family> {
+    let mut families: Vec<Family> = Vec::new();
+    for j in judgments {
+        let crit = j.criterion.as_str();
+        let fam = match families
+            .iter()
+            .position(|(m, c, _)| *m == j.mode && c == crit)
+        {
+            Some(i) => i,
+            None => {
+                families.push((j.mode, crit.to_string(), Vec::new()));
+                families.len() - 1
+            }
+        };
+        let cells = &mut families[fam].2;
+        let mut add = |c: (String, String)| {
+            if !cells.contains(&c) {
+                cells.push(c);
+            }
+        };
+        add((j.model.clone(), j.setting.clone()));
+        if let (Some(m), Some(s)) = (&j.other_model, &j.other_setting) {
+            add((m.clone(), s.clone()));
+        }
+    }
+    families
+}
 
 /// What the comparisons of a run are asked: which cells, how `low_mass` scores count, and
 /// which mode is confirmatory.
@@ -423,31 +462,7 @@ pub fn comparisons(
         .iter()
         .filter_map(|r| Some((r.key.as_str(), words(r.text.as_deref()?))))
         .collect();
-    // Families: (mode, criterion) in first-seen order, with their cells.
-    let mut families: Vec<Family> = Vec::new();
-    for j in judgments {
-        let crit = j.criterion.as_str();
-        let fam = match families
-            .iter()
-            .position(|(m, c, _)| *m == j.mode && c == crit)
-        {
-            Some(i) => i,
-            None => {
-                families.push((j.mode, crit.to_string(), Vec::new()));
-                families.len() - 1
-            }
-        };
-        let cells = &mut families[fam].2;
-        let mut add = |c: (String, String)| {
-            if !cells.contains(&c) {
-                cells.push(c);
-            }
-        };
-        add((j.model.clone(), j.setting.clone()));
-        if let (Some(m), Some(s)) = (&j.other_model, &j.other_setting) {
-            add((m.clone(), s.clone()));
-        }
-    }
+    let families = families(judgments);
     let mut out = Vec::new();
     for (mode, criterion, cells) in &families {
         let js: Vec<&JudgmentRecord> = judgments.iter().filter(|j| j.mode == *mode).collect();
@@ -468,6 +483,7 @@ pub fn comparisons(
                     let o = Obs {
                         d: mean(&v.iter().map(|o| o.d).collect::<Vec<_>>()),
                         dlen: mean(&v.iter().map(|o| o.dlen).collect::<Vec<_>>()),
+                        repeat: 0,
                     };
                     (p.clone(), o)
                 })
@@ -712,6 +728,7 @@ mod tests {
             .map(|&l| Obs {
                 d: 0.5 + 0.1 * l,
                 dlen: l,
+                repeat: 0,
             })
             .collect();
         assert!((length_controlled(&obs) - 0.5).abs() < 1e-12);

@@ -50,14 +50,15 @@ impl Canonical for Paired {
 }
 
 /// Per answer of `mode` and `criterion`: (answer key, prompt, value for ranks, rounded
-/// label). Expected scores rank by their expectation and label by their argmax.
+/// label). Expected scores rank by their expectation and label by their argmax. With
+/// several asks of each verdict (`judge.repeats`), the first ask's.
 fn scored<'a>(
     js: &'a [JudgmentRecord],
     mode: Mode,
     criterion: &str,
 ) -> HashMap<&'a str, (&'a str, f64, i64)> {
     js.iter()
-        .filter(|j| j.mode == mode && j.criterion == criterion)
+        .filter(|j| j.mode == mode && j.criterion == criterion && j.repeat == 0)
         .filter_map(|j| {
             let s = j.score?;
             Some((

@@ -254,6 +254,9 @@ pub struct BenchOptions {
     pub busy: bool,
     /// Concurrent clients of the serving test (0 skips it).
     pub serve_clients: usize,
+    /// Time small requests to `serve` while idle sockets, keyless clients and large
+    /// bodies abuse it ([`serve_load::abuse`]), on the first model.
+    pub serve_abuse: bool,
     /// Experiment whose generation grid is timed sequential vs batched.
     pub grid: Option<std::path::PathBuf>,
     /// Prompts of the grid (its first N).
@@ -309,6 +312,8 @@ pub struct BenchReport {
     pub judge: Vec<JudgeSpeed>,
     /// The grid timing, when asked for.
     pub grid: Option<GridTiming>,
+    /// Small-request latency of `serve` under abuse, when asked for.
+    pub serve_abuse: Option<serve_load::AbuseFigure>,
     /// Peak resident memory of the bench process, in MB.
     pub peak_rss_mb: Option<f64>,
 }
@@ -359,6 +364,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         rows: Vec::new(),
         judge: Vec::new(),
         grid: None,
+        serve_abuse: None,
         peak_rss_mb: None,
     };
     print(format!("{}, {} threads", report.cpu, opts.threads));
@@ -450,6 +456,21 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             ));
         }
         report.rows.extend(rows);
+        if opts.serve_abuse && report.serve_abuse.is_none() {
+            let a = serve_load::abuse(&m, name)?;
+            print(format!(
+                "{name}: serve, small requests ({} each): alone p50 {:.0} ms, p99 {:.0} ms; \
+                 under abuse ({}) p50 {:.0} ms, p99 {:.0} ms ({} large bodies answered)",
+                a.requests,
+                a.alone_p50_ms,
+                a.alone_p99_ms,
+                a.abuse,
+                a.abused_p50_ms,
+                a.abused_p99_ms,
+                a.big_bodies_answered
+            ));
+            report.serve_abuse = Some(a);
+        }
         if opts.judge_answers > 0 {
             let (text, exp, single) = judge_speed(&m, opts.judge_answers)?;
             print(format!(

@@ -71,9 +71,20 @@ pub fn load(base: &str, clients: usize, max_tokens: usize) -> Result<f64> {
 /// `clients` requests decoded together) and returns its base URL. The server runs until
 /// the process ends.
 pub fn start_ours(model: &Model, name: &str, clients: usize) -> Result<String> {
+    start_ours_with(model, name, clients, None)
+}
+
+/// [`start_ours`], with an API key the clients must send.
+pub fn start_ours_with(
+    model: &Model,
+    name: &str,
+    clients: usize,
+    api_key: Option<String>,
+) -> Result<String> {
     let mut opts = crate::server::ServeOptions::new(name);
     opts.port = 0;
     opts.max_batch = clients.max(1);
+    opts.api_key = api_key;
     let (tx, rx) = std::sync::mpsc::channel();
     let m = model.clone();
     std::thread::Builder::new()
@@ -146,4 +157,121 @@ pub fn start_llama_server(
         bin.display().to_string(),
         "llama-server did not become healthy within 120 s",
     ))
+}
+
+/// Latencies of small requests to `serve`, alone and while it is abused.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AbuseFigure {
+    /// What ran alongside.
+    pub abuse: String,
+    /// Small requests timed in each phase.
+    pub requests: usize,
+    /// Median latency alone, in ms.
+    pub alone_p50_ms: f64,
+    /// 99th-percentile latency alone, in ms.
+    pub alone_p99_ms: f64,
+    /// Median latency under the abuse, in ms.
+    pub abused_p50_ms: f64,
+    /// 99th-percentile latency under the abuse, in ms.
+    pub abused_p99_ms: f64,
+    /// Big bodies the abusers got an answer to while the small requests ran.
+    pub big_bodies_answered: usize,
+}
+
+/// The `q`-quantile (nearest rank) of `xs`, sorted here.
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let i = ((q * xs.len() as f64).ceil() as usize).clamp(1, xs.len()) - 1;
+    xs[i]
+}
+
+/// Serve under abuse, on loopback and bounded: the latency of small chat requests (one
+/// token) alone, then while 200 idle sockets, 20 clients without the key (holding their
+/// connections open) and 2 clients sending 7.5 MB bodies over and over run alongside.
+pub fn abuse(model: &Model, name: &str) -> Result<AbuseFigure> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    const KEY: &str = "bench-abuse-key";
+    const REQUESTS: usize = 40;
+    let base = start_ours_with(model, name, 8, Some(KEY.into()))?;
+    let host = base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build();
+    let url = format!("{base}/chat/completions");
+    let small = || -> Result<f64> {
+        let t = Instant::now();
+        agent
+            .post(&url)
+            .set("Authorization", &format!("Bearer {KEY}"))
+            .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":1}"#)
+            .map_err(|e| Error::config(&url, format!("small request failed: {e}")))?;
+        Ok(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    small()?; // warm-up
+    let mut alone: Vec<f64> = (0..REQUESTS).map(|_| small()).collect::<Result<_>>()?;
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "word ".repeat(1_500_000)
+    );
+    let mut abused = std::thread::scope(|s| -> Result<Vec<f64>> {
+        let mut idle = Vec::new();
+        for _ in 0..200 {
+            idle.push(std::net::TcpStream::connect(&host).map_err(|e| Error::io(&host, e))?);
+        }
+        for _ in 0..20 {
+            let (host, stop) = (&host, &stop);
+            s.spawn(move || {
+                // A request without the key, then the connection held open.
+                if let Ok(mut t) = std::net::TcpStream::connect(host) {
+                    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+                    let _ = write!(
+                        t,
+                        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\
+                         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            });
+        }
+        for _ in 0..2 {
+            let (url, big, stop, answered) = (&url, &big, &stop, &answered);
+            s.spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(120))
+                    .build();
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = agent
+                        .post(url)
+                        .set("Authorization", &format!("Bearer {KEY}"))
+                        .send_string(big);
+                    answered.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let times: Result<Vec<f64>> = (0..REQUESTS).map(|_| small()).collect();
+        stop.store(true, Ordering::Relaxed);
+        drop(idle);
+        times
+    })?;
+    Ok(AbuseFigure {
+        abuse: "200 idle sockets, 20 clients without the key holding their connections, 2 \
+                clients sending 7.5 MB bodies over and over"
+            .into(),
+        requests: REQUESTS,
+        alone_p50_ms: quantile(&mut alone, 0.5),
+        alone_p99_ms: quantile(&mut alone, 0.99),
+        abused_p50_ms: quantile(&mut abused, 0.5),
+        abused_p99_ms: quantile(&mut abused, 0.99),
+        big_bodies_answered: answered.load(Ordering::Relaxed),
+    })
 }

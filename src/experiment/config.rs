@@ -709,8 +709,17 @@ impl Plan {
                 if j.sanity_check { "on" } else { "off" }
             ));
             for (m, t) in &self.templates {
+                let mut extra = String::new();
+                if j.repeats_of(*m) > 1 {
+                    extra = format!(", each verdict asked {} times (test-retest)", j.repeats);
+                }
+                if *m == crate::judge::Mode::Expected
+                    && j.expected_total == crate::judge::ExpectedTotal::Joint
+                {
+                    extra = ", the total read jointly (expected_total = \"joint\")".into();
+                }
                 s.push_str(&format!(
-                    "  {m}: template {} ({:?})\n",
+                    "  {m}: template {} ({:?}){extra}\n",
                     t.name,
                     t.verdict_form()
                 ));

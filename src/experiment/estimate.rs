@@ -9,7 +9,6 @@
 use super::config::{ModelSpec, Plan, PlannedModel};
 use crate::backend::{Price, Usage};
 use crate::judge::spec::Shows;
-use crate::records::Mode;
 
 /// Characters per token assumed by the estimate.
 pub const CHARS_PER_TOKEN: usize = 4;
@@ -110,16 +109,19 @@ impl Plan {
             let template = self.templates.get(&mode).map_or(0, |t| {
                 tokens(&t.prompt) + t.system.as_deref().map_or(0, tokens)
             });
-            // Probability modes read one position per score; text modes write a verdict.
-            let written = match mode {
-                Mode::Expected | Mode::PairwiseExpected => 0,
-                _ => j.max_tokens as u64,
+            // Probability modes read one position per score; text modes write a verdict, as
+            // many times as each is asked (`repeats`).
+            let written = if mode.spec().samples {
+                j.max_tokens as u64
+            } else {
+                0
             };
+            let asks = u64::from(j.repeats_of(mode));
             let per_prompt = prompts / n_prompts.max(1);
             let (calls, shown) = match mode.spec().shows {
-                Shows::OneAnswer => (cells * n_prompts * samples, 1),
-                Shows::AllAnswers => (n_prompts * samples, cells),
-                Shows::TwoAnswers => (pairs * n_prompts * samples * 2, 2),
+                Shows::OneAnswer => (cells * n_prompts * samples * asks, 1),
+                Shows::AllAnswers => (n_prompts * samples * asks, cells),
+                Shows::TwoAnswers => (pairs * n_prompts * samples * 2 * asks, 2),
             };
             out.push(stage(
                 format!("judge {mode}"),

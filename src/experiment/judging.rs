@@ -38,8 +38,9 @@ pub(crate) struct Judging<'a> {
 impl Judging<'_> {
     /// Runs one mode's calls on `groups` as stage `stage`, stored in `stream`: stored calls
     /// are reused, the rest run in batches and are stored one by one as they finish. A failed
-    /// call is reported and left out (a rerun tries it again). Returns the rows of every call
-    /// of the mode, in call order.
+    /// call is reported and left out (a rerun tries it again). A mode whose verdict is
+    /// sampled is asked the judge's `repeats` times, each ask with keys and seeds of its own.
+    /// Returns the rows of every call of the mode, in call order (ask by ask).
     pub(crate) fn mode(
         &mut self,
         mode: Mode,
@@ -54,7 +55,13 @@ impl Judging<'_> {
             .map(|c| (c.key.clone(), c))
             .collect();
         let asker = Asker::default();
-        let calls = judge::calls_for(self.judge, &asker, mode, groups);
+        let again: Vec<Judge> = (1..self.judge.cfg.repeats_of(mode))
+            .map(|r| self.judge.with_repeat(r))
+            .collect();
+        let mut calls = judge::calls_for(self.judge, &asker, mode, groups);
+        for j in &again {
+            calls.extend(judge::calls_for(j, &asker, mode, groups));
+        }
         let order: Vec<String> = calls.iter().map(|c| c.key.clone()).collect();
         self.progress.start(stage, calls.len());
         let mut todo = Vec::new();
@@ -121,6 +128,7 @@ impl Judging<'_> {
                 .as_ref()
                 .and_then(|e| e.price)
                 .map(|p| p.cost(used)),
+            earlier: None,
         });
         if let (Some(a), Some(b)) = (positions, self.backend.prompt_positions()) {
             if b > a {
@@ -226,6 +234,84 @@ mod tests {
         // In call order: the good answer first, as the first run had it.
         assert_eq!(totals[0].model, "model-good");
         assert!(totals.iter().all(|r| r.score == Some(11.0)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_sampled_verdict_is_asked_repeats_times_each_with_its_own_seed() {
+        let dir = std::env::temp_dir().join(format!("llmj-repeats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).unwrap();
+        let answer = ResponseRecord {
+            key: "key-a".into(),
+            model: "model-a".into(),
+            setting: "p1".into(),
+            prompt_id: "tent".into(),
+            prompt: "How do I pitch a tent?".into(),
+            text: Some("an answer".into()),
+            ..Default::default()
+        };
+        let mut cfg = JudgeConfig::new("scripted").with_modes(&[Mode::Rubric, Mode::Expected]);
+        cfg.temperature = 0.8;
+        let templates = cfg.validate("test", std::path::Path::new(".")).unwrap();
+        let once = Judge::new(
+            cfg.clone(),
+            "scripted".into(),
+            "scripted".into(),
+            templates,
+            1,
+        );
+        let thrice = Judge {
+            cfg: cfg.with_repeats(3),
+            ..once.clone()
+        };
+        let answers = [answer];
+        let groups = judge::group_answers(&answers);
+        // The score follows the seed, as a sampled verdict would.
+        let seeds = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = seeds.clone();
+        let mut backend = Scripted::new(
+            move |_, params| {
+                seen.lock().unwrap().push(params.seed);
+                let s = 1 + params.seed % 4;
+                Ok(format!(
+                    "Relevance: [[{s}]]\nCoherence: [[{s}]]\nCompleteness: [[{s}]]"
+                ))
+            },
+            |_| Ok(vec![0.1, 0.2, 0.3, 0.4]),
+        );
+        let mut run = |judge: &Judge, mode: Mode| {
+            Judging {
+                judge,
+                backend: &mut backend,
+                store: &store,
+                progress: &mut Silent,
+                failures: &mut Vec::new(),
+                usage: &mut Vec::new(),
+            }
+            .mode(mode, &groups, "judgments", "judge")
+            .unwrap()
+        };
+        let first = run(&once, Mode::Rubric);
+        let rows = run(&thrice, Mode::Rubric);
+        let totals: Vec<&JudgmentRecord> = rows.iter().filter(|r| r.criterion == TOTAL).collect();
+        assert_eq!(
+            totals.iter().map(|r| r.repeat).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        // The first ask is the call a run without repeats made (reused, not asked again);
+        // the other two are new calls with seeds of their own.
+        assert_eq!(
+            totals[0].key,
+            first.iter().find(|r| r.criterion == TOTAL).unwrap().key
+        );
+        let seeds = seeds.lock().unwrap().clone();
+        assert_eq!(seeds.len(), 3, "one call, then the two new asks: {seeds:?}");
+        assert!(seeds[0] != seeds[1] && seeds[1] != seeds[2] && seeds[0] != seeds[2]);
+        // A probability mode is read once, whatever the repeats.
+        let expected = run(&thrice, Mode::Expected);
+        assert!(expected.iter().all(|r| r.repeat == 0));
+        assert_eq!(expected.len(), 4);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

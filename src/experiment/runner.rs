@@ -391,6 +391,7 @@ fn generate(
                 completion_tokens: 0,
                 seconds: 0.0,
                 cost: price.map(|_| 0.0),
+                earlier: None,
             });
             continue;
         }
@@ -436,6 +437,7 @@ fn generate(
             completion_tokens: used.completion_tokens,
             seconds: started.elapsed().as_secs_f64(),
             cost: price.map(|p| p.cost(used)),
+            earlier: None,
         });
     }
     progress.finish();

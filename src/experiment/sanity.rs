@@ -596,9 +596,11 @@ pub fn probe_sets(mode: Mode, sets: &[Vec<ResponseRecord>]) -> Vec<Vec<ResponseR
 /// run uses, so that over every four prompts the good answer takes every position once. Under
 /// the run's `fixed` order the good answer would always be `Response 1`, and a judge whose
 /// scores fall by position would pass. Each row records the position it was shown at.
+/// Each verdict is asked once, whatever `repeats` the run asks its own with.
 pub fn sanity_judge(judge: &Judge) -> Judge {
-    let mut j = judge.clone();
+    let mut j = judge.with_repeat(0);
     j.cfg.order = Order::Balanced;
+    j.cfg.repeats = 1;
     j
 }
 

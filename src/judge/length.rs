@@ -18,6 +18,7 @@ pub static SPEC: ModeSpec = ModeSpec {
     check: no_check,
     shows: Shows::OneAnswer,
     pass: Pass::Margin(1.0),
+    samples: false,
     calls,
 };
 

@@ -59,6 +59,7 @@ pub static SPEC: ModeSpec = ModeSpec {
     check,
     shows: Shows::AllAnswers,
     pass: Pass::Margin(TEXT_MARGIN),
+    samples: true,
     calls,
 };
 

@@ -75,6 +75,11 @@ fn default_true() -> bool {
 fn default_low_mass() -> f64 {
     0.5
 }
+fn default_repeats() -> u32 {
+    1
+}
+/// Most asks of one judgment (`repeats`).
+pub const MAX_REPEATS: u32 = 20;
 
 /// What the statistics do with a score whose tokens held less probability than `low_mass`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +91,23 @@ pub enum LowMassPolicy {
     Exclude,
     /// Kept, flagged.
     Include,
+}
+
+/// How the expected mode reads a total over several criteria.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpectedTotal {
+    /// The sum of the criteria's expectations, each read after the previous criteria's
+    /// argmax scores were written into the judge's reply (the default): a criterion's
+    /// distribution is conditioned on the judge's most likely earlier scores, not on all of
+    /// them.
+    #[default]
+    Sum,
+    /// The judge is asked for the total alone, and the expectation is read from its
+    /// distribution over the totals themselves (`criteria`..=`criteria × scale`, e.g.
+    /// `3`..`12`). A two-digit total is read as its two tokens' probabilities multiplied:
+    /// p(`1`) at the total, times p(`0`..`9`) after it. No criterion rows.
+    Joint,
 }
 
 /// How listwise answers are ordered in the judge prompt.
@@ -152,6 +174,17 @@ pub struct JudgeConfig {
     /// `include`.
     #[serde(default)]
     pub low_mass_policy: LowMassPolicy,
+    /// Expected mode: the total as the sum of the criteria's expectations (`sum`, the
+    /// default) or read at once from the judge's distribution over the totals (`joint`).
+    #[serde(default)]
+    pub expected_total: ExpectedTotal,
+    /// How many times each sampled verdict is asked (rubric, listwise, pairwise), each
+    /// with its own seed at the judge's temperature, for the judge's test-retest
+    /// reliability (`judge_repeats` is accepted too). 1 unless set; refused above 1 when no
+    /// listed mode samples (the probability modes read a distribution, and temperature 0
+    /// is greedy: every ask would give the same verdict).
+    #[serde(default = "default_repeats", alias = "judge_repeats")]
+    pub repeats: u32,
     /// The mode whose headline comparisons are the run's confirmatory tests (Holm over
     /// them); the other modes' comparisons are exploratory and never a finding. The first
     /// of `modes` unless set.
@@ -188,6 +221,8 @@ impl JudgeConfig {
             order: Order::Shuffle,
             low_mass: default_low_mass(),
             low_mass_policy: LowMassPolicy::Exclude,
+            expected_total: ExpectedTotal::Sum,
+            repeats: 1,
             primary_mode: None,
             templates: Default::default(),
             sanity_check: true,
@@ -204,6 +239,28 @@ impl JudgeConfig {
     /// The primary mode: `primary_mode`, else the first mode listed.
     pub fn primary(&self) -> Option<Mode> {
         self.primary_mode.or_else(|| self.modes.first().copied())
+    }
+
+    /// Asks each sampled verdict `k` times (test-retest).
+    pub fn with_repeats(mut self, k: u32) -> Self {
+        self.repeats = k;
+        self
+    }
+
+    /// Reads the expected total jointly or as a sum of criteria.
+    pub fn with_expected_total(mut self, total: ExpectedTotal) -> Self {
+        self.expected_total = total;
+        self
+    }
+
+    /// How many times `mode`'s verdicts are asked: `repeats` for a mode whose verdict is
+    /// sampled text, 1 for a probability mode.
+    pub fn repeats_of(&self, mode: Mode) -> u32 {
+        if mode.spec().samples {
+            self.repeats.max(1)
+        } else {
+            1
+        }
     }
 
     /// Turns the judge sanity check on or off.
@@ -301,6 +358,62 @@ impl JudgeConfig {
         if !(self.low_mass.is_finite() && (0.0..=1.0).contains(&self.low_mass)) {
             return Err(Error::config(at("low_mass"), "must be in [0, 1]"));
         }
+        if self.repeats == 0 || self.repeats > MAX_REPEATS {
+            return Err(Error::config(
+                at("repeats"),
+                format!("{} is outside 1..={MAX_REPEATS}", self.repeats),
+            ));
+        }
+        if self.repeats > 1 {
+            let sampled: Vec<&str> = self
+                .modes
+                .iter()
+                .filter(|m| m.spec().samples)
+                .map(|m| m.as_str())
+                .collect();
+            if sampled.is_empty() {
+                return Err(Error::config(
+                    at("repeats"),
+                    format!(
+                        "{} asks of each verdict, but no listed mode samples one (expected \
+                         and pairwise_expected read the judge's probabilities, the same at \
+                         every ask): use 1, or add rubric, listwise or pairwise",
+                        self.repeats
+                    ),
+                ));
+            }
+            if self.temperature == 0.0 {
+                return Err(Error::config(
+                    at("repeats"),
+                    format!(
+                        "{} asks of each verdict at temperature 0: greedy decoding writes \
+                         the same verdict every time; set judge.temperature above 0 for a \
+                         test-retest, or use 1",
+                        self.repeats
+                    ),
+                ));
+            }
+        }
+        if self.expected_total == ExpectedTotal::Joint {
+            if !self.modes.contains(&Mode::Expected) {
+                return Err(Error::config(
+                    at("expected_total"),
+                    "is `joint`, but the expected mode, the only one it changes, is not listed",
+                ));
+            }
+            let top = self.criteria.len() as u32 * self.scale;
+            if top > 19 {
+                return Err(Error::config(
+                    at("expected_total"),
+                    format!(
+                        "`joint` reads totals of one or two digits up to 19; {} criteria on \
+                         a 1-{} scale reach {top}",
+                        self.criteria.len(),
+                        self.scale
+                    ),
+                ));
+            }
+        }
         if let Some(p) = self.primary_mode {
             if !self.modes.contains(&p) {
                 return Err(Error::config(
@@ -354,6 +467,9 @@ pub struct Judge {
     pub templates: BTreeMap<Mode, JudgeTemplate>,
     /// Base seed of the experiment: judge sampling seeds and listwise orders derive from it.
     pub seed: u64,
+    /// Which ask of each judgment this judge makes (0 for the first; see
+    /// [`JudgeConfig::repeats`]): part of every call key and row.
+    pub repeat: u32,
 }
 
 /// The answers to one prompt (and sample), in the experiment's order.
@@ -429,6 +545,16 @@ impl Judge {
             id,
             templates,
             seed,
+            repeat: 0,
+        }
+    }
+
+    /// The same judge making ask `repeat` of each judgment: its calls have keys (and so
+    /// seeds) of their own.
+    pub fn with_repeat(&self, repeat: u32) -> Self {
+        Self {
+            repeat,
+            ..self.clone()
         }
     }
 
@@ -443,11 +569,19 @@ impl Judge {
     /// The key of a call: everything that determines its result.
     pub fn call_key(&self, mode: Mode, answers: &[&str], extra: serde_json::Value) -> String {
         let c = &self.cfg;
-        key_of(&serde_json::json!({
+        let mut key = serde_json::json!({
             "judge": self.id, "template": self.template(mode).fingerprint(), "mode": mode,
             "criteria": c.criteria, "scale": c.scale, "params": self.params(0),
             "format": c.prompt_format, "retries": c.retries, "answers": answers, "extra": extra,
-        }))
+        });
+        // Written only when not the default, so that the keys of earlier runs still match.
+        if self.repeat > 0 {
+            key["repeat"] = self.repeat.into();
+        }
+        if mode == Mode::Expected && c.expected_total == ExpectedTotal::Joint {
+            key["total"] = "joint".into();
+        }
+        key_of(&key)
     }
 
     /// The sampling values of a call with `seed`.
@@ -563,6 +697,7 @@ impl Judge {
             other_setting: None,
             prompt_id: answer.prompt_id.clone(),
             sample: answer.sample,
+            repeat: self.repeat,
             criterion: criterion.to_string(),
             score,
             expected_score: None,

@@ -84,6 +84,7 @@ pub static SPEC: ModeSpec = ModeSpec {
     check: no_check,
     shows: Shows::TwoAnswers,
     pass: Pass::Preference(1.0),
+    samples: true,
     calls,
 };
 

@@ -43,6 +43,7 @@ pub static SPEC: ModeSpec = ModeSpec {
     check: no_check,
     shows: Shows::TwoAnswers,
     pass: Pass::Preference(0.5 + PREFERENCE_MARGIN),
+    samples: false,
     calls,
 };
 

@@ -21,6 +21,7 @@ pub static SPEC: ModeSpec = ModeSpec {
     check: no_check,
     shows: Shows::OneAnswer,
     pass: Pass::Margin(TEXT_MARGIN),
+    samples: true,
     calls,
 };
 

@@ -64,6 +64,10 @@ pub struct ModeSpec {
     pub shows: Shows,
     /// What passes the sanity check.
     pub pass: Pass,
+    /// Whether its verdict is sampled text, which asking again can change (rubric,
+    /// listwise, pairwise), rather than read from the judge's probabilities (the same at
+    /// every ask). Only a sampled mode is asked `repeats` times.
+    pub samples: bool,
     /// Its calls for grouped answers.
     pub calls: CallsFn,
 }

@@ -350,3 +350,108 @@ fn listwise_rows_follow_the_shuffled_order_back_to_each_answer() {
     assert_eq!(shown, vec![1, 2]);
     assert!(good.order_seed.is_some());
 }
+
+#[test]
+fn a_joint_expected_total_is_read_digit_by_digit() {
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let mut backend = Scripted::new(
+        |_, _| panic!("expected mode generates nothing"),
+        move |q| {
+            let prompt = user_text(&q.input).to_string();
+            seen.lock()
+                .unwrap()
+                .push((prompt, q.prefix.clone(), q.labels.clone()));
+            Ok(if q.prefix.ends_with("[[1") {
+                // After a `1`: 10 or 11, evenly.
+                let mut p = vec![0.0; 10];
+                p[0] = 0.4;
+                p[1] = 0.4;
+                p
+            } else {
+                // At the total: `1` (a two-digit total) 0.5, `9` 0.3, `1`..`9` otherwise 0.
+                let mut p = vec![0.0; 9];
+                p[0] = 0.5;
+                p[8] = 0.3;
+                p
+            })
+        },
+    );
+    let mut j = judge(Mode::Expected, 0);
+    let sum_key = j.call_key(Mode::Expected, &["key-good"], serde_json::Value::Null);
+    j.cfg.expected_total = ExpectedTotal::Joint;
+    assert_ne!(
+        j.call_key(Mode::Expected, &["key-good"], serde_json::Value::Null),
+        sum_key,
+        "a joint total is not the stored sum"
+    );
+    let (rows, errors) = judge_all(&j, Mode::Expected, &answers()[..1], &mut backend);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(rows.len(), 1, "a total and no criterion rows: {rows:#?}");
+    let t = &rows[0];
+    assert_eq!(t.criterion, TOTAL);
+    // p(9) = 0.3, p(10) = p(11) = 0.5 · 0.4 = 0.2: mass 0.7.
+    assert!((t.mass.unwrap() - 0.7).abs() < 1e-12);
+    let by_hand = (9.0 * 0.3 + 10.0 * 0.2 + 11.0 * 0.2) / 0.7;
+    assert!((t.expected_score.unwrap() - by_hand).abs() < 1e-12);
+    assert_eq!(t.score, Some(9.0), "the most likely total");
+    assert_eq!(t.probs.as_ref().unwrap().len(), 10, "3..=12");
+    assert!(t.flag.is_none());
+    let asked = asked.lock().unwrap();
+    assert_eq!(asked.len(), 2, "the first digit, then the second after a 1");
+    assert!(asked[0].0.contains("Total: [[n]]") && asked[0].0.contains("from 3 to 12"));
+    assert_eq!(asked[0].1, "Total: [[");
+    assert_eq!(asked[1].1, "Total: [[1");
+    assert_eq!(asked[1].2.len(), 10, "0..=9 after the 1");
+}
+
+#[test]
+fn repeats_and_joint_totals_are_validated() {
+    let check = |cfg: JudgeConfig| cfg.validate("exp.toml", Path::new(".")).map(|_| ());
+    let text = JudgeConfig::new("j").with_modes(&[Mode::Listwise, Mode::Expected]);
+    // Asked again, a greedy judge writes the same verdict.
+    let e = check(text.clone().with_repeats(3)).unwrap_err().to_string();
+    assert!(
+        e.contains("judge.repeats") && e.contains("temperature 0"),
+        "{e}"
+    );
+    let mut warm = text.clone().with_repeats(3);
+    warm.temperature = 0.7;
+    check(warm.clone()).unwrap();
+    assert_eq!(
+        (
+            warm.repeats_of(Mode::Listwise),
+            warm.repeats_of(Mode::Expected)
+        ),
+        (3, 1)
+    );
+    // Probability modes read the same distribution at every ask.
+    let mut probs = JudgeConfig::new("j")
+        .with_modes(&[Mode::Expected, Mode::PairwiseExpected])
+        .with_repeats(2);
+    probs.temperature = 0.7;
+    let e = check(probs).unwrap_err().to_string();
+    assert!(
+        e.contains("judge.repeats") && e.contains("no listed mode samples"),
+        "{e}"
+    );
+    let e = check(text.clone().with_repeats(0)).unwrap_err().to_string();
+    assert!(e.contains("judge.repeats"), "{e}");
+    // `judge_repeats` is the same field.
+    let cfg: JudgeConfig = toml::from_str("model = \"j\"\njudge_repeats = 4").unwrap();
+    assert_eq!(cfg.repeats, 4);
+    // A joint total needs the expected mode, and totals of at most two digits up to 19.
+    let e = check(
+        JudgeConfig::new("j")
+            .with_modes(&[Mode::Listwise])
+            .with_expected_total(ExpectedTotal::Joint),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("judge.expected_total"), "{e}");
+    let mut wide = text.with_expected_total(ExpectedTotal::Joint);
+    check(wide.clone()).unwrap();
+    wide.criteria = (1..=5).map(|i| format!("C{i}")).collect();
+    let e = check(wide).unwrap_err().to_string();
+    assert!(e.contains("reach 20"), "{e}");
+}

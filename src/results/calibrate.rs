@@ -42,6 +42,18 @@ impl RunOutput {
         }
     }
 
+    /// [`RunOutput::calibration`] as a table; a note where the experiment names no labels
+    /// file or it could not be read.
+    pub fn calibration_table(&self) -> HtmlTable {
+        let empty = || HtmlTable::from(polars::prelude::DataFrame::default());
+        match self.calibration() {
+            Ok(Some(c)) => c.to_table(),
+            Ok(None) => empty()
+                .with_note("n = 0: this experiment names no human labels (labels = \"…jsonl\")"),
+            Err(e) => empty().with_note(format!("the human labels could not be read: {e}")),
+        }
+    }
+
     /// The judge against the labels in `path` (JSONL; see [`crate::experiment::labels`]).
     pub fn calibrate(&self, path: &Path) -> Result<CalibrationRun> {
         let labels = load_labels(path)?;

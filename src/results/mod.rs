@@ -89,6 +89,16 @@ fn run_plan_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Resu
     RunOutput::write(plan, outcome, dir)
 }
 
+/// What the experiment asks its comparisons: which cells, low-mass scores, the primary mode.
+fn design_of(config: &ExperimentConfig) -> Design {
+    let judge = config.judge.as_ref();
+    Design {
+        pairs: config.compare,
+        low_mass: judge.map(|j| j.low_mass_policy).unwrap_or_default(),
+        primary: judge.and_then(|j| j.primary()),
+    }
+}
+
 /// The summary and the paired comparisons of a run's records, each row marked where the
 /// sanity check flagged its mode's judge.
 fn analyse(
@@ -98,12 +108,7 @@ fn analyse(
     sanity: Option<&SanitySummary>,
 ) -> (Vec<SummaryRow>, Vec<Comparison>) {
     let flagged = |m| sanity.and_then(|s| s.flagged(m));
-    let judge = config.judge.as_ref();
-    let design = Design {
-        pairs: config.compare,
-        low_mass: judge.map(|j| j.low_mass_policy).unwrap_or_default(),
-        primary: judge.and_then(|j| j.primary()),
-    };
+    let design = design_of(config);
     let mut summary_rows = summarize(records, config.seed, design.low_mass);
     for r in &mut summary_rows {
         r.judge_flagged = flagged(r.mode);
@@ -124,7 +129,18 @@ fn analyse(
 impl RunOutput {
     /// Builds the tables of a finished run and writes them, with `run.json`, to `dir`.
     pub fn write(plan: &Plan, o: Outcome, dir: &Path) -> Result<RunOutput> {
-        let meta = RunMeta::of(plan, &o);
+        let mut meta = RunMeta::of(plan, &o);
+        // What earlier runs into this folder spent making the calls this one reused stays
+        // counted (an unreadable earlier `run.json` has nothing to add).
+        if let Ok(before) = RunMeta::read(&dir.join("run.json")) {
+            for u in &mut meta.usage {
+                let same =
+                    |b: &&crate::records::StageUsage| b.stage == u.stage && b.model == u.model;
+                if let Some(b) = before.usage.iter().find(same) {
+                    *u = u.clone().after(b);
+                }
+            }
+        }
         let (summary_rows, comparison_rows) =
             analyse(&o.judgments, &o.responses, &plan.config, o.sanity.as_ref());
         let out = RunOutput {

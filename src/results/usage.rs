@@ -21,7 +21,7 @@ impl RunOutput {
         let mut v: Vec<String> = u
             .iter()
             .map(|s| {
-                format!(
+                let mut line = format!(
                     "usage, {} ({}): {} calls ({} reused), {} prompt + {} completion tokens, \
                      {:.1} s{}",
                     s.stage,
@@ -32,7 +32,20 @@ impl RunOutput {
                     s.completion_tokens,
                     s.seconds,
                     money(s.cost)
-                )
+                );
+                if s.earlier.is_some() {
+                    let all = s.all();
+                    line.push_str(&format!(
+                        "; with the earlier runs into this folder {} calls, {} prompt + {} \
+                         completion tokens, {:.1} s{}",
+                        all.calls,
+                        all.prompt_tokens,
+                        all.completion_tokens,
+                        all.seconds,
+                        money(all.cost)
+                    ));
+                }
+                line
             })
             .collect();
         let costs: Vec<f64> = u.iter().filter_map(|s| s.cost).collect();
@@ -74,12 +87,27 @@ impl RunOutput {
                     u.iter().map(|x| x.seconds).collect::<Vec<_>>(),
                 ),
                 Column::new("cost".into(), u.iter().map(|x| x.cost).collect::<Vec<_>>()),
+                Column::new("all_calls".into(), n(|x| x.all().calls)),
+                Column::new("all_prompt_tokens".into(), n(|x| x.all().prompt_tokens)),
+                Column::new(
+                    "all_completion_tokens".into(),
+                    n(|x| x.all().completion_tokens),
+                ),
+                Column::new(
+                    "all_seconds".into(),
+                    u.iter().map(|x| x.all().seconds).collect::<Vec<_>>(),
+                ),
+                Column::new(
+                    "all_cost".into(),
+                    u.iter().map(|x| x.all().cost).collect::<Vec<_>>(),
+                ),
             ],
         )
         .unwrap_or_default();
         HtmlTable::from(df).with_caption(
             "Tokens, time and cost per stage of this run (a rerun that reuses stored calls \
-             reads and pays nothing for them; cost only where the endpoint has a price)",
+             reads and pays nothing for them; cost only where the endpoint has a price), and \
+             with every earlier run into the same folder (all_*): what the results cost to make",
         )
     }
 }

@@ -338,6 +338,91 @@ impl RunOutput {
         analysis::position_bias(&self.judgment_rows)
     }
 
+    /// The judge's test-retest, for each comparison of a mode whose verdicts were asked more
+    /// than once (`judge.repeats`): the ICC of a verdict over its asks, and the judge's and
+    /// the prompts' shares of the variance of the comparison. Empty when every verdict was
+    /// asked once.
+    pub fn test_retest(&self) -> Vec<analysis::Retest> {
+        analysis::test_retest(
+            &self.judgment_rows,
+            super::design_of(&self.meta.experiment),
+            self.meta.experiment.seed,
+        )
+    }
+
+    /// [`RunOutput::test_retest`] as a table: one row per comparison, its mode's ICC beside
+    /// it.
+    pub fn retest_table(&self) -> HtmlTable {
+        let rows = self.test_retest();
+        let df = table::retest_df(&rows).unwrap_or_default();
+        let t = HtmlTable::from(df).with_caption(
+            "Judge test-retest: the ICC of one verdict over its asks (95% CI over prompts), and \
+             each comparison's variance split between the judge's asks and the prompts",
+        );
+        if rows.is_empty() {
+            t.with_note(
+                "n = 0: every verdict was asked once (set judge.repeats above 1, at a judge \
+                 temperature above 0, for a test-retest)",
+            )
+        } else {
+            t
+        }
+    }
+
+    /// One findings line per mode with asks beyond the first: its ICC and the range of the
+    /// judge's share of its comparisons' variance.
+    pub(crate) fn retest_lines(&self) -> Vec<String> {
+        let rows = self.test_retest();
+        let mut out = Vec::new();
+        let mut modes: Vec<(Mode, &str)> = Vec::new();
+        for r in &rows {
+            if !modes.contains(&(r.mode, r.criterion.as_str())) {
+                modes.push((r.mode, r.criterion.as_str()));
+            }
+        }
+        for (mode, criterion) in modes {
+            let of: Vec<&analysis::Retest> = rows
+                .iter()
+                .filter(|r| r.mode == mode && r.criterion == criterion)
+                .collect();
+            let first = of[0];
+            let icc = if first.icc.is_finite() {
+                format!(
+                    "ICC {:.2} [{:.2}, {:.2}] over {} answers",
+                    first.icc, first.icc_ci.low, first.icc_ci.high, first.answers
+                )
+            } else {
+                format!(
+                    "ICC undefined ({} answers scored twice or more)",
+                    first.answers
+                )
+            };
+            let shares: Vec<f64> = of
+                .iter()
+                .map(|r| r.judge_share)
+                .filter(|x| x.is_finite())
+                .collect();
+            let split = if shares.is_empty() {
+                "no comparison has a prompt scored at two asks".to_string()
+            } else {
+                let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                format!(
+                    "the judge's asks make {:.0}-{:.0} % of the variance of a prompt's \
+                     difference in its {} comparisons, the prompts the rest",
+                    100.0 * lo,
+                    100.0 * hi,
+                    shares.len()
+                )
+            };
+            out.push(format!(
+                "Test-retest, {mode} {criterion} ({} asks of each verdict): {icc}; {split}.",
+                first.repeats
+            ));
+        }
+        out
+    }
+
     /// How the total of `mode` goes with answer length in words.
     pub fn length_association(&self, mode: Mode) -> LengthAssociation {
         analysis::length_association(&self.response_rows, &self.judgment_rows, mode, TOTAL)
@@ -465,6 +550,21 @@ impl RunOutput {
             );
         }
         rows.extend(self.position_bias().rows());
+        let mut retested: Vec<Mode> = Vec::new();
+        for r in self.test_retest() {
+            if !retested.contains(&r.mode) {
+                retested.push(r.mode);
+                rows.push(
+                    StatRow::new(
+                        format!("test-retest ICC {} {}", r.mode, r.criterion),
+                        r.answers as usize,
+                    )
+                    .with("value", r.icc)
+                    .with("ci_low", r.icc_ci.low)
+                    .with("ci_high", r.icc_ci.high),
+                );
+            }
+        }
         for m in self.scoring_modes() {
             rows.push(self.length_association(m).row());
         }

@@ -159,6 +159,29 @@ fn unsupported(
 
 /// The prompt's ids when they leave room to generate; the error names `param`, the field
 /// that holds the prompt (`messages` or `prompt`).
+/// Most bytes of text a prompt may have per token of the model's context before it is
+/// tokenized: natural text runs 3 to 6 bytes a token, so a longer one cannot fit, and
+/// tokenizing megabytes would hold a worker for seconds.
+pub const BYTES_PER_TOKEN: usize = 64;
+
+/// Refuses, before tokenizing, a prompt of `bytes` that the context could not hold.
+fn not_too_long(model: &Model, bytes: usize, param: &str) -> Result<(), ApiError> {
+    let context = model.context_length();
+    let cap = context.saturating_mul(BYTES_PER_TOKEN);
+    if bytes > cap {
+        return Err(ApiError {
+            status: 400,
+            message: format!(
+                "the prompt is {bytes} bytes; the context length is {context} tokens, which \
+                 no text over {cap} bytes fits"
+            ),
+            param: Some(param.into()),
+            code: Some("context_length_exceeded"),
+        });
+    }
+    Ok(())
+}
+
 fn fits(model: &Model, ids: Vec<u32>, param: &str) -> Result<Vec<u32>, ApiError> {
     let context = model.context_length();
     if ids.is_empty() || ids.len() >= context {
@@ -203,6 +226,11 @@ pub fn chat_job(r: &ChatRequest, model: &Model, limits: Limits) -> Result<Prepar
         .map(|(i, m)| m.to_message(i))
         .collect::<crate::Result<_>>()
         .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
+    not_too_long(
+        model,
+        messages.iter().map(|m| m.content.len()).sum(),
+        "messages",
+    )?;
     let mut params = sampling(
         Wire {
             temperature: r.temperature,
@@ -264,6 +292,7 @@ pub fn completion_job(
         },
         limits.max_tokens,
     )?;
+    not_too_long(model, r.prompt.len(), "prompt")?;
     let prepared = model
         .prepare(&Input::Raw(r.prompt.clone()))
         .map_err(|e| ApiError::bad(e.to_string(), Some("prompt")))?;

@@ -10,7 +10,13 @@
 //!   thread, [`worker`]); rendering and tokenizing happen before, outside it;
 //! - a client that disconnects is dropped from the batch at the next token;
 //! - bodies are capped (413), headers and bodies must arrive within a timeout, and at most
-//!   `max_connections` connections are served at once (the rest wait in the backlog);
+//!   `max_connections` requests are served at once (the rest wait). A request takes its
+//!   slot only once its key is checked (a client without a valid key gets 401 and holds
+//!   nothing), and an idle connection holds none: keep-alive idle time, like a request's
+//!   headers, gets at most [`IDLE_S`] seconds;
+//! - a body is parsed, rendered and tokenized on the blocking pool, [`PREPARING`] at once,
+//!   never on the threads that serve connections, and a text longer than the model's context
+//!   could hold is refused before it is tokenized;
 //! - streamed events are sent as soon as each token is final.
 //!
 //! It binds to loopback unless told otherwise; binding elsewhere without an API key needs
@@ -51,7 +57,7 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Most tokens one request may generate.
     pub max_tokens: Option<usize>,
-    /// Connections served at once.
+    /// Requests served at once (an idle connection holds none).
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers, and then its body.
     pub read_timeout_s: u64,
@@ -86,7 +92,19 @@ struct Shared {
     jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
     next_id: AtomicU64,
     nonce: u64,
+    /// Requests being served, from their body to their last byte: `max_connections`.
+    requests: Arc<tokio::sync::Semaphore>,
+    /// Bodies being parsed, rendered and tokenized at once ([`PREPARING`]).
+    preparing: tokio::sync::Semaphore,
 }
+
+/// Most seconds an idle keep-alive connection, or a request's headers, may take (the
+/// `read_timeout` when shorter).
+pub const IDLE_S: u64 = 10;
+/// Bodies prepared (parsed, rendered, tokenized) at once on the blocking pool.
+pub const PREPARING: usize = 2;
+/// Open connections at most, per request slot: idle ones beyond wait in the backlog.
+const OPEN_PER_SLOT: usize = 8;
 
 fn is_loopback(host: &str) -> bool {
     let h = host.trim_matches(['[', ']']);
@@ -142,6 +160,8 @@ pub fn serve(
         jobs: std::sync::Mutex::new(jobs),
         next_id: AtomicU64::new(0),
         nonce,
+        requests: Arc::new(tokio::sync::Semaphore::new(opts.max_connections)),
+        preparing: tokio::sync::Semaphore::new(PREPARING),
     });
     rt.block_on(async move {
         let addr = format!("{}:{}", opts.host, opts.port);
@@ -166,10 +186,16 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(shared.clone());
-    let slots = Arc::new(tokio::sync::Semaphore::new(shared.opts.max_connections));
-    let timeout = Duration::from_secs(shared.opts.read_timeout_s);
+    // Open connections are bounded only so that idle ones cannot take every file
+    // descriptor; a request slot is taken per request, in the handlers.
+    let open = shared
+        .opts
+        .max_connections
+        .saturating_mul(OPEN_PER_SLOT)
+        .max(256);
+    let slots = Arc::new(tokio::sync::Semaphore::new(open));
+    let timeout = Duration::from_secs(shared.opts.read_timeout_s.min(IDLE_S));
     loop {
-        // At most `max_connections` at once: the next is accepted when one closes.
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
@@ -348,6 +374,33 @@ async fn finished(
     Err(ApiError::new(500, "the model worker dropped the request"))
 }
 
+/// Admits a request: its key checked first (a 401 holds nothing), then a request slot
+/// (held until the response is dropped: for a stream, its end), then its body read and
+/// turned into a job by `prepare` on the blocking pool, [`PREPARING`] at once, so that a
+/// large body never holds the threads that serve the other connections.
+async fn admit<R: Send + 'static>(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    body: Body,
+    prepare: impl FnOnce(&[u8], &Shared) -> std::result::Result<R, ApiError> + Send + 'static,
+) -> std::result::Result<(tokio::sync::OwnedSemaphorePermit, R), ApiError> {
+    check_auth(shared, headers)?;
+    let stopping = |_| ApiError::new(503, "the server is stopping");
+    let slot = shared
+        .requests
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(stopping)?;
+    let bytes = read_body(shared, headers, body).await?;
+    let _turn = shared.preparing.acquire().await.map_err(stopping)?;
+    let s = shared.clone();
+    let r = tokio::task::spawn_blocking(move || prepare(&bytes, &s))
+        .await
+        .map_err(|_| ApiError::new(500, "preparing the request failed"))??;
+    Ok((slot, r))
+}
+
 async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     chat_inner(shared, headers, body)
         .await
@@ -359,17 +412,19 @@ async fn chat_inner(
     headers: HeaderMap,
     body: Body,
 ) -> std::result::Result<Response, ApiError> {
-    check_auth(&shared, &headers)?;
-    let req: ChatRequest = parse(&read_body(&shared, &headers, body).await?)?;
     let limits = Limits {
         max_tokens: shared.opts.max_tokens,
     };
-    let prepared = api::chat_job(&req, &shared.model, limits)?;
+    let (slot, prepared) = admit(&shared, &headers, body, move |bytes, s| {
+        let req: ChatRequest = parse(bytes)?;
+        api::chat_job(&req, &s.model, limits)
+    })
+    .await?;
     let mut rx = shared.submit(&prepared)?;
     let id = shared.id("chatcmpl");
     let created = api::now();
     if prepared.stream {
-        return Ok(stream_chat(shared.clone(), id, created, rx));
+        return Ok(stream_chat(shared.clone(), id, created, rx, slot));
     }
     let g = finished(&mut rx).await?;
     let logprobs = match prepared.logprobs {
@@ -400,6 +455,7 @@ fn stream_chat(
     id: String,
     created: u64,
     rx: tokio::sync::mpsc::UnboundedReceiver<Event>,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
     let name = shared.opts.model_name.clone();
     let chunk = move |delta: Value, finish: Value| {
@@ -411,11 +467,16 @@ fn stream_chat(
     };
     let first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
     // State: (receiver, what to send first, whether the stream has ended).
+    // The request's slot travels with the stream and is given back when it ends or the
+    // client goes away.
     let stream = futures_util::stream::unfold(
-        (rx, Some(first), false, chunk),
-        |(mut rx, pending, ended, chunk)| async move {
+        (rx, Some(first), false, (chunk, slot)),
+        |(mut rx, pending, ended, (chunk, slot))| async move {
             if let Some(p) = pending {
-                return Some((Ok::<Bytes, std::io::Error>(p), (rx, None, ended, chunk)));
+                return Some((
+                    Ok::<Bytes, std::io::Error>(p),
+                    (rx, None, ended, (chunk, slot)),
+                ));
             }
             if ended {
                 return None;
@@ -423,18 +484,18 @@ fn stream_chat(
             match rx.recv().await {
                 Some(Event::Text(t)) => {
                     let b = chunk(json!({"content": t}), Value::Null);
-                    Some((Ok(b), (rx, None, false, chunk)))
+                    Some((Ok(b), (rx, None, false, (chunk, slot))))
                 }
                 Some(Event::Done(Ok(g))) => {
                     let b = chunk(json!({}), json!(api::finish_reason(&g)));
                     let done = Bytes::from_static(b"data: [DONE]\n\n");
-                    Some((Ok(b), (rx, Some(done), true, chunk)))
+                    Some((Ok(b), (rx, Some(done), true, (chunk, slot))))
                 }
                 Some(Event::Done(Err(m))) => {
                     let err = json!({"error": {"message": m, "type": "server_error"}});
                     let b = Bytes::from(format!("data: {err}\n\n"));
                     let done = Bytes::from_static(b"data: [DONE]\n\n");
-                    Some((Ok(b), (rx, Some(done), true, chunk)))
+                    Some((Ok(b), (rx, Some(done), true, (chunk, slot))))
                 }
                 None => None,
             }
@@ -463,12 +524,14 @@ async fn completions_inner(
     headers: HeaderMap,
     body: Body,
 ) -> std::result::Result<Response, ApiError> {
-    check_auth(&shared, &headers)?;
-    let req: CompletionRequest = parse(&read_body(&shared, &headers, body).await?)?;
     let limits = Limits {
         max_tokens: shared.opts.max_tokens,
     };
-    let prepared = api::completion_job(&req, &shared.model, limits)?;
+    let (_slot, prepared) = admit(&shared, &headers, body, move |bytes, s| {
+        let req: CompletionRequest = parse(bytes)?;
+        api::completion_job(&req, &s.model, limits)
+    })
+    .await?;
     let mut rx = shared.submit(&prepared)?;
     let g = finished(&mut rx).await?;
     let logprobs = match prepared.logprobs {

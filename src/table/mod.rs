@@ -95,6 +95,10 @@ pub fn judgments_df(js: &[JudgmentRecord]) -> Result<DataFrame> {
                 "sample",
                 js.iter().map(|r| r.sample as u64).collect::<Vec<_>>(),
             ),
+            col(
+                "repeat",
+                js.iter().map(|r| r.repeat as u64).collect::<Vec<_>>(),
+            ),
             col("criterion", s(|r| r.criterion.clone())),
             col("score", js.iter().map(|r| r.score).collect::<Vec<_>>()),
             col(
@@ -229,6 +233,35 @@ pub fn comparisons_df(rows: &[Comparison]) -> Result<DataFrame> {
                 rows.iter().map(|r| r.below_resolution).collect::<Vec<_>>(),
             ),
             col("ci_nonfinite", u(|r| r.ci_nonfinite)),
+        ],
+    )
+    .map_err(perr)
+}
+
+/// The test-retest table: one row per comparison of a mode asked more than once, its
+/// mode's ICC beside it.
+pub fn retest_df(rows: &[crate::analysis::Retest]) -> Result<DataFrame> {
+    use crate::analysis::Retest as R;
+    let s = |f: fn(&R) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let f = |f: fn(&R) -> f64| rows.iter().map(f).map(finite).collect::<Vec<_>>();
+    let u = |f: fn(&R) -> u64| rows.iter().map(f).collect::<Vec<_>>();
+    DataFrame::new(
+        rows.len(),
+        vec![
+            col("mode", s(|r| r.mode.to_string())),
+            col("criterion", s(|r| r.criterion.clone())),
+            col("asks", u(|r| r.repeats as u64)),
+            col("answers", u(|r| r.answers)),
+            col("icc", f(|r| r.icc)),
+            col("icc_ci_low", f(|r| r.icc_ci.low)),
+            col("icc_ci_high", f(|r| r.icc_ci.high)),
+            col("a", s(|r| r.a.clone())),
+            col("b", s(|r| r.b.clone())),
+            col("prompts", u(|r| r.prompts)),
+            col("judge_var", f(|r| r.judge_var)),
+            col("prompt_var", f(|r| r.prompt_var)),
+            col("judge_share", f(|r| r.judge_share)),
+            col("prompt_share", f(|r| r.prompt_share())),
         ],
     )
     .map_err(perr)

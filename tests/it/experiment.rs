@@ -134,6 +134,75 @@ fn expected_scores_are_distributions_within_the_scale() {
 }
 
 #[test]
+fn a_joint_total_is_the_judges_own_probability_of_writing_it() {
+    use llm_judge::backend::{Backend, LabelQuery};
+    use llm_judge::judge::{expected::joint_format, ExpectedTotal};
+    let cfg = JudgeConfig::new("qwen2.5-coder-0.5b-instruct")
+        .with_modes(&[Mode::Expected])
+        .with_expected_total(ExpectedTotal::Joint)
+        .with_sanity_check(false);
+    let templates = cfg.validate("test", Path::new(".")).unwrap();
+    let judge = Judge::new(cfg, "qwen".into(), "local:qwen".into(), templates, 5);
+    let mut backend = LocalBackend::new(crate::common::qwen());
+    let asker = Asker::default();
+    let answers = answers();
+    let groups = group_answers(&answers[..1]);
+    let mut rows = Vec::new();
+    run_calls(
+        &mut backend,
+        &asker,
+        calls_for(&judge, &asker, Mode::Expected, &groups),
+        &mut |_, r| {
+            rows.extend(r?);
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    let raw = |i: usize| row.probs.as_ref().unwrap()[i] * row.mass.unwrap();
+    // The same question asked of the model directly, one digit at a time.
+    let a = &answers[0];
+    let input = judge.input(
+        Mode::Expected,
+        &[
+            ("question", &a.prompt),
+            ("answer", a.text.as_deref().unwrap()),
+            ("format", &joint_format(&judge)),
+        ],
+    );
+    // Each query on a fresh backend (no prefix served from a cache; a prompt split
+    // elsewhere agrees to rounding).
+    let digit = |prefix: &str, from: u32| {
+        let d = LocalBackend::new(crate::common::qwen())
+            .label_distribution(&LabelQuery {
+                input: input.clone(),
+                prefix: prefix.into(),
+                labels: (from..=9).map(|d| d.to_string()).collect(),
+            })
+            .unwrap();
+        d.probs.iter().map(|p| p * d.mass).collect::<Vec<f64>>()
+    };
+    let first = digit("Total: [[", 1);
+    let second = digit("Total: [[1", 0);
+    let close = |x: f64, y: f64| (x - y).abs() <= 5e-3 * y + 1e-9;
+    // Totals 3..=9 are one digit; 10, 11 and 12 are `1` and then their second digit.
+    for total in 3..=12usize {
+        let want = if total < 10 {
+            first[total - 1]
+        } else {
+            first[0] * second[total - 10]
+        };
+        assert!(
+            close(raw(total - 3), want),
+            "total {total}: {} vs {want}",
+            raw(total - 3)
+        );
+    }
+    assert!(row.mass.unwrap() > 0.0 && row.expected_score.is_some());
+}
+
+#[test]
 fn batched_judging_equals_one_call_at_a_time() {
     // Text verdicts decoded together (and re-asked) give exactly what one call at a time
     // gives, in every text mode; so do the probability modes.
@@ -438,6 +507,71 @@ fn listwise_pairwise_and_the_sanity_check_in_every_mode() {
     every_display_is_html_without_debug_syntax(&out);
 }
 
+#[test]
+fn a_test_retest_and_a_joint_expected_total_in_one_run() {
+    model_path(&bundled::SMOLLM2);
+    let dir = TempDir::new("retest");
+    let toml = tiny_toml(&dir.0, 2, "\"listwise\", \"expected\"", false);
+    // The `[judge]` table is the file's last: each listwise verdict asked twice at
+    // temperature 1, the expected total read jointly.
+    let mut text = std::fs::read_to_string(&toml).unwrap();
+    text.push_str("temperature = 1.0\nrepeats = 2\nexpected_total = \"joint\"\n");
+    std::fs::write(&toml, text).unwrap();
+    let out = run_file(&toml, &dir.0.join("o"));
+    let js = judgments(&dir.0.join("o"));
+    let listwise: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == Mode::Listwise).collect();
+    assert_eq!(
+        listwise.len(),
+        2 * 2 * 4 * 2,
+        "2 prompts x 2 answers x 4 rows x 2 asks"
+    );
+    for r in 0..2 {
+        assert_eq!(listwise.iter().filter(|j| j.repeat == r).count(), 16);
+    }
+    // Two asks of one prompt's verdict are two calls, sampled with their own seeds.
+    let calls: std::collections::HashSet<&str> = listwise.iter().map(|j| j.call.as_str()).collect();
+    assert_eq!(calls.len(), 4);
+    // The joint total: one row per answer over the totals 3..=12, its expectation within.
+    let expected: Vec<&JudgmentRecord> = js.iter().filter(|j| j.mode == Mode::Expected).collect();
+    assert_eq!(expected.len(), 4, "a total per answer, no criterion rows");
+    for r in &expected {
+        assert_eq!(r.criterion, TOTAL);
+        assert_eq!(r.repeat, 0, "a probability mode is read once");
+        let p = r.probs.as_ref().unwrap();
+        assert_eq!(p.len(), 10);
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        let e = r.expected_score.unwrap();
+        assert!((3.0..=12.0).contains(&e), "{e}");
+        let m = r.mass.unwrap();
+        assert!(m > 0.0 && m <= 1.0 + 1e-9, "{m}");
+    }
+    // The test-retest is reported wherever an answer's listwise total parsed at both asks.
+    let mut asks: std::collections::HashMap<&str, usize> = Default::default();
+    for j in listwise
+        .iter()
+        .filter(|j| j.criterion == TOTAL && j.score.is_some())
+    {
+        *asks.entry(j.response_key.as_str()).or_default() += 1;
+    }
+    let retest = out.test_retest();
+    assert_eq!(retest.len(), 1, "one comparison, p1 vs p2: {retest:?}");
+    let r = &retest[0];
+    assert_eq!((r.mode, r.repeats), (Mode::Listwise, 2));
+    let twice = asks.values().filter(|&&n| n == 2).count() as u64;
+    assert_eq!(r.answers, twice, "{r:?} {asks:?}");
+    let findings = out.findings().to_string();
+    assert!(
+        findings.contains("Test-retest, listwise total (2 asks"),
+        "{findings}"
+    );
+    // The dry run says what the judge will ask.
+    let dry = run_cli(&["run", toml.to_str().unwrap(), "--dry-run"]);
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(said.contains("each verdict asked 2 times"), "{said}");
+    assert!(said.contains("expected_total = \"joint\""), "{said}");
+    every_display_is_html_without_debug_syntax(&out);
+}
+
 /// `text` without each span that starts with `open` and ends before `close`.
 fn without(text: &str, open: &str, close: &str) -> String {
     let mut out = String::new();
@@ -471,6 +605,7 @@ fn every_display_is_html_without_debug_syntax(out: &llm_judge::RunOutput) {
         ),
         ("standings", out.standings_table(Mode::Pairwise).to_html()),
         ("reliability", out.reliability_table().to_html()),
+        ("test-retest", out.retest_table().to_html()),
         ("unparsed", out.unparsed(Mode::Listwise).to_html()),
         ("self preference", out.self_preference(out).to_html()),
         ("charts", out.score_charts().to_html()),
@@ -951,6 +1086,29 @@ fn two_runs_side_by_side() {
     let again = run_file(&toml, &dir.0.join("a"));
     let j = stage(&again, "judge expected");
     assert_eq!((j.calls, j.reused, j.prompt_tokens), (0, 4, 0));
+    // What the first run spent making those calls stays counted, and a third run adds
+    // its nothing to the same figures.
+    let first = stage(&a, "judge expected");
+    let (all, spent) = (j.all(), first.spent());
+    assert_eq!(
+        (all.calls, all.prompt_tokens, all.completion_tokens),
+        (spent.calls, spent.prompt_tokens, spent.completion_tokens),
+        "{j:?}"
+    );
+    assert!(all.seconds >= spent.seconds);
+    let third = run_file(&toml, &dir.0.join("a"));
+    assert_eq!(
+        stage(&third, "judge expected").all().prompt_tokens,
+        first.prompt_tokens
+    );
+    assert!(
+        third.usage_lines()[1].contains(&format!(
+            "with the earlier runs into this folder 4 calls, {} prompt",
+            first.prompt_tokens
+        )),
+        "{:?}",
+        third.usage_lines()
+    );
 
     // A run against itself: nothing moved.
     let same = a.diff(&a);

@@ -157,7 +157,7 @@ fn stalled_connections_neither_pile_up_threads_nor_block_for_ever() {
         "{} threads for stalled connections (from {base_threads})",
         threads(&served)
     );
-    // A real client gets its answer once the stalled ones time out.
+    // A real client gets its answer: the stalled connections hold no request slot.
     let r = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(60))
         .build()
@@ -256,5 +256,111 @@ fn a_public_address_without_a_key_is_refused() {
     assert!(
         err.contains("--allow-unauthenticated") && err.contains("--api-key-env"),
         "{err}"
+    );
+}
+
+#[test]
+fn idle_and_keyless_clients_hold_no_request_slot() {
+    let served = serve(
+        &[("LLM_JUDGE_TEST_SERVE_KEY", "k3y")],
+        &[
+            "--max-connections",
+            "2",
+            "--read-timeout",
+            "30",
+            "--api-key-env",
+            "LLM_JUDGE_TEST_SERVE_KEY",
+        ],
+    );
+    // 100 connections that never send a byte, and 20 clients without the key whose
+    // connections stay open after their 401 (keep-alive).
+    let mut held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(addr(&served)).unwrap())
+        .collect();
+    for _ in 0..20 {
+        let t = raw_request(
+            &served,
+            "chat/completions",
+            r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
+        );
+        t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut status = String::new();
+        BufReader::new(t.try_clone().unwrap())
+            .read_line(&mut status)
+            .expect("a keyless client is answered at once");
+        assert!(status.contains(" 401 "), "{status}");
+        held.push(t);
+    }
+    // Two request slots, 120 connections held: a client with the key is served at once
+    // (before, it waited for the idle ones' 30 s header timeout).
+    let t = Instant::now();
+    let r = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(25))
+        .build()
+        .post(&format!("{}/chat/completions", served.base))
+        .set("Authorization", "Bearer k3y")
+        .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    drop(held);
+}
+
+#[test]
+fn large_bodies_are_refused_without_stalling_other_clients() {
+    let served = serve(&[], &[]);
+    // Two bodies of 7.5 MB (under the 8 MB cap): far more text than the context holds.
+    let big = format!(
+        r#"{{"messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "word ".repeat(1_500_000)
+    );
+    let senders: Vec<_> = (0..2)
+        .map(|_| {
+            let (url, big) = (format!("{}/chat/completions", served.base), big.clone());
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let r = ureq::post(&url).send_string(&big);
+                (t.elapsed(), r)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Meanwhile a small request is answered: nothing is tokenized on the threads that
+    // serve connections (before, both were busy tokenizing for about 10 s).
+    let t = Instant::now();
+    let r = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .post(&format!("{}/chat/completions", served.base))
+        .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let small = t.elapsed();
+    assert!(
+        small < Duration::from_secs(5),
+        "{small:?} for a small request"
+    );
+    for h in senders {
+        let (took, r) = h.join().unwrap();
+        match r {
+            Err(ureq::Error::Status(400, resp)) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&resp.into_string().unwrap()).unwrap();
+                assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+                assert!(
+                    v["error"]["message"].as_str().unwrap().contains("7500"),
+                    "{v}"
+                );
+            }
+            other => panic!("expected 400, got {other:?}"),
+        }
+        assert!(
+            took < Duration::from_secs(8),
+            "{took:?} to refuse a large body"
+        );
+    }
+    assert!(
+        small < Duration::from_secs(5),
+        "{small:?} for a small request"
     );
 }
