@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// Override the answer token limit.
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Lower the judge's verdict token limit to this (a small run; notebooks' small runs
+    /// use 160).
+    #[arg(long)]
+    pub judge_max_tokens: Option<usize>,
     /// Answers decoded together per local model (1 = one at a time; same outputs).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -377,6 +381,7 @@ impl RunArgs {
             max_tokens: self.max_tokens,
             batch: self.batch,
             no_sanity: self.no_sanity,
+            judge_max_tokens: self.judge_max_tokens,
         }
     }
 }

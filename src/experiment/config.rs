@@ -304,6 +304,8 @@ pub struct Overrides {
     pub batch: Option<usize>,
     /// Skip the judge's sanity check.
     pub no_sanity: bool,
+    /// The judge's verdict token limit, lowered to this (a small run).
+    pub judge_max_tokens: Option<usize>,
 }
 
 /// A checked experiment: everything resolved that can fail before any generation.
@@ -342,6 +344,9 @@ impl ExperimentConfig {
             if let Some(j) = self.judge.as_mut() {
                 j.sanity_check = false;
             }
+        }
+        if let (Some(m), Some(j)) = (o.judge_max_tokens, self.judge.as_mut()) {
+            j.max_tokens = j.max_tokens.min(m);
         }
         self
     }

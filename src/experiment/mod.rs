@@ -33,6 +33,10 @@ pub struct Experiment {
     config: ExperimentConfig,
 }
 
+/// Most tokens a verdict may take in a small run ([`Experiment::small`]): enough for a
+/// verdict line after a short justification (a listwise judge still gets 40 per answer).
+pub const SMALL_VERDICT_TOKENS: usize = 160;
+
 impl Experiment {
     /// A new experiment over a prompt file.
     pub fn new(name: impl Into<String>, prompts: impl Into<PathBuf>) -> Self {
@@ -139,12 +143,18 @@ impl Experiment {
         self
     }
 
-    /// Makes this a small run (the first `limit` prompts, at most `max_tokens` per answer)
-    /// when `small` is true, e.g. from a notebook parameter; otherwise leaves it as it is.
+    /// Makes this a small run (the first `limit` prompts, at most `max_tokens` per answer
+    /// and [`SMALL_VERDICT_TOKENS`] per verdict) when `small` is true, e.g. from a notebook
+    /// parameter; otherwise leaves it as it is. The CLI's `--limit N --max-tokens M
+    /// --judge-max-tokens 160` is the same run.
     pub fn small(mut self, small: bool, limit: usize, max_tokens: usize) -> Self {
         if small {
-            self.config.limit = Some(limit);
-            self.config.max_tokens = max_tokens;
+            self.config = self.config.with_overrides(&config::Overrides {
+                limit: Some(limit),
+                max_tokens: Some(max_tokens),
+                judge_max_tokens: Some(SMALL_VERDICT_TOKENS),
+                ..Default::default()
+            });
         }
         self
     }
