@@ -407,11 +407,14 @@ impl RunOutput {
             } else {
                 let lo = shares.iter().copied().fold(f64::INFINITY, f64::min);
                 let hi = shares.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let range = if hi - lo < 0.005 {
+                    format!("{:.0} %", 100.0 * hi)
+                } else {
+                    format!("{:.0}-{:.0} %", 100.0 * lo, 100.0 * hi)
+                };
                 format!(
-                    "the judge's asks make {:.0}-{:.0} % of the variance of a prompt's \
-                     difference in its {} comparisons, the prompts the rest",
-                    100.0 * lo,
-                    100.0 * hi,
+                    "the judge's asks make {range} of the variance of a prompt's difference \
+                     in its {} comparisons (the prompts' true differences the rest)",
                     shares.len()
                 )
             };
