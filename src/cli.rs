@@ -228,7 +228,8 @@ pub struct ServeArgs {
     /// key, holds none).
     #[arg(long, default_value_t = 64)]
     pub max_connections: usize,
-    /// Seconds a client has to send a request's headers, and then its body.
+    /// Seconds a client has to send a request's body; its headers, and an idle keep-alive
+    /// connection, get at most 10 s (this, when shorter).
     #[arg(long, default_value_t = 30)]
     pub read_timeout: u64,
     /// Requests decoded together.

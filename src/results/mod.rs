@@ -132,12 +132,28 @@ impl RunOutput {
         let mut meta = RunMeta::of(plan, &o);
         // What earlier runs into this folder spent making the calls this one reused stays
         // counted (an unreadable earlier `run.json` has nothing to add).
+        // A stage this run did not have (`--no-sanity`, a model left out) is carried over
+        // with nothing spent in this run. (A run killed before it wrote `run.json` is not
+        // counted, though its stored calls are reused.)
         if let Ok(before) = RunMeta::read(&dir.join("run.json")) {
-            for u in &mut meta.usage {
+            for b in &before.usage {
                 let same =
-                    |b: &&crate::records::StageUsage| b.stage == u.stage && b.model == u.model;
-                if let Some(b) = before.usage.iter().find(same) {
-                    *u = u.clone().after(b);
+                    |u: &&mut crate::records::StageUsage| u.stage == b.stage && u.model == b.model;
+                match meta.usage.iter_mut().find(same) {
+                    Some(u) => *u = u.clone().after(b),
+                    None => meta.usage.push(
+                        crate::records::StageUsage {
+                            calls: 0,
+                            reused: 0,
+                            prompt_tokens: 0,
+                            completion_tokens: 0,
+                            seconds: 0.0,
+                            cost: None,
+                            earlier: None,
+                            ..b.clone()
+                        }
+                        .after(b),
+                    ),
                 }
             }
         }

@@ -157,10 +157,8 @@ fn unsupported(
     Ok(())
 }
 
-/// The prompt's ids when they leave room to generate; the error names `param`, the field
-/// that holds the prompt (`messages` or `prompt`).
 /// Most bytes of text a prompt may have per token of the model's context before it is
-/// tokenized: natural text runs 3 to 6 bytes a token, so a longer one cannot fit, and
+/// tokenized: natural text runs 3 to 6 bytes a token, so a longer one will not fit, and
 /// tokenizing megabytes would hold a worker for seconds.
 pub const BYTES_PER_TOKEN: usize = 64;
 
@@ -172,8 +170,9 @@ fn not_too_long(model: &Model, bytes: usize, param: &str) -> Result<(), ApiError
         return Err(ApiError {
             status: 400,
             message: format!(
-                "the prompt is {bytes} bytes; the context length is {context} tokens, which \
-                 no text over {cap} bytes fits"
+                "the prompt is {bytes} bytes; the context length is {context} tokens, and \
+                 this server refuses a prompt over {cap} bytes ({BYTES_PER_TOKEN} a token) \
+                 without tokenizing it"
             ),
             param: Some(param.into()),
             code: Some("context_length_exceeded"),
@@ -182,6 +181,8 @@ fn not_too_long(model: &Model, bytes: usize, param: &str) -> Result<(), ApiError
     Ok(())
 }
 
+/// The prompt's ids when they leave room to generate; the error names `param`, the field
+/// that holds the prompt (`messages` or `prompt`).
 fn fits(model: &Model, ids: Vec<u32>, param: &str) -> Result<Vec<u32>, ApiError> {
     let context = model.context_length();
     if ids.is_empty() || ids.len() >= context {

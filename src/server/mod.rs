@@ -59,7 +59,8 @@ pub struct ServeOptions {
     pub max_tokens: Option<usize>,
     /// Requests served at once (an idle connection holds none).
     pub max_connections: usize,
-    /// Seconds a client has to send a request's headers, and then its body.
+    /// Seconds a client has to send a request's body; its headers, and an idle keep-alive
+    /// connection, get at most [`IDLE_S`] (this, when shorter).
     pub read_timeout_s: u64,
     /// Requests decoded together.
     pub max_batch: usize,
@@ -94,8 +95,9 @@ struct Shared {
     nonce: u64,
     /// Requests being served, from their body to their last byte: `max_connections`.
     requests: Arc<tokio::sync::Semaphore>,
-    /// Bodies being parsed, rendered and tokenized at once ([`PREPARING`]).
-    preparing: tokio::sync::Semaphore,
+    /// Bodies being parsed, rendered and tokenized at once ([`PREPARING`]); a permit goes
+    /// with the work to the blocking pool, so a client that leaves does not free it early.
+    preparing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most seconds an idle keep-alive connection, or a request's headers, may take (the
@@ -161,7 +163,7 @@ pub fn serve(
         next_id: AtomicU64::new(0),
         nonce,
         requests: Arc::new(tokio::sync::Semaphore::new(opts.max_connections)),
-        preparing: tokio::sync::Semaphore::new(PREPARING),
+        preparing: Arc::new(tokio::sync::Semaphore::new(PREPARING)),
     });
     rt.block_on(async move {
         let addr = format!("{}:{}", opts.host, opts.port);
@@ -393,11 +395,19 @@ async fn admit<R: Send + 'static>(
         .await
         .map_err(stopping)?;
     let bytes = read_body(shared, headers, body).await?;
-    let _turn = shared.preparing.acquire().await.map_err(stopping)?;
-    let s = shared.clone();
-    let r = tokio::task::spawn_blocking(move || prepare(&bytes, &s))
+    let turn = shared
+        .preparing
+        .clone()
+        .acquire_owned()
         .await
-        .map_err(|_| ApiError::new(500, "preparing the request failed"))??;
+        .map_err(stopping)?;
+    let s = shared.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        prepare(&bytes, &s)
+    })
+    .await
+    .map_err(|_| ApiError::new(500, "preparing the request failed"))??;
     Ok((slot, r))
 }
 

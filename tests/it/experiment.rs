@@ -572,6 +572,48 @@ fn a_test_retest_and_a_joint_expected_total_in_one_run() {
     every_display_is_html_without_debug_syntax(&out);
 }
 
+#[test]
+fn the_notebooks_small_run_is_ci_s_readme_command_1() {
+    // CI's command 1 writes notebook 01's small run into its folder, so that the notebook
+    // reads what it judged: the two must be the same experiment, or the notebook would
+    // judge everything again.
+    use llm_judge::experiment::{config::Overrides, SMALL_VERDICT_TOKENS};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("data/experiments/writeup-offline.toml");
+    let ci = std::fs::read_to_string(root.join(".ci/run")).unwrap();
+    assert!(
+        ci.contains("--limit 2 --max-tokens 48")
+            && ci.contains(&format!("--judge-max-tokens {SMALL_VERDICT_TOKENS}"))
+            && ci.contains("--out results/nb01-small"),
+        "CI's command 1 is not notebook 01's small run"
+    );
+    let nb = std::fs::read_to_string(root.join("notebooks/01-reproduce-writeup.ipynb")).unwrap();
+    assert!(nb.contains(".small(small, 2, 48)") && nb.contains("../results/nb01-small"));
+    let notebook = llm_judge::Experiment::from_toml(&file)
+        .unwrap()
+        .small(true, 2, 48);
+    let cli = ExperimentConfig::load(&file)
+        .unwrap()
+        .with_overrides(&Overrides {
+            limit: Some(2),
+            max_tokens: Some(48),
+            judge_max_tokens: Some(SMALL_VERDICT_TOKENS),
+            ..Default::default()
+        });
+    assert_eq!(notebook.config(), &cli);
+    // The app's judge writes up to 512 tokens; a small run caps it, never raises one.
+    let app = root.join("data/experiments/writeup-app-offline.toml");
+    let judge_cap = |e: &llm_judge::Experiment| e.config().judge.as_ref().unwrap().max_tokens;
+    let full = llm_judge::Experiment::from_toml(&app).unwrap();
+    assert_eq!(judge_cap(&full), 512);
+    assert_eq!(judge_cap(&full.small(true, 2, 48)), SMALL_VERDICT_TOKENS);
+    assert_eq!(
+        cli.judge.as_ref().unwrap().max_tokens,
+        96,
+        "below the cap: unchanged"
+    );
+}
+
 /// `text` without each span that starts with `open` and ends before `close`.
 fn without(text: &str, open: &str, close: &str) -> String {
     let mut out = String::new();

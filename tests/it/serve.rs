@@ -272,17 +272,19 @@ fn idle_and_keyless_clients_hold_no_request_slot() {
             "LLM_JUDGE_TEST_SERVE_KEY",
         ],
     );
-    // 100 connections that never send a byte, and 20 clients without the key whose
-    // connections stay open after their 401 (keep-alive).
+    // 100 connections that never send a byte, and 20 clients without the key that announce
+    // a body and never send it, their connections held open.
     let mut held: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(addr(&served)).unwrap())
         .collect();
     for _ in 0..20 {
-        let t = raw_request(
-            &served,
-            "chat/completions",
-            r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#,
-        );
+        // Headers that announce a body which never comes: the key is checked first.
+        let mut t = TcpStream::connect(addr(&served)).unwrap();
+        t.write_all(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n",
+        )
+        .unwrap();
         t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut status = String::new();
         BufReader::new(t.try_clone().unwrap())
