@@ -460,14 +460,17 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             let a = serve_load::abuse(&m, name)?;
             print(format!(
                 "{name}: serve, small requests ({} each): alone p50 {:.0} ms, p99 {:.0} ms; \
-                 under abuse ({}) p50 {:.0} ms, p99 {:.0} ms ({} large bodies answered)",
+                 under abuse ({}) p50 {:.0} ms, p99 {:.0} ms ({} large bodies answered); \
+                 resident memory {} MB before the abuse, {} MB 2 s after it",
                 a.requests,
                 a.alone_p50_ms,
                 a.alone_p99_ms,
                 a.abuse,
                 a.abused_p50_ms,
                 a.abused_p99_ms,
-                a.big_bodies_answered
+                a.big_bodies_answered,
+                opt(a.rss_before_mb, 0),
+                opt(a.rss_after_mb, 0)
             ));
             report.serve_abuse = Some(a);
         }

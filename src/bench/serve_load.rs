@@ -176,6 +176,24 @@ pub struct AbuseFigure {
     pub abused_p99_ms: f64,
     /// Big bodies the abusers got an answer to while the small requests ran.
     pub big_bodies_answered: usize,
+    /// Resident memory of this process (the server runs in it) before the abuse, in MB.
+    pub rss_before_mb: Option<f64>,
+    /// Resident memory 2 s after the abuse ended, in MB: what the server kept.
+    pub rss_after_mb: Option<f64>,
+}
+
+/// This process's resident memory now, in MB (Linux).
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
 }
 
 /// The `q`-quantile (nearest rank) of `xs`, sorted here.
@@ -213,6 +231,7 @@ pub fn abuse(model: &Model, name: &str) -> Result<AbuseFigure> {
     };
     small()?; // warm-up
     let mut alone: Vec<f64> = (0..REQUESTS).map(|_| small()).collect::<Result<_>>()?;
+    let rss_before_mb = rss_mb();
     let stop = AtomicBool::new(false);
     let answered = AtomicUsize::new(0);
     let big = format!(
@@ -263,6 +282,8 @@ pub fn abuse(model: &Model, name: &str) -> Result<AbuseFigure> {
         drop(idle);
         times
     })?;
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after_mb = rss_mb();
     Ok(AbuseFigure {
         abuse: "200 idle sockets, 20 clients without the key holding their connections, 2 \
                 clients sending 7.5 MB bodies over and over"
@@ -273,5 +294,7 @@ pub fn abuse(model: &Model, name: &str) -> Result<AbuseFigure> {
         abused_p50_ms: quantile(&mut abused, 0.5),
         abused_p99_ms: quantile(&mut abused, 0.99),
         big_bodies_answered: answered.load(Ordering::Relaxed),
+        rss_before_mb,
+        rss_after_mb,
     })
 }
