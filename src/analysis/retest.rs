@@ -185,24 +185,28 @@ pub fn test_retest(judgments: &[JudgmentRecord], design: Design, seed: u64) -> V
         } else {
             Interval::NONE
         };
-        let no_words = HashMap::new();
-        let pairs = cell_pairs(&cells, design.pairs);
-        if pairs.is_empty() {
-            // No comparison to split: the ICC alone.
-            out.push(Retest {
+        // A row of the mode's ICC and one comparison's split (none: empty cells, NaN).
+        let row =
+            |a: String, b: String, prompts: u64, (judge_var, prompt_var, judge_share)| Retest {
                 mode,
                 criterion: criterion.clone(),
                 repeats,
                 answers: answers.len() as u64,
                 icc,
                 icc_ci,
-                a: String::new(),
-                b: String::new(),
-                prompts: 0,
-                judge_var: f64::NAN,
-                prompt_var: f64::NAN,
-                judge_share: f64::NAN,
-            });
+                a,
+                b,
+                prompts,
+                judge_var,
+                prompt_var,
+                judge_share,
+            };
+        let no_words = HashMap::new();
+        let pairs = cell_pairs(&cells, design.pairs);
+        if pairs.is_empty() {
+            // No comparison to split: the ICC alone.
+            let none = (f64::NAN, f64::NAN, f64::NAN);
+            out.push(row(String::new(), String::new(), 0, none));
         }
         for (i, k) in pairs {
             let (a, b) = (&cells[i], &cells[k]);
@@ -222,21 +226,12 @@ pub fn test_retest(judgments: &[JudgmentRecord], design: Design, seed: u64) -> V
                 })
                 .collect();
             let groups: Vec<&[f64]> = per_prompt.iter().map(Vec::as_slice).collect();
-            let (judge_var, prompt_var, judge_share) = variance_shares(&groups);
-            out.push(Retest {
-                mode,
-                criterion: criterion.clone(),
-                repeats,
-                answers: answers.len() as u64,
-                icc,
-                icc_ci,
-                a: format!("{}/{}", a.0, a.1),
-                b: format!("{}/{}", b.0, b.1),
-                prompts: groups.iter().filter(|g| g.len() >= 2).count() as u64,
-                judge_var,
-                prompt_var,
-                judge_share,
-            });
+            out.push(row(
+                format!("{}/{}", a.0, a.1),
+                format!("{}/{}", b.0, b.1),
+                groups.iter().filter(|g| g.len() >= 2).count() as u64,
+                variance_shares(&groups),
+            ));
         }
     }
     out

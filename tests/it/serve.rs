@@ -47,6 +47,19 @@ fn raw_request(s: &Served, path: &str, body: &str) -> TcpStream {
 
 const LONG: &str = r#"{"messages":[{"role":"user","content":"Write a very long story about a dragon, a knight and a baker, with many chapters."}],"temperature":1.0,"max_tokens":3000,"seed":1,"stream":STREAM}"#;
 
+/// A two-token chat request (with the key, if any), answered within 60 s.
+fn small_chat(s: &Served, key: Option<&str>) -> ureq::Response {
+    let mut req = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .post(&format!("{}/chat/completions", s.base));
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    req.send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
+        .unwrap()
+}
+
 /// Waits until the server uses no more CPU than an idle one would in 1.5 s.
 fn becomes_idle(s: &Served) -> bool {
     for _ in 0..20 {
@@ -158,13 +171,7 @@ fn stalled_connections_neither_pile_up_threads_nor_block_for_ever() {
         threads(&served)
     );
     // A real client gets its answer: the stalled connections hold no request slot.
-    let r = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .post(&format!("{}/chat/completions", served.base))
-        .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(small_chat(&served, None).status(), 200);
     drop(idle);
 }
 
@@ -296,14 +303,7 @@ fn idle_and_keyless_clients_hold_no_request_slot() {
     // Two request slots, 120 connections held: a client with the key is served at once
     // (before, it waited for the idle ones' 30 s header timeout).
     let t = Instant::now();
-    let r = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(25))
-        .build()
-        .post(&format!("{}/chat/completions", served.base))
-        .set("Authorization", "Bearer k3y")
-        .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(small_chat(&served, Some("k3y")).status(), 200);
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     drop(held);
 }
@@ -330,13 +330,7 @@ fn large_bodies_are_refused_without_stalling_other_clients() {
     // Meanwhile a small request is answered: nothing is tokenized on the threads that
     // serve connections (before, both were busy tokenizing for about 10 s).
     let t = Instant::now();
-    let r = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .post(&format!("{}/chat/completions", served.base))
-        .send_string(r#"{"messages":[{"role":"user","content":"hi"}],"max_tokens":2}"#)
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(small_chat(&served, None).status(), 200);
     let small = t.elapsed();
     assert!(
         small < Duration::from_secs(5),
