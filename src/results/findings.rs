@@ -326,24 +326,15 @@ impl RunOutput {
 }
 
 impl RunOutput {
-    /// Whether the expected row's answer has criterion rows (a sum total) or only a total
-    /// (`expected_total = "joint"`).
-    fn has_criterion_rows(&self, total: &crate::records::JudgmentRecord) -> bool {
-        self.judgment_rows
-            .iter()
-            .any(|r| r.call == total.call && r.criterion != TOTAL)
-    }
-
     /// Expected scores read from a remote judge's top-20 log-probabilities: how many of
     /// the score tokens were missing, and how far the totals could be off.
     fn missing_labels_line(&self) -> Option<String> {
         let rows: Vec<_> = self
             .judgment_rows
             .iter()
-            // A criterion's row, or a joint total (no criterion rows; its own distribution).
-            .filter(|r| r.mode == crate::records::Mode::Expected)
-            .filter(|r| r.criterion != TOTAL || !self.has_criterion_rows(r))
-            .filter(|r| r.probs.is_some())
+            // Rows read from a distribution: a criterion's, or a joint total (a summed
+            // total has no distribution of its own).
+            .filter(|r| r.mode == crate::records::Mode::Expected && r.probs.is_some())
             .collect();
         let missing: u32 = rows.iter().filter_map(|r| r.labels_missing).sum();
         if missing == 0 {
