@@ -42,6 +42,26 @@ pub struct SamplingParams {
     pub max_new_tokens: usize,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Holds the reply to a regular language (a local model only; see [`Constraint`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<Constraint>,
+}
+
+/// A regular language the reply must belong to: tokens that would leave it get probability
+/// 0, and the reply ends only where it is complete (`crate::engine` compiles it once into a
+/// DFA over bytes). A judge's verdict form becomes one ([`crate::judge`]), so a local judge
+/// cannot write a verdict its parser cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraint {
+    /// The language, as a regular expression over the whole reply (regex syntax, anchored
+    /// at both ends).
+    pub regex: String,
+    /// Free text may come first, then a newline and the `regex` part; when the token
+    /// budget is about to run out, the `regex` part is forced. The part must have a
+    /// bounded length.
+    #[serde(default)]
+    pub free_text: bool,
 }
 
 impl Default for SamplingParams {
@@ -63,6 +83,7 @@ impl SamplingParams {
             seed: 0,
             max_new_tokens: 256,
             stop: Vec::new(),
+            constraint: None,
         }
     }
 
@@ -136,6 +157,11 @@ impl SamplingParams {
     /// Adds a stop string.
     pub fn with_stop(mut self, s: impl Into<String>) -> Self {
         self.stop.push(s.into());
+        self
+    }
+    /// Holds the reply to `constraint`.
+    pub fn with_constraint(mut self, constraint: Option<Constraint>) -> Self {
+        self.constraint = constraint;
         self
     }
 

@@ -1,5 +1,6 @@
 //! Single-sequence generation on a [`Model`].
 
+use super::constrain::{Constrained, Grammar};
 use crate::error::Result;
 use crate::model::{Input, KvCache, Model, TemplateKind, Tokenizer};
 use crate::sampling::{Sampler, SamplingParams};
@@ -192,6 +193,8 @@ pub(crate) struct Sequence {
     max_new: usize,
     top_k_logprobs: usize,
     history: Vec<u32>,
+    /// The language the reply is held to, with the place reached in it.
+    constraint: Option<Constrained>,
     prompt_tokens: usize,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
@@ -218,7 +221,12 @@ impl Sequence {
         params: &SamplingParams,
         top_logprobs: usize,
     ) -> Result<Self> {
+        let constraint = match &params.constraint {
+            Some(c) => Some(Constrained::new(Grammar::get(c)?, tokenizer.token_table())?),
+            None => None,
+        };
         Ok(Self {
+            constraint,
             sampler: Sampler::new(params.clone())?,
             params: params.clone(),
             stop_ids: tokenizer.stop_ids().to_vec(),
@@ -258,7 +266,24 @@ impl Sequence {
         if self.tokens.len() >= self.max_new {
             return Ok(None);
         }
-        let s = self.sampler.sample(logits, &self.history)?;
+        let s = match &mut self.constraint {
+            None => self.sampler.sample(logits, &self.history)?,
+            Some(c) => {
+                let mut masked = logits.to_vec();
+                let left = self.max_new - self.tokens.len();
+                if !c.mask(&mut masked, &self.stop_ids, left) {
+                    // Nothing the constraint allows can follow (a vocabulary without the
+                    // bytes it needs): end here, as if out of tokens.
+                    return Ok(None);
+                }
+                let mut s = self.sampler.sample(&masked, &self.history)?;
+                // The recorded log-probability is the model's own, as unconstrained.
+                s.logprob = (logits[s.token as usize] as f64
+                    - crate::sampling::log_normaliser(logits)) as f32;
+                c.advance(s.token);
+                s
+            }
+        };
         if self.top_k_logprobs > 0 {
             self.tops.push(top_logprobs(logits, self.top_k_logprobs));
         }

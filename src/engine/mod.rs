@@ -1,9 +1,11 @@
 //! The generation loop: prefill, KV-cached decoding, stop conditions, token log-probabilities
 //! and timing, for one sequence ([`crate::Model::generate`]) or many decoded together
 //! ([`crate::Model::generate_batch`]) with identical outputs; and next-token
-//! log-probabilities for many prompts, each shared prefix run once ([`PrefixScorer`]).
+//! log-probabilities for many prompts, each shared prefix run once ([`PrefixScorer`]); and
+//! replies held to a regular language ([`constrain`]).
 
 mod batch;
+pub mod constrain;
 mod generate;
 mod score;
 

@@ -16,7 +16,7 @@ use super::call::{Asker, Call};
 use super::parse::{listwise_criteria, listwise_totals, strip_echo, TotalVerdict};
 use super::spec::{ModeSpec, Pass, Shows, TEXT_MARGIN};
 use super::template::JudgeTemplate;
-use super::{answer_error, Group, Judge, Mode, Order, VerdictForm};
+use super::{answer_error, grammar, Group, Judge, Mode, Order, ReplyForm, VerdictForm};
 use crate::keys::derive_seed;
 use crate::records::{JudgmentRecord, ResponseRecord, TOTAL};
 use rand::seq::SliceRandom;
@@ -136,7 +136,15 @@ async fn judge_group(
         ],
     );
     let instructions = t.instruction_fragments();
-    let scale = judge.cfg.scale;
+    let (scale, m) = (judge.cfg.scale, criteria.len() as u32);
+    let reply = ReplyForm {
+        language: match form {
+            VerdictForm::Totals => grammar::totals(&t, n, m, m * scale),
+            _ => grammar::listwise_criteria(&t, n, criteria, scale),
+        },
+        shown: format,
+        free_text: t.justification,
+    };
     // Call, with re-asks; parse (per position).
     let verdict = judge
         .ask_verdict(
@@ -144,7 +152,7 @@ async fn judge_group(
             input,
             judge.seed_for(&call),
             judge.cfg.max_tokens.max(40 * n),
-            &format,
+            &reply,
             |raw| {
                 let text = strip_echo(raw, &instructions, &texts);
                 let v: Vec<TotalVerdict> = match form {

@@ -21,6 +21,7 @@
 
 pub mod call;
 pub mod expected;
+pub mod grammar;
 #[cfg(test)]
 mod length;
 pub mod listwise;
@@ -42,7 +43,7 @@ use crate::keys::{derive_seed, key_of};
 use crate::model::{Input, Message, PromptFormat};
 pub use crate::records::Mode;
 use crate::records::{JudgmentRecord, ResponseRecord, OVERALL, TOTAL};
-use crate::sampling::SamplingParams;
+use crate::sampling::{Constraint, SamplingParams};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -197,6 +198,11 @@ pub struct JudgeConfig {
     /// Run the judge sanity check (good vs deliberately bad answers, in every mode).
     #[serde(default = "default_true")]
     pub sanity_check: bool,
+    /// A local judge decodes its text verdicts held to the verdict form's language, so that
+    /// every reply parses (see [`grammar`]); on unless set to false. An endpoint judge's
+    /// replies are parsed from text either way.
+    #[serde(default = "default_true")]
+    pub constrained: bool,
     /// Judge through an OpenAI-compatible endpoint instead of a local model; `model` is
     /// then only the judge's name in tables.
     #[serde(default)]
@@ -226,8 +232,21 @@ impl JudgeConfig {
             primary_mode: None,
             templates: Default::default(),
             sanity_check: true,
+            constrained: true,
             endpoint: None,
         }
+    }
+
+    /// Constrains a local judge's text verdicts (on by default), or not.
+    pub fn with_constrained(mut self, on: bool) -> Self {
+        self.constrained = on;
+        self
+    }
+
+    /// Whether text verdicts are decoded under their form's language: asked for, and a local
+    /// judge (an endpoint cannot be held to a language token by token).
+    pub fn constrains(&self) -> bool {
+        self.constrained && self.endpoint.is_none()
     }
 
     /// Sets the modes.
@@ -512,6 +531,18 @@ pub fn group_answers(responses: &[ResponseRecord]) -> Vec<Group<'_>> {
     groups.into_iter().map(|(_, g)| g).collect()
 }
 
+/// The reply a text verdict must be: as the prompt shows it (and a re-ask repeats it), and
+/// as a language for constrained decoding ([`grammar`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplyForm {
+    /// The format as the prompt shows it.
+    pub shown: String,
+    /// The same format as a regular expression over the whole verdict.
+    pub language: String,
+    /// Free text may come before the verdict (the template asks for a justification).
+    pub free_text: bool,
+}
+
 /// A verdict read from text, with the replies it took.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextVerdict<T> {
@@ -581,6 +612,9 @@ impl Judge {
         if mode == Mode::Expected && c.expected_total == ExpectedTotal::Joint {
             key["total"] = "joint".into();
         }
+        if mode.spec().samples && c.constrains() {
+            key["constrained"] = true.into();
+        }
         key_of(&key)
     }
 
@@ -635,24 +669,32 @@ impl Judge {
             .join("\n")
     }
 
-    /// Asks until `parse` accepts the reply or the retries run out. A chat judge is reminded
-    /// of `format` after its reply; a raw-completion judge is asked again with the next seed.
+    /// Asks until `parse` accepts the reply or the retries run out, held to `form`'s
+    /// language when the judge [constrains](JudgeConfig::constrains). A chat judge is
+    /// reminded of the format after its reply; a raw-completion judge is asked again with
+    /// the next seed.
     pub async fn ask_verdict<T>(
         &self,
         asker: &Asker,
         input: Input,
         seed: u64,
         max_tokens: usize,
-        format: &str,
+        form: &ReplyForm,
         parse: impl Fn(&str) -> (T, bool),
     ) -> Result<TextVerdict<T>> {
+        let format = &form.shown;
+        let constraint = self.cfg.constrains().then(|| Constraint {
+            regex: form.language.clone(),
+            free_text: form.free_text,
+        });
         let mut input = input;
         let mut raw = Vec::new();
         let mut attempt = 0u32;
         loop {
             let params = self
                 .params(seed.wrapping_add(attempt as u64))
-                .with_max_new_tokens(max_tokens);
+                .with_max_new_tokens(max_tokens)
+                .with_constraint(constraint.clone());
             let g = asker.generate(input.clone(), params).await?;
             let (value, ok) = parse(&g.text);
             raw.push(g.text.clone());

@@ -10,7 +10,7 @@
 use super::call::{join, Asker, Call};
 use super::parse::{bracket_verdict, strip_echo, winner_verdict, Verdict};
 use super::spec::{no_check, ModeSpec, Pass, Shows};
-use super::{answer_error, Group, Judge, Mode, VerdictForm};
+use super::{answer_error, grammar, Group, Judge, Mode, ReplyForm, VerdictForm};
 use crate::records::{JudgmentRecord, ResponseRecord, OVERALL};
 
 /// The score of answer `a` and whether the two orders agreed, from the verdict with `a`
@@ -116,9 +116,17 @@ async fn judge_pair(
         a.text.as_deref().unwrap_or(""),
         b.text.as_deref().unwrap_or(""),
     );
-    let format = match t.verdict_form() {
-        VerdictForm::Winner => "Winner: Response A, Winner: Response B, or a draw",
-        _ => "[[A]], [[B]] or [[C]]",
+    let (format, language) = match t.verdict_form() {
+        VerdictForm::Winner => (
+            "Winner: Response A, Winner: Response B, or a draw",
+            grammar::winner(t.tie),
+        ),
+        _ => ("[[A]], [[B]] or [[C]]", grammar::brackets(t.tie)),
+    };
+    let form = ReplyForm {
+        shown: format.into(),
+        language,
+        free_text: t.justification,
     };
     let input = |first: &str, second: &str| {
         judge.input(
@@ -144,13 +152,13 @@ async fn judge_pair(
     let seed = judge.seed_for(&call);
     let max = judge.cfg.max_tokens;
     let (ab, ba) = join(
-        judge.ask_verdict(asker, input(ta, tb), seed, max, format, &parse),
+        judge.ask_verdict(asker, input(ta, tb), seed, max, &form, &parse),
         judge.ask_verdict(
             asker,
             input(tb, ta),
             seed.wrapping_add(1),
             max,
-            format,
+            &form,
             &parse,
         ),
     )

@@ -7,7 +7,7 @@
 use super::call::{Asker, Call};
 use super::parse::{criteria_scores, strip_echo};
 use super::spec::{no_check, ModeSpec, Pass, Shows, TEXT_MARGIN};
-use super::{answer_error, Group, Judge, Mode, VerdictForm};
+use super::{answer_error, grammar, Group, Judge, Mode, ReplyForm, VerdictForm};
 use crate::records::{ResponseRecord, TOTAL};
 
 /// Rubric mode: one answer per prompt, the criteria scored in text; its template family is
@@ -58,8 +58,14 @@ async fn judge_one(
             ("format", &format),
         ],
     );
-    let instructions = judge.template(Mode::Rubric).instruction_fragments();
+    let t = judge.template(Mode::Rubric);
+    let instructions = t.instruction_fragments();
     let criteria = &judge.cfg.criteria;
+    let form = ReplyForm {
+        language: grammar::criteria(criteria, judge.cfg.scale),
+        shown: format,
+        free_text: t.justification,
+    };
     // Call, with re-asks; parse.
     let verdict = judge
         .ask_verdict(
@@ -67,7 +73,7 @@ async fn judge_one(
             input,
             judge.seed_for(&call),
             judge.cfg.max_tokens,
-            &format,
+            &form,
             |raw| {
                 let s = criteria_scores(
                     &strip_echo(raw, &instructions, &[text]),

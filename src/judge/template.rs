@@ -74,6 +74,10 @@ pub struct JudgeTemplate {
     /// Pairwise: whether the judge may declare a tie (`[[C]]`, or a draw).
     #[serde(default = "yes")]
     pub tie: bool,
+    /// The prompt asks for a justification before the verdict: a constrained verdict lets
+    /// free text come first (then a newline and the verdict).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub justification: bool,
 }
 
 fn default_label() -> String {

@@ -11,8 +11,10 @@
 //! in the raw text before anything else, as llama.cpp does.
 
 use super::gguf::GgufFile;
+use crate::engine::constrain::TokenTable;
 use crate::error::{Error, Result};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::byte_level::ByteLevel;
 use tokenizers::decoders::fuse::Fuse;
@@ -59,6 +61,10 @@ pub struct Tokenizer {
     stop_ids: Vec<u32>,
     /// The texts of the special tokens (control tokens such as `<|im_start|>`).
     specials: Vec<String>,
+    /// Whether token strings are byte-level BPE (GPT-2's byte-to-character map).
+    byte_level: bool,
+    /// Each token's bytes in byte order, built on first use (constrained decoding).
+    table: Arc<OnceLock<Arc<TokenTable>>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -116,7 +122,14 @@ impl Tokenizer {
         if let Some(eot) = g.opt_u32("tokenizer.ggml.eot_token_id")? {
             stop_ids.push(eot);
         }
-        Ok(Self::finish(inner, bos, eos, add_bos, stop_ids))
+        Ok(Self::finish(
+            inner,
+            bos,
+            eos,
+            add_bos,
+            stop_ids,
+            kind == "gpt2",
+        ))
     }
 
     /// Loads a Hugging Face `tokenizer.json`; special ids come from the GGUF metadata.
@@ -126,12 +139,14 @@ impl Tokenizer {
         let bos = g.opt_u32("tokenizer.ggml.bos_token_id")?;
         let eos = g.opt_u32("tokenizer.ggml.eos_token_id")?;
         let add_bos = g.opt_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false);
+        let byte_level = decodes_bytes(&inner);
         Ok(Self::finish(
             inner,
             bos,
             eos,
             add_bos,
             eos.into_iter().collect(),
+            byte_level,
         ))
     }
 
@@ -163,7 +178,8 @@ impl Tokenizer {
         };
         let mut stop_ids = stops;
         stop_ids.extend(eos);
-        Ok(Self::finish(inner, bos, eos, add_bos, stop_ids))
+        let byte_level = decodes_bytes(&inner);
+        Ok(Self::finish(inner, bos, eos, add_bos, stop_ids, byte_level))
     }
 
     fn finish(
@@ -172,6 +188,7 @@ impl Tokenizer {
         eos: Option<u32>,
         add_bos: bool,
         mut stop_ids: Vec<u32>,
+        byte_level: bool,
     ) -> Self {
         for m in END_OF_TURN_MARKERS {
             if let Some(id) = inner.token_to_id(m) {
@@ -194,7 +211,45 @@ impl Tokenizer {
             add_bos,
             stop_ids,
             specials,
+            byte_level,
+            table: Arc::default(),
         }
+    }
+
+    /// The bytes each token writes, for constrained decoding (built once per tokenizer).
+    /// Byte-level BPE strings are mapped back through GPT-2's byte-to-character table;
+    /// SentencePiece pieces have `▁` for a space and `<0xNN>` for a raw byte; control tokens
+    /// write nothing.
+    pub fn token_table(&self) -> Arc<TokenTable> {
+        self.table
+            .get_or_init(|| {
+                let specials: std::collections::HashSet<u32> = self
+                    .inner
+                    .get_added_tokens_decoder()
+                    .into_iter()
+                    .filter(|(_, t)| t.special)
+                    .map(|(id, _)| id)
+                    .collect();
+                let unbyte = byte_level_inverse();
+                let bytes = (0..self.vocab_size() as u32)
+                    .map(|id| {
+                        if specials.contains(&id) {
+                            return None;
+                        }
+                        let t = self.inner.id_to_token(id)?;
+                        Some(if self.byte_level {
+                            t.chars()
+                                .map(|c| unbyte.get(&c).copied())
+                                .collect::<Option<Vec<u8>>>()
+                                .unwrap_or_else(|| t.clone().into_bytes())
+                        } else {
+                            piece_bytes(&t)
+                        })
+                    })
+                    .collect();
+                Arc::new(TokenTable::new(bytes))
+            })
+            .clone()
     }
 
     /// Encodes a prompt made of template markup and message content (`(text, is_content)`
@@ -299,6 +354,42 @@ impl Tokenizer {
     pub fn inner(&self) -> &tokenizers::Tokenizer {
         &self.inner
     }
+}
+
+/// Whether a Hugging Face tokenizer decodes byte-level BPE.
+fn decodes_bytes(t: &tokenizers::Tokenizer) -> bool {
+    matches!(t.get_decoder(), Some(DecoderWrapper::ByteLevel(_)))
+}
+
+/// GPT-2's map from the printable characters byte-level BPE writes back to bytes.
+fn byte_level_inverse() -> std::collections::HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, 33..=126 | 161..=172 | 174..=255);
+    let mut map = std::collections::HashMap::new();
+    let mut next = 0u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            next += 1;
+            char::from_u32(255 + next).expect("below the surrogates")
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+/// The bytes of a SentencePiece piece: `▁` is a space, `<0xNN>` one raw byte.
+fn piece_bytes(piece: &str) -> Vec<u8> {
+    if let Some(hex) = piece
+        .strip_prefix("<0x")
+        .and_then(|h| h.strip_suffix('>'))
+        .filter(|h| h.len() == 2)
+    {
+        if let Ok(b) = u8::from_str_radix(hex, 16) {
+            return vec![b];
+        }
+    }
+    piece.replace('\u{2581}', " ").into_bytes()
 }
 
 fn vocab_map(tokens: &[String]) -> Vocab {

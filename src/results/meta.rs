@@ -70,6 +70,10 @@ pub struct Counts {
 /// The judge of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JudgeMeta {
+    /// Whether its text verdicts were decoded held to their form's language (a local judge
+    /// with `constrained` on); false in folders written before constrained verdicts.
+    #[serde(default)]
+    pub constrained: bool,
     /// Its identity: `local:<sha256 of the weights>` or the endpoint and model.
     pub id: String,
     /// The name it was given.
@@ -173,6 +177,7 @@ impl RunMeta {
             }),
             failures: o.failures.clone(),
             judge: o.judge.as_ref().map(|(name, id)| JudgeMeta {
+                constrained: plan.config.judge.as_ref().is_some_and(|j| j.constrains()),
                 id: id.clone(),
                 name: name.clone(),
             }),

@@ -1197,3 +1197,81 @@ fn two_runs_side_by_side() {
     assert!(html.contains("data:image/png;base64,") && html.contains("answers_changed"));
     assert!(out.join("diff.csv").exists() && out.join("diff.png").exists());
 }
+
+#[test]
+fn a_constrained_judge_writes_verdicts_that_always_parse() {
+    // The write-up's design on the bundled small models, SmolLM2 judging listwise with the
+    // shipped template: unconstrained, none of its 40 verdicts parse (see the README); held
+    // to the verdict's language, every one does, and the totals are the judge's own, not a
+    // constant.
+    model_path(&bundled::SMOLLM2);
+    model_path(&bundled::GEMMA3);
+    let dir = TempDir::new("constrained");
+    let toml = format!(
+        r#"name = "constrained"
+prompts = "{}"
+seed = 2024
+max_tokens = 48
+
+[[models]]
+name = "smol"
+source = "smollm2-135m-instruct"
+
+[[models]]
+name = "gemma"
+source = "gemma3-270m"
+
+[[settings]]
+name = "p1"
+preset = "p1"
+
+[[settings]]
+name = "p2"
+preset = "p2"
+
+[judge]
+model = "smollm2-135m-instruct"
+modes = ["listwise"]
+retries = 1
+max_tokens = 160
+sanity_check = false
+"#,
+        prompts_file().display()
+    );
+    let out = crate::common::run_toml(&dir.0, "c", &toml, "o");
+    let totals: Vec<&JudgmentRecord> = out
+        .judgment_rows
+        .iter()
+        .filter(|j| j.mode == Mode::Listwise && j.criterion == TOTAL)
+        .collect();
+    assert_eq!(totals.len(), 40, "10 prompts x 4 answers");
+    let scores: Vec<f64> = totals.iter().filter_map(|j| j.score).collect();
+    assert_eq!(scores.len(), 40, "every constrained verdict parses");
+    assert!(totals
+        .iter()
+        .all(|j| j.parse_ok && j.attempts == 1 && j.flag.is_none()));
+    let mut distinct = scores.clone();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    assert!(
+        distinct.len() > 1,
+        "the totals are a constant: {distinct:?}"
+    );
+    assert!(
+        scores.iter().all(|s| (3.0..=12.0).contains(s)),
+        "{scores:?}"
+    );
+    // Each reply is exactly the verdict form: one line per answer, nothing else.
+    let line = regex::Regex::new(
+        r"^Answer [1-4]: Relevance \[\[[1-4]\]\], Coherence \[\[[1-4]\]\], Completeness \[\[[1-4]\]\]$",
+    )
+    .unwrap();
+    for j in &totals {
+        assert_eq!(j.raw.lines().count(), 4, "{}", j.raw);
+        assert!(j.raw.lines().all(|l| line.is_match(l)), "{}", j.raw);
+    }
+    // run.json says the verdicts were constrained.
+    let meta = std::fs::read_to_string(dir.0.join("o/run.json")).unwrap();
+    let meta: serde_json::Value = serde_json::from_str(&meta).unwrap();
+    assert_eq!(meta["judge"]["constrained"], true, "{}", meta["judge"]);
+}

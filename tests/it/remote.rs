@@ -534,6 +534,8 @@ modes = ["rubric", "expected"]
 max_tokens = 24
 retries = 0
 sanity_check = false
+# An endpoint's replies are free text: the local judge decodes them the same way here.
+constrained = false
 "#,
         prompts.display()
     );

@@ -1,6 +1,6 @@
 //! Tokenizers rebuilt from GGUF metadata.
 
-use crate::common::{gemma, smollm};
+use crate::common::{gemma, qwen, smollm};
 use llm_judge::model::Message;
 
 const SAMPLES: &[&str] = &[
@@ -220,4 +220,36 @@ fn a_reply_prefix_continues_the_assistant_turn() {
         .prepare_continuation(&Input::Raw("Prompt: x\n".into()), "Winner: Response ")
         .unwrap();
     assert_eq!(r.text, "Prompt: x\nWinner: Response ");
+}
+
+#[test]
+fn each_tokens_bytes_are_what_it_decodes_to() {
+    // Constrained decoding walks each token's bytes through the verdict's DFA: the bytes
+    // must be exactly what the token adds to the decoded text, for byte-level BPE (SmolLM2,
+    // Qwen2.5, including tokens that end inside a UTF-8 character) and SentencePiece pieces
+    // with byte fallback (Gemma 3). Control tokens write nothing and are never allowed.
+    for (m, control) in [
+        (smollm(), "<|im_start|>"),
+        (qwen(), "<|im_start|>"),
+        (gemma(), "<start_of_turn>"),
+    ] {
+        let t = m.tokenizer();
+        let table = t.token_table();
+        for s in SAMPLES {
+            let ids = t.encode(s, false).unwrap();
+            let bytes: Vec<u8> = ids
+                .iter()
+                .flat_map(|&id| table.bytes(id).unwrap().to_vec())
+                .collect();
+            let decoded = t.decode(&ids, false).unwrap();
+            // SentencePiece's dummy prefix is a space the decoder strips.
+            let bytes = match bytes.strip_prefix(b" ") {
+                Some(rest) if !decoded.starts_with(' ') => rest.to_vec(),
+                _ => bytes,
+            };
+            assert_eq!(String::from_utf8(bytes).unwrap(), decoded, "{s:?}");
+        }
+        let id = t.token_to_id(control).unwrap();
+        assert_eq!(table.bytes(id), None, "{control} writes no bytes");
+    }
 }
