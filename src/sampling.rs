@@ -406,7 +406,14 @@ fn draw(dist: &[(u32, f64)], u: f64) -> u32 {
             return t;
         }
     }
-    dist.last().map(|&(t, _)| t).unwrap_or(0)
+    // Rounding left `u` past the sum: the last token with any weight (a token a
+    // constraint masked has none and must never be drawn).
+    dist.iter()
+        .rev()
+        .find(|&&(_, p)| p > 0.0)
+        .or(dist.last())
+        .map(|&(t, _)| t)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -626,5 +633,15 @@ mod tests {
             Err(Error::UnknownPreset(_))
         ));
         assert_eq!(SamplingParams::preset("p2").unwrap().temperature, 1.5);
+    }
+
+    #[test]
+    fn a_token_without_weight_is_never_drawn() {
+        // A constraint gives masked tokens weight 0; rounding past the sum must not land on
+        // one of them.
+        let dist = [(4u32, 0.25), (9, 0.75), (2, 0.0), (7, 0.0)];
+        assert_eq!(draw(&dist, 0.1), 4);
+        assert_eq!(draw(&dist, 0.999_999_999), 9);
+        assert_eq!(draw(&dist, 1.0), 9);
     }
 }

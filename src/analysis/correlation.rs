@@ -124,6 +124,72 @@ pub fn weighted_kappa(a: &[i64], b: &[i64]) -> f64 {
     1.0 - num / den
 }
 
+/// Krippendorff's alpha for interval data: `units[u]` holds the values the judges gave unit
+/// `u` (an answer), missing ones left out. A unit with fewer than two values cannot be
+/// paired and is left out. `1 − D_o / D_e`: the squared differences within units against
+/// those between every two pairable values. 1 is perfect agreement, 0 agreement at chance,
+/// below 0 systematic disagreement. NaN with fewer than two pairable values, or none that
+/// differ.
+pub fn krippendorff_alpha_interval(units: &[Vec<f64>]) -> f64 {
+    let pairable: Vec<&Vec<f64>> = units.iter().filter(|u| u.len() >= 2).collect();
+    let all: Vec<f64> = pairable.iter().flat_map(|u| u.iter().copied()).collect();
+    let n = all.len() as f64;
+    if all.len() < 2 {
+        return f64::NAN;
+    }
+    // Σ over ordered pairs i ≠ j of (x_i − x_j)² is 2·m·Σ(x − mean)² for m values.
+    let spread = |xs: &[f64]| {
+        let m = xs.len() as f64;
+        let mean = xs.iter().sum::<f64>() / m;
+        2.0 * m * xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>()
+    };
+    let observed: f64 = pairable
+        .iter()
+        .map(|u| spread(u) / (u.len() as f64 - 1.0))
+        .sum::<f64>()
+        / n;
+    let expected = spread(&all) / (n * (n - 1.0));
+    if expected <= 0.0 {
+        return f64::NAN;
+    }
+    1.0 - observed / expected
+}
+
+/// Fleiss' kappa for nominal verdicts (A, B, tie): `units[u]` holds the category each judge
+/// gave unit `u` (a pair of answers). A unit with fewer than two verdicts is left out; with
+/// unequal numbers of verdicts per unit, each unit's agreement is over its own pairs of
+/// verdicts and the chance agreement over all verdicts. NaN with no pairable unit, or when
+/// every verdict is the same category (agreement is then not measurable).
+pub fn fleiss_kappa(units: &[Vec<usize>]) -> f64 {
+    let pairable: Vec<&Vec<usize>> = units.iter().filter(|u| u.len() >= 2).collect();
+    if pairable.is_empty() {
+        return f64::NAN;
+    }
+    let k = pairable
+        .iter()
+        .flat_map(|u| u.iter())
+        .max()
+        .map_or(0, |m| m + 1);
+    let mut totals = vec![0f64; k];
+    let mut agreement = 0.0;
+    for u in &pairable {
+        let mut counts = vec![0f64; k];
+        for &c in u.iter() {
+            counts[c] += 1.0;
+            totals[c] += 1.0;
+        }
+        let m = u.len() as f64;
+        agreement += counts.iter().map(|c| c * (c - 1.0)).sum::<f64>() / (m * (m - 1.0));
+    }
+    let observed = agreement / pairable.len() as f64;
+    let all: f64 = totals.iter().sum();
+    let chance: f64 = totals.iter().map(|t| (t / all).powi(2)).sum();
+    if chance >= 1.0 {
+        return f64::NAN;
+    }
+    (observed - chance) / (1.0 - chance)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +254,63 @@ mod tests {
         assert!(cohen_kappa(&[3, 4, 5, 6], &[3, 3, 3, 3]).is_nan());
         // Exact sums: a chance-level table gives exactly 0.
         assert_eq!(weighted_kappa(&[1, 1, 2, 2], &[1, 2, 1, 2]), 0.0);
+    }
+
+    #[test]
+    fn krippendorff_alpha_by_hand() {
+        // Units [1, 2], [3, 3], [2, 4] and one unpairable [5]: six pairable values.
+        // D_o = (2 + 0 + 8) / 6 = 5/3 (ordered pairs within units, each over m_u − 1);
+        // D_e = 2·6·Σ(x − 2.5)² / (6·5) = 2·6·5.5 / 30 = 2.2; alpha = 1 − (5/3)/2.2.
+        let units = vec![vec![1.0, 2.0], vec![3.0, 3.0], vec![2.0, 4.0], vec![5.0]];
+        let a = krippendorff_alpha_interval(&units);
+        assert!((a - (1.0 - (5.0 / 3.0) / 2.2)).abs() < 1e-12, "{a}");
+        assert!((a - 0.242_424_242).abs() < 1e-8);
+        // Perfect agreement; agreement only at chance level is about 0; no spread is NaN.
+        let same = vec![vec![1.0, 1.0, 1.0], vec![4.0, 4.0, 4.0], vec![2.0, 2.0]];
+        assert_eq!(krippendorff_alpha_interval(&same), 1.0);
+        let crossed = vec![vec![1.0, 4.0], vec![4.0, 1.0]];
+        assert!(krippendorff_alpha_interval(&crossed) < 0.0);
+        assert!(krippendorff_alpha_interval(&[vec![3.0, 3.0]]).is_nan());
+        assert!(krippendorff_alpha_interval(&[vec![3.0]]).is_nan());
+    }
+
+    #[test]
+    fn fleiss_kappa_textbook() {
+        // Fleiss (1971) as tabulated on Wikipedia: 10 subjects, 14 raters, 5 categories;
+        // P̄ = 0.378, P̄e = 0.213, kappa = 0.210.
+        let table = [
+            [0, 0, 0, 0, 14],
+            [0, 2, 6, 4, 2],
+            [0, 0, 3, 5, 6],
+            [0, 3, 9, 2, 0],
+            [2, 2, 8, 1, 1],
+            [7, 7, 0, 0, 0],
+            [3, 2, 6, 3, 0],
+            [2, 5, 3, 2, 2],
+            [6, 5, 2, 1, 0],
+            [0, 2, 2, 3, 7],
+        ];
+        let units: Vec<Vec<usize>> = table
+            .iter()
+            .map(|row| {
+                row.iter()
+                    .enumerate()
+                    .flat_map(|(c, &n)| std::iter::repeat_n(c, n))
+                    .collect()
+            })
+            .collect();
+        let k = fleiss_kappa(&units);
+        assert!((k - 0.209_930_704).abs() < 1e-8, "{k}");
+        // Two raters: Fleiss' kappa is Scott's pi. Here po = 0.5, p = (3/8, 5/8):
+        // pe = 34/64, kappa = (0.5 − 34/64) / (1 − 34/64) = −1/15.
+        let two = vec![vec![0, 0], vec![0, 1], vec![1, 1], vec![1, 0]];
+        let two: Vec<Vec<usize>> = two
+            .into_iter()
+            .chain([vec![1, 1], vec![1, 1], vec![0, 1], vec![1, 0]])
+            .collect();
+        let pi = fleiss_kappa(&two);
+        assert!((pi - (-1.0 / 15.0)).abs() < 1e-12, "{pi}");
+        assert!(fleiss_kappa(&[vec![2, 2], vec![2, 2]]).is_nan());
+        assert!(fleiss_kappa(&[vec![1]]).is_nan());
     }
 }

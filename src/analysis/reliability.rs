@@ -1,7 +1,9 @@
 //! Judge reliability: agreement between modes or judges, position bias, and how scores
 //! go with answer length. Every interval resamples prompts.
 
-use super::correlation::{cohen_kappa, pearson, spearman, weighted_kappa};
+use super::correlation::{
+    cohen_kappa, krippendorff_alpha_interval, pearson, spearman, weighted_kappa,
+};
 use super::resample::{mean, Canonical, Clusters};
 use crate::records::{JudgmentRecord, Mode, ResponseRecord, OVERALL, TOTAL};
 use serde::{Deserialize, Serialize};
@@ -24,7 +26,14 @@ pub struct Agreement {
     pub weighted_kappa: f64,
     /// Its 95 % CI.
     pub weighted_kappa_ci: (f64, f64),
-    /// Bootstrap resamples left out of the two intervals because their statistic was not
+    /// Krippendorff's alpha (interval) of the scores: agreement on the values themselves,
+    /// where Spearman's rho reads only their order. NaN in records written before it.
+    #[serde(default = "not_a_number")]
+    pub alpha: f64,
+    /// Its 95 % CI.
+    #[serde(default = "no_interval")]
+    pub alpha_ci: (f64, f64),
+    /// Bootstrap resamples left out of the three intervals because their statistic was not
     /// a number (a resample where one side never varies).
     #[serde(default)]
     pub ci_nonfinite: u64,
@@ -73,6 +82,14 @@ fn scored<'a>(
         .collect()
 }
 
+fn not_a_number() -> f64 {
+    f64::NAN
+}
+
+fn no_interval() -> (f64, f64) {
+    (f64::NAN, f64::NAN)
+}
+
 fn agree(
     label: String,
     a: &HashMap<&str, (&str, f64, i64)>,
@@ -106,7 +123,11 @@ fn agree(
             &v.iter().map(|p| p.ly).collect::<Vec<_>>(),
         )
     };
+    let alpha = |v: &[Paired]| {
+        krippendorff_alpha_interval(&v.iter().map(|p| vec![p.x, p.y]).collect::<Vec<_>>())
+    };
     let (rho_ci, wk_ci) = (clusters.interval(11, rho), clusters.interval(13, wk));
+    let alpha_ci = clusters.interval(17, alpha);
     Agreement {
         label,
         n: all.len(),
@@ -118,7 +139,9 @@ fn agree(
         ),
         weighted_kappa: wk(&all),
         weighted_kappa_ci: wk_ci.bounds(),
-        ci_nonfinite: rho_ci.nonfinite + wk_ci.nonfinite,
+        alpha: alpha(&all),
+        alpha_ci: alpha_ci.bounds(),
+        ci_nonfinite: rho_ci.nonfinite + wk_ci.nonfinite + alpha_ci.nonfinite,
     }
 }
 
@@ -446,6 +469,10 @@ mod tests {
         assert!((ag.spearman - 4.5 / (5.0f64 * 4.5).sqrt()).abs() < 1e-12);
         assert!((ag.kappa - 2.0 / 3.0).abs() < 1e-12);
         assert!(ag.spearman_ci.0 <= ag.spearman_ci.1);
+        // Krippendorff's alpha on units (1, 2), (2, 2), (3, 3), (4, 4): D_o = 2/8 (the one
+        // disagreeing unit), D_e = 2·8·7.875 / 56 = 2.25, alpha = 1 − 0.25/2.25 = 8/9.
+        assert!((ag.alpha - 8.0 / 9.0).abs() < 1e-12, "{}", ag.alpha);
+        assert!(ag.alpha_ci.0 <= ag.alpha && ag.alpha <= ag.alpha_ci.1 + 1e-12);
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! (a dead state) gets probability 0; end-of-turn tokens are allowed only where the text so
 //! far is a complete match. The vocabulary is walked in byte order with each token's common
 //! prefix with the one before it ([`TokenTable`]), so a dead prefix skips every token that
-//! starts with it: a step that admits a few digits visits a few hundred of the 151,665
-//! tokens of Qwen2.5, and free text visits each trie node once.
+//! starts with it: a step that admits a few digits reads one byte of most of the 151,665
+//! tokens of Qwen2.5 and walks a few hundred, and free text walks each trie node once.
 //!
 //! Tokens are bytes, not characters: a byte-level BPE token may end inside a UTF-8 sequence
 //! or start in the middle of one, and the DFA (Unicode classes compiled to UTF-8 byte
@@ -207,6 +207,9 @@ impl Machine {
 pub struct Grammar {
     whole: Machine,
     tail: Option<(Machine, usize)>,
+    /// A verdict-only language's longest string in bytes (`None`: free text first, or
+    /// unbounded).
+    longest: Option<usize>,
 }
 
 impl Grammar {
@@ -239,13 +242,23 @@ impl Grammar {
             Ok(Self {
                 whole,
                 tail: Some((tail, reserve)),
+                longest: None,
             })
         } else {
+            let whole = Machine::new(&c.regex)?;
+            let longest = whole.longest();
             Ok(Self {
-                whole: Machine::new(&c.regex)?,
+                whole,
                 tail: None,
+                longest,
             })
         }
+    }
+
+    /// The most tokens a reply in a verdict-only language can take, its end token included
+    /// (every token writes at least one byte): a budget that small can always finish it.
+    pub fn tokens_needed(&self) -> Option<usize> {
+        self.longest.map(|l| l + 1)
     }
 }
 
@@ -262,9 +275,10 @@ pub(crate) struct Constrained {
     in_tail: bool,
     /// The verdict was complete when the budget ran low: only an end token may follow.
     closing: bool,
-    /// The tokens allowed from each state met so far: free text returns to a few states
-    /// again and again, and a vocabulary walk costs about 4 ms at 151,665 tokens.
-    seen: HashMap<(bool, StateID), Arc<Vec<bool>>>,
+    /// The tokens allowed from each state met so far, as bitsets: free text returns to a
+    /// few states again and again, and a vocabulary walk costs about 4 ms at 151,665
+    /// tokens when most of them are alive.
+    seen: HashMap<(bool, StateID), Vec<u64>>,
 }
 
 impl Constrained {
@@ -307,22 +321,24 @@ impl Constrained {
                 }
             }
         }
-        let mut allowed = if self.closing {
-            vec![false; logits.len()]
-        } else {
+        let mut allowed = vec![false; logits.len()];
+        if !self.closing {
             let key = (self.in_tail, self.state);
-            let walked = match self.seen.get(&key) {
-                Some(a) => a.clone(),
-                None => {
-                    let mut a = vec![false; logits.len()];
-                    self.walk(&mut a);
-                    let a = Arc::new(a);
-                    self.seen.insert(key, a.clone());
-                    a
+            if !self.seen.contains_key(&key) {
+                let mut walked = vec![false; logits.len()];
+                self.walk(&mut walked);
+                let mut bits = vec![0u64; logits.len().div_ceil(64)];
+                for (i, _) in walked.iter().enumerate().filter(|(_, a)| **a) {
+                    bits[i / 64] |= 1 << (i % 64);
                 }
-            };
-            walked.to_vec()
-        };
+                self.seen.insert(key, bits);
+            }
+            if let Some(bits) = self.seen.get(&key) {
+                for (i, a) in allowed.iter_mut().enumerate() {
+                    *a = bits[i / 64] >> (i % 64) & 1 == 1;
+                }
+            }
+        }
         // An end token ends the reply exactly where it is complete, whatever text its
         // string would spell (`</s>` is plain text in some vocabularies).
         let end = self.closing || self.complete();
@@ -491,5 +507,11 @@ mod tests {
                 .longest(),
             Some(14)
         );
+        // A verdict-only reply is given the tokens its longest form needs (one byte a
+        // token at worst, and the end token); free text has no such bound.
+        let g = Grammar::compile(&constraint("Response 1: (?:[3-9]|1[0-2])", false)).unwrap();
+        assert_eq!(g.tokens_needed(), Some(15));
+        let g = Grammar::compile(&constraint(r"\[\[[AB]\]\]", true)).unwrap();
+        assert_eq!(g.tokens_needed(), None);
     }
 }

@@ -221,8 +221,15 @@ impl Sequence {
         params: &SamplingParams,
         top_logprobs: usize,
     ) -> Result<Self> {
+        let mut max_new = params.max_new_tokens;
         let constraint = match &params.constraint {
-            Some(c) => Some(Constrained::new(Grammar::get(c)?, tokenizer.token_table())?),
+            Some(c) => {
+                let g = Grammar::get(c)?;
+                // A verdict-only reply gets the tokens its longest form needs, so that a
+                // tight cap cannot cut every ask of it short.
+                max_new = max_new.max(g.tokens_needed().unwrap_or(0));
+                Some(Constrained::new(g, tokenizer.token_table())?)
+            }
             None => None,
         };
         Ok(Self {
@@ -231,9 +238,7 @@ impl Sequence {
             params: params.clone(),
             stop_ids: tokenizer.stop_ids().to_vec(),
             longest_stop: params.stop.iter().map(|s| s.len()).max().unwrap_or(0),
-            max_new: params
-                .max_new_tokens
-                .min(context.saturating_sub(prompt_ids.len())),
+            max_new: max_new.min(context.saturating_sub(prompt_ids.len())),
             top_k_logprobs: top_logprobs,
             history: prompt_ids.to_vec(),
             prompt_tokens: prompt_ids.len(),

@@ -614,6 +614,9 @@ impl Judge {
         }
         if mode.spec().samples && c.constrains() {
             key["constrained"] = true.into();
+            if self.template(mode).justification {
+                key["justification"] = true.into();
+            }
         }
         key_of(&key)
     }

@@ -175,6 +175,17 @@ impl JudgeTemplate {
                 format!("verdict form {form:?} does not fit mode {mode}"),
             ));
         }
+        // Free text before a verdict is safe only where the parser reads the last verdict
+        // (pairwise); scores in a justification would conflict with the verdict's own.
+        if self.justification && !matches!(form, VerdictForm::Brackets | VerdictForm::Winner) {
+            return Err(Error::config(
+                format!("{origin}: justification"),
+                format!(
+                    "a justification before the verdict is for pairwise verdicts (brackets, \
+                     winner), not {form:?}: its scores would conflict with the verdict's"
+                ),
+            ));
+        }
         for p in spec.placeholders {
             if !self.prompt.contains(&format!("{{{p}}}")) {
                 return Err(Error::config(
@@ -217,7 +228,13 @@ impl JudgeTemplate {
 
     /// Text that identifies the template in record keys.
     pub fn fingerprint(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| self.prompt.clone())
+        // `justification` changes nothing unless the judge constrains its verdicts, and the
+        // call key says so then: left out, so unconstrained keys stay as they were.
+        let t = Self {
+            justification: false,
+            ..self.clone()
+        };
+        serde_json::to_string(&t).unwrap_or_else(|_| self.prompt.clone())
     }
 
     /// The template's own instruction text, as fragments of at least 12 characters: text a
@@ -389,5 +406,22 @@ mod tests {
         assert!(frags
             .iter()
             .any(|f| f == "Answer only with the total sum for each response"));
+    }
+
+    #[test]
+    fn a_justification_is_only_for_pairwise_verdicts() {
+        let mut t = JudgeTemplate::named("listwise").unwrap();
+        t.justification = true;
+        let e = t.check("j.toml", Mode::Listwise).unwrap_err().to_string();
+        assert!(e.contains("j.toml: justification"), "{e}");
+        let app = JudgeTemplate::named("writeup-app").unwrap();
+        assert!(app.justification);
+        app.check("app.toml", Mode::Pairwise).unwrap();
+        // It changes no key unless the judge constrains (the call key says so then).
+        let plain = JudgeTemplate {
+            justification: false,
+            ..app.clone()
+        };
+        assert_eq!(app.fingerprint(), plain.fingerprint());
     }
 }

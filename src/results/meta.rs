@@ -71,7 +71,8 @@ pub struct Counts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JudgeMeta {
     /// Whether its text verdicts were decoded held to their form's language (a local judge
-    /// with `constrained` on); false in folders written before constrained verdicts.
+    /// with `constrained` on and a text mode); false in folders written before constrained
+    /// verdicts.
     #[serde(default)]
     pub constrained: bool,
     /// Its identity: `local:<sha256 of the weights>` or the endpoint and model.
@@ -177,7 +178,11 @@ impl RunMeta {
             }),
             failures: o.failures.clone(),
             judge: o.judge.as_ref().map(|(name, id)| JudgeMeta {
-                constrained: plan.config.judge.as_ref().is_some_and(|j| j.constrains()),
+                constrained: plan
+                    .config
+                    .judge
+                    .as_ref()
+                    .is_some_and(|j| j.constrains() && j.modes.iter().any(|m| m.spec().samples)),
                 id: id.clone(),
                 name: name.clone(),
             }),

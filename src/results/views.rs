@@ -312,6 +312,9 @@ impl RunOutput {
                     .with("weighted_kappa", a.weighted_kappa)
                     .with("weighted_kappa_ci_low", a.weighted_kappa_ci.0)
                     .with("weighted_kappa_ci_high", a.weighted_kappa_ci.1)
+                    .with("alpha", a.alpha)
+                    .with("alpha_ci_low", a.alpha_ci.0)
+                    .with("alpha_ci_high", a.alpha_ci.1)
             })
             .collect();
         let mut t = HtmlTable::from(stats_df(&rows).unwrap_or_default());
