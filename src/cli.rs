@@ -56,6 +56,9 @@ pub enum Command {
     /// over the same prompts (B − A with a 95 % CI), what changed, and each judge's sanity
     /// check.
     Diff(DiffArgs),
+    /// Pool runs that judged the same answers (a run and its `judge` reruns) into a panel:
+    /// nothing is judged again; the panel's tables, agreement and report go in `--out`.
+    Panel(PanelArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API.
     Serve(ServeArgs),
     /// Describe a model file.
@@ -198,6 +201,17 @@ pub struct DiffArgs {
     /// `diff.png` into this folder.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `llm-judge panel` arguments.
+#[derive(Args)]
+pub struct PanelArgs {
+    /// Results folders of the judges' runs (two or more), over the same answers.
+    #[arg(required = true, num_args = 2..)]
+    pub results: Vec<PathBuf>,
+    /// Where the panel goes (each judge's run in `judges/<name>/` there).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `llm-judge serve` arguments.

@@ -191,6 +191,7 @@ fn real_main() -> Result<ExitCode> {
         Command::Bench(a) => bench(&g, a),
         Command::Report(a) => report(a),
         Command::Diff(a) => diff(a),
+        Command::Panel(a) => panel(a),
         Command::Serve(a) => serve(&g, a),
         Command::Info(a) => info(a),
     }
@@ -384,6 +385,19 @@ fn diff(a: cli::DiffArgs) -> Result<ExitCode> {
         println!("{}", html.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn panel(a: cli::PanelArgs) -> Result<ExitCode> {
+    let runs = a
+        .results
+        .iter()
+        .map(RunOutput::load)
+        .collect::<llm_judge::Result<Vec<_>>>()?;
+    let others: Vec<&RunOutput> = runs[1..].iter().collect();
+    let run = runs[0].panel_with_progress(&others, &a.out, &mut Bars::new())?;
+    println!("{}", run.panel_table());
+    println!("{}", run.panel_agreement_table());
+    Ok(finish_run(&run))
 }
 
 fn serve(g: &Globals, a: cli::ServeArgs) -> Result<ExitCode> {

@@ -3,13 +3,15 @@
 //! ([`paired`]), win rates and Bradley-Terry strengths ([`pairwise`]), correlation and
 //! agreement measures ([`correlation`]), and judge reliability: agreement, position bias and
 //! length association ([`reliability`]); how much a judge's verdicts change when asked again
-//! ([`retest`]); a judge against human labels ([`calibration`]);
+//! ([`retest`]); a judge against human labels ([`calibration`]); a panel of judges pooled,
+//! and their agreement ([`panel`]);
 //! and, before anything runs, what a design can show ([`power`]).
 
 pub mod calibration;
 pub mod correlation;
 pub mod paired;
 pub mod pairwise;
+pub mod panel;
 pub mod power;
 pub mod reliability;
 pub mod resample;

@@ -90,6 +90,14 @@ impl Plan {
                 price_of(spec),
             ));
         }
+        // A panel: each judge's stages, as its own plan estimates them.
+        for (_, one) in &self.panel {
+            out.extend(
+                one.estimate()
+                    .into_iter()
+                    .filter(|s| !s.stage.starts_with("generate")),
+            );
+        }
         let (Some(j), Some(spec)) = (&c.judge, &self.judge) else {
             return out;
         };

@@ -13,7 +13,8 @@ mod runner;
 pub mod sanity;
 
 pub use config::{
-    ExperimentConfig, ModelEntry, ModelSpec, Overrides, Plan, PlannedModel, SettingEntry,
+    ExperimentConfig, ModelEntry, ModelSpec, Overrides, PanelConfig, Plan, PlannedModel,
+    SettingEntry,
 };
 pub use judging::Failure;
 #[cfg(test)]
@@ -53,6 +54,8 @@ impl Experiment {
                 limit: None,
                 batch: crate::backend::DEFAULT_MAX_BATCH,
                 judge: None,
+                judges: Vec::new(),
+                panel: Default::default(),
                 device: None,
                 compare: Default::default(),
                 labels: None,
@@ -159,9 +162,24 @@ impl Experiment {
         self
     }
 
-    /// Sets the judge.
+    /// Sets the judge (replacing a panel).
     pub fn judge(mut self, judge: JudgeConfig) -> Self {
+        self.config.judges.clear();
         self.config.judge = Some(judge);
+        self
+    }
+
+    /// Makes the judge a panel: each of `judges` judges the same answers (see
+    /// [`ExperimentConfig::judges`]); replaces a single judge.
+    pub fn panel(mut self, judges: Vec<JudgeConfig>) -> Self {
+        self.config.judge = None;
+        self.config.judges = judges;
+        self
+    }
+
+    /// Pools flagged judges too (see [`PanelConfig::include_flagged`]).
+    pub fn panel_include_flagged(mut self, include: bool) -> Self {
+        self.config.panel.include_flagged = include;
         self
     }
 

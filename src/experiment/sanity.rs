@@ -827,6 +827,7 @@ mod tests {
             templates: Default::default(),
             settings: Vec::new(),
             device: None,
+            panel: Vec::new(),
         };
         let (sets, skipped) = answers(&plan);
         assert_eq!(skipped, 2);

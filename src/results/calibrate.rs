@@ -57,7 +57,7 @@ impl RunOutput {
     /// The judge against the labels in `path` (JSONL; see [`crate::experiment::labels`]).
     pub fn calibrate(&self, path: &Path) -> Result<CalibrationRun> {
         let labels = load_labels(path)?;
-        let judge = self.meta.experiment.judge.as_ref();
+        let judge = self.meta.experiment.lead_judge();
         let policy = judge
             .map(|j| j.low_mass_policy)
             .unwrap_or(LowMassPolicy::Exclude);

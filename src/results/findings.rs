@@ -180,14 +180,33 @@ impl RunOutput {
                 .collect::<std::collections::HashSet<_>>()
                 .len(),
             c.samples,
-            self.judge_name(),
+            if self.is_panel() {
+                let names: Vec<String> = c
+                    .judges
+                    .iter()
+                    .map(crate::experiment::config::panel_name)
+                    .collect();
+                format!(
+                    "a panel of {} judges ({}; each one's run in `judges/<name>/`, and each \
+                     mode pooled over {})",
+                    names.len(),
+                    names.join(", "),
+                    if c.panel.include_flagged {
+                        "every judge, flagged or not (include_flagged)"
+                    } else {
+                        "the judges whose sanity check passed there"
+                    }
+                )
+            } else {
+                self.judge_name()
+            },
             if modes.is_empty() {
                 "no mode".into()
             } else {
                 modes.join(", ")
             }
         );
-        let primary = c.judge.as_ref().and_then(|j| j.primary());
+        let primary = c.lead_judge().and_then(|j| j.primary());
         let overview = match primary {
             Some(p) if modes.len() > 1 => format!(
                 "{overview} Primary mode: {p} (its headline comparisons are the confirmatory \
@@ -280,10 +299,15 @@ impl RunOutput {
             comparisons
                 .push("No paired comparison has data (n = 0): there is nothing to compare.".into());
         }
-        let mut judge: Vec<String> = self
-            .sanity()
-            .map(|s| s.describe())
-            .unwrap_or_else(|| vec!["The judge sanity check did not run.".into()]);
+        let mut judge: Vec<String> = self.sanity().map(|s| s.describe()).unwrap_or_else(|| {
+            vec![if self.is_panel() {
+                "The panel has no sanity check of its own: no judge's check passed in any \
+                     mode, or none ran (see the warnings and the panel table)."
+                    .into()
+            } else {
+                "The judge sanity check did not run.".into()
+            }]
+        });
         judge.extend(self.unparsed_lines());
         judge.extend(self.missing_labels_line());
         match self.calibration() {
@@ -292,7 +316,7 @@ impl RunOutput {
             Err(e) => judge.push(format!("calibration: the labels could not be read: {e}")),
         }
         judge.extend(self.retest_lines());
-        let policy = c.judge.as_ref().map(|j| j.low_mass_policy);
+        let policy = c.lead_judge().map(|j| j.low_mass_policy);
         let excluded = self
             .judgment_rows
             .iter()
@@ -307,7 +331,7 @@ impl RunOutput {
                 "{excluded} scores whose tokens held less probability than low_mass = {} were \
                  left out of means and comparisons (low_mass_policy = \"exclude\"; \
                  \"include\" keeps them): see n_excluded in the summary.",
-                c.judge.as_ref().map(|j| j.low_mass).unwrap_or_default()
+                c.lead_judge().map(|j| j.low_mass).unwrap_or_default()
             ));
         }
         let warnings = self

@@ -180,8 +180,7 @@ impl RunMeta {
             judge: o.judge.as_ref().map(|(name, id)| JudgeMeta {
                 constrained: plan
                     .config
-                    .judge
-                    .as_ref()
+                    .lead_judge()
                     .is_some_and(|j| j.constrains() && j.modes.iter().any(|m| m.spec().samples)),
                 id: id.clone(),
                 name: name.clone(),

@@ -14,6 +14,7 @@ pub mod display;
 pub mod duel;
 pub mod findings;
 pub mod meta;
+pub mod panel;
 pub mod report;
 pub mod usage;
 pub mod views;
@@ -85,13 +86,16 @@ pub fn run_plan(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<
 }
 
 fn run_plan_locked(plan: &Plan, dir: &Path, progress: &mut dyn Progress) -> Result<RunOutput> {
+    if !plan.panel.is_empty() {
+        return panel::run_panel(plan, dir, progress);
+    }
     let outcome = crate::experiment::run_locked(plan, dir, progress)?;
     RunOutput::write(plan, outcome, dir)
 }
 
 /// What the experiment asks its comparisons: which cells, low-mass scores, the primary mode.
 fn design_of(config: &ExperimentConfig) -> Design {
-    let judge = config.judge.as_ref();
+    let judge = config.lead_judge();
     Design {
         pairs: config.compare,
         low_mass: judge.map(|j| j.low_mass_policy).unwrap_or_default(),
@@ -135,11 +139,14 @@ impl RunOutput {
         // A stage this run did not have (`--no-sanity`, a model left out) is carried over
         // with nothing spent in this run. (A run killed before it wrote `run.json` is not
         // counted, though its stored calls are reused.)
+        // (A panel judge's stages come from its own folder's `run.json` with their earlier
+        // spending counted there: `earlier` is set, and they are not counted twice.)
         if let Ok(before) = RunMeta::read(&dir.join("run.json")) {
             for b in &before.usage {
                 let same =
                     |u: &&mut crate::records::StageUsage| u.stage == b.stage && u.model == b.model;
                 match meta.usage.iter_mut().find(same) {
+                    Some(u) if u.earlier.is_some() => {}
                     Some(u) => *u = u.clone().after(b),
                     None => meta.usage.push(
                         crate::records::StageUsage {
@@ -283,6 +290,7 @@ impl RunOutput {
             .collect();
         store.append("responses", &missing)?;
         let mut cfg = self.config();
+        cfg.judges.clear();
         cfg.judge = Some(judge);
         let mut plan = cfg.plan()?;
         plan.device = device;
@@ -312,8 +320,8 @@ pub fn rejudge_config(
     let mut judge = prev
         .meta
         .experiment
-        .judge
-        .clone()
+        .lead_judge()
+        .cloned()
         .unwrap_or_else(|| JudgeConfig::new(model));
     judge.model = model.to_string();
     judge.endpoint = None;

@@ -70,6 +70,14 @@ pub fn write_report(run: &RunOutput) -> Result<PathBuf> {
         h.push_str("<h2>Judge sanity check</h2>\n");
         h.push_str(&s.to_table().to_html());
     }
+    if run.is_panel() {
+        h.push_str("<h2>Judge panel</h2>\n");
+        h.push_str(&run.panel_table().to_html());
+        h.push_str(&run.panel_agreement_table().to_html());
+        for s in run.panel_self_preference().unwrap_or_default() {
+            h.push_str(&s.to_html());
+        }
+    }
     if let Ok(Some(c)) = run.calibration() {
         h.push_str("<h2>Calibration against human labels</h2>\n");
         h.push_str(&c.to_table().to_html());

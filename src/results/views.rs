@@ -47,8 +47,7 @@ impl RunOutput {
         let (n, scale) = self
             .meta
             .experiment
-            .judge
-            .as_ref()
+            .lead_judge()
             .map_or((3.0, 4.0), |j| (j.criteria.len() as f64, j.scale as f64));
         match criterion {
             TOTAL => (n, n * scale),
@@ -223,8 +222,7 @@ impl RunOutput {
         let crit = self
             .meta
             .experiment
-            .judge
-            .as_ref()
+            .lead_judge()
             .and_then(|j| j.criteria.first().cloned())
             .unwrap_or_default();
         Figure::score_distribution(&self.judgment_rows, mode, &self.subtitle(mode, &crit))

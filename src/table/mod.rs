@@ -429,6 +429,22 @@ pub struct HtmlTable {
     pub notes: Vec<String>,
 }
 
+/// As text, for a terminal: the caption, the table as polars prints it, then the notes.
+impl std::fmt::Display for HtmlTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(c) = &self.caption {
+            writeln!(f, "{c}")?;
+        }
+        if self.df.width() > 0 {
+            writeln!(f, "{}", self.df)?;
+        }
+        for n in &self.notes {
+            writeln!(f, "{n}")?;
+        }
+        Ok(())
+    }
+}
+
 impl From<DataFrame> for HtmlTable {
     fn from(df: DataFrame) -> Self {
         Self {

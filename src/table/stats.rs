@@ -14,6 +14,8 @@ pub struct StatRow {
     pub n: usize,
     /// Named values; a table has one column per distinct name.
     pub values: Vec<(String, f64)>,
+    /// Named words (a verdict, a status), in text columns after `n`.
+    pub texts: Vec<(String, String)>,
 }
 
 impl StatRow {
@@ -23,7 +25,14 @@ impl StatRow {
             label,
             n,
             values: Vec::new(),
+            texts: Vec::new(),
         }
+    }
+
+    /// Adds a named word.
+    pub fn with_text(mut self, name: &str, v: impl Into<String>) -> Self {
+        self.texts.push((name.to_string(), v.into()));
+        self
     }
 
     /// Adds a named value.
@@ -34,8 +43,17 @@ impl StatRow {
 }
 
 /// A DataFrame with columns `statistic`, `n` and one nullable float column per value name
-/// (in first-seen order); NaN values become nulls.
+/// (in first-seen order), after a text column per word name; NaN values and missing words
+/// become nulls.
 pub fn stats_df(rows: &[StatRow]) -> Result<DataFrame> {
+    let mut words: Vec<&str> = Vec::new();
+    for r in rows {
+        for (k, _) in &r.texts {
+            if !words.contains(&k.as_str()) {
+                words.push(k);
+            }
+        }
+    }
     let mut names: Vec<&str> = Vec::new();
     for r in rows {
         for (k, _) in &r.values {
@@ -51,6 +69,18 @@ pub fn stats_df(rows: &[StatRow]) -> Result<DataFrame> {
         ),
         col("n", rows.iter().map(|r| r.n as u64).collect::<Vec<_>>()),
     ];
+    for name in words {
+        let v: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.texts
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        cols.push(col(name, v));
+    }
     for name in names {
         let v: Vec<Option<f64>> = rows
             .iter()

@@ -8,6 +8,7 @@ mod experiment;
 mod fuzz;
 mod hf;
 mod hub;
+mod panel;
 mod qwen2;
 mod remote;
 mod serve;
