@@ -145,6 +145,28 @@ impl Store {
         Ok(out)
     }
 
+    /// Appends those of `records` whose key the stream does not hold yet, or holds only as a
+    /// record `counts` refuses (a failed answer, say); returns how many it appended.
+    pub fn append_missing<T: Serialize + DeserializeOwned + Keyed>(
+        &self,
+        name: &str,
+        records: impl IntoIterator<Item = T>,
+        counts: impl Fn(&T) -> bool,
+    ) -> Result<usize> {
+        let have: std::collections::HashSet<String> = self
+            .load::<T>(name)?
+            .into_iter()
+            .filter(|r| counts(r))
+            .map(|r| r.key().to_string())
+            .collect();
+        let missing: Vec<T> = records
+            .into_iter()
+            .filter(|r| !have.contains(r.key()))
+            .collect();
+        self.append(name, &missing)?;
+        Ok(missing.len())
+    }
+
     /// Appends records as lines in one write, then syncs.
     pub fn append<T: Serialize>(&self, name: &str, records: &[T]) -> Result<()> {
         if records.is_empty() {

@@ -31,9 +31,8 @@ pub struct Member<'a> {
 }
 
 /// The panel's identity: `panel:` and its judges' identities, in order.
-pub fn panel_id(members: &[Member<'_>]) -> String {
-    let ids: Vec<&str> = members.iter().map(|m| m.id).collect();
-    format!("{PANEL}:{}", ids.join("+"))
+pub fn panel_id<'a>(ids: impl IntoIterator<Item = &'a str>) -> String {
+    format!("{PANEL}:{}", ids.into_iter().collect::<Vec<_>>().join("+"))
 }
 
 fn unit(r: &JudgmentRecord) -> String {
@@ -95,16 +94,17 @@ fn mean_of(xs: impl Iterator<Item = f64>) -> Option<f64> {
     (n > 0).then(|| s / n as f64)
 }
 
-/// Pools the members' rows into the panel's, one row per unit in first-seen order (members
-/// in order). Each row keeps the unit's coordinates (answer, cells, prompt, criterion), is
-/// judged by [`PANEL`], and says in `raw` what each judge gave; low-mass scores are left
-/// out when `policy` leaves them out of means.
-pub fn pool(members: &[Member<'_>], policy: LowMassPolicy) -> Vec<JudgmentRecord> {
-    let id = panel_id(members);
+/// Pools the members' rows of `mode` into the panel's, one row per unit in first-seen order
+/// (members in order). Each row keeps the unit's coordinates (answer, cells, prompt,
+/// criterion), is judged by [`PANEL`] with the identity of these members
+/// ([`panel_id`]), and says in `raw` what each judge gave; low-mass scores are left out
+/// when `policy` leaves them out of means.
+pub fn pool(members: &[Member<'_>], mode: Mode, policy: LowMassPolicy) -> Vec<JudgmentRecord> {
+    let id = panel_id(members.iter().map(|m| m.id));
     let mut order: Vec<String> = Vec::new();
     let mut by: HashMap<String, Vec<&JudgmentRecord>> = HashMap::new();
     for m in members {
-        for r in m.rows {
+        for r in m.rows.iter().filter(|r| r.mode == mode) {
             let u = unit(r);
             let e = by.entry(u.clone()).or_default();
             if e.is_empty() {
@@ -381,6 +381,14 @@ mod tests {
         }
     }
 
+    fn member<'a>(name: &'a str, rows: &'a [JudgmentRecord]) -> Member<'a> {
+        Member {
+            name,
+            id: name,
+            rows,
+        }
+    }
+
     #[test]
     fn a_majority_needs_more_than_half() {
         assert_eq!(majority(&[1.0, 1.0, 0.0]), 1.0);
@@ -409,28 +417,15 @@ mod tests {
         ];
         // A low-mass score is left out under the default policy.
         c[1].flag = Some(Flag::LowMass);
-        let members = [
-            Member {
-                name: "a",
-                id: "local:a",
-                rows: &a,
-            },
-            Member {
-                name: "b",
-                id: "local:b",
-                rows: &b,
-            },
-            Member {
-                name: "c",
-                id: "local:c",
-                rows: &c,
-            },
-        ];
-        let p = pool(&members, LowMassPolicy::Exclude);
+        let members = [member("a", &a), member("b", &b), member("c", &c)];
+        let p = [Mode::Rubric, Mode::Pairwise]
+            .into_iter()
+            .flat_map(|m| pool(&members, m, LowMassPolicy::Exclude))
+            .collect::<Vec<_>>();
         assert_eq!(p.len(), 3);
         assert!(p
             .iter()
-            .all(|r| r.judge == PANEL && r.judge_id == "panel:local:a+local:b+local:c"));
+            .all(|r| r.judge == PANEL && r.judge_id == "panel:a+b+c"));
         assert_eq!(p[0].score, Some(25.0 / 3.0));
         assert_eq!(p[0].template, "t-a+t-b+t-c");
         // Null is not 0: no judge's score counts, so the pool has none.
@@ -443,11 +438,14 @@ mod tests {
         );
         assert_eq!(p[2].score, Some(1.0));
         // Kept when the policy keeps low-mass scores.
-        let p = pool(&members, LowMassPolicy::Include);
+        let p = pool(&members, Mode::Rubric, LowMassPolicy::Include);
         assert_eq!(p[1].score, Some(4.0));
         // Distinct keys per unit, the same on every pooling.
         assert_ne!(p[0].key, p[1].key);
-        assert_eq!(p[0].key, pool(&members, LowMassPolicy::Exclude)[0].key);
+        assert_eq!(
+            p[0].key,
+            pool(&members, Mode::Rubric, LowMassPolicy::Exclude)[0].key
+        );
     }
 
     #[test]
@@ -465,18 +463,7 @@ mod tests {
             .enumerate()
             .map(|(i, x)| row("b", Mode::Expected, &i.to_string(), None, Some(x.1)))
             .collect();
-        let members = [
-            Member {
-                name: "a",
-                id: "a",
-                rows: &a,
-            },
-            Member {
-                name: "b",
-                id: "b",
-                rows: &b,
-            },
-        ];
+        let members = [member("a", &a), member("b", &b)];
         let ag = panel_agreement(&members, Mode::Expected, LowMassPolicy::Exclude);
         assert_eq!(ag.len(), 1);
         assert_eq!(ag[0].statistic, "krippendorff_alpha");
@@ -499,23 +486,7 @@ mod tests {
             v("b", [1.0, 0.0, 1.0, 0.0]),
             v("c", [1.0, 0.0, 0.0, 0.5]),
         );
-        let members = [
-            Member {
-                name: "a",
-                id: "a",
-                rows: &a,
-            },
-            Member {
-                name: "b",
-                id: "b",
-                rows: &b,
-            },
-            Member {
-                name: "c",
-                id: "c",
-                rows: &c,
-            },
-        ];
+        let members = [member("a", &a), member("b", &b), member("c", &c)];
         let ag = panel_agreement(&members, Mode::Pairwise, LowMassPolicy::Exclude);
         assert_eq!(ag.len(), 4);
         assert_eq!(ag[0].statistic, "fleiss_kappa");

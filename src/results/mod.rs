@@ -276,19 +276,7 @@ impl RunOutput {
     ) -> Result<RunOutput> {
         let store = Store::open(out)?;
         let _lock = store.lock()?;
-        let have: std::collections::HashSet<String> = store
-            .load::<ResponseRecord>("responses")?
-            .into_iter()
-            .filter(|r| r.error.is_none())
-            .map(|r| r.key)
-            .collect();
-        let missing: Vec<ResponseRecord> = self
-            .response_rows
-            .iter()
-            .filter(|r| r.error.is_none() && !have.contains(&r.key))
-            .cloned()
-            .collect();
-        store.append("responses", &missing)?;
+        seed_answers(&store, &self.response_rows)?;
         let mut cfg = self.config();
         cfg.judges.clear();
         cfg.judge = Some(judge);
@@ -301,6 +289,14 @@ impl RunOutput {
     pub fn meta_path(&self) -> PathBuf {
         self.dir.join("run.json")
     }
+}
+
+/// Stores in `store` the answers of `rows` it does not hold yet, so that a run there judges
+/// them instead of generating them again.
+fn seed_answers(store: &Store, rows: &[ResponseRecord]) -> Result<()> {
+    let done = rows.iter().filter(|r| r.error.is_none()).cloned();
+    store.append_missing("responses", done, |r: &ResponseRecord| r.error.is_none())?;
+    Ok(())
 }
 
 /// The records whose keys are in `ids`, in that order.

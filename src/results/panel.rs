@@ -9,7 +9,7 @@ use super::{run_plan_locked, RunOutput};
 use crate::analysis::panel::{self, Member, PanelAgreement, PANEL};
 use crate::error::{Error, Result};
 use crate::experiment::{sanity, Outcome, Plan, Progress, SanitySummary};
-use crate::records::{CallRecord, JudgmentRecord, Mode, ResponseRecord, TOTAL};
+use crate::records::{CallRecord, JudgmentRecord, Mode, TOTAL};
 use crate::store::Store;
 use crate::table::{stats_df, HtmlTable, StatRow};
 use std::path::{Path, PathBuf};
@@ -17,34 +17,28 @@ use std::path::{Path, PathBuf};
 /// The folder of a panel's judges, inside its results folder.
 pub const JUDGES_DIR: &str = "judges";
 
-/// Stores in `store` the answers of `rows` it does not hold yet, so that a run there judges
-/// them instead of generating them again.
-pub(crate) fn seed_answers(store: &Store, rows: &[ResponseRecord]) -> Result<()> {
-    let have: std::collections::HashSet<String> = store
-        .load::<ResponseRecord>("responses")?
-        .into_iter()
-        .filter(|r| r.error.is_none())
-        .map(|r| r.key)
-        .collect();
-    let missing: Vec<ResponseRecord> = rows
-        .iter()
-        .filter(|r| r.error.is_none() && !have.contains(&r.key))
-        .cloned()
-        .collect();
-    store.append("responses", &missing)
-}
-
 /// An empty table whose note says why a panel's judges did not load.
 fn not_loaded(e: Error) -> HtmlTable {
     HtmlTable::from(polars::prelude::DataFrame::default())
         .with_note(format!("the panel's judges did not load: {e}"))
 }
 
-/// Members over owned `(name, id, rows)`.
-fn as_members(v: &[(String, String, Vec<JudgmentRecord>)]) -> Vec<Member<'_>> {
-    v.iter()
-        .map(|(n, id, rows)| Member { name: n, id, rows })
-        .collect()
+/// A judge's identity as its run recorded it.
+fn judge_id(run: &RunOutput) -> &str {
+    run.meta.judge.as_ref().map_or("", |j| j.id.as_str())
+}
+
+/// A judge's run as a member of a pool: its judgments, or its sanity check's rows.
+fn member<'a>(name: &'a str, run: &'a RunOutput, sanity_rows: bool) -> Member<'a> {
+    Member {
+        name,
+        id: judge_id(run),
+        rows: if sanity_rows {
+            &run.sanity_rows
+        } else {
+            &run.judgment_rows
+        },
+    }
 }
 
 /// One judge of a panel and whether it pools in `mode`.
@@ -66,7 +60,7 @@ pub(crate) fn run_panel(plan: &Plan, dir: &Path, progress: &mut dyn Progress) ->
             progress.note(&format!("panel: judge {name}, into {}", sub.display()));
             let store = Store::open(&sub)?;
             let _lock = store.lock()?;
-            seed_answers(&store, &top.responses)?;
+            super::seed_answers(&store, &top.responses)?;
             let mut one = one.clone();
             one.device = plan.device;
             runs.push((name.clone(), run_plan_locked(&one, &sub, progress)?));
@@ -85,20 +79,11 @@ pub(crate) fn run_panel(plan: &Plan, dir: &Path, progress: &mut dyn Progress) ->
         ("judgments", &outcome.judgments),
         ("sanity", &outcome.sanity_rows),
     ] {
-        let have: std::collections::HashSet<String> = store
-            .load::<CallRecord>(stream)?
-            .into_iter()
-            .map(|c| c.key)
-            .collect();
-        let fresh: Vec<CallRecord> = rows
-            .iter()
-            .filter(|r| !have.contains(&r.key))
-            .map(|r| CallRecord {
-                key: r.key.clone(),
-                rows: vec![r.clone()],
-            })
-            .collect();
-        store.append(stream, &fresh)?;
+        let calls = rows.iter().map(|r| CallRecord {
+            key: r.key.clone(),
+            rows: vec![r.clone()],
+        });
+        store.append_missing(stream, calls, |_| true)?;
     }
     RunOutput::write(plan, outcome, dir)
 }
@@ -122,45 +107,15 @@ fn pooled(plan: &Plan, top: Outcome, runs: &[(String, RunOutput)]) -> Outcome {
     }
     let mut o = top;
     let mut warnings = Vec::new();
-    let members_of =
-        |mode: Mode, sanity_rows: bool| -> Vec<(String, String, Vec<JudgmentRecord>)> {
-            runs.iter()
-                .filter(|(_, r)| included(r, mode, include_flagged))
-                .map(|(name, r)| {
-                    let rows = if sanity_rows {
-                        &r.sanity_rows
-                    } else {
-                        &r.judgment_rows
-                    };
-                    (
-                        name.clone(),
-                        r.meta
-                            .judge
-                            .as_ref()
-                            .map_or(String::new(), |j| j.id.clone()),
-                        rows.iter().filter(|x| x.mode == mode).cloned().collect(),
-                    )
-                })
-                .collect()
-        };
+    let members_of = |mode: Mode, sanity_rows: bool| -> Vec<Member<'_>> {
+        runs.iter()
+            .filter(|(_, r)| included(r, mode, include_flagged))
+            .map(|(name, r)| member(name, r, sanity_rows))
+            .collect()
+    };
     let (sets, skipped) = sanity::answers(plan);
     let mut summary = SanitySummary::default();
-    let all_members: Vec<Member<'_>> = runs
-        .iter()
-        .map(|(n, r)| Member {
-            name: n,
-            id: r.meta.judge.as_ref().map_or("", |j| j.id.as_str()),
-            rows: &[],
-        })
-        .collect();
     for &mode in &modes {
-        let ran: Vec<&String> = runs
-            .iter()
-            .filter(|(_, r)| {
-                r.modes().contains(&mode) || r.sanity().and_then(|s| s.flagged(mode)).is_some()
-            })
-            .map(|(n, _)| n)
-            .collect();
         for (name, r) in runs {
             if r.flagged(mode) == Some(true) {
                 warnings.push(if include_flagged {
@@ -178,7 +133,7 @@ fn pooled(plan: &Plan, top: Outcome, runs: &[(String, RunOutput)]) -> Outcome {
         }
         let members = members_of(mode, false);
         if members.is_empty() {
-            if !ran.is_empty() {
+            if !runs.is_empty() {
                 warnings.push(format!(
                     "panel: no judge passed the sanity check in {mode}, so the panel has no \
                      {mode} verdicts"
@@ -186,10 +141,8 @@ fn pooled(plan: &Plan, top: Outcome, runs: &[(String, RunOutput)]) -> Outcome {
             }
             continue;
         }
-        o.judgments
-            .extend(panel::pool(&as_members(&members), policy));
-        let sanity_members = members_of(mode, true);
-        let rows = panel::pool(&as_members(&sanity_members), policy);
+        o.judgments.extend(panel::pool(&members, mode, policy));
+        let rows = panel::pool(&members_of(mode, true), mode, policy);
         if !sets.is_empty() && !rows.is_empty() {
             summary
                 .modes
@@ -201,7 +154,10 @@ fn pooled(plan: &Plan, top: Outcome, runs: &[(String, RunOutput)]) -> Outcome {
     if let Some(s) = &o.sanity {
         warnings.extend(s.warnings().into_iter().map(|w| format!("panel: {w}")));
     }
-    o.judge = (!runs.is_empty()).then(|| (PANEL.to_string(), panel::panel_id(&all_members)));
+    o.judge = (!runs.is_empty()).then(|| {
+        let ids = runs.iter().map(|(_, r)| judge_id(r));
+        (PANEL.to_string(), panel::panel_id(ids))
+    });
     for (name, r) in runs {
         o.failures
             .extend(r.failures().iter().map(|f| crate::experiment::Failure {
@@ -261,24 +217,14 @@ impl RunOutput {
         let store = Store::open(out)?;
         let _lock = store.lock()?;
         // The answers too, or the panel would generate them again.
-        seed_answers(&store, &self.response_rows)?;
+        super::seed_answers(&store, &self.response_rows)?;
         for ((name, _), r) in plan.panel.iter().zip(&runs) {
             let sub = Store::open(out.join(JUDGES_DIR).join(name))?;
             let _sub_lock = sub.lock()?;
-            seed_answers(&sub, &r.response_rows)?;
+            super::seed_answers(&sub, &r.response_rows)?;
             let from = Store::open(&r.dir)?;
             for stream in ["judgments", "sanity"] {
-                let have: std::collections::HashSet<String> = sub
-                    .load::<CallRecord>(stream)?
-                    .into_iter()
-                    .map(|c| c.key)
-                    .collect();
-                let missing: Vec<CallRecord> = from
-                    .load::<CallRecord>(stream)?
-                    .into_iter()
-                    .filter(|c| !have.contains(&c.key))
-                    .collect();
-                sub.append(stream, &missing)?;
+                sub.append_missing(stream, from.load::<CallRecord>(stream)?, |_| true)?;
             }
         }
         run_plan_locked(&plan, out, progress)
@@ -389,11 +335,7 @@ impl RunOutput {
             let members: Vec<Member<'_>> = runs
                 .iter()
                 .filter(|(_, r)| r.modes().contains(&mode))
-                .map(|(n, r)| Member {
-                    name: n,
-                    id: r.meta.judge.as_ref().map_or("", |j| j.id.as_str()),
-                    rows: &r.judgment_rows,
-                })
+                .map(|(n, r)| member(n, r, false))
                 .collect();
             if members.len() >= 2 {
                 out.extend(panel::panel_agreement(&members, mode, policy));
