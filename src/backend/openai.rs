@@ -7,7 +7,9 @@
 //! The API key is read from an environment variable, sent only in the `Authorization` header,
 //! and redacted from every error text; URLs are shown without credentials.
 
-use super::openai_types::{ChatRequest, CompletionRequest, Stop, WireMessage};
+use super::openai_types::{
+    verdict_format, verdict_of, ChatRequest, CompletionRequest, Stop, WireMessage,
+};
 use super::{Backend, LabelDistribution, LabelQuery};
 use crate::engine::{FinishReason, Generation, Timing};
 use crate::error::{Error, RemoteError, Result};
@@ -302,6 +304,9 @@ pub struct OpenAiBackend {
     limiter: RateLimiter,
     /// The `usage` the endpoint's replies reported so far.
     used: super::Usage,
+    /// Whether to ask for structured output (`response_format`) where a verdict has a
+    /// language: true until the endpoint refuses it once (shared by the batch's workers).
+    structured: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for OpenAiBackend {
@@ -350,13 +355,26 @@ impl OpenAiBackend {
             next: 0,
             limiter,
             used: super::Usage::default(),
-        })
+            structured: Default::default(),
+        }
+        .with_structured(true))
     }
 
     /// Shares a rate limiter with other clients of the same endpoint.
     pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
         self.limiter = limiter;
         self
+    }
+
+    /// Asks for structured output where a verdict has a language (the default), or never.
+    pub fn with_structured(self, on: bool) -> Self {
+        self.structured
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    fn asks_structured(&self, params: &SamplingParams) -> bool {
+        params.constraint.is_some() && self.structured.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `text` with the API key, any bearer or basic credential, and every form of a base
@@ -503,6 +521,11 @@ impl OpenAiBackend {
             max_tokens: Some(params.max_new_tokens),
             seed: Some(params.seed),
             stop: (!params.stop.is_empty()).then(|| Stop::Many(params.stop.clone())),
+            response_format: params
+                .constraint
+                .as_ref()
+                .filter(|_| self.asks_structured(params))
+                .map(verdict_format),
             ..Default::default()
         }
     }
@@ -583,13 +606,34 @@ impl Backend for OpenAiBackend {
         let t = Instant::now();
         let (v, text) = match input {
             Input::Chat(messages) => {
-                let v = self.post(
-                    "chat/completions",
-                    &to_value(&self.chat_request(messages, params))?,
-                )?;
-                let text = v["choices"][0]["message"]["content"]
-                    .as_str()
-                    .map(str::to_string);
+                let structured = self.asks_structured(params);
+                let request = self.chat_request(messages, params);
+                let v = match self.post("chat/completions", &to_value(&request)?) {
+                    // An endpoint that refuses structured output is asked in text from then
+                    // on, and its replies parsed as text.
+                    Err(Error::Remote(e)) if structured && matches!(e.status, Some(400 | 422)) => {
+                        let plain = ChatRequest {
+                            response_format: None,
+                            ..request
+                        };
+                        let v = self.post("chat/completions", &to_value(&plain)?);
+                        // Refused without it too: the request, not the format, was at fault.
+                        if v.is_err() {
+                            return Err(Error::Remote(e));
+                        }
+                        self.structured
+                            .store(false, std::sync::atomic::Ordering::Relaxed);
+                        v?
+                    }
+                    r => r?,
+                };
+                let text =
+                    v["choices"][0]["message"]["content"]
+                        .as_str()
+                        .map(|c| match structured {
+                            true => verdict_of(c).unwrap_or_else(|| c.to_string()),
+                            false => c.to_string(),
+                        });
                 (v, text)
             }
             Input::Raw(prompt) => {
@@ -657,6 +701,7 @@ impl Backend for OpenAiBackend {
                     let mut cfg = self.cfg.clone();
                     cfg.base_urls = vec![url.clone()];
                     let mut client = OpenAiBackend::new(cfg)?.with_limiter(self.limiter.clone());
+                    client.structured = self.structured.clone();
                     let (queue, tx) = (&queue, tx.clone());
                     // Each worker hands back the usage its replies reported.
                     workers.push(scope.spawn(move || {

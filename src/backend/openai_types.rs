@@ -3,7 +3,107 @@
 
 use crate::error::{Error, Result};
 use crate::model::Message;
+use crate::sampling::Constraint;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// The one property of a structured verdict (`response_format`): `{"verdict": "…"}`.
+pub const VERDICT_FIELD: &str = "verdict";
+
+/// What a free-text-first language looks like as a JSON-schema `pattern`, before its verdict
+/// part (ECMA-262 and the regex crate both read `[\s\S]` as any character).
+const FREE_TEXT: &str = "(?:[\\s\\S]*\n)?(?:";
+
+/// The longest `pattern` `serve` compiles.
+pub const MAX_PATTERN_BYTES: usize = 4096;
+
+/// A verdict's language as a structured-output request (`response_format` with a strict
+/// JSON schema): one string property, [`VERDICT_FIELD`], whose `pattern` is the language
+/// anchored at both ends.
+pub fn verdict_format(c: &Constraint) -> Value {
+    let pattern = if c.free_text {
+        format!("^{FREE_TEXT}{})$", c.regex)
+    } else {
+        format!("^(?:{})$", c.regex)
+    };
+    json!({
+        "type": "json_schema",
+        "json_schema": {
+            "name": VERDICT_FIELD,
+            "strict": true,
+            "schema": {
+                "type": "object",
+                "properties": {VERDICT_FIELD: {"type": "string", "pattern": pattern}},
+                "required": [VERDICT_FIELD],
+                "additionalProperties": false,
+            },
+        },
+    })
+}
+
+/// The language a `response_format` asks for, as `serve` reads it: `None` for none or
+/// `{"type": "text"}`; a [`Constraint`] for a JSON schema of one string property with a
+/// `pattern` (its property name comes back too). Anything else is refused with the reason:
+/// the server would otherwise answer in a form the client did not ask for.
+pub fn format_constraint(
+    response_format: Option<&Value>,
+) -> std::result::Result<Option<(String, Constraint)>, String> {
+    let Some(rf) = response_format else {
+        return Ok(None);
+    };
+    match rf["type"].as_str() {
+        Some("text") => return Ok(None),
+        Some("json_schema") => {}
+        _ => {
+            return Err(
+                "only `text` and a `json_schema` of one string property with a \
+                        `pattern` are supported"
+                    .into(),
+            )
+        }
+    }
+    let schema = &rf["json_schema"]["schema"];
+    let props = schema["properties"].as_object().filter(|p| p.len() == 1);
+    let Some((name, prop)) = props.and_then(|p| p.iter().next()) else {
+        return Err("the schema must be an object with exactly one property".into());
+    };
+    let (Some("string"), Some(pattern)) = (prop["type"].as_str(), prop["pattern"].as_str()) else {
+        return Err(format!(
+            "property `{name}` must be a string with a `pattern`"
+        ));
+    };
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return Err(format!(
+            "the pattern is {} bytes, more than the {MAX_PATTERN_BYTES} this server compiles",
+            pattern.len()
+        ));
+    }
+    // JSON-schema patterns are unanchored; a judge's are anchored at both ends, and the
+    // decoder's language always is.
+    let inner = pattern.strip_prefix('^').unwrap_or(pattern);
+    let inner = inner.strip_suffix('$').unwrap_or(inner);
+    let constraint = match inner
+        .strip_prefix(FREE_TEXT)
+        .and_then(|r| r.strip_suffix(')'))
+    {
+        Some(verdict) => Constraint {
+            regex: verdict.to_string(),
+            free_text: true,
+        },
+        None => Constraint {
+            regex: inner.to_string(),
+            free_text: false,
+        },
+    };
+    Ok(Some((name.clone(), constraint)))
+}
+
+/// The verdict in a structured reply's content (`{"verdict": "…"}`), or `None` when the
+/// content is not one (a server that ignored `response_format` answered in text).
+pub fn verdict_of(content: &str) -> Option<String> {
+    let v: Value = serde_json::from_str(content.trim()).ok()?;
+    v[VERDICT_FIELD].as_str().map(str::to_string)
+}
 
 /// `stop`: one string or several.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -144,6 +244,10 @@ pub struct ChatRequest {
     /// Must be 0 or absent for the llm-judge server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
+    /// Structured output: the client asks for a verdict held to its form's language
+    /// ([`verdict_format`]); the llm-judge server decodes it so ([`format_constraint`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<Value>,
 }
 
 /// A legacy Completions request (`/v1/completions`): raw text in, raw text out.
@@ -190,4 +294,71 @@ pub struct CompletionRequest {
     /// Must be 0 or absent for the llm-judge server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_format_reads_back_as_its_constraint() {
+        for c in [
+            Constraint {
+                regex: "\\[\\[[ABC]\\]\\]".into(),
+                free_text: false,
+            },
+            Constraint {
+                regex: "Winner: (?:Response A|Response B|draw)".into(),
+                free_text: true,
+            },
+        ] {
+            let f = verdict_format(&c);
+            let pattern = f["json_schema"]["schema"]["properties"][VERDICT_FIELD]["pattern"]
+                .as_str()
+                .unwrap();
+            assert!(
+                pattern.starts_with('^') && pattern.ends_with('$'),
+                "{pattern}"
+            );
+            // A pattern any regex engine reads: a verdict matches it, whole, and free text
+            // before it only where the form allows it.
+            let re = regex::Regex::new(pattern).unwrap();
+            let verdict = if c.free_text { "Winner: draw" } else { "[[B]]" };
+            assert!(re.is_match(verdict), "{pattern}");
+            assert!(!re.is_match(&format!("{verdict}!")), "{pattern}");
+            assert_eq!(re.is_match(&format!("Fine.\n{verdict}")), c.free_text);
+            let (name, back) = format_constraint(Some(&f)).unwrap().unwrap();
+            assert_eq!(name, VERDICT_FIELD);
+            assert_eq!(back.free_text, c.free_text);
+            // The same language: the verdict part as written, wrapped in a group.
+            let want = if c.free_text {
+                c.regex.clone()
+            } else {
+                format!("(?:{})", c.regex)
+            };
+            assert_eq!(back.regex, want);
+        }
+    }
+
+    #[test]
+    fn what_serve_cannot_decode_is_refused() {
+        assert_eq!(format_constraint(None), Ok(None));
+        assert_eq!(format_constraint(Some(&json!({"type": "text"}))), Ok(None));
+        for rf in [
+            json!({"type": "json_object"}),
+            json!({"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}),
+            json!({"type": "json_schema", "json_schema": {"schema": {"properties": {
+                "a": {"type": "integer"}}}}}),
+            json!({"type": "json_schema", "json_schema": {"schema": {"properties": {
+                "a": {"type": "string", "pattern": "x".repeat(MAX_PATTERN_BYTES + 1)}}}}}),
+        ] {
+            assert!(format_constraint(Some(&rf)).is_err(), "{rf}");
+        }
+        assert_eq!(
+            verdict_of(r#" {"verdict": "[[A]]"} "#).as_deref(),
+            Some("[[A]]")
+        );
+        assert_eq!(verdict_of("[[A]]"), None);
+        assert_eq!(verdict_of(r#"{"other": 1}"#), None);
+    }
 }

@@ -91,6 +91,9 @@ struct Machine {
     start: StateID,
 }
 
+/// Most bytes a verdict language's DFA, or its construction, may take.
+const DFA_LIMIT: usize = 32 << 20;
+
 impl Machine {
     fn new(pattern: &str) -> Result<Self> {
         let dfa = dense::Builder::new()
@@ -99,7 +102,10 @@ impl Machine {
                     .start_kind(StartKind::Anchored)
                     // Every string of the language, not the leftmost-first match: `1|10`
                     // must let `1` go on to `10`.
-                    .match_kind(MatchKind::All),
+                    .match_kind(MatchKind::All)
+                    // A pattern a client sent (`serve`) must not take the memory with it.
+                    .dfa_size_limit(Some(DFA_LIMIT))
+                    .determinize_size_limit(Some(DFA_LIMIT)),
             )
             .build(pattern)
             .map_err(|e| Error::InvalidSampling {

@@ -198,9 +198,10 @@ pub struct JudgeConfig {
     /// Run the judge sanity check (good vs deliberately bad answers, in every mode).
     #[serde(default = "default_true")]
     pub sanity_check: bool,
-    /// A local judge decodes its text verdicts held to the verdict form's language, so that
-    /// every reply parses (see [`grammar`]); on unless set to false. An endpoint judge's
-    /// replies are parsed from text either way.
+    /// Text verdicts held to the verdict form's language, so that every reply parses (see
+    /// [`grammar`]); on unless set to false. A local judge decodes them so; an endpoint
+    /// judge is asked for structured output (`response_format`), and its replies are
+    /// parsed from text where the endpoint refuses it.
     #[serde(default = "default_true")]
     pub constrained: bool,
     /// Judge through an OpenAI-compatible endpoint instead of a local model; `model` is
@@ -243,10 +244,12 @@ impl JudgeConfig {
         self
     }
 
-    /// Whether text verdicts are decoded under their form's language: asked for, and a local
-    /// judge (an endpoint cannot be held to a language token by token).
+    /// Whether text verdicts are held to their form's language: a local judge decodes
+    /// them so token by token; an endpoint judge is asked for structured output (a JSON
+    /// schema whose one string property has the language as its `pattern`), and parsed as
+    /// text where the endpoint refuses it.
     pub fn constrains(&self) -> bool {
-        self.constrained && self.endpoint.is_none()
+        self.constrained
     }
 
     /// Sets the modes.

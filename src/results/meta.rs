@@ -70,8 +70,9 @@ pub struct Counts {
 /// The judge of a run.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JudgeMeta {
-    /// Whether its text verdicts were decoded held to their form's language (a local judge
-    /// with `constrained` on and a text mode); false in folders written before constrained
+    /// Whether its text verdicts were held to their form's language (`constrained` on and a
+    /// text mode: a local judge decodes them so, an endpoint judge is asked for structured
+    /// output, which the endpoint may refuse); false in folders written before constrained
     /// verdicts.
     #[serde(default)]
     pub constrained: bool,

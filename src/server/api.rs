@@ -1,7 +1,7 @@
 //! The OpenAI wire format of `serve`: checking a request into a job (rendered and tokenized
 //! here, before the model is involved), and the response bodies.
 
-use crate::backend::openai_types::{ChatRequest, CompletionRequest};
+use crate::backend::openai_types::{format_constraint, ChatRequest, CompletionRequest};
 use crate::engine::{BatchRequest, Generation};
 use crate::error::Error;
 use crate::model::{Input, Message, Model};
@@ -64,6 +64,8 @@ pub struct Prepared {
     pub logprobs: Option<usize>,
     /// Whether to stream.
     pub stream: bool,
+    /// Structured output: the property the reply's text goes in, as `{"<name>": "…"}`.
+    pub structured: Option<String>,
 }
 
 /// The sampling fields of a request, as sent.
@@ -258,6 +260,26 @@ pub fn chat_job(r: &ChatRequest, model: &Model, limits: Limits) -> Result<Prepar
     }
     .map_err(|e| ApiError::bad(e.to_string(), Some("messages")))?;
     params.stop.extend(prepared.stops);
+    let structured = match format_constraint(r.response_format.as_ref())
+        .map_err(|e| ApiError::bad(format!("response_format: {e}"), Some("response_format")))?
+    {
+        Some((name, c)) => {
+            if r.stream == Some(true) {
+                return Err(ApiError::bad(
+                    "response_format with a JSON schema cannot be streamed",
+                    Some("response_format"),
+                ));
+            }
+            // Compiled now, so that a pattern this engine cannot decode is the client's
+            // error before the request takes a place in the batch.
+            crate::engine::constrain::Grammar::get(&c).map_err(|e| {
+                ApiError::bad(format!("response_format: {e}"), Some("response_format"))
+            })?;
+            params.constraint = Some(c);
+            Some(name)
+        }
+        None => None,
+    };
     Ok(Prepared {
         request: BatchRequest {
             prompt_ids: fits(model, prepared.ids, "messages")?,
@@ -265,6 +287,7 @@ pub fn chat_job(r: &ChatRequest, model: &Model, limits: Limits) -> Result<Prepar
         },
         logprobs: top(r.logprobs, r.top_logprobs)?,
         stream: r.stream == Some(true),
+        structured,
     })
 }
 
@@ -311,6 +334,7 @@ pub fn completion_job(
         },
         logprobs: r.logprobs.map(|_| top_n),
         stream: false,
+        structured: None,
     })
 }
 

@@ -467,6 +467,11 @@ async fn chat_inner(
         Some(_) => api::chat_logprobs(&g, &shared.model),
         None => Value::Null,
     };
+    // Structured output: the text, decoded held to the pattern, as the one property.
+    let content = match &prepared.structured {
+        Some(name) => json!({ name.as_str(): g.text }).to_string(),
+        None => g.text.clone(),
+    };
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -474,7 +479,7 @@ async fn chat_inner(
             "model": shared.opts.model_name,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": g.text},
+                "message": {"role": "assistant", "content": content},
                 "logprobs": logprobs,
                 "finish_reason": api::finish_reason(&g),
             }],

@@ -155,6 +155,23 @@ fn server_errors_are_openai_shaped() {
             r#"{"messages":[{"role":"user","content":"hi"}],"top_logprobs":50}"#,
             "top_logprobs",
         ),
+        // Structured output it cannot give is refused, not ignored.
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object","properties":{"a":{"type":"string","pattern":"x"},"b":{"type":"string"}}}}}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object","properties":{"a":{"type":"string","pattern":"(unclosed"}}}}}}"#,
+            "response_format",
+        ),
+        (
+            r#"{"messages":[{"role":"user","content":"hi"}],"stream":true,"response_format":{"type":"json_schema","json_schema":{"schema":{"type":"object","properties":{"a":{"type":"string","pattern":"^(?:x)$"}}}}}}"#,
+            "response_format",
+        ),
     ] {
         let (status, text) = call(Some("sekret"), body);
         assert_eq!(status, 400, "{body}: {text}");
@@ -164,6 +181,17 @@ fn server_errors_are_openai_shaped() {
     }
     let (status, _) = call(Some("sekret"), "not json");
     assert_eq!(status, 400);
+    // A verdict held to its pattern comes back as the schema's one property.
+    let (status, text) = call(
+        Some("sekret"),
+        r#"{"messages":[{"role":"user","content":"Which is better, A or B?"}],"max_tokens":2,"seed":1,"response_format":{"type":"json_schema","json_schema":{"name":"verdict","strict":true,"schema":{"type":"object","properties":{"verdict":{"type":"string","pattern":"^(?:\\[\\[[ABC]\\]\\])$"}},"required":["verdict"]}}}}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let content: serde_json::Value =
+        serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    let verdict = content["verdict"].as_str().unwrap();
+    assert!(["[[A]]", "[[B]]", "[[C]]"].contains(&verdict), "{text}");
     // /v1/completions refuses what it cannot do instead of ignoring it.
     let completions = format!("{}/completions", served.base);
     for (body, param) in [
@@ -262,6 +290,13 @@ pub fn fault_server(script: Vec<&'static str>) -> (String, Arc<AtomicUsize>) {
                         );
                         reply(&mut s, "200 OK", &body, "")
                     }
+                    // An endpoint without structured output: a request for it is refused.
+                    "strict" if request.contains("response_format") => reply(
+                        &mut s,
+                        "400 Bad Request",
+                        r#"{"error":{"message":"response_format is not supported","type":"invalid_request_error"}}"#,
+                        "",
+                    ),
                     _ => reply(
                         &mut s,
                         "200 OK",
@@ -304,6 +339,29 @@ fn transient_failures_are_retried() {
         output_per_mtok: 10.0,
     };
     assert!((price.cost(used) - 16e-6).abs() < 1e-15);
+}
+
+#[test]
+fn an_endpoint_without_structured_output_is_asked_in_text_from_then_on() {
+    let (base, count) = fault_server(vec!["strict"]);
+    let mut c = OpenAiBackend::new(fast(&base)).unwrap();
+    let held = SamplingParams::greedy().with_constraint(Some(llm_judge::sampling::Constraint {
+        regex: "fine|poor".into(),
+        free_text: false,
+    }));
+    let chat = Input::Chat(vec![Message::user("hi")]);
+    // Refused with `response_format`, answered without it: the text is read as it came.
+    assert_eq!(c.generate(&chat, &held).unwrap().text, "fine");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
+    // The next verdict is asked in text at once.
+    assert_eq!(c.generate(&chat, &held).unwrap().text, "fine");
+    assert_eq!(count.load(Ordering::SeqCst), 3);
+    // A refusal that has nothing to do with the format stays an error.
+    let (base, count) = fault_server(vec!["echo"]);
+    let mut c = OpenAiBackend::new(fast(&base)).unwrap();
+    let e = c.generate(&chat, &held).unwrap_err().to_string();
+    assert!(e.contains("400") || e.contains("bad request"), "{e}");
+    assert_eq!(count.load(Ordering::SeqCst), 2);
 }
 
 #[test]
@@ -534,8 +592,7 @@ modes = ["rubric", "expected"]
 max_tokens = 24
 retries = 0
 sanity_check = false
-# An endpoint's replies are free text: the local judge decodes them the same way here.
-constrained = false
+constrained = CONSTRAINED
 "#,
         prompts.display()
     );
@@ -554,8 +611,28 @@ constrained = false
         )
         .unwrap()
     };
-    let local = run(&base_toml, "local");
-    let remote = run(&remote_toml, "remote");
+    // Free text, and verdicts held to the rubric's form: locally by the decoder, through
+    // the endpoint by structured output (`response_format`), which `serve` decodes the same
+    // way. Either way the two judges write the same verdicts.
+    for constrained in [false, true] {
+        let on = |t: &str| t.replace("CONSTRAINED", &constrained.to_string());
+        let local = run(&on(&base_toml), &format!("local-{constrained}"));
+        let remote = run(&on(&remote_toml), &format!("remote-{constrained}"));
+        same_judgments(&local, &remote);
+        if constrained {
+            let rubric = remote
+                .judgment_rows
+                .iter()
+                .filter(|r| r.mode == Mode::Rubric);
+            assert!(rubric.clone().count() > 0);
+            for r in rubric {
+                assert!(r.parse_ok && r.raw.contains("[["), "{}", r.raw);
+            }
+        }
+    }
+}
+
+fn same_judgments(local: &llm_judge::RunOutput, remote: &llm_judge::RunOutput) {
     let key = |j: &llm_judge::records::JudgmentRecord| {
         (j.mode, j.response_key.clone(), j.criterion.clone())
     };
