@@ -268,7 +268,7 @@ pub struct BenchArgs {
     /// Models to measure (default: the bundled ones).
     #[arg(long = "model")]
     pub models: Vec<String>,
-    /// Repetitions per figure.
+    /// Rounds per figure: ours, then llama.cpp's, alternating; the table gives medians.
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
     /// Path of a llama.cpp `llama-bench` binary, for reference figures and ratios.
@@ -283,6 +283,18 @@ pub struct BenchArgs {
     /// Also measure tg128 while another process keeps one core busy.
     #[arg(long)]
     pub busy: bool,
+    /// Also measure tg128 while a lowest-priority process (`nice -n 19`) keeps one core
+    /// busy.
+    #[arg(long)]
+    pub busy_nice: bool,
+    /// Measure the machine's streaming read speed at the start and the end, and each
+    /// model's decoding speed against the bound it sets.
+    #[arg(long)]
+    pub stream_read: bool,
+    /// Measure the peak resident memory of `llm-judge generate` on each model (a child
+    /// process each).
+    #[arg(long)]
+    pub memory: bool,
     /// Concurrent clients for the serving test (`serve` on loopback; 0 skips it).
     #[arg(long, default_value_t = 0)]
     pub serve_clients: usize,
@@ -424,6 +436,9 @@ impl BenchArgs {
             batch_tokens: self.batch_tokens,
             judge_answers: self.judge_answers,
             busy: self.busy,
+            busy_nice: self.busy_nice,
+            stream_read: self.stream_read,
+            memory: self.memory,
             serve_clients: self.serve_clients,
             serve_abuse: self.serve_abuse,
             grid: self.grid,

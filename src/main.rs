@@ -239,8 +239,13 @@ fn generate(g: &Globals, args: cli::GenerateArgs) -> Result<ExitCode> {
     };
     let input = Input::new(format, args.system.as_deref(), &args.prompt);
     let out = model.generate(&input, &params)?;
+    let peak = llm_judge::bench::peak_rss_bytes();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        let mut v = serde_json::to_value(&out)?;
+        if let (Some(o), Some(p)) = (v.as_object_mut(), peak) {
+            o.insert("peak_rss_bytes".into(), p.into());
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}", out.text);
@@ -251,13 +256,15 @@ fn generate(g: &Globals, args: cli::GenerateArgs) -> Result<ExitCode> {
         );
     }
     eprintln!(
-        "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}, device: {}]",
+        "[{} prompt tokens at {:.1} tok/s, {} generated at {:.1} tok/s, finish: {}, device: {}{}]",
         out.prompt_tokens,
         out.timing.prompt_tok_per_s,
         out.completion_tokens,
         out.timing.decode_tok_per_s,
         out.finish_reason,
-        llm_judge::model::device::describe(model.device())
+        llm_judge::model::device::describe(model.device()),
+        peak.map(|b| format!(", peak memory {:.0} MB", b as f64 / 1e6))
+            .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -2,12 +2,16 @@
 //! the same run on the same file and thread count ([`mod@reference`]), reported as ratios.
 //!
 //! Tests follow llama-bench's names: `ppN` is one forward pass over N prompt tokens into an
-//! empty cache; `tgN` is N single-token decoding steps (the mean of `reps` runs after one
-//! warm-up); `tgN@bB` is the aggregate speed of B sequences decoding N tokens each together,
-//! as llama-batched-bench's S_TG. [`run`] adds judgments per second (text verdict vs expected
-//! score), the wall time of an experiment grid (sequential vs batched), `tg128+busy` (decoding
-//! while another process keeps one core busy), and `serve@cN` (aggregate tokens/s of N
-//! concurrent clients of `serve`, next to `llama-server -np N`, [`serve_load`]). [`run`]
+//! empty cache; `tgN` is N single-token decoding steps; `tgN@bB` is the aggregate speed of B
+//! sequences decoding N tokens each together, as llama-batched-bench's S_TG. Each figure is
+//! measured in rounds that alternate ours and llama.cpp's (A B A B ...), and the table gives
+//! the medians, the median of the per-round ratios and their min-max, so one noisy moment on a
+//! shared machine moves a figure by one round at most. [`run`] adds judgments per second (text
+//! verdict vs expected score), the wall time of an experiment grid (sequential vs batched),
+//! `tg128+busy` and `tg128+busy-nice` (decoding while another process, of the same or of the
+//! lowest priority, keeps one core busy), `serve@cN` (aggregate tokens/s of N concurrent
+//! clients of `serve`, next to `llama-server -np N`, [`serve_load`]), the machine's streaming
+//! read speed with each model's decoding bound, and the peak memory of `generate`. [`run`]
 //! returns everything as one [`BenchReport`], which the CLI also writes as JSON.
 
 pub mod device_check;
@@ -23,23 +27,94 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 
-/// One measured figure.
+/// One measured figure: ours and llama.cpp's, measured in alternating rounds (ours, then
+/// llama.cpp's, then ours again, ...), so that both see the same state of a shared machine.
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchRow {
     /// Model name.
     pub model: String,
     /// `pp128`, `pp512`, `tg128`, ...
     pub test: String,
-    /// Our tokens per second.
+    /// Our tokens per second: the median over the rounds.
     pub tokens_per_s: f64,
-    /// llama.cpp's tokens per second, when measured.
+    /// llama.cpp's tokens per second (the median over the rounds), when measured.
     pub llama_cpp_tokens_per_s: Option<f64>,
+    /// Our figure in each round.
+    pub runs: Vec<f64>,
+    /// llama.cpp's figure in each round, when measured.
+    pub llama_cpp_runs: Vec<f64>,
 }
 
 impl BenchRow {
-    /// Our speed over llama.cpp's.
+    /// A figure with no rounds yet.
+    pub fn new(model: &str, test: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            test: test.into(),
+            tokens_per_s: f64::NAN,
+            llama_cpp_tokens_per_s: None,
+            runs: Vec::new(),
+            llama_cpp_runs: Vec::new(),
+        }
+    }
+
+    /// Adds one round of ours.
+    pub fn push(&mut self, tokens_per_s: f64) {
+        self.runs.push(tokens_per_s);
+        self.tokens_per_s = median(&self.runs);
+    }
+
+    /// Adds one round of llama.cpp's.
+    pub fn push_reference(&mut self, tokens_per_s: f64) {
+        self.llama_cpp_runs.push(tokens_per_s);
+        self.llama_cpp_tokens_per_s = Some(median(&self.llama_cpp_runs));
+    }
+
+    /// Our speed over llama.cpp's in each round where both were measured.
+    pub fn round_ratios(&self) -> Vec<f64> {
+        self.runs
+            .iter()
+            .zip(&self.llama_cpp_runs)
+            .map(|(a, b)| a / b)
+            .collect()
+    }
+
+    /// The median of the per-round ratios.
     pub fn ratio(&self) -> Option<f64> {
-        self.llama_cpp_tokens_per_s.map(|r| self.tokens_per_s / r)
+        let r = self.round_ratios();
+        (!r.is_empty()).then(|| median(&r))
+    }
+
+    /// A loaded figure over this one, the median over rounds of the same round's pair: ours,
+    /// and llama.cpp's where both were measured.
+    pub fn loaded_share(&self, loaded: &BenchRow) -> (Option<f64>, Option<f64>) {
+        let share = |a: &[f64], b: &[f64]| {
+            let r: Vec<f64> = b.iter().zip(a).map(|(l, u)| l / u).collect();
+            (!r.is_empty()).then(|| median(&r))
+        };
+        (
+            share(&self.runs, &loaded.runs),
+            share(&self.llama_cpp_runs, &loaded.llama_cpp_runs),
+        )
+    }
+
+    /// The lowest and highest per-round ratio.
+    pub fn ratio_range(&self) -> Option<(f64, f64)> {
+        let r = self.round_ratios();
+        let lo = r.iter().copied().reduce(f64::min)?;
+        let hi = r.iter().copied().reduce(f64::max)?;
+        Some((lo, hi))
+    }
+}
+
+/// The median of some figures (the mean of the middle two for an even count); NaN for none.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
     }
 }
 
@@ -51,10 +126,12 @@ fn bench_tokens(model: &Model, n: usize) -> Result<Vec<u32>> {
     Ok(unit.iter().copied().cycle().take(n).collect())
 }
 
-fn prompt_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
+/// Prompt tokens per second of one forward pass over `n` tokens into an empty cache, after
+/// one untimed pass when `warm_up`.
+fn prompt_speed(model: &mut Model, n: usize, warm_up: bool) -> Result<f64> {
     let ids = bench_tokens(model, n)?;
-    let mut total = 0.0;
-    for r in 0..=reps {
+    let mut speed = f64::NAN;
+    for timed in [!warm_up, true] {
         let mut cache = model.transformer().new_cache();
         let t = Instant::now();
         // A GPU runs asynchronously: wait for it before reading the clock.
@@ -63,19 +140,21 @@ fn prompt_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
             .forward(&ids, &mut cache, false)?
             .device()
             .synchronize()?;
-        if r > 0 {
-            total += t.elapsed().as_secs_f64();
+        if timed {
+            speed = n as f64 / t.elapsed().as_secs_f64();
+            break;
         }
     }
-    Ok(n as f64 * reps as f64 / total)
+    Ok(speed)
 }
 
 /// Single-stream decoding: the forward passes only, as llama-bench times them (choosing the
-/// next token, greedily here, is left out of the clock).
-fn decode_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
+/// next token, greedily here, is left out of the clock); one untimed run first when
+/// `warm_up`.
+fn decode_speed(model: &mut Model, n: usize, warm_up: bool) -> Result<f64> {
     let start = bench_tokens(model, 1)?;
-    let mut total = 0.0;
-    for r in 0..=reps {
+    let mut speed = f64::NAN;
+    for timed in [!warm_up, true] {
         let mut cache = model.transformer().new_cache();
         let mut tok = start[0];
         let mut elapsed = 0.0;
@@ -86,44 +165,40 @@ fn decode_speed(model: &mut Model, n: usize, reps: usize) -> Result<f64> {
             elapsed += t.elapsed().as_secs_f64();
             tok = crate::sampling::argmax(&logits.squeeze(0)?.to_vec1::<f32>()?);
         }
-        if r > 0 {
-            total += elapsed;
+        if timed {
+            speed = n as f64 / elapsed;
+            break;
         }
     }
-    Ok(n as f64 * reps as f64 / total)
+    Ok(speed)
 }
 
-/// Measures pp128, pp512 and tg128 for one model.
-pub fn bench_model(name: &str, model: &mut Model, reps: usize) -> Result<Vec<BenchRow>> {
-    let reps = reps.max(1);
-    let mut rows = Vec::new();
-    for n in [128, 512] {
-        rows.push(BenchRow {
-            model: name.into(),
-            test: format!("pp{n}"),
-            tokens_per_s: prompt_speed(model, n, reps)?,
-            llama_cpp_tokens_per_s: None,
-        });
+/// Measures one round of pp128, pp512 and tg128 for one model into `rows` (created on the
+/// first round, which also warms each test up). Returns what the kernels' pool did during
+/// tg128.
+pub fn bench_model_round(
+    name: &str,
+    model: &mut Model,
+    rows: &mut Vec<BenchRow>,
+) -> Result<crate::model::parallel::PoolStats> {
+    let first = rows.is_empty();
+    if first {
+        for t in ["pp128", "pp512", "tg128"] {
+            rows.push(BenchRow::new(name, t));
+        }
     }
-    rows.push(BenchRow {
-        model: name.into(),
-        test: "tg128".into(),
-        tokens_per_s: decode_speed(model, 128, reps)?,
-        llama_cpp_tokens_per_s: None,
-    });
-    Ok(rows)
+    rows[0].push(prompt_speed(model, 128, first)?);
+    rows[1].push(prompt_speed(model, 512, first)?);
+    let before = crate::model::parallel::PoolStats::now();
+    rows[2].push(decode_speed(model, 128, first)?);
+    Ok(crate::model::parallel::PoolStats::now().since(&before))
 }
 
 /// Aggregate decoding speed of `n_seqs` sequences decoding `n` tokens each together
 /// ([`crate::model::Transformer::forward_batch`]), after a short prompt of a different length
 /// per sequence. Test name `tg{n}@b{n_seqs}`, as llama-batched-bench's S_TG, which like this
-/// figure times the forward passes and not the choice of the next tokens.
-pub fn batch_decode_row(
-    name: &str,
-    model: &mut Model,
-    n_seqs: usize,
-    n: usize,
-) -> Result<BenchRow> {
+/// figure times the forward passes and not the choice of the next tokens. Returns tokens/s.
+pub fn batch_decode_speed(model: &mut Model, n_seqs: usize, n: usize) -> Result<f64> {
     let mut caches = Vec::with_capacity(n_seqs);
     let mut next = Vec::with_capacity(n_seqs);
     for i in 0..n_seqs {
@@ -150,12 +225,7 @@ pub fn batch_decode_row(
             *tok = crate::sampling::argmax(&row);
         }
     }
-    Ok(BenchRow {
-        model: name.into(),
-        test: format!("tg{n}@b{n_seqs}"),
-        tokens_per_s: (n * n_seqs) as f64 / elapsed,
-        llama_cpp_tokens_per_s: None,
-    })
+    Ok((n * n_seqs) as f64 / elapsed)
 }
 
 /// Judgments per second of one judge on fixed answers, through the same calls a run makes
@@ -252,6 +322,15 @@ pub struct BenchOptions {
     pub judge_answers: usize,
     /// Measure tg128 again while another process keeps one core busy.
     pub busy: bool,
+    /// Measure tg128 again while a lowest-priority process (`nice -n 19`) keeps one core
+    /// busy.
+    pub busy_nice: bool,
+    /// Measure the machine's streaming read speed at the start and end, and each model's
+    /// decoding bound from it.
+    pub stream_read: bool,
+    /// Measure the peak resident memory of `llm-judge generate` on each model, in a child
+    /// process.
+    pub memory: bool,
     /// Concurrent clients of the serving test (0 skips it).
     pub serve_clients: usize,
     /// Time small requests to `serve` while idle sockets, keyless clients and large
@@ -316,6 +395,40 @@ pub struct BenchReport {
     pub serve_abuse: Option<serve_load::AbuseFigure>,
     /// Peak resident memory of the bench process, in MB.
     pub peak_rss_mb: Option<f64>,
+    /// The streaming read speed in GB/s, at the start and at the end of the run.
+    pub stream_read_gbps: Vec<f64>,
+    /// Each model's decoding speed against the streaming-read bound.
+    pub bounds: Vec<DecodeBound>,
+    /// Peak memory of `generate` per model.
+    pub memory: Vec<MemoryFigure>,
+}
+
+/// Single-stream decoding against the bound the machine's memory sets: every weight read
+/// once per token, at the streaming-read speed.
+#[derive(Clone, Debug, Serialize)]
+pub struct DecodeBound {
+    /// Model name.
+    pub model: String,
+    /// Bytes of weights read per decoded token (every tensor but a token-embedding table
+    /// that a separate output matrix leaves to one row per token).
+    pub bytes_per_token: u64,
+    /// The streaming read speed over those bytes.
+    pub bound_tokens_per_s: f64,
+    /// Our tg128 over the bound.
+    pub tg128_fraction: f64,
+    /// llama.cpp's tg128 over the bound, when measured.
+    pub llama_cpp_tg128_fraction: Option<f64>,
+}
+
+/// The peak resident memory of `llm-judge generate` on one model.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryFigure {
+    /// Model name.
+    pub model: String,
+    /// The model file's size (none for a checkpoint folder).
+    pub file_bytes: Option<u64>,
+    /// The child process's peak resident memory (`ru_maxrss`).
+    pub generate_peak_rss_bytes: u64,
 }
 
 /// The CPU's model name, or `unknown`.
@@ -335,10 +448,14 @@ pub fn cpu_name() -> String {
 pub struct BusyCore(std::process::Child);
 
 impl BusyCore {
-    /// Starts the busy loop.
-    pub fn start() -> Result<Self> {
-        std::process::Command::new("sh")
-            .args(["-c", "while :; do :; done"])
+    /// Starts the busy loop, at the lowest priority (`nice -n 19`) when `nice`.
+    pub fn start(nice: bool) -> Result<Self> {
+        let mut cmd = std::process::Command::new(if nice { "nice" } else { "sh" });
+        if nice {
+            cmd.args(["-n", "19", "sh"]);
+        }
+        // The loop ends with its parent, also when the bench is killed.
+        cmd.args(["-c", "while kill -0 $PPID 2>/dev/null; do :; done"])
             .spawn()
             .map(BusyCore)
             .map_err(|e| crate::error::Error::invalid("bench --busy: starting the busy loop", e))
@@ -366,86 +483,200 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         grid: None,
         serve_abuse: None,
         peak_rss_mb: None,
+        stream_read_gbps: Vec::new(),
+        bounds: Vec::new(),
+        memory: Vec::new(),
     };
     print(format!("{}, {} threads", report.cpu, opts.threads));
+    // The machine's figure: a quiet run reads as fast at the end as at the start.
+    let read_gbps = opts.stream_read.then(|| stream_read_gbps(opts.threads));
+    if let Some(bw) = read_gbps {
+        print(format!(
+            "streaming read, {} threads: {bw:.1} GB/s",
+            opts.threads
+        ));
+        report.stream_read_gbps.push(bw);
+    }
     print(format!(
-        "{:<24} {:>10} {:>12} {:>12} {:>7}",
-        "model", "test", "ours tok/s", "llama.cpp", "ratio"
+        "ratios are medians over {} rounds, ours and llama.cpp's alternating; min-max over the \
+         rounds",
+        opts.reps.max(1)
+    ));
+    print(format!(
+        "{:<24} {:>15} {:>12} {:>12} {:>7} {:>11}",
+        "model", "test", "ours tok/s", "llama.cpp", "ratio", "min-max"
     ));
     for name in &opts.models {
         let mut m = Model::load_with(
             &name.parse()?,
             &crate::model::LoadOptions::on(opts.device.unwrap_or_default())?,
         )?;
-        let mut rows = bench_model(name, &mut m, opts.reps)?;
-        if let Some(lb) = &opts.llama_bench {
-            add_llama_bench(&mut rows, lb, m.path(), opts.threads, opts.reps)?;
+        let rounds = opts.reps.max(1);
+        // The loads tg128 is measured under: another process busy on one core, at the same
+        // priority (`false`) or the lowest (`true`).
+        let loads: Vec<bool> = [(opts.busy, false), (opts.busy_nice, true)]
+            .into_iter()
+            .filter_map(|(on, nice)| on.then_some(nice))
+            .collect();
+        let mut loaded: Vec<BenchRow> = loads
+            .iter()
+            .map(|&nice| {
+                BenchRow::new(
+                    name,
+                    if nice {
+                        "tg128+busy-nice"
+                    } else {
+                        "tg128+busy"
+                    },
+                )
+            })
+            .collect();
+        let mut pool = vec![crate::model::parallel::PoolStats::default(); loads.len()];
+        // Rounds alternate ours and llama.cpp's, so a noisy stretch of a shared machine
+        // lands on both sides of each ratio; a loaded figure is measured in the same round
+        // as the unloaded one it is set against.
+        let mut rows = Vec::new();
+        let mut unloaded = crate::model::parallel::PoolStats::default();
+        for _ in 0..rounds {
+            unloaded.add(&bench_model_round(name, &mut m, &mut rows)?);
+            for ((&nice, row), stats) in loads.iter().zip(&mut loaded).zip(&mut pool) {
+                let _busy = BusyCore::start(nice)?;
+                let before = crate::model::parallel::PoolStats::now();
+                row.push(decode_speed(&mut m, 128, false)?);
+                stats.add(&crate::model::parallel::PoolStats::now().since(&before));
+            }
+            if let Some(lb) = &opts.llama_bench {
+                add_llama_bench(&mut rows, lb, m.path(), opts.threads)?;
+                for (&nice, row) in loads.iter().zip(&mut loaded) {
+                    let _busy = BusyCore::start(nice)?;
+                    let found =
+                        llama_bench(lb, m.path(), opts.threads, 1, &["-p", "0", "-n", "128"])?;
+                    if let Some(f) = found.iter().find(|(t, _)| t == "tg128") {
+                        row.push_reference(f.1);
+                    }
+                }
+            }
+        }
+        if !loads.is_empty() {
+            print(format!(
+                "{name}: tg128 alone: of {} kernel calls the worker missed {}, the caller waited \
+                 {:.0} ms for workers in all, and ran on one thread {} times after a \
+                 descheduled worker",
+                unloaded.calls,
+                unloaded.solo_calls,
+                unloaded.waited.as_secs_f64() * 1e3,
+                unloaded.straggles
+            ));
+        }
+        if let Some(alone) = rows.iter().find(|r| r.test == "tg128") {
+            for (row, stats) in loaded.iter().zip(&pool) {
+                let (ours, theirs) = alone.loaded_share(row);
+                print(format!(
+                    "{name}: {} over tg128 in the same round: {} (llama.cpp {}); of {} kernel \
+                     calls the worker missed {}, the caller waited {:.0} ms for workers in all, \
+                     and ran on one thread {} times after a descheduled worker",
+                    row.test,
+                    opt(ours, 2),
+                    opt(theirs, 2),
+                    stats.calls,
+                    stats.solo_calls,
+                    stats.waited.as_secs_f64() * 1e3,
+                    stats.straggles
+                ));
+            }
         }
         let single = rows.last().map(|r| r.tokens_per_s).unwrap_or(f64::NAN);
-        let mut batched = Vec::new();
-        for &b in &opts.parallel {
-            batched.push(batch_decode_row(name, &mut m, b, opts.batch_tokens)?);
-        }
-        if let Some(bb) = &opts.llama_batched_bench {
-            add_llama_batched_bench(
-                &mut batched,
-                bb,
-                m.path(),
-                opts.threads,
-                opts.batch_tokens,
-                &opts.parallel,
-            )?;
+        let mut batched: Vec<BenchRow> = opts
+            .parallel
+            .iter()
+            .map(|b| BenchRow::new(name, format!("tg{}@b{b}", opts.batch_tokens)))
+            .collect();
+        if !opts.parallel.is_empty() {
+            for _ in 0..rounds {
+                for (row, &b) in batched.iter_mut().zip(&opts.parallel) {
+                    row.push(batch_decode_speed(&mut m, b, opts.batch_tokens)?);
+                }
+                if let Some(bb) = &opts.llama_batched_bench {
+                    add_llama_batched_bench(
+                        &mut batched,
+                        bb,
+                        m.path(),
+                        opts.threads,
+                        opts.batch_tokens,
+                        &opts.parallel,
+                    )?;
+                }
+            }
         }
         rows.extend(batched);
-        if opts.busy {
-            let _busy = BusyCore::start()?;
-            let mut row = BenchRow {
-                model: name.clone(),
-                test: "tg128+busy".into(),
-                tokens_per_s: decode_speed(&mut m, 128, opts.reps.max(1))?,
-                llama_cpp_tokens_per_s: None,
-            };
-            if let Some(lb) = &opts.llama_bench {
-                let found = llama_bench(
-                    lb,
-                    m.path(),
-                    opts.threads,
-                    opts.reps,
-                    &["-p", "0", "-n", "128"],
-                )?;
-                row.llama_cpp_tokens_per_s = found.iter().find(|(t, _)| t == "tg128").map(|f| f.1);
+        rows.extend(loaded);
+        if let Some(bw) = read_gbps {
+            if let Some(bytes) = bytes_per_token(m.path()) {
+                let bound = bw * 1e9 / bytes as f64;
+                let frac = single / bound;
+                print(format!(
+                    "{name}: decoding reads {:.0} MB per token, so the streaming read bounds tg128 \
+                     at {bound:.1} tok/s; ours reaches {:.0} % of it{}",
+                    bytes as f64 / 1e6,
+                    frac * 100.0,
+                    rows.iter()
+                        .find(|r| r.test == "tg128")
+                        .and_then(|r| r.llama_cpp_tokens_per_s)
+                        .map(|l| format!(", llama.cpp {:.0} %", l / bound * 100.0))
+                        .unwrap_or_default()
+                ));
+                report.bounds.push(DecodeBound {
+                    model: name.clone(),
+                    bytes_per_token: bytes,
+                    bound_tokens_per_s: bound,
+                    tg128_fraction: frac,
+                    llama_cpp_tg128_fraction: rows
+                        .iter()
+                        .find(|r| r.test == "tg128")
+                        .and_then(|r| r.llama_cpp_tokens_per_s)
+                        .map(|l| l / bound),
+                });
             }
-            rows.push(row);
+        }
+        if opts.memory {
+            let file = std::fs::metadata(m.path()).map(|md| md.len()).ok();
+            let peak = generate_peak_rss(name, opts.threads)?;
             print(format!(
-                "{name}: tg128+busy: the kernels have run on one thread {} times after a \
-                 descheduled worker",
-                crate::model::parallel::straggles()
+                "{name}: peak RSS of `generate`: {:.0} MB, the file {} MB{}",
+                peak as f64 / 1e6,
+                opt(file.map(|f| f as f64 / 1e6), 0),
+                file.map(|f| format!(", so {:+.0} MB beyond it", (peak as f64 - f as f64) / 1e6))
+                    .unwrap_or_default()
             ));
+            report.memory.push(MemoryFigure {
+                model: name.clone(),
+                file_bytes: file,
+                generate_peak_rss_bytes: peak,
+            });
         }
         if opts.serve_clients > 0 {
             let n = opts.serve_clients;
             let base = serve_load::start_ours(&m, name, n)?;
-            let mut row = BenchRow {
-                model: name.clone(),
-                test: format!("serve@c{n}"),
-                tokens_per_s: serve_load::load(&base, n, opts.batch_tokens)?,
-                llama_cpp_tokens_per_s: None,
-            };
+            // One round each: the servers are started once.
+            let mut row = BenchRow::new(name, format!("serve@c{n}"));
+            row.push(serve_load::load(&base, n, opts.batch_tokens)?);
             if let Some(ls) = &opts.llama_server {
                 let server = serve_load::start_llama_server(ls, m.path(), opts.threads, n, 512)?;
-                row.llama_cpp_tokens_per_s =
-                    Some(serve_load::load(&server.base, n, opts.batch_tokens)?);
+                row.push_reference(serve_load::load(&server.base, n, opts.batch_tokens)?);
             }
             rows.push(row);
         }
         for r in &rows {
             print(format!(
-                "{:<24} {:>10} {:>12.1} {:>12} {:>7}",
+                "{:<24} {:>15} {:>12.1} {:>12} {:>7} {:>11}",
                 r.model,
                 r.test,
                 r.tokens_per_s,
                 opt(r.llama_cpp_tokens_per_s, 1),
-                opt(r.ratio(), 2)
+                opt(r.ratio(), 2),
+                r.ratio_range()
+                    .map(|(lo, hi)| format!("{lo:.2}-{hi:.2}"))
+                    .unwrap_or_else(|| "-".into())
             ));
         }
         for r in rows.iter().filter(|r| r.test.contains("@b")) {
@@ -526,6 +757,14 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             batch: cfg.batch.max(2),
         });
     }
+    if opts.stream_read {
+        let bw = stream_read_gbps(opts.threads);
+        print(format!(
+            "streaming read at the end: {bw:.1} GB/s (at the start {})",
+            opt(report.stream_read_gbps.first().copied(), 1)
+        ));
+        report.stream_read_gbps.push(bw);
+    }
     report.peak_rss_mb = peak_rss_bytes().map(|b| b as f64 / 1e6);
     if let Some(mb) = report.peak_rss_mb {
         print(format!("peak RSS: {mb:.0} MB"));
@@ -539,4 +778,101 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// The machine's streaming read speed in GB/s: `threads` threads each summing their share of
+/// a 512 MiB buffer, the best of five passes.
+pub fn stream_read_gbps(threads: usize) -> f64 {
+    const BYTES: usize = 512 << 20;
+    let words: Vec<u64> = (0..BYTES / 8).map(|i| i as u64).collect();
+    let threads = threads.max(1);
+    let share = words.len().div_ceil(threads);
+    let mut best = 0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let sum: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = words
+                .chunks(share)
+                .map(|part| {
+                    s.spawn(move || {
+                        // Eight lanes, so the adds vectorise and never wait on each other.
+                        let mut acc = [0u64; 8];
+                        for c in part.chunks_exact(8) {
+                            for (a, w) in acc.iter_mut().zip(c) {
+                                *a = a.wrapping_add(*w);
+                            }
+                        }
+                        acc.iter().fold(0u64, |x, y| x.wrapping_add(*y))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(0))
+                .fold(0u64, u64::wrapping_add)
+        });
+        std::hint::black_box(sum);
+        best = best.max(BYTES as f64 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Bytes of weights a decoding step reads from a GGUF file: every tensor, except the token
+/// embeddings when a separate `output.weight` does the output (one embedding row is read
+/// per token). `None` for a file that is not GGUF.
+pub fn bytes_per_token(path: &Path) -> Option<u64> {
+    let f = crate::model::gguf::GgufFile::open(path).ok()?;
+    let infos = &f.content().tensor_infos;
+    let untied = infos.contains_key("output.weight");
+    Some(
+        infos
+            .iter()
+            .filter(|(name, _)| !(untied && name.as_str() == "token_embd.weight"))
+            .map(|(_, i)| {
+                (i.shape.elem_count() / i.ggml_dtype.block_size() * i.ggml_dtype.type_size()) as u64
+            })
+            .sum(),
+    )
+}
+
+/// Peak resident memory, in bytes, of `llm-judge generate` on `model` (32 tokens of a short
+/// prompt) in a child process of this binary, as the child reports it (`peak_rss_bytes` of
+/// `generate --json`: its own `VmHWM`, which a fork's copy of this process's memory does not
+/// inflate, as it does the `ru_maxrss` of a child).
+pub fn generate_peak_rss(model: &str, threads: usize) -> Result<u64> {
+    let exe = std::env::current_exe()
+        .map_err(|e| crate::error::Error::invalid("bench --memory: this binary's path", e))?;
+    let out = std::process::Command::new(&exe)
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "generate",
+            "--model",
+            model,
+        ])
+        .args([
+            "--prompt",
+            "Name three uses of a paperclip.",
+            "--max-tokens",
+            "32",
+        ])
+        .arg("--json")
+        .output()
+        .map_err(|e| crate::error::Error::io(&exe, e))?;
+    let failed = |why: String| {
+        crate::error::Error::config(
+            "bench --memory",
+            format!("`llm-judge generate --model {model}`: {why}"),
+        )
+    };
+    if !out.status.success() {
+        return Err(failed(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| failed(format!("unreadable JSON: {e}")))?;
+    v["peak_rss_bytes"]
+        .as_u64()
+        .ok_or_else(|| failed("no `peak_rss_bytes` in its JSON (not Linux?)".into()))
 }

@@ -58,25 +58,25 @@ pub fn llama_bench(
     Ok(found)
 }
 
-/// Runs `llama-bench` (pp128, pp512, tg128) on the same file and threads and fills in the
-/// reference figures.
+/// Runs one round of `llama-bench` (pp128, pp512, tg128, one repetition after its own
+/// warm-up) on the same file and threads and adds its figures to the rows of the same tests.
 pub fn add_llama_bench(
     rows: &mut [BenchRow],
     bin: &Path,
     gguf: &Path,
     threads: usize,
-    reps: usize,
 ) -> Result<()> {
-    for (test, speed) in llama_bench(bin, gguf, threads, reps, &["-p", "128,512", "-n", "128"])? {
+    for (test, speed) in llama_bench(bin, gguf, threads, 1, &["-p", "128,512", "-n", "128"])? {
         if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
-            r.llama_cpp_tokens_per_s = Some(speed);
+            r.push_reference(speed);
         }
     }
     Ok(())
 }
 
-/// Runs `llama-batched-bench` (prompt 32 tokens, `n` generated, the given parallel counts) on
-/// the same file and threads, and fills in the `tg{n}@b{B}` reference figures (S_TG).
+/// Runs `llama-batched-bench` once (prompt 32 tokens, `n` generated, the given parallel
+/// counts) on the same file and threads, and adds its `tg{n}@b{B}` figures (S_TG) to the
+/// rows of the same tests.
 pub fn add_llama_batched_bench(
     rows: &mut [BenchRow],
     bin: &Path,
@@ -112,7 +112,7 @@ pub fn add_llama_batched_bench(
         };
         let test = format!("tg{n}@b{pl}");
         if let Some(r) = rows.iter_mut().find(|r| r.test == test) {
-            r.llama_cpp_tokens_per_s = Some(speed);
+            r.push_reference(speed);
         }
     }
     Ok(())

@@ -1,36 +1,63 @@
-//! Parallel work for our kernels that does not collapse when another process holds a core.
+//! Parallel work for our kernels that does not collapse when another process wants a core.
 //!
-//! candle's barrier pool is fast because its threads spin: the caller hands out work items
-//! through a shared cursor, then spins until every worker has finished the item it took. When
-//! a worker has no core (another process is running there), the caller spins for the rest of
-//! the worker's time slice, milliseconds for a matmul of microseconds, and decoding slows
-//! down by an order of magnitude. `for_each_chunk` measures how long the caller waited on
-//! each call. A wait longer than both [`STRAGGLE`] and half the call means a worker was
-//! descheduled: calls then run on the calling thread alone (the pool's threads park) for a
-//! while, after which one call tries the pool again. How long adapts: it starts at
-//! [`MIN_SERIAL`], doubles with each straggle (up to [`MAX_SERIAL`]: another process that
-//! keeps a core costs one slow call in a quarter of a second), halves after each retry
-//! that runs clean, and starts again from the minimum when the last straggle is more than
-//! [`QUIET`] old. A lone hiccup, such as a virtual machine's core being taken for a moment,
-//! so costs a few milliseconds at one thread, not the next few seconds of work.
-//! Without competition the caller never waits that long, and nothing changes.
+//! A call hands its work items out through a shared cursor, in chunks, to the calling thread
+//! and to the pool's worker threads. Unlike a barrier pool, the caller never waits for a
+//! worker that has not started: a worker takes part in a call only by registering while the
+//! call is open, and the caller closes the call as soon as the cursor runs out, then waits
+//! only for the workers that registered (each finishing the one chunk it holds). A worker
+//! woken late, because another process had its core or the kernel was slow to switch, finds
+//! the call closed and goes back to waiting; it costs the caller nothing. So a lower-priority
+//! process (`nice -n 19`) costs only the work its brief time slices take, never a serial
+//! fallback.
+//!
+//! A worker that is descheduled in the middle of a chunk is the one case the caller waits
+//! for: a core that is really taken, by a process of the same priority, for a whole time
+//! slice. A wait on registered workers longer than both [`STRAGGLE`] and half the call
+//! counts as that: calls then run on the calling thread alone for a while, after which one
+//! call tries the pool again. How long adapts: it starts at [`MIN_SERIAL`], doubles with
+//! each straggle (up to [`MAX_SERIAL`]: another process that keeps a core costs one slow
+//! call in a quarter of a second), halves after each retry that runs clean, and starts again
+//! from the minimum when the last straggle is more than [`QUIET_PERIODS`] such periods old. So a
+//! process that holds the core sends the kernels to one thread for longer and longer, while
+//! one that takes a slice now and then (a lower-priority process that the scheduler lets run
+//! a little) costs a few milliseconds each time.
+//!
+//! Workers spin for [`SPIN`] after their last work before they park, so the calls of one
+//! forward pass (microseconds apart) find them awake. The number of threads is rayon's global
+//! count (`--threads`, `RAYON_NUM_THREADS`, or one per core): the caller and one fewer
+//! workers.
 //!
 //! The split of work never changes what a work item computes, so results are identical
-//! either way.
+//! whichever threads run them.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A wait longer than this (and than half the call) counts as a descheduled worker.
+/// A wait on registered workers longer than this (and than half the call) counts as a
+/// descheduled worker.
 pub const STRAGGLE: Duration = Duration::from_micros(300);
 /// How long calls run on the calling thread alone after a first descheduled worker.
 pub const MIN_SERIAL: Duration = Duration::from_millis(2);
 /// The longest serial period, after straggles in a row.
 pub const MAX_SERIAL: Duration = Duration::from_millis(256);
-/// A straggle this long after the previous one starts again from [`MIN_SERIAL`].
-pub const QUIET: Duration = Duration::from_secs(1);
+/// A straggle more than this many times the next serial period (the one it would start)
+/// after the previous straggle starts again from [`MIN_SERIAL`]: the competitor is not
+/// holding the core, only taking a slice now and then.
+pub const QUIET_PERIODS: u32 = 4;
+/// How long an idle worker spins before it parks.
+pub const SPIN: Duration = Duration::from_micros(500);
+
+/// The state word's bit set while a call is open to workers.
+const OPEN: u64 = 1 << 31;
+/// The state word's bits that count registered workers.
+const ACTIVE: u64 = OPEN - 1;
+
+/// The epoch (call number) of a state word.
+fn epoch(state: u64) -> u64 {
+    state >> 32
+}
 
 /// The serial period ends at this many nanoseconds after the first call ([`now_ns`]).
 static SERIAL_UNTIL_NS: AtomicU64 = AtomicU64::new(0);
@@ -42,6 +69,12 @@ static SERIAL_NS: AtomicU64 = AtomicU64::new(MIN_SERIAL.as_nanos() as u64);
 /// Set while the next pool call is a retry after a serial period.
 static RETRY: AtomicBool = AtomicBool::new(false);
 
+thread_local! {
+    /// Set on pool workers and on a caller inside a pool call: a call from there runs
+    /// inline.
+    static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Nanoseconds since the first call.
 fn now_ns() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -50,7 +83,7 @@ fn now_ns() -> u64 {
 
 /// The serial period to apply after a straggle seen `since` after the previous one.
 fn period_after(current: Duration, since: Duration) -> Duration {
-    if since > QUIET {
+    if since > current * QUIET_PERIODS {
         MIN_SERIAL
     } else {
         current
@@ -78,29 +111,316 @@ pub fn straggles() -> u64 {
     STRAGGLES.load(Ordering::Relaxed)
 }
 
-/// Runs `f` over `0..n_items`, split into ranges across candle's barrier pool, or on the
-/// calling thread alone while the pool's threads are not getting a core.
+static CALLS: AtomicU64 = AtomicU64::new(0);
+static SOLO_CALLS: AtomicU64 = AtomicU64::new(0);
+static WAITED_NS: AtomicU64 = AtomicU64::new(0);
+
+/// What the pool has done since the process started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Calls that opened to the workers.
+    pub calls: u64,
+    /// Of those, calls that the caller finished alone (no worker came in time).
+    pub solo_calls: u64,
+    /// Time the callers waited for registered workers after the last chunk was claimed.
+    pub waited: Duration,
+    /// Straggles (see [`straggles`]).
+    pub straggles: u64,
+}
+
+impl PoolStats {
+    /// The pool's figures now.
+    pub fn now() -> Self {
+        // The solo count first: it never runs ahead of the calls counted before it.
+        let solo_calls = SOLO_CALLS.load(Ordering::Acquire);
+        Self {
+            calls: CALLS.load(Ordering::Acquire),
+            solo_calls,
+            waited: Duration::from_nanos(WAITED_NS.load(Ordering::Relaxed)),
+            straggles: straggles(),
+        }
+    }
+
+    /// Adds another stretch's figures to these.
+    pub fn add(&mut self, other: &Self) {
+        self.calls += other.calls;
+        self.solo_calls += other.solo_calls;
+        self.waited += other.waited;
+        self.straggles += other.straggles;
+    }
+
+    /// The figures between `earlier` and `self`.
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            calls: self.calls.saturating_sub(earlier.calls),
+            solo_calls: self.solo_calls.saturating_sub(earlier.solo_calls),
+            waited: self.waited.saturating_sub(earlier.waited),
+            straggles: self.straggles.saturating_sub(earlier.straggles),
+        }
+    }
+}
+
+/// Runs the chunks of the open call that a registered thread can still claim.
+type Trampoline = unsafe fn(*const (), &Pool);
+
+/// One worker thread: its handle, to unpark it, and whether it is (about to be) parked.
+struct Worker {
+    thread: std::thread::Thread,
+    parked: AtomicBool,
+}
+
+/// The pool: the open call's description and the workers that take part in it.
+struct Pool {
+    /// Epoch, [`OPEN`] and the count of registered workers ([`ACTIVE`]).
+    state: AtomicU64,
+    /// The call's closure (a `*const F`) and the function that runs it on claimed chunks.
+    job: AtomicPtr<()>,
+    trampoline: AtomicPtr<()>,
+    /// The next unclaimed item, the number of items and the items per claim.
+    cursor: AtomicUsize,
+    n_items: AtomicUsize,
+    chunk: AtomicUsize,
+    /// How many workers registered in the call (a call none joined was the caller's alone).
+    joined: AtomicUsize,
+    /// A worker's panic, passed on to the caller.
+    panic: Mutex<Option<Box<dyn std::any::Any + Send>>>,
+    /// One call at a time; holds the epoch of the last call.
+    call: Mutex<u64>,
+    workers: OnceLock<Vec<Worker>>,
+}
+
+/// The process's pool, its workers started on first use.
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    let pool = POOL.get_or_init(|| Pool {
+        state: AtomicU64::new(0),
+        job: AtomicPtr::new(std::ptr::null_mut()),
+        trampoline: AtomicPtr::new(std::ptr::null_mut()),
+        joined: AtomicUsize::new(0),
+        cursor: AtomicUsize::new(0),
+        n_items: AtomicUsize::new(0),
+        chunk: AtomicUsize::new(1),
+        panic: Mutex::new(None),
+        call: Mutex::new(0),
+        workers: OnceLock::new(),
+    });
+    pool.workers.get_or_init(|| {
+        let n = rayon::current_num_threads().saturating_sub(1);
+        // Stops at a thread that cannot be started, so that each worker's index is its
+        // place in the list; the pool then has fewer workers (none: calls run inline).
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let spawned = std::thread::Builder::new()
+                .name(format!("llm-judge-kernel-{i}"))
+                .spawn(move || work(pool, i));
+            match spawned {
+                Ok(h) => workers.push(Worker {
+                    thread: h.thread().clone(),
+                    parked: AtomicBool::new(false),
+                }),
+                Err(_) => break,
+            }
+        }
+        workers
+    });
+    pool
+}
+
+/// Claims and runs chunks of the open call's items until none is left.
+///
+/// # Safety
+/// `data` is the `*const F` of the open call, and the calling thread is registered in it (or
+/// is its caller), so the closure outlives this function.
+unsafe fn run_chunks<F: Fn(Range<usize>) + Sync>(data: *const (), pool: &Pool) {
+    let f = unsafe { &*(data as *const F) };
+    let n = pool.n_items.load(Ordering::Relaxed);
+    let chunk = pool.chunk.load(Ordering::Relaxed);
+    loop {
+        let start = pool.cursor.fetch_add(chunk, Ordering::Relaxed);
+        if start >= n {
+            return;
+        }
+        f(start..n.min(start + chunk));
+    }
+}
+
+/// A worker's life: wait for an open call it has not seen, register, run chunks, leave.
+fn work(pool: &'static Pool, index: usize) {
+    INSIDE.with(|c| c.set(true));
+    let mut seen = 0u64;
+    let mut idle_since = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let s = pool.state.load(Ordering::Acquire);
+        if epoch(s) != seen {
+            if s & OPEN == 0 {
+                // Closed before this worker came: nothing to do in it.
+                seen = epoch(s);
+                continue;
+            }
+            if pool
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            seen = epoch(s);
+            pool.joined.fetch_add(1, Ordering::Relaxed);
+            // Registered: the call stays open to this worker's claims, and its closure
+            // alive, until this worker leaves.
+            let data = pool.job.load(Ordering::Relaxed) as *const ();
+            let tramp = pool.trampoline.load(Ordering::Relaxed);
+            // SAFETY: `tramp` is the `run_chunks::<F>` (a function pointer, cast to a data
+            // pointer with its provenance) stored with `data` for this epoch, published
+            // before the call opened (the successful Acquire CAS above pairs with it).
+            let tramp: Trampoline = unsafe { std::mem::transmute::<*mut (), Trampoline>(tramp) };
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe {
+                tramp(data, pool)
+            }));
+            if let Err(payload) = r {
+                // Take the rest of the items out of the caller's way, then report.
+                pool.cursor
+                    .store(pool.n_items.load(Ordering::Relaxed), Ordering::Relaxed);
+                let mut p = pool.panic.lock().unwrap_or_else(|e| e.into_inner());
+                p.get_or_insert(payload);
+            }
+            pool.state.fetch_sub(1, Ordering::Release);
+            idle_since = Instant::now();
+            spins = 0;
+            continue;
+        }
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(64) || idle_since.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Park, announcing it first; a caller that opens a call after the re-check below
+        // sees `parked` and unparks (a token left by an early unpark makes park return).
+        let Some(me) = pool.workers.get().and_then(|w| w.get(index)) else {
+            // The pool is still starting its other workers.
+            std::thread::yield_now();
+            continue;
+        };
+        me.parked.store(true, Ordering::SeqCst);
+        if epoch(pool.state.load(Ordering::SeqCst)) == seen {
+            std::thread::park();
+        }
+        me.parked.store(false, Ordering::SeqCst);
+        idle_since = Instant::now();
+    }
+}
+
+/// Closes the open call and waits for its registered workers, also when the caller unwinds.
+struct Close<'a> {
+    pool: &'a Pool,
+    waited: Duration,
+}
+
+impl Close<'_> {
+    fn close(&mut self) {
+        let t = Instant::now();
+        self.pool.state.fetch_and(!OPEN, Ordering::AcqRel);
+        // Spinning: napping here instead, so that the scheduler could move a preempted
+        // worker to this core, measured slower under a `nice -n 19` competitor (0.70-0.87
+        // of tg128 alone against 0.84-1.01).
+        while self.pool.state.load(Ordering::Acquire) & ACTIVE != 0 {
+            std::hint::spin_loop();
+        }
+        self.waited = t.elapsed();
+        // Counted here (a call whose caller panics too), the calls before the solo calls,
+        // which a reader loads first (Acquire/Release), so it never sees more solo calls.
+        CALLS.fetch_add(1, Ordering::Release);
+        if self.pool.joined.load(Ordering::Relaxed) == 0 {
+            // No worker registered, and none can now: the caller did it all.
+            SOLO_CALLS.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Close<'_> {
+    fn drop(&mut self) {
+        if self.pool.state.load(Ordering::Acquire) & OPEN != 0 {
+            // The caller is unwinding: the workers need not run the rest of the items, and
+            // a worker's panic of the same call has nobody to go to.
+            let n = self.pool.n_items.load(Ordering::Relaxed);
+            self.pool.cursor.store(n, Ordering::Relaxed);
+            self.close();
+            self.pool
+                .panic
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        INSIDE.with(|c| c.set(false));
+    }
+}
+
+/// Runs `f` over `0..n_items`, split into chunks across the pool's threads, or on the
+/// calling thread alone while a worker's core is taken.
 pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
-    let pool = candle_core::utils::barrier_pool();
-    if n_items <= 1 || pool.n_workers() == 0 || now_ns() < SERIAL_UNTIL_NS.load(Ordering::Relaxed) {
+    if n_items <= 1
+        || INSIDE.with(|c| c.get())
+        || now_ns() < SERIAL_UNTIL_NS.load(Ordering::Relaxed)
+    {
         f(0..n_items);
         return;
     }
-    let caller = std::thread::current().id();
-    let own_ns = AtomicU64::new(0);
-    let start = Instant::now();
-    pool.execute_chunked(n_items, |r| {
-        if std::thread::current().id() == caller {
-            let t = Instant::now();
-            f(r);
-            own_ns.fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        } else {
-            f(r);
+    let pool = pool();
+    let workers = pool.workers.get().map(Vec::as_slice).unwrap_or_default();
+    if workers.is_empty() {
+        f(0..n_items);
+        return;
+    }
+    // Another thread's call holds the pool (a second engine on its own thread): this one
+    // runs inline rather than queue behind it, or deadlock if that call waits on this
+    // thread.
+    let mut last = match pool.call.try_lock() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            f(0..n_items);
+            return;
         }
-    });
+    };
+    let start = Instant::now();
+    // Epochs run 1..=u32::MAX; a worker that slept through exactly 2³² - 1 calls skips one,
+    // which costs nothing (the caller never waits for a worker that did not register).
+    *last = *last % u32::MAX as u64 + 1;
+    let e = *last;
+    // About eight claims per thread: little contention on the cursor, a short tail.
+    let threads = workers.len() + 1;
+    pool.n_items.store(n_items, Ordering::Relaxed);
+    pool.chunk
+        .store(n_items.div_ceil(threads * 8).max(1), Ordering::Relaxed);
+    pool.cursor.store(0, Ordering::Relaxed);
+    pool.joined.store(0, Ordering::Relaxed);
+    pool.job.store(&f as *const _ as *mut (), Ordering::Relaxed);
+    let tramp: Trampoline = run_chunks_of(&f);
+    pool.trampoline.store(tramp as *mut (), Ordering::Relaxed);
+    INSIDE.with(|c| c.set(true));
+    pool.state.store(e << 32 | OPEN, Ordering::SeqCst);
+    for w in workers {
+        if w.parked.load(Ordering::SeqCst) {
+            w.thread.unpark();
+        }
+    }
+    let mut close = Close {
+        pool,
+        waited: Duration::ZERO,
+    };
+    // SAFETY: `f` lives until `close` has waited for every registered worker.
+    unsafe { run_chunks_of(&f)(&f as *const _ as *const (), pool) };
+    close.close();
+    let waited = close.waited;
+    drop(close);
+    WAITED_NS.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
+    if let Some(p) = pool.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        std::panic::resume_unwind(p);
+    }
     let total = start.elapsed();
-    let waited = total.saturating_sub(Duration::from_nanos(own_ns.load(Ordering::Relaxed)));
     let straggled = waited > STRAGGLE && waited > total / 2;
+    drop(last);
     // A retry is the first pool call after a serial period. Every straggle doubles the next
     // period; only a clean retry halves it, so the clean calls between a worker's time slices
     // under lasting contention do not wear the period down.
@@ -121,6 +441,11 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
         let next = next_serial(period, straggled);
         SERIAL_NS.store(next.as_nanos() as u64, Ordering::Relaxed);
     }
+}
+
+/// `run_chunks` for the type of `f`.
+fn run_chunks_of<F: Fn(Range<usize>) + Sync>(_: &F) -> Trampoline {
+    run_chunks::<F>
 }
 
 #[cfg(test)]
@@ -146,9 +471,17 @@ mod tests {
         }
         assert_eq!(p, MIN_SERIAL);
         // A straggle long after the last one starts from the minimum, however long the
-        // period had grown.
-        assert_eq!(period_after(MAX_SERIAL, QUIET * 2), MIN_SERIAL);
-        assert_eq!(period_after(MAX_SERIAL, QUIET / 2), MAX_SERIAL);
+        // period had grown; one soon after keeps it.
+        assert_eq!(
+            period_after(MAX_SERIAL, MAX_SERIAL * (QUIET_PERIODS + 1)),
+            MIN_SERIAL
+        );
+        assert_eq!(period_after(MAX_SERIAL, MAX_SERIAL * 2), MAX_SERIAL);
+        // Slices taken every 100 ms by a low-priority process never grow the period.
+        assert_eq!(
+            period_after(MIN_SERIAL, Duration::from_millis(100)),
+            MIN_SERIAL
+        );
     }
 
     #[test]
@@ -162,5 +495,45 @@ mod tests {
             });
         }
         assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 50));
+    }
+
+    #[test]
+    fn a_panic_in_a_work_item_reaches_the_caller_and_the_pool_goes_on() {
+        let r = std::panic::catch_unwind(|| {
+            for_each_chunk(64, |r| {
+                if r.contains(&40) {
+                    panic!("item 40");
+                }
+            })
+        });
+        assert!(r.is_err());
+        let hits = AtomicU64::new(0);
+        for_each_chunk(64, |r| {
+            hits.fetch_add(r.len() as u64, Ordering::Relaxed);
+        });
+        assert_eq!(hits.load(Ordering::Relaxed), 64);
+    }
+
+    #[test]
+    fn calls_from_several_threads_and_nested_calls_each_run_every_item_once() {
+        let hits: Vec<AtomicU64> = (0..257).map(|_| AtomicU64::new(0)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        for_each_chunk(hits.len(), |r| {
+                            for i in r {
+                                // A call inside a call runs inline.
+                                for_each_chunk(2, |_| {});
+                                hits[i].fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 300));
+        let stats = PoolStats::now();
+        assert!(stats.solo_calls <= stats.calls);
     }
 }

@@ -238,6 +238,9 @@ fn bench_writes_every_figure_as_json() {
         "--judge-answers",
         "0",
         "--busy",
+        "--busy-nice",
+        "--stream-read",
+        "--memory",
         "--serve-clients",
         "3",
         "--json",
@@ -268,10 +271,33 @@ fn bench_writes_every_figure_as_json() {
             "tg128",
             "tg8@b2",
             "tg128+busy",
+            "tg128+busy-nice",
             "serve@c3"
         ]
     );
+    for r in v["rows"].as_array().unwrap() {
+        assert_eq!(r["runs"].as_array().unwrap().len(), 1, "one round: {r}");
+    }
     assert!(v["peak_rss_mb"].as_f64().unwrap() > 50.0);
+    // The machine's figure at the start and the end, and the decoding bound from it.
+    let reads = v["stream_read_gbps"].as_array().unwrap();
+    assert_eq!(reads.len(), 2);
+    assert!(reads.iter().all(|r| r.as_f64().unwrap() > 0.1), "{reads:?}");
+    let bound = &v["bounds"][0];
+    // SmolLM2's output is its (tied) embedding table, so decoding reads every tensor.
+    let file = std::fs::metadata(model_path(&bundled::SMOLLM2))
+        .unwrap()
+        .len();
+    let bytes = bound["bytes_per_token"].as_u64().unwrap();
+    assert!(bytes < file && bytes > file * 9 / 10, "{bytes} of {file}");
+    assert!(bound["tg128_fraction"].as_f64().unwrap() > 0.0);
+    // The child `generate` holds the model and little else.
+    let mem = &v["memory"][0];
+    let peak = mem["generate_peak_rss_bytes"].as_u64().unwrap();
+    assert!(
+        peak > file && peak < file + 300_000_000,
+        "peak {peak} for a file of {file}"
+    );
 }
 
 #[test]

@@ -25,8 +25,8 @@
 //!   elements, where each element had taken a conversion, a multiplication and an FMA;
 //!   when more than one tile of rows will read a task's weight columns, they are first
 //!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
-//! - runs on candle's own thread pool, columns split across threads, and on the calling
-//!   thread alone while another process holds a core ([`super::parallel`]).
+//! - runs on our kernels' pool, columns split across threads, and on the calling thread
+//!   alone while another process holds a core ([`super::parallel`]).
 //!
 //! The scalar fallback (CPUs without AVX2, FMA and F16C) sums the same products in a plainer
 //! order: it agrees with the AVX2 path to rounding, and is itself independent of the batch.
@@ -185,8 +185,7 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        // candle's own thread pool (so our kernel and candle's never compete for the cores),
-        // or this thread alone while another process holds a core.
+        // The kernels' pool, or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
             #[cfg(target_arch = "x86_64")]

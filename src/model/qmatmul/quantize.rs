@@ -23,7 +23,7 @@ const BLOCKS_PER_ITEM: usize = 512;
 
 impl QuantizedRows {
     /// Quantises `x` block by block, `span` consecutive blocks (within a row: rows are whole
-    /// spans) sharing the scale of their largest value: on candle's thread pool for long
+    /// spans) sharing the scale of their largest value: on the kernels' pool for long
     /// inputs, with AVX2 where the CPU has it. Both paths give the same bits (ties round to
     /// even in both).
     pub(super) fn new(x: &[f32], span: usize) -> Self {
