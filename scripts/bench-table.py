@@ -20,6 +20,17 @@ def med(xs):
     return statistics.median(xs) if xs else None
 
 
+def pair(ours, theirs):
+    """Per-round ratios, rounds paired by position; a round llama.cpp gave no figure for
+    (null) is left out."""
+    return [a / b for a, b in zip(ours, theirs) if a is not None and b]
+
+
+def shares(unloaded, loaded):
+    """Loaded over unloaded, same round, for rounds where both were measured."""
+    return [l / u for u, l in zip(unloaded, loaded) if u and l is not None]
+
+
 def fmt(x, p=1):
     return "-" if x is None else f"{x:.{p}f}"
 
@@ -47,7 +58,7 @@ def main(paths):
         ratios = []
         rounds = []
         for row in rows:
-            rr = [a / b for a, b in zip(row.get("runs", []), row.get("llama_cpp_runs", []))]
+            rr = pair(row.get("runs", []), row.get("llama_cpp_runs", []))
             rounds += rr
             if rr:
                 ratios.append(statistics.median(rr))
@@ -65,31 +76,33 @@ def main(paths):
             theirs = [b["llama_cpp_tg128_fraction"] for b in bounds]
             print(
                 f"- {model}: {bounds[0]['bytes_per_token'] / 1e6:.0f} MB read per token; tg128 at "
-                f"{', '.join(f'{x:.0%}' for x in ours)} of the streaming-read bound "
-                f"(llama.cpp {', '.join('-' if x is None else f'{x:.0%}' for x in theirs)})"
+                f"{', '.join(f'{x * 100:.0f} %' for x in ours)} of the streaming-read bound "
+                f"(llama.cpp {', '.join('-' if x is None else f'{x * 100:.0f} %' for x in theirs)})"
             )
         for test in ("tg128+busy", "tg128+busy-nice"):
-            shares, ref = [], []
+            got, ref = [], []
             for r in runs:
                 rows = {row["test"]: row for row in r["rows"] if row["model"] == model}
                 if test in rows and "tg128" in rows:
                     a, l = rows["tg128"], rows[test]
-                    shares.append(statistics.median([x / y for x, y in zip(l["runs"], a["runs"])]))
-                    rr = [x / y for x, y in zip(l["llama_cpp_runs"], a["llama_cpp_runs"])]
-                    ref.append(statistics.median(rr) if rr else None)
-            if shares:
+                    ours = shares(a.get("runs", []), l.get("runs", []))
+                    rr = shares(a.get("llama_cpp_runs", []), l.get("llama_cpp_runs", []))
+                    if ours:
+                        got.append(statistics.median(ours))
+                        ref.append(statistics.median(rr) if rr else None)
+            if got:
                 print(
                     f"- {model}: {test} over tg128 in the same round, per run: "
-                    f"{', '.join(f'{x:.2f}' for x in shares)} (llama.cpp "
+                    f"{', '.join(f'{x:.2f}' for x in got)} (llama.cpp "
                     f"{', '.join(fmt(x, 2) for x in ref)})"
                 )
         mem = [m for r in runs for m in r.get("memory", []) if m["model"] == model]
         if mem:
             peaks = [m["generate_peak_rss_bytes"] / 1e6 for m in mem]
-            file = mem[0]["file_bytes"]
+            file = mem[0].get("file_bytes")
             print(
                 f"- {model}: `generate` peak memory {', '.join(f'{p:.0f}' for p in peaks)} MB "
-                f"(file {file / 1e6:.0f} MB)"
+                f"(file {'-' if file is None else f'{file / 1e6:.0f}'} MB)"
             )
 
 

@@ -375,7 +375,8 @@ pub struct GenerateArgs {
     /// base models, and what the write-up's app did).
     #[arg(long)]
     pub raw: bool,
-    /// Print the whole result as JSON.
+    /// Print the whole result as JSON (with `peak_rss_bytes`, this process's peak resident
+    /// memory, where the system reports it).
     #[arg(long)]
     pub json: bool,
 }

@@ -41,8 +41,8 @@ pub struct BenchRow {
     pub llama_cpp_tokens_per_s: Option<f64>,
     /// Our figure in each round.
     pub runs: Vec<f64>,
-    /// llama.cpp's figure in each round, when measured.
-    pub llama_cpp_runs: Vec<f64>,
+    /// llama.cpp's figure in each round (`None` where it gave none), when measured.
+    pub llama_cpp_runs: Vec<Option<f64>>,
 }
 
 impl BenchRow {
@@ -66,8 +66,17 @@ impl BenchRow {
 
     /// Adds one round of llama.cpp's.
     pub fn push_reference(&mut self, tokens_per_s: f64) {
-        self.llama_cpp_runs.push(tokens_per_s);
-        self.llama_cpp_tokens_per_s = Some(median(&self.llama_cpp_runs));
+        self.llama_cpp_runs.push(Some(tokens_per_s));
+        let found: Vec<f64> = self.llama_cpp_runs.iter().flatten().copied().collect();
+        self.llama_cpp_tokens_per_s = Some(median(&found));
+    }
+
+    /// Marks a round in which llama.cpp gave no figure for this test, so that later rounds
+    /// still pair with ours by round.
+    pub fn pad_reference(&mut self) {
+        while self.llama_cpp_runs.len() < self.runs.len() {
+            self.llama_cpp_runs.push(None);
+        }
     }
 
     /// Our speed over llama.cpp's in each round where both were measured.
@@ -75,7 +84,7 @@ impl BenchRow {
         self.runs
             .iter()
             .zip(&self.llama_cpp_runs)
-            .map(|(a, b)| a / b)
+            .filter_map(|(a, b)| b.map(|b| a / b))
             .collect()
     }
 
@@ -88,12 +97,17 @@ impl BenchRow {
     /// A loaded figure over this one, the median over rounds of the same round's pair: ours,
     /// and llama.cpp's where both were measured.
     pub fn loaded_share(&self, loaded: &BenchRow) -> (Option<f64>, Option<f64>) {
-        let share = |a: &[f64], b: &[f64]| {
-            let r: Vec<f64> = b.iter().zip(a).map(|(l, u)| l / u).collect();
+        let share = |a: &[Option<f64>], b: &[Option<f64>]| {
+            let r: Vec<f64> = b
+                .iter()
+                .zip(a)
+                .filter_map(|(l, u)| Some((*l)? / (*u)?))
+                .collect();
             (!r.is_empty()).then(|| median(&r))
         };
+        let some = |v: &[f64]| v.iter().map(|x| Some(*x)).collect::<Vec<_>>();
         (
-            share(&self.runs, &loaded.runs),
+            share(&some(&self.runs), &some(&loaded.runs)),
             share(&self.llama_cpp_runs, &loaded.llama_cpp_runs),
         )
     }
@@ -182,6 +196,13 @@ pub fn bench_model_round(
     rows: &mut Vec<BenchRow>,
 ) -> Result<crate::model::parallel::PoolStats> {
     let first = rows.is_empty();
+    let ours = rows.len() == 3 && rows[2].test == "tg128";
+    if !first && !ours {
+        return Err(crate::error::Error::config(
+            "bench",
+            "bench_model_round continues only the rows it made (pp128, pp512, tg128)",
+        ));
+    }
     if first {
         for t in ["pp128", "pp512", "tg128"] {
             rows.push(BenchRow::new(name, t));
@@ -304,7 +325,7 @@ pub fn grid_seconds(cfg: &ExperimentConfig, batch: usize, dir: &Path) -> Result<
 pub struct BenchOptions {
     /// Models (bundled names, paths or `hf://` references).
     pub models: Vec<String>,
-    /// Repetitions per pp/tg figure.
+    /// Rounds per figure (at least one): ours, then llama.cpp's, alternating.
     pub reps: usize,
     /// Threads (passed to llama.cpp too).
     pub threads: usize,
@@ -393,7 +414,8 @@ pub struct BenchReport {
     pub grid: Option<GridTiming>,
     /// Small-request latency of `serve` under abuse, when asked for.
     pub serve_abuse: Option<serve_load::AbuseFigure>,
-    /// Peak resident memory of the bench process, in MB.
+    /// Peak resident memory of the bench process, in MB (with `--stream-read`, its 512 MiB
+    /// buffer included).
     pub peak_rss_mb: Option<f64>,
     /// The streaming read speed in GB/s, at the start and at the end of the run.
     pub stream_read_gbps: Vec<f64>,
@@ -427,7 +449,7 @@ pub struct MemoryFigure {
     pub model: String,
     /// The model file's size (none for a checkpoint folder).
     pub file_bytes: Option<u64>,
-    /// The child process's peak resident memory (`ru_maxrss`).
+    /// The child process's peak resident memory, as it reports it (its own `VmHWM`).
     pub generate_peak_rss_bytes: u64,
 }
 
@@ -458,7 +480,9 @@ impl BusyCore {
         cmd.args(["-c", "while kill -0 $PPID 2>/dev/null; do :; done"])
             .spawn()
             .map(BusyCore)
-            .map_err(|e| crate::error::Error::invalid("bench --busy: starting the busy loop", e))
+            .map_err(|e| {
+                crate::error::Error::invalid("bench --busy/--busy-nice: starting the busy loop", e)
+            })
     }
 }
 
@@ -541,12 +565,16 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             unloaded.add(&bench_model_round(name, &mut m, &mut rows)?);
             for ((&nice, row), stats) in loads.iter().zip(&mut loaded).zip(&mut pool) {
                 let _busy = BusyCore::start(nice)?;
+                // Each load starts from a pool that has not seen the previous load, and
+                // warms up under it (as llama-bench does).
+                crate::model::parallel::forget_straggles();
                 let before = crate::model::parallel::PoolStats::now();
-                row.push(decode_speed(&mut m, 128, false)?);
+                row.push(decode_speed(&mut m, 128, true)?);
                 stats.add(&crate::model::parallel::PoolStats::now().since(&before));
             }
             if let Some(lb) = &opts.llama_bench {
                 add_llama_bench(&mut rows, lb, m.path(), opts.threads)?;
+                rows.iter_mut().for_each(BenchRow::pad_reference);
                 for (&nice, row) in loads.iter().zip(&mut loaded) {
                     let _busy = BusyCore::start(nice)?;
                     let found =
@@ -554,14 +582,15 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                     if let Some(f) = found.iter().find(|(t, _)| t == "tg128") {
                         row.push_reference(f.1);
                     }
+                    row.pad_reference();
                 }
             }
         }
         if !loads.is_empty() {
             print(format!(
-                "{name}: tg128 alone: of {} kernel calls the worker missed {}, the caller waited \
-                 {:.0} ms for workers in all, and ran on one thread {} times after a \
-                 descheduled worker",
+                "{name}: tg128 alone: of {} calls opened to the pool no worker joined {}, the \
+                 caller waited {:.0} ms for workers in all, and ran on one thread {} times \
+                 after a descheduled worker",
                 unloaded.calls,
                 unloaded.solo_calls,
                 unloaded.waited.as_secs_f64() * 1e3,
@@ -572,8 +601,9 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             for (row, stats) in loaded.iter().zip(&pool) {
                 let (ours, theirs) = alone.loaded_share(row);
                 print(format!(
-                    "{name}: {} over tg128 in the same round: {} (llama.cpp {}); of {} kernel \
-                     calls the worker missed {}, the caller waited {:.0} ms for workers in all, \
+                    "{name}: {} over tg128 in the same round: {} (llama.cpp {}); of {} \
+                     calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
+                     workers in all, \
                      and ran on one thread {} times after a descheduled worker",
                     row.test,
                     opt(ours, 2),
@@ -605,6 +635,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                         opts.batch_tokens,
                         &opts.parallel,
                     )?;
+                    batched.iter_mut().for_each(BenchRow::pad_reference);
                 }
             }
         }
@@ -640,7 +671,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         }
         if opts.memory {
             let file = std::fs::metadata(m.path()).map(|md| md.len()).ok();
-            let peak = generate_peak_rss(name, opts.threads)?;
+            let peak = generate_peak_rss(name, opts.threads, opts.device)?;
             print(format!(
                 "{name}: peak RSS of `generate`: {:.0} MB, the file {} MB{}",
                 peak as f64 / 1e6,
@@ -838,18 +869,21 @@ pub fn bytes_per_token(path: &Path) -> Option<u64> {
 /// Peak resident memory, in bytes, of `llm-judge generate` on `model` (32 tokens of a short
 /// prompt) in a child process of this binary, as the child reports it (`peak_rss_bytes` of
 /// `generate --json`: its own `VmHWM`, which a fork's copy of this process's memory does not
-/// inflate, as it does the `ru_maxrss` of a child).
-pub fn generate_peak_rss(model: &str, threads: usize) -> Result<u64> {
+/// inflate, as it does the `ru_maxrss` of a child), on `device` where given.
+pub fn generate_peak_rss(
+    model: &str,
+    threads: usize,
+    device: Option<crate::model::DeviceChoice>,
+) -> Result<u64> {
     let exe = std::env::current_exe()
         .map_err(|e| crate::error::Error::invalid("bench --memory: this binary's path", e))?;
-    let out = std::process::Command::new(&exe)
-        .args([
-            "--threads",
-            &threads.to_string(),
-            "generate",
-            "--model",
-            model,
-        ])
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["--threads", &threads.to_string()]);
+    if let Some(d) = device {
+        cmd.args(["--device", &d.to_string()]);
+    }
+    let out = cmd
+        .args(["generate", "--model", model])
         .args([
             "--prompt",
             "Name three uses of a paperclip.",
@@ -875,4 +909,48 @@ pub fn generate_peak_rss(model: &str, threads: usize) -> Result<u64> {
     v["peak_rss_bytes"]
         .as_u64()
         .ok_or_else(|| failed("no `peak_rss_bytes` in its JSON (not Linux?)".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_without_a_reference_figure_keeps_later_rounds_paired() {
+        let mut alone = BenchRow::new("m", "tg128");
+        let mut loaded = BenchRow::new("m", "tg128+busy");
+        // Round 1: both sides; round 2: llama.cpp gave no figure; round 3: both.
+        for (ours, theirs, ours_l, theirs_l) in [
+            (100.0, Some(50.0), 90.0, Some(40.0)),
+            (80.0, None, 40.0, None),
+            (120.0, Some(40.0), 60.0, Some(30.0)),
+        ] {
+            alone.push(ours);
+            loaded.push(ours_l);
+            if let Some(t) = theirs {
+                alone.push_reference(t);
+            }
+            if let Some(t) = theirs_l {
+                loaded.push_reference(t);
+            }
+            alone.pad_reference();
+            loaded.pad_reference();
+        }
+        assert_eq!(alone.round_ratios(), vec![2.0, 3.0]);
+        assert_eq!(alone.ratio(), Some(2.5));
+        assert_eq!(alone.ratio_range(), Some((2.0, 3.0)));
+        assert_eq!(alone.tokens_per_s, 100.0);
+        assert_eq!(alone.llama_cpp_tokens_per_s, Some(45.0));
+        let (ours, theirs) = alone.loaded_share(&loaded);
+        // Ours: 0.9, 0.5, 0.5; llama.cpp: 0.8 and 0.75 (round 2 left out).
+        assert_eq!(ours, Some(0.5));
+        assert_eq!(theirs, Some(0.775));
+    }
+
+    #[test]
+    fn medians_of_odd_even_and_empty_lists() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -106,6 +106,16 @@ pub(crate) struct SendPtr<T>(pub(crate) *mut T);
 unsafe impl<T> Sync for SendPtr<T> {}
 unsafe impl<T> Send for SendPtr<T> {}
 
+/// Forgets the straggles seen so far: the next call uses the pool, and a straggle after it
+/// starts from [`MIN_SERIAL`]. `bench` calls it between loads, so that one competitor's
+/// history does not bias the figure under the next.
+pub fn forget_straggles() {
+    SERIAL_UNTIL_NS.store(0, Ordering::Relaxed);
+    SERIAL_NS.store(MIN_SERIAL.as_nanos() as u64, Ordering::Relaxed);
+    LAST_STRAGGLE_NS.store(0, Ordering::Relaxed);
+    RETRY.store(false, Ordering::Relaxed);
+}
+
 /// How many times a descheduled worker sent the kernels to the calling thread alone.
 pub fn straggles() -> u64 {
     STRAGGLES.load(Ordering::Relaxed)
@@ -321,9 +331,9 @@ impl Close<'_> {
     fn close(&mut self) {
         let t = Instant::now();
         self.pool.state.fetch_and(!OPEN, Ordering::AcqRel);
-        // Spinning: napping here instead, so that the scheduler could move a preempted
-        // worker to this core, measured slower under a `nice -n 19` competitor (0.70-0.87
-        // of tg128 alone against 0.84-1.01).
+        // Spinning. Napping here instead, so that the scheduler could move a preempted
+        // worker to this core, measured slower next to a `nice -n 19` competitor in an
+        // unrecorded A/B (0.70-0.87 of tg128 alone against 0.84-1.01).
         while self.pool.state.load(Ordering::Acquire) & ACTIVE != 0 {
             std::hint::spin_loop();
         }
