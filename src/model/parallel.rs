@@ -13,10 +13,11 @@
 //! A worker that is descheduled in the middle of a chunk is the one case the caller waits
 //! for: a core that is really taken, by a process of the same priority, for a whole time
 //! slice. A wait on registered workers longer than both [`STRAGGLE`] and half the call
-//! counts as that: calls then run on the calling thread alone for a while, after which one
-//! call tries the pool again. How long adapts: it starts at [`MIN_SERIAL`], doubles with
+//! counts as that: calls then run on the calling thread alone for a while, after which the
+//! calls try the pool again. How long adapts: it starts at [`MIN_SERIAL`], doubles with
 //! each straggle (up to [`MAX_SERIAL`]: another process that keeps a core costs one slow
-//! call in a quarter of a second), halves after each retry that runs clean, and starts again
+//! call in a quarter of a second), halves after each retry that runs clean (a whole window
+//! of calls, below), and starts again
 //! from the minimum when the last straggle is more than [`QUIET_PERIODS`] such periods old. So a
 //! process that holds the core sends the kernels to one thread for longer and longer, while
 //! one that takes a slice now and then (a lower-priority process that the scheduler lets run
