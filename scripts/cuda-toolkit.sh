@@ -73,3 +73,6 @@ cudarc=$((major * 1000 + (minor > 4 ? 4 : minor) * 10))
 echo "cuda-toolkit: nvcc $major.$minor at $root, compute capability $cap" >&2
 echo "export CUDA_ROOT='$root' CUDA_PATH='$root' PATH='$root/bin':\"\$PATH\""
 echo "export CUDA_COMPUTE_CAP=$cap CUDARC_CUDA_VERSION=$cudarc"
+# candle-kernels compiles its kernels through cudaforge, which uses half the cores unless told:
+# on 2 cores, one ptxas at a time for minutes while the other core waits.
+echo "export CUDAFORGE_THREADS=${CUDAFORGE_THREADS:-$(nproc)}"
