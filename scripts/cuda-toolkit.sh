@@ -10,8 +10,9 @@
 # crate and candle's CUDA kernels, and for `cargo build --features cuda`, which links against
 # stubs of the CUDA libraries made here (below). The binary then needs the real libraries when
 # it starts, even to run on the CPU: libcuda.so.1 (the NVIDIA driver), libcudart.so.13,
-# libnvrtc.so.13, libcurand.so.10, libcublas.so.13 and libcublasLt.so.13 (the wheels
-# nvidia-cuda-runtime, nvidia-cuda-nvrtc, nvidia-curand and nvidia-cublas, CUDA 13).
+# libcurand.so.10 and libcublas.so.13, which loads libcublasLt.so.13 (the wheels
+# nvidia-cuda-runtime, nvidia-curand and nvidia-cublas, CUDA 13). The linker drops libnvrtc,
+# whose entry points nothing calls; `.gpu/needed.txt` (scripts/gpu-bundle.sh) has the list.
 #
 # Environment: LLM_JUDGE_CUDA_DIR (install folder, default ~/.cache/llm-judge/cuda),
 # CUDA_COMPUTE_CAP (default 90: H100/H200; 80 = A100, 89 = L4, 75 = T4).
@@ -47,24 +48,28 @@ fi
 # the real library (libcuda.so.1, libcublas.so.13, ...) and the loader takes that one on the
 # GPU machine. The stubs are named `libX.so` only: the loader, which looks for the SONAME,
 # never picks one up. libcudart is the wheel's real library.
-# Made again when the cudarc that Cargo.lock names changes.
-cudarc=$(cargo metadata --format-version 1 --features cuda 2>/dev/null | python3 -c '
+# Made again when the cudarc that Cargo.lock names, or the list below, changes.
+manifest="$(cd "$(dirname "$0")/.." && pwd)/Cargo.toml"
+specs="driver:cuda:1 nvrtc:nvrtc:13 curand:curand:10 cublas:cublas:13 cublaslt:cublasLt:13"
+cudarc_src=$(cargo metadata --manifest-path "$manifest" --format-version 1 --features cuda 2>/dev/null | python3 -c '
 import json, os, sys
 pkgs = json.load(sys.stdin)["packages"]
 print(next(os.path.dirname(p["manifest_path"]) for p in pkgs if p["name"] == "cudarc"))') ||
-  { echo "cuda-toolkit: cudarc's source not found (cargo metadata, run in the repository)" >&2; exit 1; }
-if [ "$(cat "$root/lib/.stubs-from" 2>/dev/null)" != "$cudarc" ]; then
+  { echo "cuda-toolkit: cudarc's source not found (cargo metadata on $manifest)" >&2; exit 1; }
+if [ "$(cat "$root/lib/.stubs-from" 2>/dev/null)" != "$cudarc_src $specs" ]; then
   stubs=$(mktemp -d)
-  for spec in driver:cuda:1 nvrtc:nvrtc:13 curand:curand:10 cublas:cublas:13 cublaslt:cublasLt:13; do
+  for spec in $specs; do
     IFS=: read -r module lib so <<<"$spec"
-    sed -n 's/^pub unsafe fn \([A-Za-z0-9_]*\)(.*/void \1(void) {}/p' "$cudarc/src/$module/sys/mod.rs" |
+    sed -n 's/^pub unsafe fn \([A-Za-z0-9_]*\)(.*/void \1(void) {}/p' "$cudarc_src/src/$module/sys/mod.rs" |
       sort -u >"$stubs/$lib.c"
+    [ -s "$stubs/$lib.c" ] ||
+      { echo "cuda-toolkit: no entry points of lib$lib found in $cudarc_src/src/$module/sys/mod.rs" >&2; exit 1; }
     gcc -shared -fPIC -Wl,-soname,"lib$lib.so.$so" -o "$root/lib/lib$lib.so" "$stubs/$lib.c" >&2
     echo "cuda-toolkit: link stub lib$lib.so ($(wc -l <"$stubs/$lib.c") symbols, SONAME lib$lib.so.$so)" >&2
   done
   rm -rf "$stubs"
   ln -sf libcudart.so.13 "$root/lib/libcudart.so"
-  echo "$cudarc" >"$root/lib/.stubs-from"
+  echo "$cudarc_src $specs" >"$root/lib/.stubs-from"
 fi
 version=$("$root/bin/nvcc" --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
 read -r major minor <<<"$version"

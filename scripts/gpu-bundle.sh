@@ -20,7 +20,9 @@ cd "$(dirname "$0")/.."
 profile="${1:-dist}"
 out="${LLM_JUDGE_GPU_BUNDLE:-.gpu}"
 limit=$((64 * 1024 * 1024))
-eval "$(scripts/cuda-toolkit.sh)"
+# Not `eval "$(...)"`, which would hide the script's failure.
+toolkit=$(scripts/cuda-toolkit.sh)
+eval "$toolkit"
 cargo build --profile "$profile" --features cuda --bin llm-judge
 folder=$profile
 [ "$profile" = dev ] && folder=debug

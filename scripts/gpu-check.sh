@@ -21,14 +21,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-}"
 if [ -z "$bin" ]; then
-  eval "$(scripts/cuda-toolkit.sh)"
+  toolkit=$(scripts/cuda-toolkit.sh)
+  eval "$toolkit"
   cargo build --profile dist --features cuda --bin llm-judge
   bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/dist/llm-judge"
 fi
 case "$bin" in
   *.gz)
-    unpacked="${TMPDIR:-/tmp}/llm-judge-gpu"
-    gzip -dc "$bin" >"$unpacked.tmp" && chmod +x "$unpacked.tmp" && mv "$unpacked.tmp" "$unpacked"
+    unpacked=$(mktemp -d)/llm-judge
+    gzip -dc "$bin" >"$unpacked"
+    chmod +x "$unpacked"
     bin="$unpacked"
     ;;
 esac
@@ -57,7 +59,8 @@ for root in nvidia.__path__:
 PY
 )"
   done
-  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}$extra"
+  extra=${extra#:}
+  export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$extra"
 fi
 if ldd "$bin" | grep 'not found' >&2; then
   echo "gpu-check: $bin cannot start: the libraries above are missing (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)" >&2

@@ -590,8 +590,8 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             print(format!(
                 "{name}: tg128 alone: of {} calls opened to the pool no worker joined {}, the \
                  caller waited {:.0} ms for workers in all, and ran on one thread {} times \
-                 after a descheduled worker and {} times after a window of calls that mostly \
-                 found no worker",
+                 after a descheduled worker and {} times after a window of calls more than a \
+                 third of which found no worker",
                 unloaded.calls,
                 unloaded.solo_calls,
                 unloaded.waited.as_secs_f64() * 1e3,
@@ -607,7 +607,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                      calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
                      workers in all, \
                      and ran on one thread {} times after a descheduled worker and {} times \
-                     after a window of calls that mostly found no worker",
+                     after a window of calls more than a third of which found no worker",
                     row.test,
                     opt(ours, 2),
                     opt(theirs, 2),
