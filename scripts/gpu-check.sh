@@ -3,7 +3,7 @@
 # (the first 16) or the logits stay within 0.1; then the GPU's decode speed is printed. Exits
 # non-zero on a mismatch.
 #
-#   scripts/gpu-check.sh                          # builds with --features cuda here, then checks
+#   scripts/gpu-check.sh                          # builds and packs with gpu-bundle.sh, then checks
 #   scripts/gpu-check.sh .gpu/llm-judge.gz        # checks a binary packed by gpu-bundle.sh
 #   scripts/gpu-check.sh path/to/llm-judge        # checks a binary built elsewhere
 #
@@ -21,10 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin="${1:-}"
 if [ -z "$bin" ]; then
-  toolkit=$(scripts/cuda-toolkit.sh)
-  eval "$toolkit"
-  cargo build --profile dist --features cuda --bin llm-judge
-  bin="${CARGO_TARGET_DIR:-target}/$(rustc -vV | sed -n 's/^host: //p')/dist/llm-judge"
+  # The same build, strip and pack as for a GPU machine without a toolchain.
+  scripts/gpu-bundle.sh
+  bin="${LLM_JUDGE_GPU_BUNDLE:-.gpu}/llm-judge.gz"
 fi
 case "$bin" in
   *.gz)
