@@ -161,6 +161,15 @@ impl QMatrix {
 
     /// `y = x · Wᵀ` for `m` rows of `x` (`m × k`, row-major); returns `m × n`.
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        let vnni = avx2::vnni_available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let vnni = false;
+        self.matmul_with(x, m, vnni)
+    }
+
+    /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, which the CPU must have) or not.
+    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Result<Vec<f32>> {
         let data = self.tensor.data()?;
         let (n, k) = (self.n, self.k);
         if x.len() != m * k {
@@ -185,6 +194,17 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        // K-quants against more than one tile of rows: the VNNI tiles, where the CPU has them,
+        // read the activations interleaved (the same bits as the AVX2 tiles).
+        #[cfg(target_arch = "x86_64")]
+        let xi = if simd && vnni && m > 4 && matches!(self.kind, Kind::Q4K | Kind::Q6K) {
+            avx2::interleave(self.kind, &act.q, m, nb)
+        } else {
+            avx2::Interleaved {
+                q: Vec::new(),
+                offsets: Vec::new(),
+            }
+        };
         // The kernels' pool, or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
@@ -198,6 +218,8 @@ impl QMatrix {
                 if simd {
                     let io = avx2::Io {
                         x: &act,
+                        xi: &xi.q,
+                        offsets: &xi.offsets,
                         dt: &dt,
                         mp: m + 3,
                         nb,
@@ -448,6 +470,41 @@ mod tests {
             q.len()
         };
         assert!(levels(&shared) < levels(&alone));
+    }
+
+    #[test]
+    fn the_vnni_tiles_give_the_avx2_tiles_bits() {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(simd_available() && avx2::vnni_available()) {
+                eprintln!("no AVX-512 VNNI on this CPU: only the AVX2 tiles run here");
+                return;
+            }
+            let (n, k) = (45, 768);
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 53 % 211) as f32 - 105.0) / 70.0)
+                .collect();
+            let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+            // Every tile shape: 4 × 2 (and two side by side for Q4_K), the last rows (3 × 2,
+            // 2 × 4, 1 × 8), the last columns one at a time.
+            for (dtype, m) in [GgmlDType::Q4K, GgmlDType::Q6K]
+                .into_iter()
+                .flat_map(|d| [5, 6, 7, 8, 19].map(|m| (d, m)))
+            {
+                let q = QTensor::quantize(&wt, dtype).unwrap();
+                let mat = QMatrix::from_qtensor(std::sync::Arc::new(q))
+                    .unwrap()
+                    .unwrap();
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+                    .collect();
+                let with = mat.matmul_with(&x, m, true).unwrap();
+                let without = mat.matmul_with(&x, m, false).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows");
+                assert!(with.iter().any(|v| *v != 0.0));
+            }
+        }
     }
 
     #[test]

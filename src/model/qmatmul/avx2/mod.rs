@@ -11,8 +11,10 @@
 //! path below (decoding, tiles of any shape, weights read in place or unpacked first)
 //! does exactly these operations per element, so the result never depends on the batch.
 mod blocks;
+mod vnni;
 
 pub(super) use blocks::{amax, quantize_block, Packed};
+pub(super) use vnni::{available as vnni_available, interleave, Interleaved};
 
 use super::{Kind, QuantizedRows, QK};
 use blocks::{fetch, operands, products, reduce8, unpack, Sub};
@@ -76,6 +78,10 @@ unsafe fn hsum(v: __m256) -> f32 {
 pub(super) struct Io<'a> {
     /// The quantised activations (rows of `nb` blocks).
     pub(super) x: &'a QuantizedRows,
+    /// The same, [`interleave`]d for the VNNI tiles ([`vnni`]); empty when they do not run.
+    pub(super) xi: &'a [i8],
+    /// For Q6_K's VNNI tiles, the groups' activation sums ([`vnni::Interleaved::offsets`]).
+    pub(super) offsets: &'a [i32],
     /// Their scales by block ([`QuantizedRows::scales_by_block`]; empty for one row).
     pub(super) dt: &'a [f32],
     /// Values per block in `dt`.
@@ -178,23 +184,8 @@ unsafe fn tile_group<
     r0: usize,
     g: usize,
 ) -> __m256 {
-    let (xq, xd, nb) = (io.x.q.as_ptr(), io.x.d.as_ptr(), io.nb);
-    // The activation scales of the tile's rows for block `sb`, in its lanes.
-    let scales = |sb: usize| -> __m256 {
-        match R {
-            1 => _mm256_set1_ps(*xd.add(r0 * nb + sb)),
-            4 => {
-                let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
-                _mm256_set_m128(d4, d4)
-            }
-            _ => {
-                let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
-                let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
-                let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
-                _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), rows)
-            }
-        }
-    };
+    let (xq, nb) = (io.x.q.as_ptr(), io.nb);
+    let scales = |sb: usize| row_scales::<R>(io, r0, sb);
     if superblocks(K) {
         // One super-block (groups of K-quants are always full): the integer products of
         // its eight sub-blocks summed lane by lane, then reduced, converted and scaled
@@ -241,6 +232,26 @@ unsafe fn tile_group<
     let c = _mm256_add_ps(block(g + 4), block(g + 5));
     let d = _mm256_add_ps(block(g + 6), block(g + 7));
     _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d))
+}
+
+/// The activation scales of rows `r0..r0 + R` for block `sb`, in a tile's lanes (lane `j`:
+/// row `r0 + j % R`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn row_scales<const R: usize>(io: &Io<'_>, r0: usize, sb: usize) -> __m256 {
+    match R {
+        1 => _mm256_set1_ps(*io.x.d.as_ptr().add(r0 * io.nb + sb)),
+        4 => {
+            let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+            _mm256_set_m128(d4, d4)
+        }
+        _ => {
+            let rows: [i32; LANES] = std::array::from_fn(|j| (j % R) as i32);
+            let rows = _mm256_loadu_si256(rows.as_ptr() as *const __m256i);
+            let d4 = _mm_loadu_ps(io.dt.as_ptr().add(sb * io.mp + r0));
+            _mm256_permutevar8x32_ps(_mm256_castps128_ps256(d4), rows)
+        }
+    }
 }
 
 /// One weight column (the GGUF row at `w`) against one activation row (decoding),
@@ -401,6 +412,8 @@ pub(super) struct Scratch {
     packed: Vec<Packed>,
     /// Block biases, column after column.
     bias: Vec<f32>,
+    /// K-quant super-blocks unpacked for the VNNI tiles, column after column.
+    supers: Vec<vnni::Super>,
 }
 
 /// The task's columns against every activation row.
@@ -464,6 +477,10 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
             }
         }
         return run_tiles::<K, false>(&weights, &bias, io, m, c1);
+    }
+    if superblocks(K) && !io.xi.is_empty() {
+        // SAFETY: the caller made `xi` only where the VNNI tiles can run, for this kind.
+        return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.supers, io, m, c1);
     }
     if buf.packed.len() < (c1 - c0) * nb {
         buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
