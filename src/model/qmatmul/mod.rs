@@ -25,6 +25,11 @@
 //!   elements, where each element had taken a conversion, a multiplication and an FMA;
 //!   when more than one tile of rows will read a task's weight columns, they are first
 //!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
+//! - for the K-quants against several rows, on CPUs with AVX-512 VNNI, lays a super-block out
+//!   so that each lane of a vector holds one scale group, and sums each group's products
+//!   with `vpdpbusd` (`avx2/vnni.rs`): nine or ten multiplications per 256 products instead
+//!   of sixteen, the same integers and float operations, so the same bits;
+//!   `LLM_JUDGE_NO_VNNI=1` turns it off;
 //! - runs on our kernels' pool, columns split across threads, and on the calling thread
 //!   alone while another process holds a core ([`super::parallel`]).
 //!
