@@ -173,8 +173,10 @@ impl QMatrix {
         self.matmul_with(x, m, vnni)
     }
 
-    /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, which the CPU must have) or not.
+    /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not.
     fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Result<Vec<f32>> {
+        #[cfg(target_arch = "x86_64")]
+        let vnni = vnni && avx2::vnni_supported();
         let data = self.tensor.data()?;
         let (n, k) = (self.n, self.k);
         if x.len() != m * k {
@@ -481,7 +483,8 @@ mod tests {
     fn the_vnni_tiles_give_the_avx2_tiles_bits() {
         #[cfg(target_arch = "x86_64")]
         {
-            if !(simd_available() && avx2::vnni_available()) {
+            // Whatever `LLM_JUDGE_NO_VNNI` says: the test asks for each path itself.
+            if !(simd_available() && avx2::vnni_supported()) {
                 eprintln!("no AVX-512 VNNI on this CPU: only the AVX2 tiles run here");
                 return;
             }

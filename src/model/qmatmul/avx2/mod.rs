@@ -14,7 +14,9 @@ mod blocks;
 mod vnni;
 
 pub(super) use blocks::{amax, quantize_block, Packed};
-pub(super) use vnni::{available as vnni_available, interleave, Interleaved};
+pub(super) use vnni::{
+    available as vnni_available, interleave, supported as vnni_supported, Interleaved,
+};
 
 use super::{Kind, QuantizedRows, QK};
 use blocks::{fetch, operands, products, reduce8, unpack, Sub};
@@ -80,7 +82,8 @@ pub(super) struct Io<'a> {
     pub(super) x: &'a QuantizedRows,
     /// The same, [`interleave`]d for the VNNI tiles ([`vnni`]); empty when they do not run.
     pub(super) xi: &'a [i8],
-    /// For Q6_K's VNNI tiles, the groups' activation sums ([`vnni::Interleaved::offsets`]).
+    /// For Q6_K's VNNI tiles, `-32 ·` each group's activation sum
+    /// ([`vnni::Interleaved::offsets`]).
     pub(super) offsets: &'a [i32],
     /// Their scales by block ([`QuantizedRows::scales_by_block`]; empty for one row).
     pub(super) dt: &'a [f32],

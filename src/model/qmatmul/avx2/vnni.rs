@@ -26,16 +26,21 @@ use super::{bias_dot, biased, lanes, reduce8, row_scales, unpack, Biases, Io, Q4
 use crate::model::qmatmul::QK;
 use std::arch::x86_64::*;
 
-/// Whether this path runs: the CPU has AVX-512 F, BW, VL and VNNI, and
-/// `LLM_JUDGE_NO_VNNI` is unset (or `0`). Decided once.
+/// Whether the CPU has what this path needs: AVX-512 F, BW, VL and VNNI.
+pub(in crate::model::qmatmul) fn supported() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512vnni")
+}
+
+/// Whether this path runs: the CPU has it ([`supported`]) and `LLM_JUDGE_NO_VNNI` is unset,
+/// empty or `0` (any other value turns it off). Decided once.
 pub(in crate::model::qmatmul) fn available() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| {
         let off = std::env::var("LLM_JUDGE_NO_VNNI").is_ok_and(|v| !v.is_empty() && v != "0");
-        !off && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vnni")
+        !off && supported()
     })
 }
 
@@ -288,7 +293,8 @@ unsafe fn rows<const K: u8, const R: usize, const C: usize>(
 
 /// Columns `c0..c1` of a K-quant matrix (GGUF rows of `rb` bytes from `data`) against every
 /// activation row: unpacked into `supers` (and Q4_K's biases into `bias`), then tiles of
-/// four rows (two columns), then the remaining rows, as [`super::run_tiles`] walks them.
+/// four rows (two columns; four for Q4_K, two tiles side by side), then the remaining rows,
+/// as [`super::run_tiles`] walks them.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI are available; `io.xi` (and for Q6_K
