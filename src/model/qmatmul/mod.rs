@@ -207,10 +207,7 @@ impl QMatrix {
         let xi = if simd && vnni && m > 4 && matches!(self.kind, Kind::Q4K | Kind::Q6K) {
             avx2::interleave(self.kind, &act.q, m, nb)
         } else {
-            avx2::Interleaved {
-                q: Vec::new(),
-                offsets: Vec::new(),
-            }
+            avx2::Interleaved::default()
         };
         // The kernels' pool, or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {

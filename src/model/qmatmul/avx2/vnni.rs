@@ -88,6 +88,8 @@ impl Super {
 
 /// Activations interleaved for the VNNI tiles of a K-quant: `m` rows of `nb` blocks (`nb` a
 /// multiple of eight), each run of eight blocks laid out as [`Super`] lays out the weights.
+/// The default, empty, is what the tiles get when they do not run.
+#[derive(Default)]
 pub(in crate::model::qmatmul) struct Interleaved {
     /// The bytes.
     pub(in crate::model::qmatmul) q: Vec<i8>,
