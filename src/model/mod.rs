@@ -10,6 +10,7 @@ pub mod config;
 pub mod device;
 pub mod fingerprint;
 pub mod gguf;
+pub(crate) mod heap;
 pub mod hf;
 mod kv_cache;
 mod layers;
@@ -206,6 +207,7 @@ impl Model {
 
     /// Loads with explicit options.
     pub fn load_with(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
+        heap::keep_freed_buffers();
         let path = source.resolve()?;
         let device = match &opts.device {
             Some(d) => d.clone(),
