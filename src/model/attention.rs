@@ -12,8 +12,10 @@
 //! additive mask, the softmax, the reshapes, once per sequence and layer), which both did
 //! twice the work of a causal prompt and summed in an order that depended on the number of
 //! keys a chunk saw. Blocks of four query rows, per key/value head, are split across the
-//! kernels' thread pool; a block reads each key and value once for all its queries, and
-//! the weighted sum keeps four queries × 16 values in registers.
+//! kernels' thread pool; a block reads each key and value once for all its queries. With
+//! AVX2 and FMA, the scores take two queries against four keys at a time and the weighted
+//! sum keeps six queries × 16 values in registers (without them, four × 16), the same bits
+//! either way.
 
 use super::parallel::SendPtr;
 use crate::error::Result;
@@ -66,6 +68,7 @@ fn causal_batch_with(
     window: Option<usize>,
     simd: bool,
 ) -> Result<Option<Vec<Tensor>>> {
+    let simd = simd && simd_available();
     let mut shapes = Vec::with_capacity(seqs.len());
     for (q, k, v) in seqs {
         match shape(q, k, v, rep, window)? {
@@ -297,7 +300,7 @@ unsafe fn block_avx2(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) 
 /// eight partial sums in a fixed tree, keys in ascending order.
 ///
 /// `SIMD` (only where AVX2 and FMA are available) takes the score and weighted-sum loops
-/// through [`simd`]'s kernels: each query and key still get the same multiply-adds in the
+/// through the `simd` module's kernels: each query and key still get the same multiply-adds in the
 /// same order, so the bits are the plain loops' (tested).
 #[inline(always)]
 fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) {
@@ -314,6 +317,7 @@ fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Q
     // of keys read once for every query of the block.
     // With SIMD, two queries that both see all four keys go through one kernel (each key
     // loaded once for both, the eight partial sums reduced in vectors).
+    #[cfg(target_arch = "x86_64")]
     let pairs = SIMD && d.is_multiple_of(8);
     let mut j = first;
     while j < last {
@@ -381,15 +385,17 @@ fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Q
         let n = common_end - common_lo;
         let vs = c.v[vo + g * vh + common_lo * vp..].as_ptr();
         for group in qs.chunks_mut(simd::QS) {
-            let s: Vec<*const f32> = group
-                .iter()
-                .map(|x| x.scores[common_lo - x.lo..].as_ptr())
-                .collect();
-            let o: Vec<*mut f32> = group.iter_mut().map(|x| x.out.as_mut_ptr()).collect();
+            let mut s = [std::ptr::null::<f32>(); simd::QS];
+            let mut o = [std::ptr::null_mut::<f32>(); simd::QS];
+            for ((s, o), x) in s.iter_mut().zip(o.iter_mut()).zip(group.iter_mut()) {
+                *s = x.scores[common_lo - x.lo..].as_ptr();
+                *o = x.out.as_mut_ptr();
+            }
+            let (s, o) = (&s[..group.len()], &o[..group.len()]);
             // SAFETY: AVX2 and FMA are available (`SIMD`); each query's scores hold its keys
             // `common_lo..common_end` from `s`, its output `d` values, and the values of
             // keys `common_lo..common_end` lie at `vs + k · vp`, each `d` long.
-            unsafe { simd::weighted(&s, &o, vs, vp, n, tiled) };
+            unsafe { simd::weighted(s, o, vs, vp, n, tiled) };
             if tiled < d {
                 for x in group.iter_mut() {
                     for j in common_lo..common_end {
@@ -564,7 +570,8 @@ mod simd {
                     acc[q][0] = _mm256_fmadd_ps(e, v0, acc[q][0]);
                     acc[q][1] = _mm256_fmadd_ps(e, v1, acc[q][1]);
                 }
-                at = at.add(vp);
+                // Past the last key this points beyond the cache: never read, so `wrapping`.
+                at = at.wrapping_add(vp);
             }
             for q in 0..Q {
                 _mm256_storeu_ps(o[q].add(c0), acc[q][0]);
@@ -811,6 +818,11 @@ mod tests {
             (4, 2, 24, 5, 13, 16, None),
             (6, 3, 20, 4, 11, 16, Some(3)),
             (12, 2, 128, 1, 33, 64, None),
+            // Blocks of 7 and 5 queries: tiles of six and one, and of five.
+            (7, 1, 64, 1, 9, 16, None),
+            (5, 1, 32, 1, 9, 16, None),
+            // A full cache (`len == cap`): the last key is the storage's last position.
+            (4, 1, 256, 3, 8, 8, None),
         ] {
             let (q, k, v) = inputs(nh, nkv, d, seq, len, cap)?;
             let seqs = [(q, k, v)];

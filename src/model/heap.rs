@@ -16,7 +16,8 @@
 //!
 //! Where the user set either limit (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, or a
 //! `glibc.malloc.` tunable in `GLIBC_TUNABLES`), glibc's settings are left as they are. On
-//! other C libraries and systems this does nothing.
+//! other C libraries, systems and 32-bit targets (whose largest mmap threshold is smaller)
+//! this does nothing.
 
 /// glibc's largest mmap threshold on 64-bit systems (`DEFAULT_MMAP_THRESHOLD_MAX`).
 pub const MMAP_THRESHOLD: usize = 32 << 20;
@@ -34,7 +35,7 @@ pub(crate) fn keep_freed_buffers() {
         if user_limits(|k| std::env::var_os(k).map(|v| v.to_string_lossy().into_owned())) {
             return;
         }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
         // SAFETY: `mallopt` takes glibc's arena lock itself; it only changes two limits
         // (it returns 0 and changes nothing for a value it refuses).
         unsafe {
@@ -84,7 +85,7 @@ mod tests {
         // glibc refuses an mmap threshold over 32 MiB on 64-bit systems (and `mallopt`
         // takes an `int`, checked where the constants are): it answers 0 for a value it
         // refuses.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
         // SAFETY: as in `keep_freed_buffers`.
         unsafe {
             assert_eq!(

@@ -206,9 +206,13 @@ impl Model {
     }
 
     /// Loads with explicit options.
+    ///
+    /// Once the source resolves, this raises the C allocator's limits for the whole process
+    /// (glibc only, once; see `src/model/heap.rs`): the kernels' big buffers are then reused
+    /// instead of being handed back to the operating system between forward passes.
     pub fn load_with(source: &ModelSource, opts: &LoadOptions) -> Result<Self> {
-        heap::keep_freed_buffers();
         let path = source.resolve()?;
+        heap::keep_freed_buffers();
         let device = match &opts.device {
             Some(d) => d.clone(),
             None => DeviceChoice::Auto.open()?,
