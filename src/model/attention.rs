@@ -382,8 +382,12 @@ fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Q
     if SIMD && common_lo < common_end {
         // Six queries × 16 values in registers (every group, the last one shorter), then
         // the values past the last 16 as below.
-        let n = common_end - common_lo;
-        let vs = c.v[vo + g * vh + common_lo * vp..].as_ptr();
+        let values = simd::Values {
+            at: c.v[vo + g * vh + common_lo * vp..].as_ptr(),
+            stride: vp,
+            keys: common_end - common_lo,
+            tiled,
+        };
         for group in qs.chunks_mut(simd::QS) {
             let mut s = [std::ptr::null::<f32>(); simd::QS];
             let mut o = [std::ptr::null_mut::<f32>(); simd::QS];
@@ -394,8 +398,8 @@ fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Q
             let (s, o) = (&s[..group.len()], &o[..group.len()]);
             // SAFETY: AVX2 and FMA are available (`SIMD`); each query's scores hold its keys
             // `common_lo..common_end` from `s`, its output `d` values, and the values of
-            // keys `common_lo..common_end` lie at `vs + k · vp`, each `d` long.
-            unsafe { simd::weighted(s, o, vs, vp, n, tiled) };
+            // keys `common_lo..common_end` lie at `values.at + k · vp`, each `d` long.
+            unsafe { simd::weighted(s, o, &values) };
             if tiled < d {
                 for x in group.iter_mut() {
                     for j in common_lo..common_end {
@@ -509,51 +513,46 @@ mod simd {
         out
     }
 
-    /// `out[q][c] += Σ_k e_q,k · v_k[c]` for the first `tiled` values (a multiple of 16) of
-    /// up to [`QS`] queries, over keys `k` in `0..n` in ascending order (one fused
-    /// multiply-add per key and value, as [`super::add_value`]): query `q`'s weights from
-    /// `s[q]`, its output at `o[q]`, key `k`'s values at `v + k · vp`.
+    /// The values a [`weighted`] sum reads: `keys` keys from `at`, one every `stride`
+    /// floats, of which the first `tiled` values (a multiple of 16) are summed.
+    pub(super) struct Values {
+        pub(super) at: *const f32,
+        pub(super) stride: usize,
+        pub(super) keys: usize,
+        pub(super) tiled: usize,
+    }
+
+    /// `out[q][c] += Σ_k e_q,k · v_k[c]` for the first `v.tiled` values of up to [`QS`]
+    /// queries, over the keys `k` of `v` in ascending order (one fused multiply-add per key
+    /// and value, as [`super::add_value`]): query `q`'s weights from `s[q]`, its output at
+    /// `o[q]`.
     ///
     /// # Safety
     /// AVX2 and FMA are available; `s` and `o` have the same length, at most [`QS`]; each
-    /// `s[q]` holds `n` weights, each `o[q]` at least `tiled` values, and each of the `n`
-    /// keys' values `tiled`.
+    /// `s[q]` holds `v.keys` weights, each `o[q]` at least `v.tiled` values, and each of the
+    /// keys' values `v.tiled`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted(
-        s: &[*const f32],
-        o: &[*mut f32],
-        v: *const f32,
-        vp: usize,
-        n: usize,
-        tiled: usize,
-    ) {
+    pub(super) unsafe fn weighted(s: &[*const f32], o: &[*mut f32], v: &Values) {
         match s.len() {
-            6 => tile::<6>(s, o, v, vp, n, tiled),
-            5 => tile::<5>(s, o, v, vp, n, tiled),
-            4 => tile::<4>(s, o, v, vp, n, tiled),
-            3 => tile::<3>(s, o, v, vp, n, tiled),
-            2 => tile::<2>(s, o, v, vp, n, tiled),
-            1 => tile::<1>(s, o, v, vp, n, tiled),
+            6 => tile::<6>(s, o, v),
+            5 => tile::<5>(s, o, v),
+            4 => tile::<4>(s, o, v),
+            3 => tile::<3>(s, o, v),
+            2 => tile::<2>(s, o, v),
+            1 => tile::<1>(s, o, v),
             _ => unreachable!("at most {QS} queries per tile"),
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile<const Q: usize>(
-        s: &[*const f32],
-        o: &[*mut f32],
-        v: *const f32,
-        vp: usize,
-        n: usize,
-        tiled: usize,
-    ) {
+    unsafe fn tile<const Q: usize>(s: &[*const f32], o: &[*mut f32], v: &Values) {
         let mut sq = [std::ptr::null::<f32>(); Q];
         let mut oq = [std::ptr::null_mut::<f32>(); Q];
         sq.copy_from_slice(&s[..Q]);
         oq.copy_from_slice(&o[..Q]);
         let (s, o) = (sq, oq);
-        for c0 in (0..tiled).step_by(16) {
+        for c0 in (0..v.tiled).step_by(16) {
             let mut acc = [[_mm256_setzero_ps(); 2]; Q];
             for q in 0..Q {
                 acc[q] = [
@@ -561,8 +560,8 @@ mod simd {
                     _mm256_loadu_ps(o[q].add(c0 + 8)),
                 ];
             }
-            let mut at = v.add(c0);
-            for k in 0..n {
+            let mut at = v.at.add(c0);
+            for k in 0..v.keys {
                 let v0 = _mm256_loadu_ps(at);
                 let v1 = _mm256_loadu_ps(at.add(8));
                 for q in 0..Q {
@@ -571,7 +570,7 @@ mod simd {
                     acc[q][1] = _mm256_fmadd_ps(e, v1, acc[q][1]);
                 }
                 // Past the last key this points beyond the cache: never read, so `wrapping`.
-                at = at.wrapping_add(vp);
+                at = at.wrapping_add(v.stride);
             }
             for q in 0..Q {
                 _mm256_storeu_ps(o[q].add(c0), acc[q][0]);
