@@ -300,8 +300,8 @@ unsafe fn block_avx2(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) 
 /// eight partial sums in a fixed tree, keys in ascending order.
 ///
 /// `SIMD` (only where AVX2 and FMA are available) takes the score and weighted-sum loops
-/// through the `simd` module's kernels: each query and key still get the same multiply-adds in the
-/// same order, so the bits are the plain loops' (tested).
+/// through the `simd` module's kernels: each query and key still get the same multiply-adds
+/// in the same order, so the bits are the plain loops' (tested).
 #[inline(always)]
 fn block_body<const SIMD: bool>(c: &Cache<'_>, g: usize, scale: f32, qs: &mut [Query<'_>]) {
     let d = c.d;
