@@ -203,9 +203,15 @@ impl QMatrix {
         };
         // K-quants against more than one tile of rows: the VNNI tiles, where the CPU has them,
         // read the activations interleaved (the same bits as the AVX2 tiles).
+        // Decoding Q6_K reads its activations' group sums (`offsets`), once per call.
         #[cfg(target_arch = "x86_64")]
         let xi = if simd && vnni && m > 4 && matches!(self.kind, Kind::Q4K | Kind::Q6K) {
             avx2::interleave(self.kind, &act.q, m, nb)
+        } else if simd && m == 1 && self.kind == Kind::Q6K {
+            avx2::Interleaved {
+                q: Vec::new(),
+                offsets: avx2::group_offsets(&act.q),
+            }
         } else {
             avx2::Interleaved::default()
         };

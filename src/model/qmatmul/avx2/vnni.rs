@@ -112,7 +112,6 @@ pub(in crate::model::qmatmul) fn interleave(
     };
     debug_assert!(nb.is_multiple_of(8) && q.len() == m * nb * QK);
     let mut out = vec![0i8; q.len()];
-    let mut offsets = Vec::new();
     for (src, dst) in q.chunks_exact(8 * QK).zip(out.chunks_exact_mut(8 * QK)) {
         for v in 0..8 {
             for l in 0..8 {
@@ -121,14 +120,22 @@ pub(in crate::model::qmatmul) fn interleave(
                 dst[to..to + 4].copy_from_slice(&src[from..from + 4]);
             }
         }
-        if k == Q6K {
-            offsets.extend(
-                src.chunks_exact(16)
-                    .map(|g| -32 * g.iter().map(|&x| x as i32).sum::<i32>()),
-            );
-        }
     }
+    let offsets = if k == Q6K {
+        group_offsets(q)
+    } else {
+        Vec::new()
+    };
     Interleaved { q: out, offsets }
+}
+
+/// `-32 ·` the sum of each 16-value group of the quantised activations `q`, in order (per
+/// row and super-block, sixteen): what Q6_K's offset of 32 takes off a super-block's
+/// integer product, computed once per call instead of once per weight column.
+pub(in crate::model::qmatmul) fn group_offsets(q: &[i8]) -> Vec<i32> {
+    q.chunks_exact(16)
+        .map(|g| -32 * g.iter().map(|&x| x as i32).sum::<i32>())
+        .collect()
 }
 
 /// Unpacks the `nb / 8` super-blocks of the K-quant row at `w` into `dst`, and (Q4_K) the

@@ -1,0 +1,142 @@
+//! One K-quant super-block (256 weights, eight sub-blocks) against one activation row, read
+//! whole: the decoding path's inner step.
+//!
+//! Decoding streams every weight once per token, so its speed is set by how few
+//! instructions a super-block takes: at the memory's pace a core has about 30 cycles for
+//! one. Unpacking sub-block by sub-block ([`super::blocks::unpack`]) decodes each scale in
+//! scalar code and moves it into a vector one at a time, and (Q6_K) moves each weight's sign
+//! onto the activations. Here:
+//! - Q4_K's twelve bytes of 6-bit scales and minimums are decoded for all eight sub-blocks
+//!   at once, in three 32-bit words, and each sub-block's scale is picked out of one vector
+//!   by a byte shuffle; the minimums become the eight biases in one conversion;
+//! - Q6_K's weights are read unsigned (`q + 32`, 0..63, as `maddubs` needs), and the offset
+//!   of 32 is taken off once per super-block, from each 16-value group's activation sum
+//!   times its scale ([`super::Io::offsets`]).
+//!
+//! The super-block's integer product `P` is exact in 32-bit integers either way (no
+//! `maddubs` pair reaches 2¹⁵: `2 · 63 · 127`), so it is the same integer as the tiles', and
+//! the caller scales it with the same float operations: the same bits
+//! (`every_kind_matches_dequantized_weights_and_is_independent_of_the_batch` decodes each
+//! row alone and compares).
+
+use super::blocks::f16;
+use crate::model::qmatmul::QK;
+use std::arch::x86_64::*;
+
+/// The sum of eight 32-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The byte-shuffle mask that spreads 16-bit element `lo` over a vector's low 128 bits and
+/// element `hi` over its high 128 bits (each half indexes its own 16 bytes).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn spread(lo: usize, hi: usize) -> __m256i {
+    let pair = |e: usize| (((2 * e + 1) << 8) | (2 * e)) as i16;
+    _mm256_set_m128i(_mm_set1_epi16(pair(hi)), _mm_set1_epi16(pair(lo)))
+}
+
+/// The Q4_K super-block at `s` (144 bytes) against the 256 activations at `x`: the integer
+/// product `P` (each sub-block's products times its 6-bit scale), the super-block's scale
+/// `d`, and the eight sub-blocks' biases `-dmin · min` in order.
+///
+/// # Safety
+/// AVX2 is available; `s` points at 144 readable bytes and `x` at 256.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
+    let (d, dmin) = (f16(s), f16(s.add(2)));
+    // The 12 scale bytes: sub-block j < 4 has its scale in the low six bits of byte j and
+    // its minimum in those of byte j + 4; sub-block j ≥ 4 has the low four bits of each in
+    // byte j + 4 (scale low, minimum high) and the top two in the top bits of bytes j - 4
+    // (scale) and j (minimum).
+    let word = |i: usize| (s.add(4 + 4 * i) as *const u32).read_unaligned();
+    let (a0, a1, a2) = (word(0), word(1), word(2));
+    let scales = [
+        a0 & 0x3f3f_3f3f,
+        (a2 & 0x0f0f_0f0f) | (((a0 >> 6) & 0x0303_0303) << 4),
+    ];
+    let mins = [
+        a1 & 0x3f3f_3f3f,
+        ((a2 >> 4) & 0x0f0f_0f0f) | (((a1 >> 6) & 0x0303_0303) << 4),
+    ];
+    let bytes = |w: [u32; 2]| _mm_set_epi32(0, 0, w[1] as i32, w[0] as i32);
+    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(bytes(scales)));
+    let mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes(mins)));
+    let bias = _mm256_mul_ps(_mm256_set1_ps(-dmin), mins);
+    let nibble = _mm256_set1_epi8(0x0F);
+    let mut acc = _mm256_setzero_si256();
+    for k in 0..4 {
+        // Sub-blocks 2k (low nibbles) and 2k + 1 (high nibbles) share 32 bytes.
+        let q = _mm256_loadu_si256(s.add(16 + 32 * k) as *const __m256i);
+        let w = [
+            _mm256_and_si256(q, nibble),
+            _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
+        ];
+        for (h, w) in w.into_iter().enumerate() {
+            let j = 2 * k + h;
+            let xv = _mm256_loadu_si256(x.add(j * QK) as *const __m256i);
+            let m = _mm256_shuffle_epi8(sc, spread(j, j));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), m));
+        }
+    }
+    (sum_epi32(acc), d, bias)
+}
+
+/// The Q6_K super-block at `s` (210 bytes) against the 256 activations at `x`, whose
+/// sixteen 16-value groups' sums times -32 are at `off`: the integer product `P` (each
+/// group's products of the signed weights `q - 32` times its scale) and the super-block's
+/// scale `d`.
+///
+/// # Safety
+/// AVX2 is available; `s` points at 210 readable bytes, `x` at 256 and `off` at 16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6k(s: *const u8, x: *const i8, off: *const i32) -> (i32, f32) {
+    let sc8 = _mm_loadu_si128(s.add(192) as *const __m128i);
+    let hi8 = _mm_srli_si128(sc8, 8);
+    // The offset: Σ over groups of scale · (-32 · the group's activation sum).
+    let mut acc = _mm256_add_epi32(
+        _mm256_mullo_epi32(
+            _mm256_cvtepi8_epi32(sc8),
+            _mm256_loadu_si256(off as *const __m256i),
+        ),
+        _mm256_mullo_epi32(
+            _mm256_cvtepi8_epi32(hi8),
+            _mm256_loadu_si256(off.add(8) as *const __m256i),
+        ),
+    );
+    // Each half's eight scales as 16-bit values, in both 128-bit halves.
+    let sc = [sc8, hi8].map(|h| _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h)));
+    let (nibble, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    for (c, sc) in sc.into_iter().enumerate() {
+        // Half c: 64 bytes of low nibbles, 32 bytes of high bit pairs, four sub-blocks.
+        let ql = [0, 32].map(|o| _mm256_loadu_si256(s.add(64 * c + o) as *const __m256i));
+        let qh = _mm256_loadu_si256(s.add(128 + 32 * c) as *const __m256i);
+        // Sub-block g takes its high bits from bit pair g of each byte, moved to bits 4-5.
+        let high = [
+            _mm256_slli_epi16(qh, 4),
+            _mm256_slli_epi16(qh, 2),
+            qh,
+            _mm256_srli_epi16(qh, 2),
+        ];
+        for (g, high) in high.into_iter().enumerate() {
+            let low = if g >= 2 {
+                _mm256_srli_epi16(ql[g % 2], 4)
+            } else {
+                ql[g % 2]
+            };
+            let w = _mm256_or_si256(_mm256_and_si256(low, nibble), _mm256_and_si256(high, two));
+            let xv = _mm256_loadu_si256(x.add((4 * c + g) * QK) as *const __m256i);
+            let m = _mm256_shuffle_epi8(sc, spread(2 * g, 2 * g + 1));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), m));
+        }
+    }
+    (sum_epi32(acc), f16(s.add(208)))
+}
