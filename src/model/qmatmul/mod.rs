@@ -244,8 +244,9 @@ impl QMatrix {
                         m,
                     };
                     // SAFETY: AVX2, FMA and F16C were detected at run time; `data` holds `n`
-                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`, and
-                    // every column belongs to exactly one task.
+                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`, `xi`
+                    // holds the offsets decoding Q6_K reads (above), and every column belongs
+                    // to exactly one task.
                     unsafe { avx2::columns(self.kind, &cols, &io, &mut buf) };
                     continue;
                 }

@@ -64,9 +64,12 @@ const PREFETCH: usize = 16384;
 /// Whether decoding asks for each weight row's lines [`PREFETCH`] bytes ahead of the group
 /// it reads. The hardware prefetcher alone left a Sapphire Rapids core short of bandwidth
 /// (few outstanding misses per core): asking ahead took the 1.5B judge's decoding from 8.2
-/// to 15 tokens/s there. On a Zen 4 core the same instructions cost time instead (27.3-29.0
-/// tokens/s without them, 24.8-26.3 with, five runs each), so AMD's cores go without.
-/// `LLM_JUDGE_PREFETCH=1` or `0` decides instead. Decided once.
+/// to 15 tokens/s there (with the sub-block-by-sub-block kernel of the time). On the Zen 4
+/// core measured since, with the super-block kernel, the same instructions cost time
+/// (27.3-29.0 tokens/s without them, 24.8-26.3 with, five alternating runs each), so AMD's
+/// cores go without: one AMD machine measured, taken to stand for its vendor's cores.
+/// `LLM_JUDGE_PREFETCH=1` turns them on and `0` off; unset, or any other value, leaves the
+/// choice by vendor. Decided once.
 fn prefetch_ahead() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| match std::env::var("LLM_JUDGE_PREFETCH").as_deref() {
@@ -288,7 +291,8 @@ unsafe fn row_scales<const R: usize>(io: &Io<'_>, r0: usize, sb: usize) -> __m25
 
 /// One weight column (the GGUF row at `w`) against one activation row (decoding),
 /// reading the weights once, in place: per element the same operations as a tile's lane,
-/// and the bias term as [`bias_dot`] computes it.
+/// and the bias term as [`bias_dot`] computes it. `PREFETCH_AHEAD`: ask for the lines
+/// [`PREFETCH`] bytes ahead ([`prefetch_ahead`]); it changes no result.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn column<const K: u8, const PREFETCH_AHEAD: bool>(w: *const u8, io: &Io<'_>, col: usize) {
     let nb = io.nb;
@@ -438,8 +442,9 @@ pub(super) struct Scratch {
 /// # Safety
 /// AVX2, FMA and F16C are available; `cols.data` holds at least `c1` rows of `rb` bytes
 /// of `kind`, each `io.nb` sub-blocks long; `io.y` has room for `m` rows times `io.n`,
-/// `io.dt` holds the scales by block when `m > 1`, and no one else writes columns
-/// `c0..c1`.
+/// `io.dt` holds the scales by block when `m > 1`, `io.offsets` holds [`group_offsets`] of
+/// the row when `m == 1` and `kind` is Q6_K (and the interleaved activations' when the VNNI
+/// tiles run), and no one else writes columns `c0..c1`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn columns(kind: Kind, cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scratch) {
     match kind {
@@ -461,6 +466,11 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
         m,
     } = *cols;
     let nb = io.nb;
+    // Once per task: decoding Q6_K reads 16 offsets per super-block.
+    assert!(
+        K != Q6K || m != 1 || io.offsets.len() >= nb / GROUP * 16,
+        "decoding Q6_K needs the row's group offsets"
+    );
     let weights = Weights {
         base: data.as_ptr(),
         stride: rb,

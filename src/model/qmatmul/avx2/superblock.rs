@@ -47,7 +47,7 @@ unsafe fn spread(lo: usize, hi: usize) -> __m256i {
 /// `d`, and the eight sub-blocks' biases `-dmin · min` in order.
 ///
 /// # Safety
-/// AVX2 is available; `s` points at 144 readable bytes and `x` at 256.
+/// AVX2, FMA and F16C are available; `s` points at 144 readable bytes and `x` at 256.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
@@ -95,7 +95,8 @@ pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
 /// scale `d`.
 ///
 /// # Safety
-/// AVX2 is available; `s` points at 210 readable bytes, `x` at 256 and `off` at 16.
+/// AVX2, FMA and F16C are available; `s` points at 210 readable bytes, `x` at 256 and `off`
+/// at 16.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q6k(s: *const u8, x: *const i8, off: *const i32) -> (i32, f32) {

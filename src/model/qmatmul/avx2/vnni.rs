@@ -88,13 +88,14 @@ impl Super {
 
 /// Activations interleaved for the VNNI tiles of a K-quant: `m` rows of `nb` blocks (`nb` a
 /// multiple of eight), each run of eight blocks laid out as [`Super`] lays out the weights.
-/// The default, empty, is what the tiles get when they do not run.
+/// The default, empty, is what the tiles get when they do not run. Decoding Q6_K (one row)
+/// carries only the `offsets` ([`group_offsets`]), with `q` empty.
 #[derive(Default)]
 pub(in crate::model::qmatmul) struct Interleaved {
     /// The bytes.
     pub(in crate::model::qmatmul) q: Vec<i8>,
     /// For Q6_K, per row and super-block, two vectors (a half each) of `-32 ·` each group's
-    /// sum of activations; empty for Q4_K.
+    /// sum of activations ([`group_offsets`]); empty for Q4_K.
     pub(in crate::model::qmatmul) offsets: Vec<i32>,
 }
 
