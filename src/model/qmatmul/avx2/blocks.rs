@@ -232,6 +232,16 @@ pub(super) unsafe fn products<const K: u8>(o: &Operands, x: __m256i) -> __m256i 
     _mm256_madd_epi16(_mm256_maddubs_epi16(o.aw, x), o.mv)
 }
 
+/// The sum of eight 32-bit lanes (exact while it fits in 32 bits).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn sum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
 /// Sums of the lanes of eight vectors: lane `j` of the result is the sum of `v[j]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -303,12 +313,6 @@ pub(in crate::model::qmatmul) unsafe fn quantize_block(
         _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, lo), hi))
     });
     let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
-    let sum = _mm_add_epi32(
-        _mm256_castsi256_si128(sum),
-        _mm256_extracti128_si256(sum, 1),
-    );
-    let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b01_00_11_10));
-    let sum = _mm_add_epi32(sum, _mm_shuffle_epi32(sum, 0b10_11_00_01));
     // Pack 32 i32 to 32 i8; the packs work within 128-bit lanes, the permute restores the
     // order.
     let w = _mm256_packs_epi32(i[0], i[1]);
@@ -316,5 +320,5 @@ pub(in crate::model::qmatmul) unsafe fn quantize_block(
     let b = _mm256_packs_epi16(w, z);
     let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     _mm256_storeu_si256(q.as_mut_ptr() as *mut __m256i, b);
-    (scale, _mm_cvtsi128_si32(sum))
+    (scale, sum_epi32(sum))
 }

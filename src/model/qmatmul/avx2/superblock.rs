@@ -19,19 +19,9 @@
 //! (`every_kind_matches_dequantized_weights_and_is_independent_of_the_batch` decodes each
 //! row alone and compares).
 
-use super::blocks::f16;
+use super::blocks::{f16, sum_epi32};
 use crate::model::qmatmul::QK;
 use std::arch::x86_64::*;
-
-/// The sum of eight 32-bit lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn sum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
-}
 
 /// The byte-shuffle mask that spreads 16-bit element `lo` over a vector's low 128 bits and
 /// element `hi` over its high 128 bits (each half indexes its own 16 bytes).
