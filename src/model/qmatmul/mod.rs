@@ -203,17 +203,18 @@ impl QMatrix {
         };
         // K-quants against more than one tile of rows: the VNNI tiles, where the CPU has them,
         // read the activations interleaved (the same bits as the AVX2 tiles).
-        // Decoding Q6_K reads its activations' group sums (`offsets`), once per call.
         #[cfg(target_arch = "x86_64")]
         let xi = if simd && vnni && m > 4 && matches!(self.kind, Kind::Q4K | Kind::Q6K) {
             avx2::interleave(self.kind, &act.q, m, nb)
-        } else if simd && m == 1 && self.kind == Kind::Q6K {
-            avx2::Interleaved {
-                q: Vec::new(),
-                offsets: avx2::group_offsets(&act.q),
-            }
         } else {
-            avx2::Interleaved::default()
+            Vec::new()
+        };
+        // Q6_K's VNNI tiles and its decoding read the activations' group sums, once per call.
+        #[cfg(target_arch = "x86_64")]
+        let offsets = if self.kind == Kind::Q6K && (!xi.is_empty() || (simd && m == 1)) {
+            act.group_offsets()
+        } else {
+            Vec::new()
         };
         // The kernels' pool, or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
@@ -228,8 +229,8 @@ impl QMatrix {
                 if simd {
                     let io = avx2::Io {
                         x: &act,
-                        xi: &xi.q,
-                        offsets: &xi.offsets,
+                        xi: &xi,
+                        offsets: &offsets,
                         dt: &dt,
                         mp: m + 3,
                         nb,
@@ -244,9 +245,9 @@ impl QMatrix {
                         m,
                     };
                     // SAFETY: AVX2, FMA and F16C were detected at run time; `data` holds `n`
-                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`, `xi`
-                    // holds the offsets decoding Q6_K reads (above), and every column belongs
-                    // to exactly one task.
+                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`,
+                    // `offsets` is there wherever Q6_K reads it (above), and every column
+                    // belongs to exactly one task.
                     unsafe { avx2::columns(self.kind, &cols, &io, &mut buf) };
                     continue;
                 }

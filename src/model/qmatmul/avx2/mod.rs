@@ -15,10 +15,7 @@ mod superblock;
 mod vnni;
 
 pub(super) use blocks::{amax, quantize_block, Packed};
-pub(super) use vnni::{
-    available as vnni_available, group_offsets, interleave, supported as vnni_supported,
-    Interleaved,
-};
+pub(super) use vnni::{available as vnni_available, interleave, supported as vnni_supported};
 
 use super::{Kind, QuantizedRows, QK};
 use blocks::{fetch, operands, products, reduce8, unpack, Sub};
@@ -115,7 +112,7 @@ pub(super) struct Io<'a> {
     /// The same, [`interleave`]d for the VNNI tiles ([`vnni`]); empty when they do not run.
     pub(super) xi: &'a [i8],
     /// For Q6_K's VNNI tiles and its decoding, `-32 ·` each 16-value group's activation sum
-    /// ([`vnni::Interleaved::offsets`], [`group_offsets`]).
+    /// ([`QuantizedRows::group_offsets`]); empty otherwise.
     pub(super) offsets: &'a [i32],
     /// Their scales by block ([`QuantizedRows::scales_by_block`]; empty for one row).
     pub(super) dt: &'a [f32],
@@ -442,9 +439,9 @@ pub(super) struct Scratch {
 /// # Safety
 /// AVX2, FMA and F16C are available; `cols.data` holds at least `c1` rows of `rb` bytes
 /// of `kind`, each `io.nb` sub-blocks long; `io.y` has room for `m` rows times `io.n`,
-/// `io.dt` holds the scales by block when `m > 1`, `io.offsets` holds [`group_offsets`] of
-/// the row when `m == 1` and `kind` is Q6_K (and the interleaved activations' when the VNNI
-/// tiles run), and no one else writes columns `c0..c1`.
+/// `io.dt` holds the scales by block when `m > 1`, `io.offsets` holds the rows'
+/// [`QuantizedRows::group_offsets`] when `kind` is Q6_K and `m == 1` or `io.xi` is not
+/// empty, and no one else writes columns `c0..c1`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn columns(kind: Kind, cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scratch) {
     match kind {

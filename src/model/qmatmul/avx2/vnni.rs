@@ -86,26 +86,16 @@ impl Super {
     };
 }
 
-/// Activations interleaved for the VNNI tiles of a K-quant: `m` rows of `nb` blocks (`nb` a
-/// multiple of eight), each run of eight blocks laid out as [`Super`] lays out the weights.
-/// The default, empty, is what the tiles get when they do not run. Decoding Q6_K (one row)
-/// carries only the `offsets` ([`group_offsets`]), with `q` empty.
-#[derive(Default)]
-pub(in crate::model::qmatmul) struct Interleaved {
-    /// The bytes.
-    pub(in crate::model::qmatmul) q: Vec<i8>,
-    /// For Q6_K, per row and super-block, two vectors (a half each) of `-32 ·` each group's
-    /// sum of activations ([`group_offsets`]); empty for Q4_K.
-    pub(in crate::model::qmatmul) offsets: Vec<i32>,
-}
-
-/// [`Interleaved`] activations for weights of `kind` (Q4_K or Q6_K).
+/// Activations interleaved for the VNNI tiles of weights of `kind` (Q4_K or Q6_K): `m`
+/// rows of `nb` blocks (`nb` a multiple of eight), each run of eight blocks laid out as
+/// [`Super`] lays out the weights. Q6_K's tiles also read the activations' group offsets
+/// ([`QuantizedRows::group_offsets`](crate::model::qmatmul::quantize::QuantizedRows::group_offsets)).
 pub(in crate::model::qmatmul) fn interleave(
     kind: crate::model::qmatmul::Kind,
     q: &[i8],
     m: usize,
     nb: usize,
-) -> Interleaved {
+) -> Vec<i8> {
     let k = if kind == crate::model::qmatmul::Kind::Q6K {
         Q6K
     } else {
@@ -122,21 +112,7 @@ pub(in crate::model::qmatmul) fn interleave(
             }
         }
     }
-    let offsets = if k == Q6K {
-        group_offsets(q)
-    } else {
-        Vec::new()
-    };
-    Interleaved { q: out, offsets }
-}
-
-/// `-32 ·` the sum of each 16-value group of the quantised activations `q`, in order (per
-/// row and super-block, sixteen): what Q6_K's offset of 32 takes off a super-block's
-/// integer product, computed once per call instead of once per weight column.
-pub(in crate::model::qmatmul) fn group_offsets(q: &[i8]) -> Vec<i32> {
-    q.chunks_exact(16)
-        .map(|g| -32 * g.iter().map(|&x| x as i32).sum::<i32>())
-        .collect()
+    out
 }
 
 /// Unpacks the `nb / 8` super-blocks of the K-quant row at `w` into `dst`, and (Q4_K) the
