@@ -453,8 +453,9 @@ struct Job<'a> {
 }
 
 /// Runs `jobs`, each on its own copy of its source cache cut at its start: those no longer
-/// than a prefill chunk together, up to `max_batch` per pass, the others alone. Returns each
-/// job's cache and last-position logits, in order.
+/// than a prefill chunk together, up to `max_batch` and a chunk's rows per pass
+/// ([`passes`]), the others alone. Returns each job's cache and last-position logits, in
+/// order.
 fn run_jobs(
     model: &mut Model,
     jobs: &[Job<'_>],
@@ -482,7 +483,9 @@ fn run_jobs(
     let mut out: Vec<Option<(KvCache, Tensor)>> = (0..jobs.len()).map(|_| None).collect();
     let (short, long): (Vec<usize>, Vec<usize>) =
         (0..jobs.len()).partition(|&i| jobs[i].tokens.len() <= chunk);
-    for group in short.chunks(max_batch.max(1)) {
+    let lens: Vec<usize> = short.iter().map(|&i| jobs[i].tokens.len()).collect();
+    for range in passes(&lens, max_batch, chunk) {
+        let group = &short[range];
         let mut caches = group
             .iter()
             .map(|&i| copy(&jobs[i]))
@@ -502,6 +505,28 @@ fn run_jobs(
         out[i] = Some((cache, logits.squeeze(0)?));
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+/// Consecutive jobs of `lens` tokens (each at most `chunk`) grouped into passes of at most
+/// `max_batch` jobs and `chunk` rows, as index ranges in order. A pass of more rows than a
+/// chunk computes no faster, and its buffers outgrow what the heap keeps between passes
+/// ([`crate::model::heap::MMAP_THRESHOLD`]): each would be mapped, faulted in and zeroed by
+/// the kernel again (measured on the 1.5B judge's pairwise prompts: 8.7 million page faults
+/// in 80 s of judging, passes of up to 2,300 rows).
+fn passes(lens: &[usize], max_batch: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, &n) in lens.iter().enumerate() {
+        if i > start && (i - start >= max_batch.max(1) || rows + n > chunk) {
+            out.push(start..i);
+            (start, rows) = (i, 0);
+        }
+        rows += n;
+    }
+    if start < lens.len() {
+        out.push(start..lens.len());
+    }
+    out
 }
 
 /// The tree of a batch: shared prefixes beyond `keep` (nodes, parents before children) and
@@ -658,6 +683,24 @@ mod tests {
     fn leaves_of(prompts: &[Vec<u32>], keep: usize) -> (Vec<Node>, Vec<Leaf>) {
         let refs: Vec<&[u32]> = prompts.iter().map(|p| p.as_slice()).collect();
         plan(&refs, keep, &[], 512)
+    }
+
+    #[test]
+    fn a_pass_holds_at_most_a_chunk_of_rows_and_max_batch_jobs() {
+        // Rows: 300 + 200 fit a chunk of 512, 100 more do not; a job of a whole chunk runs
+        // alone; three short jobs stop at `max_batch`.
+        let lens = [300, 200, 100, 512, 10, 10, 10, 10];
+        assert_eq!(passes(&lens, 3, 512), vec![0..2, 2..3, 3..4, 4..7, 7..8]);
+        assert_eq!(passes(&lens, 1, 512).len(), lens.len());
+        assert!(passes(&[], 4, 512).is_empty());
+        // Every job is in exactly one pass, in order, whatever the limits.
+        for (b, c) in [(2, 100), (8, 512), (64, 4096)] {
+            let ranges = passes(&lens, b, c.max(512));
+            assert_eq!(ranges.first().map(|r| r.start), Some(0));
+            assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            assert_eq!(ranges.last().map(|r| r.end), Some(lens.len()));
+            assert!(ranges.iter().all(|r| r.len() <= b && r.len() >= 1));
+        }
     }
 
     #[test]
