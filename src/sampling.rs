@@ -342,23 +342,30 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     // Unnormalised probabilities at temperature 1.
-    let weights: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+    let weight = |i: u32| ((logits[i as usize] - max) as f64).exp();
 
-    // top_k: the k largest, by weight then by id.
-    let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
+    // top_k: the k largest, by weight then by id, chosen among the few tokens that can be
+    // among them (every token where that shortcut does not apply).
+    let ids: Vec<u32> = top_k_candidates(logits, max, params.top_k)
+        .unwrap_or_else(|| (0..logits.len() as u32).collect());
+    let mut candidates: Vec<(u32, f64)> = ids.into_iter().map(|i| (i, weight(i))).collect();
     if params.top_k > 0 && params.top_k < candidates.len() {
-        candidates.select_nth_unstable_by(params.top_k - 1, |&a, &b| cmp_desc(&weights, a, b));
+        candidates.select_nth_unstable_by(params.top_k - 1, cmp_desc);
         candidates.truncate(params.top_k);
     }
-    let z_k: f64 = candidates.iter().map(|&i| weights[i as usize]).sum();
+    if params.top_k > 0 {
+        // The k survivors' mass summed most likely first, whatever order selection left.
+        candidates.sort_unstable_by(cmp_desc);
+    }
+    let z_k: f64 = candidates.iter().map(|&(_, w)| w).sum();
 
     // min_p on the ratio to the top token (scale-free, so normalisation does not matter).
     // The top token has weight 1 because we subtracted the max.
     if params.min_p > 0.0 {
         let threshold = params.min_p;
-        candidates.retain(|&i| weights[i as usize] >= threshold);
+        candidates.retain(|&(_, w)| w >= threshold);
     }
-    candidates.sort_unstable_by(|&a, &b| cmp_desc(&weights, a, b));
+    candidates.sort_unstable_by(cmp_desc);
 
     // top_p on the top_k-normalised distribution. Both top_p and min_p keep a prefix of the
     // sorted order, so applying top_p to the min_p survivors gives the same set as applying
@@ -366,8 +373,8 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
     if params.top_p < 1.0 {
         let mut cum = 0.0;
         let mut keep = candidates.len();
-        for (n, &i) in candidates.iter().enumerate() {
-            cum += weights[i as usize] / z_k;
+        for (n, &(_, w)) in candidates.iter().enumerate() {
+            cum += w / z_k;
             if cum >= params.top_p {
                 keep = n + 1;
                 break;
@@ -380,21 +387,80 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
     let inv_t = 1.0 / params.temperature;
     let tw: Vec<f64> = candidates
         .iter()
-        .map(|&i| (((logits[i as usize] - max) as f64) * inv_t).exp())
+        .map(|&(i, _)| (((logits[i as usize] - max) as f64) * inv_t).exp())
         .collect();
     let z: f64 = tw.iter().sum();
     candidates
         .into_iter()
         .zip(tw)
-        .map(|(i, w)| (i, w / z))
+        .map(|((i, _), w)| (i, w / z))
         .collect()
 }
 
-fn cmp_desc(weights: &[f64], a: u32, b: u32) -> std::cmp::Ordering {
-    weights[b as usize]
-        .partial_cmp(&weights[a as usize])
+/// Most likely first: by weight, then by id.
+fn cmp_desc(a: &(u32, f64), b: &(u32, f64)) -> std::cmp::Ordering {
+    b.1.partial_cmp(&a.1)
         .unwrap_or(std::cmp::Ordering::Equal)
-        .then(a.cmp(&b))
+        .then(a.0.cmp(&b.0))
+}
+
+/// Every token that can be among the `k` of largest weight `exp(l - max)` (ties to the lower
+/// id), in id order: those whose logit is at least the lowest logit that still has the
+/// `k`-th largest logit's weight. The weight never decreases as the logit grows, so the
+/// `k`-th largest weight is the `k`-th largest logit's, and a token outside this set weighs
+/// less. Found by comparing logits, where the full ordering computed an exponential for each
+/// of a vocabulary's 150,000 tokens and ordered them by it, for each token drawn. `None`
+/// where `k` keeps every token, or where a logit is NaN or the largest is not finite (the
+/// full ordering handles those as it always did).
+fn top_k_candidates(logits: &[f32], max: f32, k: usize) -> Option<Vec<u32>> {
+    if k == 0 || k >= logits.len() || !max.is_finite() || logits.iter().any(|l| l.is_nan()) {
+        return None;
+    }
+    // The k-th largest logit: a min-heap of the k largest seen so far.
+    let mut heap = std::collections::BinaryHeap::with_capacity(k + 1);
+    for &l in logits {
+        let key = std::cmp::Reverse(ordered(l));
+        if heap.len() < k {
+            heap.push(key);
+        } else if heap.peek().is_some_and(|m| key < *m) {
+            heap.pop();
+            heap.push(key);
+        }
+    }
+    let t = from_ordered(heap.peek()?.0);
+    let weight = |l: f32| ((l - max) as f64).exp();
+    let w_k = weight(t);
+    // The lowest logit of weight `w_k`, by bisection over the f32 values from -inf to `t`
+    // in order (several logits can share a weight where the exponential rounds or
+    // underflows).
+    let (mut lo, mut hi) = (ordered(f32::NEG_INFINITY), ordered(t));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if weight(from_ordered(mid)) >= w_k {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let floor = from_ordered(hi);
+    Some(
+        (0..logits.len() as u32)
+            .filter(|&i| logits[i as usize] >= floor)
+            .collect(),
+    )
+}
+
+/// An f32 as an integer in the same order as `f32::total_cmp` (widened so that differences
+/// of two never overflow).
+fn ordered(x: f32) -> i64 {
+    let b = x.to_bits() as i32;
+    (b ^ (((b >> 31) as u32) >> 1) as i32) as i64
+}
+
+/// The f32 that [`ordered`] maps to `k`.
+fn from_ordered(k: i64) -> f32 {
+    let b = k as i32;
+    f32::from_bits((b ^ (((b >> 31) as u32) >> 1) as i32) as u32)
 }
 
 /// Inverse-CDF draw from a normalised distribution with a uniform `u` in [0, 1).
@@ -500,6 +566,119 @@ mod tests {
             let params = SamplingParams::neutral().with_top_p(p);
             assert_eq!(kept(&filtered_distribution(&l, &params)), want, "top_p={p}");
         }
+    }
+
+    /// The sampler's filtering as it was before [`top_k_candidates`]: every token's weight,
+    /// ordered by it.
+    fn filtered_by_full_ordering(logits: &[f32], params: &SamplingParams) -> Vec<(u32, f64)> {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let weights: Vec<f64> = logits.iter().map(|&l| ((l - max) as f64).exp()).collect();
+        let by =
+            |a: &u32, b: &u32| cmp_desc(&(*a, weights[*a as usize]), &(*b, weights[*b as usize]));
+        let mut c: Vec<u32> = (0..logits.len() as u32).collect();
+        if params.top_k > 0 && params.top_k < c.len() {
+            c.select_nth_unstable_by(params.top_k - 1, by);
+            c.truncate(params.top_k);
+        }
+        let z_k: f64 = c.iter().map(|&i| weights[i as usize]).sum();
+        if params.min_p > 0.0 {
+            c.retain(|&i| weights[i as usize] >= params.min_p);
+        }
+        c.sort_unstable_by(by);
+        if params.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = c.len();
+            for (n, &i) in c.iter().enumerate() {
+                cum += weights[i as usize] / z_k;
+                if cum >= params.top_p {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            c.truncate(keep.max(1));
+        }
+        let tw: Vec<f64> = c
+            .iter()
+            .map(|&i| (((logits[i as usize] - max) as f64) * (1.0 / params.temperature)).exp())
+            .collect();
+        let z: f64 = tw.iter().sum();
+        c.into_iter().zip(tw).map(|(i, w)| (i, w / z)).collect()
+    }
+
+    #[test]
+    fn top_k_from_the_few_candidates_keeps_what_the_full_ordering_keeps() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut cases = 0;
+        for n in [7usize, 64, 1000, 151_936] {
+            for shape in 0..6 {
+                let logits: Vec<f32> = (0..n)
+                    .map(|i| {
+                        let x: f32 = rng.random_range(-12.0..12.0);
+                        match shape {
+                            0 => x,
+                            // Ties: a handful of distinct values.
+                            1 => (x / 4.0).round() * 4.0,
+                            // Masked tokens, as a constraint leaves them.
+                            2 if i % 3 != 0 => f32::NEG_INFINITY,
+                            // Weights that underflow to zero, tied with each other.
+                            3 if i % 2 == 0 => -1.0e5 - x,
+                            // Every token alike.
+                            4 => 1.5,
+                            // Distinct logits so close their weights round alike.
+                            5 => 1.0e-3 * (i % 17) as f32 * f32::EPSILON,
+                            _ => x,
+                        }
+                    })
+                    .collect();
+                for k in [1, 2, 5, 40, n - 1, n, n + 3, 0] {
+                    for (top_p, min_p) in [(1.0, 0.0), (0.95, 0.05), (0.5, 0.1), (0.999, 0.0)] {
+                        for temperature in [0.5, 1.5] {
+                            let params = SamplingParams::neutral()
+                                .with_top_k(k)
+                                .with_top_p(top_p)
+                                .with_min_p(min_p)
+                                .with_temperature(temperature);
+                            let want = filtered_by_full_ordering(&logits, &params);
+                            let got = filtered_distribution(&logits, &params);
+                            assert_eq!(got, want, "n {n}, shape {shape}, {params:?}");
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 4 * 6 * 8 * 4 * 2);
+        // NaN logits take the full ordering, and do not panic.
+        let params = SamplingParams::neutral().with_top_k(2);
+        let d = filtered_distribution(&[1.0, f32::NAN, 0.5, 2.0], &params);
+        assert_eq!(d.len(), 2);
+    }
+
+    #[test]
+    fn f32_order_as_integers_round_trips() {
+        for x in [
+            f32::NEG_INFINITY,
+            -1.5,
+            -0.0,
+            0.0,
+            1.0e-40,
+            3.0,
+            f32::MAX,
+            f32::INFINITY,
+        ] {
+            assert_eq!(from_ordered(ordered(x)).to_bits(), x.to_bits());
+        }
+        let xs = [
+            f32::NEG_INFINITY,
+            -2.0,
+            -1.0e-40,
+            -0.0,
+            0.0,
+            1.0e-40,
+            2.0,
+            f32::INFINITY,
+        ];
+        assert!(xs.windows(2).all(|w| ordered(w[0]) < ordered(w[1])));
     }
 
     #[test]
