@@ -152,26 +152,12 @@ impl Globals {
 }
 
 fn main() -> ExitCode {
-    one_pool_for_the_kernels();
     match real_main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Leaves the cores to the kernels' own pool: candle runs element-wise operations over 64K
-/// values or more (a prompt chunk's residual additions and biases) on a pool of its own,
-/// whose workers spin for about half a millisecond after each operation, on the cores the
-/// matrix products' workers need next. With it off (`CANDLE_NUM_THREADS=1`, those operations
-/// on the calling thread, the same bits) the 1.5B judge read its pairwise prompts about 3 %
-/// faster (two alternating pairs of runs). A value the user set is kept. Called first thing,
-/// before the process has any other thread.
-fn one_pool_for_the_kernels() {
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
 }
 

@@ -18,7 +18,7 @@
 
 use super::config::{Arch, Config};
 use super::kv_cache::KvCache;
-use super::layers::{batch_linear, qmatmul, Linear, MaskSet, RmsNorm, Rope};
+use super::layers::{add, batch_linear, qmatmul, Linear, MaskSet, RmsNorm, Rope};
 use super::qmatmul::QMatrix;
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -421,13 +421,13 @@ impl Layer {
             Some(n) => n.forward(&h)?,
             None => h,
         };
-        let x = (x + h)?;
+        let x = add(&x, &h)?;
         let h = self.mlp.forward(&self.ffn_norm.forward(&x)?)?;
         let h = match &self.post_ffn_norm {
             Some(n) => n.forward(&h)?,
             None => h,
         };
-        Ok((x + h)?)
+        add(&x, &h)
     }
 }
 
@@ -462,9 +462,9 @@ impl Attention {
             batch_linear(&self.wv, x)?,
         );
         if let Some([bq, bk, bv]) = &self.bias {
-            q = q.broadcast_add(bq)?;
-            k = k.broadcast_add(bk)?;
-            v = v.broadcast_add(bv)?;
+            q = add(&q, bq)?;
+            k = add(&k, bk)?;
+            v = add(&v, bv)?;
         }
         // Norms and RoPE for every row at once, each row at its own position (the tables'
         // rows gathered by position), then each sequence's cache and attention.
