@@ -353,8 +353,9 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
         candidates.select_nth_unstable_by(params.top_k - 1, cmp_desc);
         candidates.truncate(params.top_k);
     }
-    if params.top_k > 0 {
-        // The k survivors' mass summed most likely first, whatever order selection left.
+    if params.top_k > 0 && params.top_k < logits.len() {
+        // The k survivors' mass summed most likely first, whatever order selection left
+        // (where top_k keeps every token, in id order as before).
         candidates.sort_unstable_by(cmp_desc);
     }
     let z_k: f64 = candidates.iter().map(|&(_, w)| w).sum();
@@ -409,9 +410,9 @@ fn cmp_desc(a: &(u32, f64), b: &(u32, f64)) -> std::cmp::Ordering {
 /// `k`-th largest logit's weight. The weight never decreases as the logit grows, so the
 /// `k`-th largest weight is the `k`-th largest logit's, and a token outside this set weighs
 /// less. Found by comparing logits, where the full ordering computed an exponential for each
-/// of a vocabulary's 150,000 tokens and ordered them by it, for each token drawn. `None`
-/// where `k` keeps every token, or where a logit is NaN or the largest is not finite (the
-/// full ordering handles those as it always did).
+/// of a vocabulary's 150,000 tokens and selected among them by it, for each token drawn.
+/// `None` where `k` keeps every token, or where a logit is NaN or the largest is not finite
+/// (the full ordering handles those).
 fn top_k_candidates(logits: &[f32], max: f32, k: usize) -> Option<Vec<u32>> {
     if k == 0 || k >= logits.len() || !max.is_finite() || logits.iter().any(|l| l.is_nan()) {
         return None;
