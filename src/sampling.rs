@@ -353,9 +353,10 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
         candidates.select_nth_unstable_by(params.top_k - 1, cmp_desc);
         candidates.truncate(params.top_k);
     }
-    if params.top_k > 0 && params.top_k < logits.len() {
-        // The k survivors' mass summed most likely first, whatever order selection left
-        // (where top_k keeps every token, in id order as before).
+    // The k survivors' mass summed most likely first, whatever order selection left (where
+    // top_k keeps every token, in id order as before, and sorted after min_p).
+    let sorted = params.top_k > 0 && params.top_k < logits.len();
+    if sorted {
         candidates.sort_unstable_by(cmp_desc);
     }
     let z_k: f64 = candidates.iter().map(|&(_, w)| w).sum();
@@ -366,7 +367,9 @@ pub fn filtered_distribution(logits: &[f32], params: &SamplingParams) -> Vec<(u3
         let threshold = params.min_p;
         candidates.retain(|&(_, w)| w >= threshold);
     }
-    candidates.sort_unstable_by(cmp_desc);
+    if !sorted {
+        candidates.sort_unstable_by(cmp_desc);
+    }
 
     // top_p on the top_k-normalised distribution. Both top_p and min_p keep a prefix of the
     // sorted order, so applying top_p to the min_p survivors gives the same set as applying
