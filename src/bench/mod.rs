@@ -423,6 +423,81 @@ pub struct BenchReport {
     pub bounds: Vec<DecodeBound>,
     /// Peak memory of `generate` per model.
     pub memory: Vec<MemoryFigure>,
+    /// Decoding's prefetch distance after each model's tg128.
+    pub prefetch: Vec<PrefetchFigure>,
+}
+
+/// Decoding's software prefetch as it stood after a model's tg128 (see
+/// [`crate::model::prefetch`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct PrefetchFigure {
+    /// Model name.
+    pub model: String,
+    /// Whether the distance was measured (`true`) or fixed by `LLM_JUDGE_PREFETCH`.
+    pub measured: bool,
+    /// The distance in bytes (0: none); `None` while no exploration has ended.
+    pub distance: Option<usize>,
+    /// The distances tried, in bytes.
+    pub tried: Vec<usize>,
+    /// Their cost in the last exploration, relative to the kept one's (empty where not
+    /// measured).
+    pub relative_cost: Vec<f64>,
+    /// Explorations so far in this process.
+    pub explorations: u64,
+}
+
+impl PrefetchFigure {
+    fn new(
+        model: &str,
+        policy: crate::model::prefetch::Policy,
+        choice: Option<crate::model::prefetch::Choice>,
+    ) -> Self {
+        use crate::model::prefetch::Policy;
+        let measured = policy == Policy::Measure;
+        Self {
+            model: model.to_string(),
+            measured,
+            distance: match policy {
+                Policy::Fixed(d) => Some(d),
+                Policy::Measure => choice.map(|c| c.distance),
+            },
+            tried: if measured {
+                crate::model::prefetch::DISTANCES.to_vec()
+            } else {
+                Vec::new()
+            },
+            relative_cost: choice.map(|c| c.relative.to_vec()).unwrap_or_default(),
+            explorations: choice.map(|c| c.explorations).unwrap_or(0),
+        }
+    }
+
+    /// One line for the bench's output.
+    fn describe(&self) -> String {
+        let kib = |d: usize| match d {
+            0 => "none".to_string(),
+            d if d % 1024 == 0 => format!("{} KiB", d / 1024),
+            d => format!("{d} bytes"),
+        };
+        match (self.measured, self.distance) {
+            (false, Some(d)) => format!(
+                "decoding's prefetch distance fixed by LLM_JUDGE_PREFETCH: {}",
+                kib(d)
+            ),
+            (_, None) => "decoding's prefetch distance: no exploration has ended yet".into(),
+            (true, Some(d)) => format!(
+                "decoding's prefetch distance, measured ({} explorations so far): {} (cost \
+                 relative to it: {})",
+                self.explorations,
+                kib(d),
+                self.tried
+                    .iter()
+                    .zip(&self.relative_cost)
+                    .map(|(&t, c)| format!("{} {c:.3}", kib(t)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
 }
 
 /// Single-stream decoding against the bound the machine's memory sets: every weight read
@@ -510,6 +585,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         stream_read_gbps: Vec::new(),
         bounds: Vec::new(),
         memory: Vec::new(),
+        prefetch: Vec::new(),
     };
     print(format!("{}, {} threads", report.cpu, opts.threads));
     // The machine's figure: a quiet run reads as fast at the end as at the start.
@@ -619,6 +695,10 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                 ));
             }
         }
+        let (policy, choice) = crate::model::prefetch::current();
+        let figure = PrefetchFigure::new(name, policy, choice);
+        print(format!("{name}: {}", figure.describe()));
+        report.prefetch.push(figure);
         let single = rows.last().map(|r| r.tokens_per_s).unwrap_or(f64::NAN);
         let mut batched: Vec<BenchRow> = opts
             .parallel

@@ -26,6 +26,7 @@ pub use chat_template::{ChatTemplate, Input, Message, PromptFormat, TemplateKind
 pub use device::DeviceChoice;
 pub use gguf::{GgufFile, ModelInfo};
 pub use kv_cache::KvCache;
+pub use qmatmul::prefetch;
 pub use source::ModelSource;
 pub use tokenizer::Tokenizer;
 pub use transformer::Transformer;

@@ -170,11 +170,18 @@ impl QMatrix {
         let vnni = avx2::vnni_available();
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = false;
-        self.matmul_with(x, m, vnni)
+        self.matmul_with(x, m, vnni, None)
     }
 
-    /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not.
-    fn matmul_with(&self, x: &[f32], m: usize, vnni: bool) -> Result<Vec<f32>> {
+    /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not, and
+    /// decoding's prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
+    fn matmul_with(
+        &self,
+        x: &[f32],
+        m: usize,
+        vnni: bool,
+        fixed_prefetch: Option<usize>,
+    ) -> Result<Vec<f32>> {
         #[cfg(target_arch = "x86_64")]
         let vnni = vnni && avx2::vnni_supported();
         let data = self.tensor.data()?;
@@ -216,6 +223,20 @@ impl QMatrix {
         } else {
             Vec::new()
         };
+        // Decoding (one row, SIMD): the prefetch distance of this call, chosen by measuring
+        // ([`prefetch`]); it changes no result.
+        #[cfg(target_arch = "x86_64")]
+        let (prefetch, timed) = match fixed_prefetch {
+            _ if !simd || m != 1 => (0, None),
+            Some(d) => (d, None),
+            None => {
+                let bytes = (n * rb) as u64;
+                (
+                    prefetch::pick(bytes),
+                    Some((bytes, std::time::Instant::now())),
+                )
+            }
+        };
         // The kernels' pool, or this thread alone while another process holds a core.
         super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
@@ -236,6 +257,7 @@ impl QMatrix {
                         nb,
                         y: y_ptr.0,
                         n,
+                        prefetch,
                     };
                     let cols = avx2::Columns {
                         data: &data,
@@ -271,6 +293,10 @@ impl QMatrix {
             #[cfg(target_arch = "x86_64")]
             SCRATCH.set(buf);
         });
+        #[cfg(target_arch = "x86_64")]
+        if let Some((bytes, t)) = timed {
+            prefetch::record(prefetch, bytes, t.elapsed());
+        }
         // SAFETY: every element of the `m × n` output has been written (see above).
         unsafe { y.set_len(m * n) };
         Ok(y)
@@ -292,6 +318,7 @@ fn simd_available() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod prefetch;
 mod quantize;
 mod scalar;
 
@@ -362,6 +389,13 @@ mod tests {
             // The same row alone gives bit-identical results.
             let alone = mat.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
             assert_eq!(alone[..], y[r * n..(r + 1) * n], "{dtype:?}");
+            // Whichever prefetch distance decoding uses (past the matrix's end included).
+            for d in prefetch::DISTANCES.into_iter().chain([64, 1 << 20]) {
+                let fixed = mat
+                    .matmul_with(&x[r * k..(r + 1) * k], 1, true, Some(d))
+                    .unwrap();
+                assert_eq!(fixed, alone, "{dtype:?}, prefetch {d}");
+            }
         }
         // The scalar path agrees with the SIMD path to rounding.
         let nb = k / QK;
@@ -511,8 +545,8 @@ mod tests {
                 let x: Vec<f32> = (0..m * k)
                     .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
                     .collect();
-                let with = mat.matmul_with(&x, m, true).unwrap();
-                let without = mat.matmul_with(&x, m, false).unwrap();
+                let with = mat.matmul_with(&x, m, true, None).unwrap();
+                let without = mat.matmul_with(&x, m, false, None).unwrap();
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows");
                 assert!(with.iter().any(|v| *v != 0.0));

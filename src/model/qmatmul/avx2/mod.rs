@@ -55,39 +55,6 @@ const fn group_bytes(k: u8) -> usize {
         _ => 210,
     }
 }
-/// How far ahead of the group being decoded its weights are prefetched, in bytes.
-const PREFETCH: usize = 16384;
-
-/// Whether decoding asks for each weight row's lines [`PREFETCH`] bytes ahead of the group
-/// it reads. The hardware prefetcher alone left a Sapphire Rapids core short of bandwidth
-/// (few outstanding misses per core): asking ahead took the 1.5B judge's decoding from 8.2
-/// to 15 tokens/s there (with the sub-block-by-sub-block kernel of the time). On the Zen 4
-/// core measured since, with the super-block kernel, the same instructions cost time
-/// (27.3-29.0 tokens/s without them, 24.8-26.3 with, five alternating runs each), so AMD's
-/// cores go without: one AMD machine measured, taken to stand for its vendor's cores.
-/// `LLM_JUDGE_PREFETCH=1` turns them on and `0` off; unset, or any other value, leaves the
-/// choice by vendor. Decided once.
-fn prefetch_ahead() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| match std::env::var("LLM_JUDGE_PREFETCH").as_deref() {
-        Ok("1") => true,
-        Ok("0") => false,
-        _ => !amd(),
-    })
-}
-
-/// Whether the CPU's vendor is AMD (`cpuid` leaf 0 says "AuthenticAMD").
-fn amd() -> bool {
-    // SAFETY: `cpuid` exists on every x86-64 CPU.
-    #[allow(unused_unsafe)]
-    let r = unsafe { __cpuid(0) };
-    let mut vendor = [0u8; 12];
-    vendor[..4].copy_from_slice(&r.ebx.to_le_bytes());
-    vendor[4..8].copy_from_slice(&r.edx.to_le_bytes());
-    vendor[8..].copy_from_slice(&r.ecx.to_le_bytes());
-    &vendor == b"AuthenticAMD"
-}
-
 /// Output elements per tile: the lanes of one accumulator.
 const LANES: usize = 8;
 /// Blocks summed together before they join an element's running sum.
@@ -124,6 +91,9 @@ pub(super) struct Io<'a> {
     pub(super) y: *mut f32,
     /// Output columns (weight rows).
     pub(super) n: usize,
+    /// Decoding only: how many bytes ahead of the group it reads each weight row's lines are
+    /// asked for (0: none; see [`super::prefetch`]). It changes no result.
+    pub(super) prefetch: usize,
 }
 
 /// `Σ b[i] · s[i]` for `i < nb`, in eight lanes (`i mod 8`) that take the blocks in order,
@@ -289,7 +259,7 @@ unsafe fn row_scales<const R: usize>(io: &Io<'_>, r0: usize, sb: usize) -> __m25
 /// One weight column (the GGUF row at `w`) against one activation row (decoding),
 /// reading the weights once, in place: per element the same operations as a tile's lane,
 /// and the bias term as [`bias_dot`] computes it. `PREFETCH_AHEAD`: ask for the lines
-/// [`PREFETCH`] bytes ahead ([`prefetch_ahead`]); it changes no result.
+/// `io.prefetch` bytes ahead ([`super::prefetch`]); it changes no result.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn column<const K: u8, const PREFETCH_AHEAD: bool>(w: *const u8, io: &Io<'_>, col: usize) {
     let nb = io.nb;
@@ -299,8 +269,8 @@ unsafe fn column<const K: u8, const PREFETCH_AHEAD: bool>(w: *const u8, io: &Io<
     let step = group_bytes(K);
     for g in (0..full).step_by(GROUP) {
         if PREFETCH_AHEAD {
-            // See [`prefetch_ahead`]: ask for the lines a little ahead.
-            let at = w.wrapping_add((g / GROUP) * step + PREFETCH);
+            // See [`super::prefetch`]: ask for the lines a little ahead.
+            let at = w.wrapping_add((g / GROUP) * step + io.prefetch);
             let mut line = 0;
             while line < step {
                 _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(line) as *const i8);
@@ -477,7 +447,7 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
         // Decoding: the weights stream past once, read in place, one column after the
         // other (measured: reading two, four or eight columns side by side, as several
         // streams, decodes 20-50 % slower).
-        if prefetch_ahead() {
+        if io.prefetch > 0 {
             for c in c0..c1 {
                 column::<K, true>(weights.of(c), io, c);
             }
