@@ -442,8 +442,8 @@ pub struct PrefetchFigure {
     /// Their cost in the last exploration, relative to the kept one's (empty where not
     /// measured).
     pub relative_cost: Vec<f64>,
-    /// Explorations so far in this process.
-    pub explorations: u64,
+    /// Which exploration of the process chose the distance (0: none has ended, or fixed).
+    pub exploration: u64,
 }
 
 impl PrefetchFigure {
@@ -467,7 +467,7 @@ impl PrefetchFigure {
                 Vec::new()
             },
             relative_cost: choice.map(|c| c.relative.to_vec()).unwrap_or_default(),
-            explorations: choice.map(|c| c.explorations).unwrap_or(0),
+            exploration: choice.map(|c| c.exploration).unwrap_or(0),
         }
     }
 
@@ -479,15 +479,16 @@ impl PrefetchFigure {
             d => format!("{d} bytes"),
         };
         match (self.measured, self.distance) {
-            (false, Some(d)) => format!(
+            // A fixed policy always has its distance.
+            (false, d) => format!(
                 "decoding's prefetch distance fixed by LLM_JUDGE_PREFETCH: {}",
-                kib(d)
+                d.map(kib).unwrap_or_default()
             ),
-            (_, None) => "decoding's prefetch distance: no exploration has ended yet".into(),
+            (true, None) => "decoding's prefetch distance: no exploration has ended yet".into(),
             (true, Some(d)) => format!(
-                "decoding's prefetch distance, measured ({} explorations so far): {} (cost \
-                 relative to it: {})",
-                self.explorations,
+                "decoding's prefetch distance, measured (exploration {} of this process): {} \
+                 (cost relative to it: {})",
+                self.exploration,
                 kib(d),
                 self.tried
                     .iter()

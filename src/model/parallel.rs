@@ -424,20 +424,20 @@ impl Drop for Close<'_> {
 }
 
 /// Runs `f` over `0..n_items`, split into chunks across the pool's threads, or on the
-/// calling thread alone while a worker's core is taken.
-pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
+/// calling thread alone while a worker's core is taken. Returns whether a worker took part.
+pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) -> bool {
     if n_items <= 1
         || INSIDE.with(|c| c.get())
         || now_ns() < SERIAL_UNTIL_NS.load(Ordering::Relaxed)
     {
         f(0..n_items);
-        return;
+        return false;
     }
     let pool = pool();
     let workers = pool.workers.get().map(Vec::as_slice).unwrap_or_default();
     if workers.is_empty() {
         f(0..n_items);
-        return;
+        return false;
     }
     // Another thread's call holds the pool (a second engine on its own thread): this one
     // runs inline rather than queue behind it, or deadlock if that call waits on this
@@ -447,7 +447,7 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
         Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => {
             f(0..n_items);
-            return;
+            return false;
         }
     };
     let start = Instant::now();
@@ -520,6 +520,7 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) {
         );
     }
     drop(last);
+    !solo
 }
 
 /// `run_chunks` for the type of `f`.

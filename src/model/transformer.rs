@@ -102,6 +102,8 @@ impl Transformer {
     pub(crate) fn load(g: &mut dyn Weights, device: &Device) -> Result<Self> {
         let cfg = g.config()?;
         let dev = device;
+        // New shapes to decode: decoding's prefetch distance is measured again.
+        super::qmatmul::prefetch::restart();
         let embed = Arc::new(g.tensor("token_embd.weight", dev)?);
         let output = if g.has_tensor("output.weight") {
             Linear::load(g, "output.weight", dev)?

@@ -232,13 +232,14 @@ impl QMatrix {
             None => {
                 let bytes = (n * rb) as u64;
                 (
-                    prefetch::pick(bytes),
+                    prefetch::pick(data.as_ptr() as usize),
                     Some((bytes, std::time::Instant::now())),
                 )
             }
         };
         // The kernels' pool, or this thread alone while another process holds a core.
-        super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+        let pooled = super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
             let y_ptr = &y_ptr;
             #[cfg(target_arch = "x86_64")]
             let mut buf = SCRATCH.take();
@@ -295,7 +296,7 @@ impl QMatrix {
         });
         #[cfg(target_arch = "x86_64")]
         if let Some((bytes, t)) = timed {
-            prefetch::record(prefetch, bytes, t.elapsed());
+            prefetch::record(prefetch, bytes, pooled, t.elapsed());
         }
         // SAFETY: every element of the `m × n` output has been written (see above).
         unsafe { y.set_len(m * n) };
@@ -551,6 +552,36 @@ mod tests {
                 assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows");
                 assert!(with.iter().any(|v| *v != 0.0));
             }
+        }
+    }
+
+    #[test]
+    fn decoding_calls_are_timed_for_the_prefetch() {
+        let wt = Tensor::from_vec(
+            (0..64 * 256)
+                .map(|i| (i % 17) as f32 - 8.0)
+                .collect::<Vec<f32>>(),
+            (64, 256),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mat = QMatrix::from_qtensor(std::sync::Arc::new(
+            QTensor::quantize(&wt, GgmlDType::Q4K).unwrap(),
+        ))
+        .unwrap()
+        .unwrap();
+        let x: Vec<f32> = (0..256).map(|i| (i % 5) as f32).collect();
+        // Other tests decode at the same time: the count only grows, by at least ours.
+        let before = prefetch::recorded();
+        for _ in 0..10 {
+            mat.matmul(&x, 1).unwrap();
+        }
+        let timed = prefetch::recorded() - before;
+        if cfg!(target_arch = "x86_64") && simd_available() {
+            assert!(timed >= 10, "{timed} decoding calls recorded");
+        } else {
+            // No SIMD column kernel, no prefetch to choose.
+            assert_eq!(timed, 0);
         }
     }
 
