@@ -240,10 +240,11 @@ struct Pool {
     /// The call's closure (a `*const F`) and the function that runs it on claimed chunks.
     job: AtomicPtr<()>,
     trampoline: AtomicPtr<()>,
-    /// The next unclaimed item, the number of items and the items per claim.
+    /// The next unclaimed item, the number of items, and the share of the items left that
+    /// one claim takes (see [`claim`]).
     cursor: AtomicUsize,
     n_items: AtomicUsize,
-    chunk: AtomicUsize,
+    parts: AtomicUsize,
     /// How many workers registered in the call (a call none joined was the caller's alone).
     joined: AtomicUsize,
     /// A worker's panic, passed on to the caller.
@@ -263,7 +264,7 @@ fn pool() -> &'static Pool {
         joined: AtomicUsize::new(0),
         cursor: AtomicUsize::new(0),
         n_items: AtomicUsize::new(0),
-        chunk: AtomicUsize::new(1),
+        parts: AtomicUsize::new(1),
         panic: Mutex::new(None),
         call: Mutex::new(0),
         workers: OnceLock::new(),
@@ -298,14 +299,30 @@ fn pool() -> &'static Pool {
 unsafe fn run_chunks<F: Fn(Range<usize>) + Sync>(data: *const (), pool: &Pool) {
     let f = unsafe { &*(data as *const F) };
     let n = pool.n_items.load(Ordering::Relaxed);
-    let chunk = pool.chunk.load(Ordering::Relaxed);
-    loop {
-        let start = pool.cursor.fetch_add(chunk, Ordering::Relaxed);
-        if start >= n {
-            return;
+    let parts = pool.parts.load(Ordering::Relaxed);
+    let mut start = pool.cursor.load(Ordering::Relaxed);
+    while start < n {
+        let end = start + claim(n - start, parts);
+        match pool
+            .cursor
+            .compare_exchange_weak(start, end, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => {
+                f(start..end);
+                start = pool.cursor.load(Ordering::Relaxed);
+            }
+            Err(now) => start = now,
         }
-        f(start..n.min(start + chunk));
     }
+}
+
+/// How many of the `left` unclaimed items one claim takes: a `parts`-th of them, at least
+/// one. Claims shrink as the call goes on (guided scheduling), so the threads finish
+/// within about one small claim of each other, where claims of one fixed size (an eighth
+/// of a thread's share) could leave one thread a whole claim behind: an eighth of a
+/// thread's share of the output layer is some 12 MB of weights.
+fn claim(left: usize, parts: usize) -> usize {
+    (left / parts.max(1)).clamp(1, left.max(1))
 }
 
 /// A worker's life: wait for an open call it has not seen, register, run chunks, leave.
@@ -455,11 +472,11 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) ->
     // which costs nothing (the caller never waits for a worker that did not register).
     *last = *last % u32::MAX as u64 + 1;
     let e = *last;
-    // About eight claims per thread: little contention on the cursor, a short tail.
+    // Each claim takes a (2 × threads)-th of the items left: a few claims per thread at
+    // first, single items at the end.
     let threads = workers.len() + 1;
     pool.n_items.store(n_items, Ordering::Relaxed);
-    pool.chunk
-        .store(n_items.div_ceil(threads * 8).max(1), Ordering::Relaxed);
+    pool.parts.store(2 * threads, Ordering::Relaxed);
     pool.cursor.store(0, Ordering::Relaxed);
     pool.joined.store(0, Ordering::Relaxed);
     pool.job.store(&f as *const _ as *mut (), Ordering::Relaxed);
@@ -570,6 +587,26 @@ mod tests {
         assert!(!crowded(SOLO_WINDOW, SOLO_WINDOW / 3));
         assert!(crowded(SOLO_WINDOW, SOLO_WINDOW / 3 + 1));
         assert!(crowded(SOLO_WINDOW, SOLO_WINDOW / 2));
+    }
+
+    #[test]
+    fn claims_shrink_to_single_items_and_cover_every_item() {
+        for (n, parts) in [(4748, 4), (48, 4), (8, 4), (3, 4), (1, 4), (100, 1), (7, 0)] {
+            let (mut at, mut sizes) = (0, Vec::new());
+            while at < n {
+                let c = claim(n - at, parts);
+                assert!(c >= 1 && at + c <= n, "{n} {parts}: {c} at {at}");
+                sizes.push(c);
+                at += c;
+            }
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.windows(2).all(|w| w[1] <= w[0]), "{sizes:?}");
+            if parts > 1 {
+                assert_eq!(sizes.last(), Some(&1), "{n} {parts}: {sizes:?}");
+            }
+        }
+        // A quarter of what is left, for two threads.
+        assert_eq!(claim(4748, 4), 1187);
     }
 
     #[test]
