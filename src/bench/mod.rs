@@ -423,11 +423,11 @@ pub struct BenchReport {
     pub bounds: Vec<DecodeBound>,
     /// Peak memory of `generate` per model.
     pub memory: Vec<MemoryFigure>,
-    /// Decoding's prefetch distance after each model's tg128.
+    /// Decoding's prefetch distance after each model's rounds (its busy ones included).
     pub prefetch: Vec<PrefetchFigure>,
 }
 
-/// Decoding's software prefetch as it stood after a model's tg128 (see
+/// Decoding's software prefetch as it stood after a model's rounds (see
 /// [`crate::model::prefetch`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct PrefetchFigure {

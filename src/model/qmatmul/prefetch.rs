@@ -5,7 +5,7 @@
 //! the hardware prefetcher does alone. Whether it pays depends on the machine, not on the
 //! vendor: asking 16 KiB ahead took a Sapphire Rapids core from 8.2 to 15 tokens/s on the
 //! 1.5B judge; on one 2-core Zen 4 it cost about 8 % (27.3-29.0 tokens/s without, 24.8-26.3
-//! with); on another 2-core Zen 4, with three times its streaming read, 4 to 8 KiB ahead
+//! with); on another 2-core Zen 4, with a faster memory, 4 to 8 KiB ahead
 //! gained 8-10 % (36-37 tokens/s without, 40-41 with). So no fixed choice holds on every
 //! machine, and a prefetch never changes a result (it only asks for bytes sooner): the
 //! kernels try each of [`DISTANCES`] and keep the fastest.
@@ -193,6 +193,7 @@ impl Tuner {
     pub fn restart(&mut self) {
         self.call = 0;
         self.groups.clear();
+        self.last = None;
     }
 
     /// Keeps the cheapest distance of the exploration just ended, and forgets its calls.
@@ -300,8 +301,8 @@ pub fn restart() {
     }
 }
 
-/// The policy in force and the process's current choice of distance (`None` before the
-/// first exploration ends, or with a fixed `LLM_JUDGE_PREFETCH`).
+/// The policy in force and the process's current choice of distance (`None` until an
+/// exploration ends after the last model load, or with a fixed `LLM_JUDGE_PREFETCH`).
 pub fn current() -> (Policy, Option<Choice>) {
     match policy() {
         Policy::Fixed(d) => (Policy::Fixed(d), None),
@@ -353,10 +354,10 @@ mod tests {
         let c = t.choice().expect("a second exploration ended");
         assert_eq!((c.distance, c.exploration), (0, 2));
         assert_eq!(t.pick(2), 0);
-        // A model loaded: exploring again at once.
+        // A model loaded: the old choice is forgotten, and exploring starts again at once.
         t.restart();
+        assert_eq!(t.choice(), None);
         let seen: Vec<usize> = (0..4).map(|_| t.pick(2)).collect();
-        assert_eq!(seen.len(), 4);
         assert!(seen.iter().any(|&d| d != 0), "{seen:?}");
     }
 
