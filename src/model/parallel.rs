@@ -616,6 +616,16 @@ mod tests {
     }
 
     #[test]
+    fn a_call_of_one_item_runs_inline_and_says_no_worker_took_part() {
+        let ran = AtomicUsize::new(0);
+        let pooled = for_each_chunk(1, |r| {
+            ran.fetch_add(r.len(), Ordering::Relaxed);
+        });
+        assert!(!pooled);
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
     fn every_item_runs_exactly_once() {
         let hits: Vec<AtomicU64> = (0..1000).map(|_| AtomicU64::new(0)).collect();
         for _ in 0..50 {
