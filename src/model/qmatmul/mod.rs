@@ -27,9 +27,11 @@
 //!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
 //! - for the K-quants against several rows, on CPUs with AVX-512 VNNI, lays a super-block out
 //!   so that each lane of a vector holds one scale group, and sums each group's products
-//!   with `vpdpbusd` (`avx2/vnni.rs`): nine or ten multiplications per 256 products instead
-//!   of sixteen, the same integers and float operations, so the same bits;
-//!   `LLM_JUDGE_NO_VNNI=1` turns it off;
+//!   with `vpdpbusd` on 512-bit vectors (`avx2/vnni.rs`): nine or ten multiplications per
+//!   256 products instead of sixteen, the same integers and float operations, so the same
+//!   bits; the block kinds (Q4_1, Q5_0, Q8_0) likewise, eight blocks side by side with one
+//!   block per lane, so a block costs no reduction of its own (`avx2/vnni_blocks.rs`);
+//!   `LLM_JUDGE_NO_VNNI=1` turns both off;
 //! - runs on our kernels' pool, columns split across threads, and on the calling thread
 //!   alone while another process holds a core ([`super::parallel`]).
 //!
@@ -208,20 +210,21 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        // K-quants against more than one tile of rows: the VNNI tiles, where the CPU has them,
+        // More than one tile of rows: the VNNI tiles, where the CPU has them (every kind),
         // read the activations interleaved (the same bits as the AVX2 tiles).
         #[cfg(target_arch = "x86_64")]
-        let xi = if simd && vnni && m > 4 && matches!(self.kind, Kind::Q4K | Kind::Q6K) {
-            avx2::interleave(self.kind, &act.q, m, nb)
-        } else {
-            Vec::new()
+        let xi = match self.kind {
+            _ if !(simd && vnni && m > 4) => Vec::new(),
+            Kind::Q4K | Kind::Q6K => avx2::interleave(self.kind, &act.q, m, nb),
+            Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => avx2::interleave_blocks(&act.q, m, nb),
         };
-        // Q6_K's VNNI tiles and its decoding read the activations' group sums, once per call.
+        // Q6_K's VNNI tiles and its decoding read the activations' group sums, and Q8_0's
+        // VNNI tiles their block sums, once per call.
         #[cfg(target_arch = "x86_64")]
-        let offsets = if self.kind == Kind::Q6K && (!xi.is_empty() || (simd && m == 1)) {
-            act.group_offsets()
-        } else {
-            Vec::new()
+        let offsets = match self.kind {
+            Kind::Q6K if !xi.is_empty() || (simd && m == 1) => act.group_offsets(),
+            Kind::Q8_0 if !xi.is_empty() => avx2::block_offsets(&act.q, m, nb),
+            _ => Vec::new(),
         };
         // Decoding (one row, SIMD): the prefetch distance of this call, chosen by measuring
         // ([`prefetch`]); it changes no result.
@@ -528,17 +531,27 @@ mod tests {
                 eprintln!("no AVX-512 VNNI on this CPU: only the AVX2 tiles run here");
                 return;
             }
-            let (n, k) = (45, 768);
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 53 % 211) as f32 - 105.0) / 70.0)
-                .collect();
-            let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+            let n = 45;
             // Every tile shape: 4 × 2 (and two side by side for Q4_K), the last rows (3 × 2,
-            // 2 × 4, 1 × 8), the last columns one at a time.
-            for (dtype, m) in [GgmlDType::Q4K, GgmlDType::Q6K]
+            // 2 × 4, 1 × 8), the last columns one at a time. The block kinds also with rows
+            // of 28 blocks (the 0.5B's 896 values), whose last group of eight is partial.
+            let kinds = [
+                (GgmlDType::Q4K, 768),
+                (GgmlDType::Q6K, 768),
+                (GgmlDType::Q4_1, 768),
+                (GgmlDType::Q4_1, 896),
+                (GgmlDType::Q5_0, 896),
+                (GgmlDType::Q8_0, 768),
+                (GgmlDType::Q8_0, 896),
+            ];
+            for (dtype, k, m) in kinds
                 .into_iter()
-                .flat_map(|d| [5, 6, 7, 8, 19].map(|m| (d, m)))
+                .flat_map(|(d, k)| [5, 6, 7, 8, 19].map(|m| (d, k, m)))
             {
+                let w: Vec<f32> = (0..n * k)
+                    .map(|i| ((i * 53 % 211) as f32 - 105.0) / 70.0)
+                    .collect();
+                let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
                 let q = QTensor::quantize(&wt, dtype).unwrap();
                 let mat = QMatrix::from_qtensor(std::sync::Arc::new(q))
                     .unwrap()
@@ -549,7 +562,7 @@ mod tests {
                 let with = mat.matmul_with(&x, m, true, None).unwrap();
                 let without = mat.matmul_with(&x, m, false, None).unwrap();
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows");
+                assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows of {k}");
                 assert!(with.iter().any(|v| *v != 0.0));
             }
         }

@@ -13,9 +13,11 @@
 mod blocks;
 mod superblock;
 mod vnni;
+mod vnni_blocks;
 
 pub(super) use blocks::{amax, quantize_block, Packed};
 pub(super) use vnni::{available as vnni_available, interleave, supported as vnni_supported};
+pub(super) use vnni_blocks::{block_offsets, interleave as interleave_blocks};
 
 use super::{Kind, QuantizedRows, QK};
 use blocks::{fetch, operands, products, reduce8, unpack, Sub};
@@ -76,10 +78,12 @@ unsafe fn hsum(v: __m256) -> f32 {
 pub(super) struct Io<'a> {
     /// The quantised activations (rows of `nb` blocks).
     pub(super) x: &'a QuantizedRows,
-    /// The same, [`interleave`]d for the VNNI tiles ([`vnni`]); empty when they do not run.
+    /// The same, interleaved for the VNNI tiles ([`interleave`] for the K-quants,
+    /// [`interleave_blocks`] for the block kinds); empty when they do not run.
     pub(super) xi: &'a [i8],
     /// For Q6_K's VNNI tiles and its decoding, `-32 ·` each 16-value group's activation sum
-    /// ([`QuantizedRows::group_offsets`]); empty otherwise.
+    /// ([`QuantizedRows::group_offsets`]); for Q8_0's VNNI tiles, `-128 ·` each block's
+    /// ([`block_offsets`]); empty otherwise.
     pub(super) offsets: &'a [i32],
     /// Their scales by block ([`QuantizedRows::scales_by_block`]; empty for one row).
     pub(super) dt: &'a [f32],
@@ -402,6 +406,8 @@ pub(super) struct Scratch {
     bias: Vec<f32>,
     /// K-quant super-blocks unpacked for the VNNI tiles, column after column.
     supers: Vec<vnni::Super>,
+    /// The block kinds' groups of eight unpacked for the VNNI tiles, column after column.
+    groups: Vec<vnni_blocks::Group>,
 }
 
 /// The task's columns against every activation row.
@@ -467,6 +473,17 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
         c0,
         nb,
     };
+    // The block kinds against more than one tile of rows, where the VNNI tiles run.
+    if !superblocks(K) && !io.xi.is_empty() {
+        if biased(K) {
+            for c in c0..c1 {
+                biases::<K>(weights.of(c), nb, bias.of(c));
+            }
+        }
+        // SAFETY: the caller made `xi` (and Q8_0's offsets) only where the VNNI tiles can
+        // run, for this kind.
+        return vnni_blocks::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.groups, io, m, c1);
+    }
     // Several rows: unpack the columns once first when more than one tile of rows will
     // read them (Q8_0 needs no unpacking: its bytes are read in place). Either way each
     // column's biases are read once, for every tile.

@@ -20,6 +20,13 @@
 //! same float operations in the same order: the results are the AVX2 kernel's, bit for bit
 //! (tested in `the_vnni_tiles_give_the_avx2_tiles_bits`).
 //!
+//! The products run on 512-bit vectors: two of a super-block's vectors, side by side in the
+//! layout, in one `vpdpbusd`, and the two halves of each accumulator added before the
+//! scales (integers again, so the same `P`). On a CPU with full-width 512-bit units (Zen 5,
+//! Intel's server cores) that is twice the products per instruction and per cycle; measured
+//! on a 2-core Zen 5, the 1.5B judge's prompts read about 6 % faster than with 256-bit
+//! vectors. The rest of a super-block's work (scales, sums) stays as it was.
+//!
 //! `LLM_JUDGE_NO_VNNI=1` turns this path off (to compare the two).
 
 use super::{bias_dot, biased, lanes, reduce8, row_scales, unpack, Biases, Io, Q4K, Q6K};
@@ -69,7 +76,7 @@ const fn source(k: u8, v: usize, l: usize) -> usize {
 /// `q[v]` holds four values of one scale group (see [`source`]), each made unsigned (Q4_K's
 /// 0..15, Q6_K's `q + 32`, 0..63); `sc[h]` the integer scales of half `h`'s eight groups;
 /// `d` the super-block's scale.
-#[repr(C, align(32))]
+#[repr(C, align(64))]
 #[derive(Clone, Copy)]
 pub(in crate::model::qmatmul) struct Super {
     q: [[u8; QK]; 8],
@@ -171,11 +178,17 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize, const H: usize>(
     let per = 8 / halves(K);
     let mut acc = [_mm256_setzero_ps(); H];
     for g in 0..nb / 8 {
-        let mut a = [[[_mm256_setzero_si256(); 8]; 2]; H];
+        // 512-bit accumulators: the low half takes vectors `v`, the high half `v + 1` (one
+        // 512-bit load each, as the layout keeps them side by side); the halves are added
+        // before the scales, so each group's lane holds the same integer as eight 256-bit
+        // steps would give.
+        let mut a = [[[_mm512_setzero_si512(); 8]; 2]; H];
         if K == Q6K {
             for r in 0..R {
                 let at = off.add(((r0 + r) * (nb / 8) + g) * 16);
-                let o = [0, 1].map(|hv| _mm256_loadu_si256(at.add(8 * hv) as *const __m256i));
+                let o0 = _mm512_zextsi256_si512(_mm256_loadu_si256(at as *const __m256i));
+                let o1 = _mm512_zextsi256_si512(_mm256_loadu_si256(at.add(8) as *const __m256i));
+                let o = [o0, o1];
                 for a in a.iter_mut() {
                     for c in 0..C {
                         a[0][c * R + r] = o[0];
@@ -185,26 +198,41 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize, const H: usize>(
             }
         }
         for hv in 0..halves(K) {
-            for k in 0..per {
+            for k in (0..per).step_by(2) {
                 let v = hv * per + k;
-                let wv: [[__m256i; C]; H] = std::array::from_fn(|h| {
-                    std::array::from_fn(|c| {
-                        _mm256_load_si256((*w[h][c].add(g)).q[v].as_ptr() as *const __m256i)
-                    })
-                });
+                let mut wv = [[_mm512_setzero_si512(); C]; H];
+                for h in 0..H {
+                    for c in 0..C {
+                        wv[h][c] =
+                            _mm512_load_si512((*w[h][c].add(g)).q[v].as_ptr() as *const __m512i);
+                    }
+                }
                 for r in 0..R {
-                    let x = _mm256_loadu_si256(
-                        xi.add(((r0 + r) * nb + g * 8) * QK + v * QK) as *const __m256i
+                    let x = _mm512_loadu_si512(
+                        xi.add(((r0 + r) * nb + g * 8) * QK + v * QK) as *const __m512i
                     );
                     for h in 0..H {
                         for c in 0..C {
                             let j = c * R + r;
-                            a[h][hv][j] = _mm256_dpbusd_epi32(a[h][hv][j], wv[h][c], x);
+                            a[h][hv][j] = _mm512_dpbusd_epi32(a[h][hv][j], wv[h][c], x);
                         }
                     }
                 }
             }
         }
+        let mut sums = [[[_mm256_setzero_si256(); 8]; 2]; H];
+        for h in 0..H {
+            for hv in 0..halves(K) {
+                for j in 0..R * C {
+                    let z = a[h][hv][j];
+                    sums[h][hv][j] = _mm256_add_epi32(
+                        _mm512_castsi512_si256(z),
+                        _mm512_extracti64x4_epi64::<1>(z),
+                    );
+                }
+            }
+        }
+        let a = sums;
         let d = row_scales::<R>(io, r0, g * 8);
         for h in 0..H {
             let mut scale = [0f32; C];
