@@ -405,7 +405,7 @@ pub(super) struct Scratch {
     /// Block biases, column after column.
     bias: Vec<f32>,
     /// K-quant super-blocks unpacked for the VNNI tiles, column after column.
-    supers: Vec<vnni::Super>,
+    supers: Vec<vnni::Pair>,
     /// The block kinds' groups of eight unpacked for the VNNI tiles, column after column.
     groups: Vec<vnni_blocks::Group>,
 }
