@@ -18,7 +18,8 @@
 //!   faster;
 //! - decodes one row (single-sequence decoding) by streaming each weight row once, read in
 //!   place, one column at a time (a single sequential stream per thread is what keeps
-//!   memory bandwidth up), eight blocks' integer products reduced together;
+//!   memory bandwidth up), eight blocks' integer products reduced together; Q4_K with two
+//!   sub-blocks per 512-bit `vpdpbusd` where the CPU has AVX-512 VNNI (the same integers);
 //! - for several rows, multiplies register tiles of up to eight output elements, one per lane
 //!   of a single accumulator (4 rows × 2 columns, and 3 × 2, 2 × 4 or 1 × 8 for the last
 //!   rows), so that a block costs one conversion and two multiplications per eight
@@ -262,6 +263,7 @@ impl QMatrix {
                         y: y_ptr.0,
                         n,
                         prefetch,
+                        vnni,
                     };
                     let cols = avx2::Columns {
                         data: &data,
@@ -393,6 +395,11 @@ mod tests {
             // The same row alone gives bit-identical results.
             let alone = mat.matmul(&x[r * k..(r + 1) * k], 1).unwrap();
             assert_eq!(alone[..], y[r * n..(r + 1) * n], "{dtype:?}");
+            // With or without the AVX-512 VNNI decoding kernel (Q4_K, where the CPU has it).
+            let plain = mat
+                .matmul_with(&x[r * k..(r + 1) * k], 1, false, None)
+                .unwrap();
+            assert_eq!(plain, alone, "{dtype:?}, without VNNI");
             // Whichever prefetch distance decoding uses (past the matrix's end included).
             for d in prefetch::DISTANCES.into_iter().chain([64, 1 << 20]) {
                 let fixed = mat

@@ -11,7 +11,13 @@
 //!   by a byte shuffle; the minimums become the eight biases in one conversion;
 //! - Q6_K's weights are read unsigned (`q + 32`, 0..63, as `maddubs` needs), and the offset
 //!   of 32 is taken off once per super-block, from each 16-value group's activation sum
-//!   times its scale ([`super::Io::offsets`]).
+//!   times its scale ([`super::Io::offsets`]);
+//! - where the CPU has AVX-512 VNNI, Q4_K's super-block takes two sub-blocks per 512-bit
+//!   `vpdpbusd` ([`q4k_vnni`]): the 32 bytes that hold them, broadcast, shifted per half
+//!   and masked, then each lane's sum times its sub-block's scale. On a 2-core Zen 5 the 1.5B
+//!   decoded 42.2-42.8 tokens/s against 40.9-41.9 (300 greedy tokens, four alternating
+//!   runs, the same text). The same for Q6_K (sub-blocks `g` and `g + 2` of a half) measured
+//!   within noise of that and was not kept.
 //!
 //! The super-block's integer product `P` is exact in 32-bit integers either way (no
 //! `maddubs` pair reaches 2¹⁵: `2 · 63 · 127`), so it is the same integer as the tiles', and
@@ -32,15 +38,11 @@ unsafe fn spread(lo: usize, hi: usize) -> __m256i {
     _mm256_set_m128i(_mm_set1_epi16(pair(hi)), _mm_set1_epi16(pair(lo)))
 }
 
-/// The Q4_K super-block at `s` (144 bytes) against the 256 activations at `x`: the integer
-/// product `P` (each sub-block's products times its 6-bit scale), the super-block's scale
-/// `d`, and the eight sub-blocks' biases `-dmin · min` in order.
-///
-/// # Safety
-/// AVX2, FMA and F16C are available; `s` points at 144 readable bytes and `x` at 256.
+/// The Q4_K super-block at `s` (144 bytes): its scale `d`, its eight 6-bit sub-block scales
+/// (the low eight bytes), and the eight sub-blocks' biases `-dmin · min` in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
+unsafe fn q4k_scales(s: *const u8) -> (f32, __m128i, __m256) {
     let (d, dmin) = (f16(s), f16(s.add(2)));
     // The 12 scale bytes: sub-block j < 4 has its scale in the low six bits of byte j and
     // its minimum in those of byte j + 4; sub-block j ≥ 4 has the low four bits of each in
@@ -57,9 +59,67 @@ pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
         ((a2 >> 4) & 0x0f0f_0f0f) | (((a1 >> 6) & 0x0303_0303) << 4),
     ];
     let bytes = |w: [u32; 2]| _mm_set_epi32(0, 0, w[1] as i32, w[0] as i32);
-    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(bytes(scales)));
     let mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes(mins)));
-    let bias = _mm256_mul_ps(_mm256_set1_ps(-dmin), mins);
+    (d, bytes(scales), _mm256_mul_ps(_mm256_set1_ps(-dmin), mins))
+}
+
+/// [`q4k`] with AVX-512 VNNI: two sub-blocks per 512-bit `vpdpbusd` (the 32 bytes that hold
+/// them, low nibbles and high, side by side), each lane's sum times its sub-block's scale,
+/// all summed: the same integer `P`.
+///
+/// # Safety
+/// As [`q4k`], and AVX-512 F, BW, VL and VNNI are available.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn q4k_vnni(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
+    let (d, scales, bias) = q4k_scales(s);
+    let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi32(scales));
+    let nibble = _mm512_set1_epi8(0x0F);
+    // The high half's 16-bit lanes shift by four: its bytes become the high nibbles.
+    let shift = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+    let mut acc = _mm512_setzero_si512();
+    for k in 0..4 {
+        let q = _mm512_broadcast_i64x4(_mm256_loadu_si256(s.add(16 + 32 * k) as *const __m256i));
+        let w = _mm512_and_si512(_mm512_srlv_epi16(q, shift), nibble);
+        let xv = _mm512_loadu_si512(x.add(2 * k * QK) as *const __m512i);
+        let t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
+        // Sub-block 2k's scale in the low eight lanes, 2k + 1's in the high eight.
+        let j = 2 * k as i32;
+        let pick = _mm512_set_epi32(
+            j + 1,
+            j + 1,
+            j + 1,
+            j + 1,
+            j + 1,
+            j + 1,
+            j + 1,
+            j + 1,
+            j,
+            j,
+            j,
+            j,
+            j,
+            j,
+            j,
+            j,
+        );
+        let m = _mm512_permutexvar_epi32(pick, sc);
+        acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(t, m));
+    }
+    (_mm512_reduce_add_epi32(acc), d, bias)
+}
+
+/// The Q4_K super-block at `s` (144 bytes) against the 256 activations at `x`: the integer
+/// product `P` (each sub-block's products times its 6-bit scale), the super-block's scale
+/// `d`, and the eight sub-blocks' biases `-dmin · min` in order.
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `s` points at 144 readable bytes and `x` at 256.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
+    let (d, scales, bias) = q4k_scales(s);
+    let sc = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
     let nibble = _mm256_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_si256();
     for k in 0..4 {
