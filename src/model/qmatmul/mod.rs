@@ -25,14 +25,15 @@
 //!   rows), so that a block costs one conversion and two multiplications per eight
 //!   elements, where each element had taken a conversion, a multiplication and an FMA;
 //!   when more than one tile of rows will read a task's weight columns, they are first
-//!   unpacked once into bytes, except Q8_0, whose bytes are read in place;
+//!   unpacked once into bytes, except Q8_0, whose bytes are read in place (outside the
+//!   VNNI tiles below);
 //! - for the K-quants against several rows, on CPUs with AVX-512 VNNI, lays a super-block out
 //!   so that each lane of a vector holds one scale group, and sums each group's products
 //!   with `vpdpbusd` on 512-bit vectors (`avx2/vnni.rs`): nine or ten multiplications per
 //!   256 products instead of sixteen, the same integers and float operations, so the same
 //!   bits; the block kinds (Q4_1, Q5_0, Q8_0) likewise, eight blocks side by side with one
 //!   block per lane, so a block costs no reduction of its own (`avx2/vnni_blocks.rs`);
-//!   `LLM_JUDGE_NO_VNNI=1` turns both off;
+//!   `LLM_JUDGE_NO_VNNI=1` turns these and Q4_K's VNNI decoding off;
 //! - runs on our kernels' pool, columns split across threads, and on the calling thread
 //!   alone while another process holds a core ([`super::parallel`]).
 //!
@@ -272,10 +273,11 @@ impl QMatrix {
                         c1,
                         m,
                     };
-                    // SAFETY: AVX2, FMA and F16C were detected at run time; `data` holds `n`
-                    // rows of `rb` bytes (checked in `from_qtensor`), `y` is `m × n`,
-                    // `offsets` is there wherever Q6_K reads it (above), and every column
-                    // belongs to exactly one task.
+                    // SAFETY: AVX2, FMA and F16C were detected at run time (and AVX-512 VNNI
+                    // wherever `xi` is made or `vnni` set); `data` holds `n` rows of `rb`
+                    // bytes (checked in `from_qtensor`), `y` is `m × n`, `xi` is interleaved
+                    // for this kind and `offsets` is there wherever Q6_K or Q8_0 reads it
+                    // (above), and every column belongs to exactly one task.
                     unsafe { avx2::columns(self.kind, &cols, &io, &mut buf) };
                     continue;
                 }
@@ -426,7 +428,7 @@ mod tests {
     fn every_kind_matches_dequantized_weights_and_is_independent_of_the_batch() {
         // Every tile shape (4 × 2, 3 × 2, 2 × 4 and 1 × 8, and one column at a time for the
         // last columns), weights unpacked (more than 4 rows) and read in place (up to 4, and
-        // Q8_0 always), blocks in full groups of eight and in a last partial group (K-quants
+        // Q8_0 outside the VNNI tiles), blocks in full groups of eight and in a last partial group (K-quants
         // come in super-blocks of eight blocks, so their groups are always full). Each row is
         // also decoded alone, in `check`.
         for dtype in [GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q8_0] {
@@ -538,15 +540,22 @@ mod tests {
                 eprintln!("no AVX-512 VNNI on this CPU: only the AVX2 tiles run here");
                 return;
             }
-            let n = 45;
+            let n = 47;
             // Every tile shape: 4 × 2 (and two side by side for Q4_K), the last rows (3 × 2,
-            // 2 × 4, 1 × 8), the last columns one at a time. The block kinds also with rows
-            // of 28 blocks (the 0.5B's 896 values), whose last group of eight is partial.
+            // 2 × 4, 1 × 8), the last columns one at a time. The K-quants with one, two and
+            // three super-blocks (pairs full and half empty); the block kinds also with rows of
+            // 28 blocks (the 0.5B's 896 values) and of 4, whose last group of eight is partial.
             let kinds = [
+                (GgmlDType::Q4K, 256),
+                (GgmlDType::Q4K, 512),
                 (GgmlDType::Q4K, 768),
+                (GgmlDType::Q6K, 256),
+                (GgmlDType::Q6K, 512),
                 (GgmlDType::Q6K, 768),
                 (GgmlDType::Q4_1, 768),
                 (GgmlDType::Q4_1, 896),
+                (GgmlDType::Q5_0, 128),
+                (GgmlDType::Q5_0, 768),
                 (GgmlDType::Q5_0, 896),
                 (GgmlDType::Q8_0, 768),
                 (GgmlDType::Q8_0, 896),

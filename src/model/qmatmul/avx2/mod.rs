@@ -98,7 +98,8 @@ pub(super) struct Io<'a> {
     /// Decoding only: how many bytes ahead of the group it reads each weight row's lines are
     /// asked for (0: none; see [`super::prefetch`]). It changes no result.
     pub(super) prefetch: usize,
-    /// Whether the AVX-512 VNNI paths may run (the CPU has them, and the caller wants them).
+    /// Whether Q4_K's decoding may use its AVX-512 VNNI kernel (the CPU has it, and the
+    /// caller wants it). The VNNI tiles run where `xi` is not empty.
     pub(super) vnni: bool,
 }
 
@@ -434,7 +435,7 @@ pub(super) struct Scratch {
     /// Block biases, column after column.
     bias: Vec<f32>,
     /// K-quant super-blocks unpacked for the VNNI tiles, column after column.
-    supers: Vec<vnni::Pair>,
+    pairs: Vec<vnni::Pair>,
     /// The block kinds' groups of eight unpacked for the VNNI tiles, column after column.
     groups: Vec<vnni_blocks::Group>,
 }
@@ -446,7 +447,10 @@ pub(super) struct Scratch {
 /// of `kind`, each `io.nb` sub-blocks long; `io.y` has room for `m` rows times `io.n`,
 /// `io.dt` holds the scales by block when `m > 1`, `io.offsets` holds the rows'
 /// [`QuantizedRows::group_offsets`] when `kind` is Q6_K and `m == 1` or `io.xi` is not
-/// empty, and no one else writes columns `c0..c1`.
+/// empty, and their [`block_offsets`] when `kind` is Q8_0 and `io.xi` is not empty; `io.xi`
+/// is empty or the activations interleaved for `kind` ([`interleave`] or
+/// [`interleave_blocks`]) on a CPU with AVX-512 F, BW, VL and VNNI, and so is `io.vnni` set
+/// only there; and no one else writes columns `c0..c1`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn columns(kind: Kind, cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scratch) {
     match kind {
@@ -537,7 +541,7 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
     }
     if superblocks(K) && !io.xi.is_empty() {
         // SAFETY: the caller made `xi` only where the VNNI tiles can run, for this kind.
-        return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.supers, io, m, c1);
+        return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.pairs, io, m, c1);
     }
     if buf.packed.len() < (c1 - c0) * nb {
         buf.packed.resize((c1 - c0) * nb, Packed::ZERO);

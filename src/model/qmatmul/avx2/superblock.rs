@@ -85,23 +85,9 @@ pub(super) unsafe fn q4k_vnni(s: *const u8, x: *const i8) -> (i32, f32, __m256) 
         let t = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, xv);
         // Sub-block 2k's scale in the low eight lanes, 2k + 1's in the high eight.
         let j = 2 * k as i32;
-        let pick = _mm512_set_epi32(
-            j + 1,
-            j + 1,
-            j + 1,
-            j + 1,
-            j + 1,
-            j + 1,
-            j + 1,
-            j + 1,
-            j,
-            j,
-            j,
-            j,
-            j,
-            j,
-            j,
-            j,
+        let pick = _mm512_inserti64x4::<1>(
+            _mm512_castsi256_si512(_mm256_set1_epi32(j)),
+            _mm256_set1_epi32(j + 1),
         );
         let m = _mm512_permutexvar_epi32(pick, sc);
         acc = _mm512_add_epi32(acc, _mm512_mullo_epi32(t, m));

@@ -8,12 +8,13 @@
 //! (256 values) is laid out so that each 32-bit lane of a 256-bit vector holds four values
 //! of one scale group: Q4_K's eight sub-blocks of 32, one per lane, in eight vectors; Q6_K's
 //! sixteen groups of 16, eight per half, in two halves of four vectors. The weights are laid
-//! out so once per task ([`Super`], unpacked as the AVX2 tiles unpack them) and the
+//! out so once per task ([`Pair`], unpacked as the AVX2 tiles unpack them) and the
 //! activations once per call ([`interleave`]). `vpdpbusd` then leaves each group's whole
 //! dot product in its own lane, and one `vpmulld` per half by the groups' integer scales
-//! finishes the super-block: nine (Q4_K) or ten (Q6_K) multiplications per 256 products
-//! where the AVX2 tiles take sixteen. Q6_K's weights are read unsigned (`q + 32`, as
-//! `vpdpbusd` needs), and each group's lane starts at `-32 ·` the sum of its activations.
+//! finishes the super-block: eight (Q4_K) or sixteen (Q6_K) `vpdpbusd` and one or two
+//! `vpmulld` per 256 products, where the AVX2 tiles take sixteen multiplications. Q6_K's
+//! weights are read unsigned (`q + 32`, as `vpdpbusd` needs), and each group's lane starts
+//! at `-32 ·` the sum of its activations.
 //!
 //! Every step is exact in 32-bit integers (`|P| < 2²⁸`, as in the AVX2 tiles), so a
 //! super-block's `P` is the same integer, and it is converted, scaled and summed with the
@@ -180,7 +181,7 @@ unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Pair, bias: *mut 
     }
 }
 
-/// [`_mm256_hadd_epi32`] in each half of two 512-bit vectors: within each 128-bit lane,
+/// [`_mm256_hadd_epi32`] on 512-bit vectors: within each 128-bit lane,
 /// `[a0 + a1, a2 + a3, b0 + b1, b2 + b3]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -191,9 +192,9 @@ unsafe fn hadd(a: __m512i, b: __m512i) -> __m512i {
     _mm512_add_epi32(_mm512_castps_si512(even), _mm512_castps_si512(odd))
 }
 
-/// The AVX2 tiles' `reduce8` of both halves of eight 512-bit vectors at once: lane `j` of the result is
-/// the sum of the low half of `v[j]`, lane `8 + j` the sum of its high half (integers, so
-/// the same sums in any order).
+/// The AVX2 tiles' `reduce8` of both halves of eight 512-bit vectors at once: lane `j` of
+/// the result is the sum of the low half of `v[j]`, lane `8 + j` the sum of its high half
+/// (integers, so the same sums in any order).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn reduce16(v: &[__m512i; 8]) -> __m512i {
@@ -277,7 +278,8 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize, const H: usize>(
                 }
             }
         }
-        // (Closures here would not inherit the target features: plain code instead.)
+        // Plain code, not `[0, 1].map(..)`: arrays of 512-bit values through `array::map`
+        // were not inlined here (prompts read three times slower).
         let d0 = row_scales::<R>(io, r0, 2 * p * 8);
         let d1 = if both {
             row_scales::<R>(io, r0, (2 * p + 1) * 8)
@@ -308,7 +310,7 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize, const H: usize>(
                 _mm512_castsi512_si256(sums),
                 _mm512_extracti64x4_epi64::<1>(sums),
             ];
-            for s in 0..if both { 2 } else { 1 } {
+            for s in 0..1 + both as usize {
                 let t = _mm256_mul_ps(
                     _mm256_cvtepi32_ps(sums[s]),
                     _mm256_mul_ps(lanes::<R, C>(scale[s]), d[s]),
@@ -369,7 +371,7 @@ unsafe fn rows<const K: u8, const R: usize, const C: usize>(
 }
 
 /// Columns `c0..c1` of a K-quant matrix (GGUF rows of `rb` bytes from `data`) against every
-/// activation row: unpacked into `supers` (and Q4_K's biases into `bias`), then tiles of
+/// activation row: unpacked into `buf` (and Q4_K's biases into `bias`), then tiles of
 /// four rows (two columns; four for Q4_K, two tiles side by side), then the remaining rows,
 /// as [`super::run_tiles`] walks them.
 ///
@@ -382,25 +384,25 @@ pub(super) unsafe fn columns<const K: u8>(
     data: *const u8,
     rb: usize,
     bias: &Biases,
-    supers: &mut Vec<Pair>,
+    buf: &mut Vec<Pair>,
     io: &Io<'_>,
     m: usize,
     c1: usize,
 ) {
     let (c0, nb) = (bias.c0, io.nb);
     let per = pairs(nb);
-    if supers.len() < (c1 - c0) * per {
-        supers.resize((c1 - c0) * per, Pair::ZERO);
+    if buf.len() < (c1 - c0) * per {
+        buf.resize((c1 - c0) * per, Pair::ZERO);
     }
     for c in c0..c1 {
         pack::<K>(
             data.add(c * rb),
             nb,
-            supers.as_mut_ptr().add((c - c0) * per),
+            buf.as_mut_ptr().add((c - c0) * per),
             bias.of(c),
         );
     }
-    let base = supers.as_ptr();
+    let base = buf.as_ptr();
     let mut r = 0;
     while r + 4 <= m {
         rows::<K, 4, 2>(base, bias, io, r, c1);

@@ -9,8 +9,8 @@
 //! then leaves each block's whole integer product `P` in its own lane, on 512-bit vectors
 //! (two of the layout's vectors per instruction, the halves added after). One conversion
 //! and one multiplication by the blocks' scale products give the eight `t = P · (scale · d)`
-//! of an element, and three rounds of `hadd` sum the eight elements' blocks in the AVX2
-//! tiles' tree, `((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))`: the same operations on
+//! of an element, and two rounds of `hadd` and one sum of 128-bit halves add the eight
+//! elements' blocks in the AVX2 tiles' tree, `((t0 + t1) + (t2 + t3)) + ((t4 + t5) + (t6 + t7))`: the same operations on
 //! the same numbers (tested in `the_vnni_tiles_give_the_avx2_tiles_bits`).
 //!
 //! `vpdpbusd` multiplies unsigned bytes by signed ones. Q4_1's and Q5_0's weights are
@@ -50,12 +50,12 @@ const fn padded(nb: usize) -> usize {
 /// blocks to whole groups of eight, every group laid out as [`Group`] lays out weights.
 pub(in crate::model::qmatmul) fn interleave(q: &[i8], m: usize, nb: usize) -> Vec<i8> {
     debug_assert_eq!(q.len(), m * nb * QK);
-    let np = padded(nb);
-    let mut out = vec![0i8; m * np * QK];
+    let padded_nb = padded(nb);
+    let mut out = vec![0i8; m * padded_nb * QK];
     for r in 0..m {
         for b in 0..nb {
             let src = &q[(r * nb + b) * QK..(r * nb + b + 1) * QK];
-            let group = (r * np + b / 8 * 8) * QK;
+            let group = (r * padded_nb + b / 8 * 8) * QK;
             for v in 0..8 {
                 let to = group + v * QK + 4 * (b % 8);
                 out[to..to + 4].copy_from_slice(&src[4 * v..4 * v + 4]);
@@ -68,12 +68,12 @@ pub(in crate::model::qmatmul) fn interleave(q: &[i8], m: usize, nb: usize) -> Ve
 /// For Q8_0, whose weights these tiles read as `q + 128`: `-128 ·` the sum of each block's
 /// activations, by row and padded block (0 in the padding).
 pub(in crate::model::qmatmul) fn block_offsets(q: &[i8], m: usize, nb: usize) -> Vec<i32> {
-    let np = padded(nb);
-    let mut out = vec![0i32; m * np];
+    let padded_nb = padded(nb);
+    let mut out = vec![0i32; m * padded_nb];
     for r in 0..m {
         for b in 0..nb {
             let block = &q[(r * nb + b) * QK..(r * nb + b + 1) * QK];
-            out[r * np + b] = -128 * block.iter().map(|&x| x as i32).sum::<i32>();
+            out[r * padded_nb + b] = -128 * block.iter().map(|&x| x as i32).sum::<i32>();
         }
     }
     out
@@ -140,16 +140,16 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize>(
     col: usize,
 ) {
     const { assert!(R >= 1 && R <= 4 && C >= 1 && R * C <= LANES) };
-    let (nb, np) = (io.nb, padded(io.nb));
+    let (nb, padded_nb) = (io.nb, padded(io.nb));
     let (xi, off, xd) = (io.xi.as_ptr(), io.offsets.as_ptr(), io.x.d.as_ptr());
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let mut acc = _mm256_setzero_ps();
-    for g in 0..np / 8 {
+    for g in 0..padded_nb / 8 {
         // 512-bit products: the low half takes vector `v`, the high half `v + 1`.
         let mut a = [_mm512_setzero_si512(); LANES];
         if K == Q8_0 {
             for r in 0..R {
-                let at = off.add((r0 + r) * np + 8 * g) as *const __m256i;
+                let at = off.add((r0 + r) * padded_nb + 8 * g) as *const __m256i;
                 let o = _mm512_zextsi256_si512(_mm256_loadu_si256(at));
                 for c in 0..C {
                     a[c * R + r] = o;
@@ -159,11 +159,13 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize>(
         for v in (0..8).step_by(2) {
             let mut wv = [_mm512_setzero_si512(); C];
             for c in 0..C {
-                wv[c] = _mm512_load_si512((*w[c].add(g)).q[v].as_ptr() as *const __m512i);
+                // Vectors `v` and `v + 1`: a pointer to the whole field, which covers both.
+                let q = std::ptr::addr_of!((*w[c].add(g)).q) as *const u8;
+                wv[c] = _mm512_load_si512(q.add(v * QK) as *const __m512i);
             }
             for r in 0..R {
                 let x = _mm512_loadu_si512(
-                    xi.add(((r0 + r) * np + 8 * g) * QK + v * QK) as *const __m512i
+                    xi.add(((r0 + r) * padded_nb + 8 * g) * QK + v * QK) as *const __m512i
                 );
                 for c in 0..C {
                     let j = c * R + r;
