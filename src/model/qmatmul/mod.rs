@@ -212,11 +212,11 @@ impl QMatrix {
         } else {
             Vec::new()
         };
-        // More than one tile of rows: the VNNI tiles, where the CPU has them (every kind),
-        // read the activations interleaved (the same bits as the AVX2 tiles).
+        // Two rows or more: the VNNI tiles, where the CPU has them (every kind), read the
+        // activations interleaved (the same bits as the AVX2 tiles).
         #[cfg(target_arch = "x86_64")]
         let xi = match self.kind {
-            _ if !(simd && vnni && m > 4) => Vec::new(),
+            _ if !(simd && vnni && m > 1) => Vec::new(),
             Kind::Q4K | Kind::Q6K => avx2::interleave(self.kind, &act.q, m, nb),
             Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => avx2::interleave_blocks(&act.q, m, nb),
         };
@@ -562,7 +562,7 @@ mod tests {
             ];
             for (dtype, k, m) in kinds
                 .into_iter()
-                .flat_map(|(d, k)| [5, 6, 7, 8, 19].map(|m| (d, k, m)))
+                .flat_map(|(d, k)| [2, 3, 4, 5, 6, 7, 8, 19].map(|m| (d, k, m)))
             {
                 let w: Vec<f32> = (0..n * k)
                     .map(|i| ((i * 53 % 211) as f32 - 105.0) / 70.0)

@@ -517,8 +517,15 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
         c0,
         nb,
     };
-    // The block kinds against more than one tile of rows, where the VNNI tiles run.
-    if !superblocks(K) && !io.xi.is_empty() {
+    // Several rows, where the VNNI tiles run (the caller made `xi`): every kind unpacked
+    // into their layout once per task, from two rows up (measured on the 1.5B: two and
+    // four sequences decode 25 % and 40 % faster than with the AVX2 tiles reading the
+    // weights in place, and eight rows read in place decode 40 % slower).
+    if !io.xi.is_empty() {
+        if superblocks(K) {
+            // SAFETY: the caller made `xi` only where the VNNI tiles can run, for this kind.
+            return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.pairs, io, m, c1);
+        }
         if biased(K) {
             for c in c0..c1 {
                 biases::<K>(weights.of(c), nb, bias.of(c));
@@ -538,10 +545,6 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
             }
         }
         return run_tiles::<K, false>(&weights, &bias, io, m, c1);
-    }
-    if superblocks(K) && !io.xi.is_empty() {
-        // SAFETY: the caller made `xi` only where the VNNI tiles can run, for this kind.
-        return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.pairs, io, m, c1);
     }
     if buf.packed.len() < (c1 - c0) * nb {
         buf.packed.resize((c1 - c0) * nb, Packed::ZERO);
