@@ -161,6 +161,22 @@ unsafe fn tile<const K: u8, const PACKED: bool, const R: usize, const C: usize>(
     if full < nb {
         acc = _mm256_add_ps(acc, tile_group::<K, PACKED, R, C, false>(&w, io, r0, full));
     }
+    store::<K, R, C>(acc, &bias, io, r0, col);
+}
+
+/// Writes a tile's `R × C` results: lane `c · R + r` of `acc` plus the bias term of row
+/// `r0 + r` and column `col + c`, or plus 0 for the kinds without one (which turns -0 into
+/// +0). Every tile (AVX2 and VNNI) ends here, so all write the same bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store<const K: u8, const R: usize, const C: usize>(
+    acc: __m256,
+    bias: &[*const f32; C],
+    io: &Io<'_>,
+    r0: usize,
+    col: usize,
+) {
+    let nb = io.nb;
     let mut out = [0f32; LANES];
     _mm256_storeu_ps(out.as_mut_ptr(), acc);
     let xs = io.x.s.as_ptr();

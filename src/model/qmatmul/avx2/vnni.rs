@@ -33,7 +33,7 @@
 //!
 //! `LLM_JUDGE_NO_VNNI=1` turns this path off (to compare the two).
 
-use super::{bias_dot, biased, lanes, row_scales, unpack, Biases, Io, Q4K, Q6K};
+use super::{biased, lanes, row_scales, store, unpack, Biases, Io, Q4K, Q6K};
 use crate::model::qmatmul::QK;
 use std::arch::x86_64::*;
 
@@ -319,21 +319,8 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize, const H: usize>(
             }
         }
     }
-    let xs = io.x.s.as_ptr();
     for h in 0..H {
-        let mut out = [0f32; 8];
-        _mm256_storeu_ps(out.as_mut_ptr(), acc[h]);
-        for c in 0..C {
-            for r in 0..R {
-                // As the AVX2 tiles do: a bias term, or 0 (which turns -0 into +0).
-                let b = if biased(K) {
-                    bias_dot(bias[h][c], xs.add((r0 + r) * nb), nb)
-                } else {
-                    0.0
-                };
-                *io.y.add((r0 + r) * io.n + col + h * C + c) = out[c * R + r] + b;
-            }
-        }
+        store::<K, R, C>(acc[h], &bias[h], io, r0, col + h * C);
     }
 }
 

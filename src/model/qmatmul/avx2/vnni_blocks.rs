@@ -19,7 +19,7 @@
 //! Rows whose blocks do not fill a last group are padded with zero blocks of scale `+0`,
 //! whose `t` is the `+0` the AVX2 tiles put in their place.
 
-use super::{bias_dot, biased, unpack, Biases, Io, LANES, Q8_0};
+use super::{store, unpack, Biases, Io, LANES, Q8_0};
 use crate::model::qmatmul::QK;
 use std::arch::x86_64::*;
 
@@ -198,20 +198,7 @@ unsafe fn tile<const K: u8, const R: usize, const C: usize>(
         }
         acc = _mm256_add_ps(acc, tree(&t));
     }
-    let mut out = [0f32; LANES];
-    _mm256_storeu_ps(out.as_mut_ptr(), acc);
-    let xs = io.x.s.as_ptr();
-    for c in 0..C {
-        for r in 0..R {
-            // As the AVX2 tiles do: a bias term, or 0 (which turns -0 into +0).
-            let b = if biased(K) {
-                bias_dot(bias[c], xs.add((r0 + r) * nb), nb)
-            } else {
-                0.0
-            };
-            *io.y.add((r0 + r) * io.n + col + c) = out[c * R + r] + b;
-        }
-    }
+    store::<K, R, C>(acc, &bias, io, r0, col);
 }
 
 /// Rows `r..r + R` against columns `bias.c0..c1`: `C` at a time, then one at a time.
