@@ -433,6 +433,9 @@ pub struct BenchReport {
 pub struct PrefetchFigure {
     /// Model name.
     pub model: String,
+    /// Which calls the distance serves: "decoding" (one sequence) or "batched decoding"
+    /// (two to sixteen).
+    pub calls: String,
     /// Whether the distance was measured (`true`) or fixed by `LLM_JUDGE_PREFETCH`.
     pub measured: bool,
     /// The distance in bytes (0: none); `None` while no exploration has ended.
@@ -447,15 +450,13 @@ pub struct PrefetchFigure {
 }
 
 impl PrefetchFigure {
-    fn new(
-        model: &str,
-        policy: crate::model::prefetch::Policy,
-        choice: Option<crate::model::prefetch::Choice>,
-    ) -> Self {
+    fn new(model: &str, calls: crate::model::prefetch::Calls) -> Self {
         use crate::model::prefetch::Policy;
+        let (policy, choice) = crate::model::prefetch::current(calls);
         let measured = policy == Policy::Measure;
         Self {
             model: model.to_string(),
+            calls: calls.describe().to_string(),
             measured,
             distance: match policy {
                 Policy::Fixed(d) => Some(d),
@@ -481,13 +482,18 @@ impl PrefetchFigure {
         match (self.measured, self.distance) {
             // A fixed policy always has its distance.
             (false, d) => format!(
-                "decoding's prefetch distance fixed by LLM_JUDGE_PREFETCH: {}",
+                "{}'s prefetch distance fixed by LLM_JUDGE_PREFETCH: {}",
+                self.calls,
                 d.map(kib).unwrap_or_default()
             ),
-            (true, None) => "decoding's prefetch distance: no exploration has ended yet".into(),
+            (true, None) => format!(
+                "{}'s prefetch distance: no exploration has ended yet",
+                self.calls
+            ),
             (true, Some(d)) => format!(
-                "decoding's prefetch distance, measured (exploration {} of this process): {} \
+                "{}'s prefetch distance, measured (exploration {} of this process): {} \
                  (cost relative to it: {})",
+                self.calls,
                 self.exploration,
                 kib(d),
                 self.tried
@@ -696,8 +702,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                 ));
             }
         }
-        let (policy, choice) = crate::model::prefetch::current();
-        let figure = PrefetchFigure::new(name, policy, choice);
+        let figure = PrefetchFigure::new(name, crate::model::prefetch::Calls::Decode);
         print(format!("{name}: {}", figure.describe()));
         report.prefetch.push(figure);
         let single = rows.last().map(|r| r.tokens_per_s).unwrap_or(f64::NAN);
@@ -723,6 +728,11 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                     batched.iter_mut().for_each(BenchRow::pad_reference);
                 }
             }
+        }
+        if opts.parallel.iter().any(|&b| b > 1) {
+            let figure = PrefetchFigure::new(name, crate::model::prefetch::Calls::Batch);
+            print(format!("{name}: {}", figure.describe()));
+            report.prefetch.push(figure);
         }
         rows.extend(batched);
         rows.extend(loaded);

@@ -178,7 +178,7 @@ impl QMatrix {
     }
 
     /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not, and
-    /// decoding's prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
+    /// the prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
     fn matmul_with(
         &self,
         x: &[f32],
@@ -228,17 +228,18 @@ impl QMatrix {
             Kind::Q8_0 if !xi.is_empty() => avx2::block_offsets(&act.q, m, nb),
             _ => Vec::new(),
         };
-        // Decoding (one row, SIMD): the prefetch distance of this call, chosen by measuring
-        // ([`prefetch`]); it changes no result.
+        // Decoding one sequence or several (SIMD): the prefetch distance of this call, chosen
+        // by measuring ([`prefetch`]); it changes no result.
         #[cfg(target_arch = "x86_64")]
-        let (prefetch, timed) = match fixed_prefetch {
-            _ if !simd || m != 1 => (0, None),
-            Some(d) => (d, None),
-            None => {
+        let (prefetch, timed) = match (fixed_prefetch, prefetch::Calls::of(m)) {
+            _ if !simd => (0, None),
+            (Some(d), _) => (d, None),
+            (None, None) => (0, None),
+            (None, Some(calls)) => {
                 let bytes = (n * rb) as u64;
                 (
-                    prefetch::pick(data.as_ptr() as usize),
-                    Some((bytes, std::time::Instant::now())),
+                    prefetch::pick(calls, data.as_ptr() as usize),
+                    Some((calls, bytes, std::time::Instant::now())),
                 )
             }
         };
@@ -302,8 +303,8 @@ impl QMatrix {
             SCRATCH.set(buf);
         });
         #[cfg(target_arch = "x86_64")]
-        if let Some((bytes, t)) = timed {
-            prefetch::record(prefetch, bytes, pooled, t.elapsed());
+        if let Some((calls, bytes, t)) = timed {
+            prefetch::record(calls, prefetch, bytes, pooled, t.elapsed());
         }
         // SAFETY: every element of the `m × n` output has been written (see above).
         unsafe { y.set_len(m * n) };
@@ -580,12 +581,22 @@ mod tests {
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&with), bits(&without), "{dtype:?}, {m} rows of {k}");
                 assert!(with.iter().any(|v| *v != 0.0));
+                // Whichever distance the unpacking asks ahead (past the matrix's end
+                // included), on either path.
+                for (d, vnni) in [(64, true), (8192, true), (1 << 20, true), (8192, false)] {
+                    let fixed = mat.matmul_with(&x, m, vnni, Some(d)).unwrap();
+                    assert_eq!(
+                        bits(&fixed),
+                        bits(&without),
+                        "{dtype:?}, {m} rows of {k}, prefetch {d}, VNNI {vnni}"
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn decoding_calls_are_timed_for_the_prefetch() {
+    fn decoding_calls_one_sequence_or_several_are_timed_for_the_prefetch() {
         let wt = Tensor::from_vec(
             (0..64 * 256)
                 .map(|i| (i % 17) as f32 - 8.0)
@@ -600,17 +611,27 @@ mod tests {
         .unwrap()
         .unwrap();
         let x: Vec<f32> = (0..256).map(|i| (i % 5) as f32).collect();
-        // Other tests decode at the same time: the count only grows, by at least ours.
-        let before = prefetch::recorded();
+        // Other tests decode at the same time: the counts only grow, by at least ours.
+        let (decode, batch) = (prefetch::Calls::Decode, prefetch::Calls::Batch);
+        let before = [prefetch::recorded(decode), prefetch::recorded(batch)];
         for _ in 0..10 {
             mat.matmul(&x, 1).unwrap();
         }
-        let timed = prefetch::recorded() - before;
+        let timed = prefetch::recorded(decode) - before[0];
+        // Four rows are batched decoding; a prompt's 64 are neither.
+        let x4: Vec<f32> = x.iter().cycle().take(4 * 256).copied().collect();
+        let x64: Vec<f32> = x.iter().cycle().take(64 * 256).copied().collect();
+        for _ in 0..10 {
+            mat.matmul(&x4, 4).unwrap();
+            mat.matmul(&x64, 64).unwrap();
+        }
+        let batched = prefetch::recorded(batch) - before[1];
         if cfg!(target_arch = "x86_64") && simd_available() {
             assert!(timed >= 10, "{timed} decoding calls recorded");
+            assert!(batched >= 10, "{batched} batched decoding calls recorded");
         } else {
             // No SIMD column kernel, no prefetch to choose.
-            assert_eq!(timed, 0);
+            assert_eq!((timed, batched), (0, 0));
         }
     }
 

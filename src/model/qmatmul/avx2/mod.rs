@@ -15,6 +15,7 @@ mod superblock;
 mod vnni;
 mod vnni_blocks;
 
+use blocks::transpose8;
 pub(super) use blocks::{amax, quantize_block, Packed};
 pub(super) use vnni::{available as vnni_available, interleave, supported as vnni_supported};
 pub(super) use vnni_blocks::{block_offsets, interleave as interleave_blocks};
@@ -74,6 +75,18 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
+/// Asks for the cache lines of the `bytes` bytes at `at`, into the L2 cache: a hint that
+/// changes no result (`at` may lie past the weights' end; see [`super::prefetch`]).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn ask(at: *const u8, bytes: usize) {
+    let mut line = 0;
+    while line < bytes {
+        _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(line) as *const i8);
+        line += 64;
+    }
+}
+
 /// Where the kernel reads activations and writes results.
 pub(super) struct Io<'a> {
     /// The quantised activations (rows of `nb` blocks).
@@ -95,8 +108,9 @@ pub(super) struct Io<'a> {
     pub(super) y: *mut f32,
     /// Output columns (weight rows).
     pub(super) n: usize,
-    /// Decoding only: how many bytes ahead of the group it reads each weight row's lines are
-    /// asked for (0: none; see [`super::prefetch`]). It changes no result.
+    /// How many bytes ahead of the super-block or group it reads each weight row's lines are
+    /// asked for, where the weights are read from memory once per call: decoding, and the
+    /// unpacking for several rows (0: none; see [`super::prefetch`]). It changes no result.
     pub(super) prefetch: usize,
     /// Whether Q4_K's decoding may use its AVX-512 VNNI kernel (the CPU has it, and the
     /// caller wants it). The VNNI tiles run where `xi` is not empty.
@@ -292,13 +306,7 @@ unsafe fn column<const K: u8, const PREFETCH_AHEAD: bool>(w: *const u8, io: &Io<
     let step = group_bytes(K);
     for g in (0..full).step_by(GROUP) {
         if PREFETCH_AHEAD {
-            // See [`super::prefetch`]: ask for the lines a little ahead.
-            let at = w.wrapping_add((g / GROUP) * step + io.prefetch);
-            let mut line = 0;
-            while line < step {
-                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(line) as *const i8);
-                line += 64;
-            }
+            ask(w.wrapping_add((g / GROUP) * step + io.prefetch), step);
         }
         acc = _mm_add_ss(acc, column_group::<K, true>(w, io, g, &mut bias));
     }
@@ -321,13 +329,7 @@ unsafe fn column_q4k_vnni<const PREFETCH_AHEAD: bool>(w: *const u8, io: &Io<'_>,
     for g in (0..nb).step_by(GROUP) {
         let s = w.add((g / GROUP) * step);
         if PREFETCH_AHEAD {
-            // See [`super::prefetch`]: ask for the lines a little ahead.
-            let at = s.wrapping_add(io.prefetch);
-            let mut line = 0;
-            while line < step {
-                _mm_prefetch::<_MM_HINT_T1>(at.wrapping_add(line) as *const i8);
-                line += 64;
-            }
+            ask(s.wrapping_add(io.prefetch), step);
         }
         let (p, scale, b) = superblock::q4k_vnni(s, xq.add(g * QK));
         bias = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs.add(g)), bias);
@@ -404,10 +406,20 @@ unsafe fn column_group<const K: u8, const FULL: bool>(
 }
 
 /// Unpacks the `nb` sub-blocks of the weight row at `w` into `dst`, and their biases
-/// into `bias` (for the kinds with one).
+/// into `bias` (for the kinds with one), asking for the lines `ahead` bytes on (0: none).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Packed, bias: *mut f32) {
+unsafe fn pack<const K: u8>(
+    w: *const u8,
+    nb: usize,
+    dst: *mut Packed,
+    bias: *mut f32,
+    ahead: usize,
+) {
     for sb in 0..nb {
+        if ahead > 0 && sb.is_multiple_of(GROUP) {
+            let step = group_bytes(K);
+            ask(w.wrapping_add(sb / GROUP * step + ahead), step);
+        }
         let u = unpack::<K>(w, sb);
         let p = dst.add(sb);
         _mm256_store_si256((*p).q.as_mut_ptr() as *mut __m256i, u.q);
@@ -542,11 +554,6 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
             // SAFETY: the caller made `xi` only where the VNNI tiles can run, for this kind.
             return vnni::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.pairs, io, m, c1);
         }
-        if biased(K) {
-            for c in c0..c1 {
-                biases::<K>(weights.of(c), nb, bias.of(c));
-            }
-        }
         // SAFETY: the caller made `xi` (and Q8_0's offsets) only where the VNNI tiles can
         // run, for this kind.
         return vnni_blocks::columns::<K>(data.as_ptr(), rb, &bias, &mut buf.groups, io, m, c1);
@@ -567,7 +574,7 @@ unsafe fn columns_t<const K: u8>(cols: &Columns<'_>, io: &Io<'_>, buf: &mut Scra
     }
     for c in c0..c1 {
         let dst = buf.packed.as_mut_ptr().add((c - c0) * nb);
-        pack::<K>(weights.of(c), nb, dst, bias.of(c));
+        pack::<K>(weights.of(c), nb, dst, bias.of(c), io.prefetch);
     }
     let packed = Weights {
         base: buf.packed.as_ptr() as *const u8,

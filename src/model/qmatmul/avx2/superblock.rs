@@ -42,7 +42,7 @@ unsafe fn spread(lo: usize, hi: usize) -> __m256i {
 /// (the low eight bytes), and the eight sub-blocks' biases `-dmin · min` in order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k_scales(s: *const u8) -> (f32, __m128i, __m256) {
+pub(super) unsafe fn q4k_scales(s: *const u8) -> (f32, __m128i, __m256) {
     let (d, dmin) = (f16(s), f16(s.add(2)));
     // The 12 scale bytes: sub-block j < 4 has its scale in the low six bits of byte j and
     // its minimum in those of byte j + 4; sub-block j ≥ 4 has the low four bits of each in
@@ -61,6 +61,51 @@ unsafe fn q4k_scales(s: *const u8) -> (f32, __m128i, __m256) {
     let bytes = |w: [u32; 2]| _mm_set_epi32(0, 0, w[1] as i32, w[0] as i32);
     let mins = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes(mins)));
     (d, bytes(scales), _mm256_mul_ps(_mm256_set1_ps(-dmin), mins))
+}
+
+/// Sub-blocks `2k` and `2k + 1` of the Q4_K super-block at `s`: their 32 weights each
+/// (0..15), from the 32 bytes whose low and high nibbles hold them (`nibble`: `0x0F` in
+/// every byte).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k_pair(s: *const u8, k: usize, nibble: __m256i) -> [__m256i; 2] {
+    let q = _mm256_loadu_si256(s.add(16 + 32 * k) as *const __m256i);
+    [
+        _mm256_and_si256(q, nibble),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
+    ]
+}
+
+/// Half `c` (0 or 1) of the Q6_K super-block at `s`: its four sub-blocks (`4c..4c + 4`),
+/// 32 weights each, read unsigned (`q + 32`, 0..63).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6k_half(s: *const u8, c: usize) -> [__m256i; 4] {
+    let (nibble, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+    // 64 bytes of low nibbles, 32 bytes of high bit pairs.
+    let ql = [0, 32].map(|o| _mm256_loadu_si256(s.add(64 * c + o) as *const __m256i));
+    let qh = _mm256_loadu_si256(s.add(128 + 32 * c) as *const __m256i);
+    // Sub-block g takes its high bits from bit pair g of each byte, moved to bits 4-5.
+    let high = [
+        _mm256_slli_epi16(qh, 4),
+        _mm256_slli_epi16(qh, 2),
+        qh,
+        _mm256_srli_epi16(qh, 2),
+    ];
+    let low = [
+        ql[0],
+        ql[1],
+        _mm256_srli_epi16(ql[0], 4),
+        _mm256_srli_epi16(ql[1], 4),
+    ];
+    let mut w = [_mm256_setzero_si256(); 4];
+    for g in 0..4 {
+        w[g] = _mm256_or_si256(
+            _mm256_and_si256(low[g], nibble),
+            _mm256_and_si256(high[g], two),
+        );
+    }
+    w
 }
 
 /// [`q4k`] with AVX-512 VNNI: two sub-blocks per 512-bit `vpdpbusd` (the 32 bytes that hold
@@ -109,13 +154,7 @@ pub(super) unsafe fn q4k(s: *const u8, x: *const i8) -> (i32, f32, __m256) {
     let nibble = _mm256_set1_epi8(0x0F);
     let mut acc = _mm256_setzero_si256();
     for k in 0..4 {
-        // Sub-blocks 2k (low nibbles) and 2k + 1 (high nibbles) share 32 bytes.
-        let q = _mm256_loadu_si256(s.add(16 + 32 * k) as *const __m256i);
-        let w = [
-            _mm256_and_si256(q, nibble),
-            _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
-        ];
-        for (h, w) in w.into_iter().enumerate() {
+        for (h, w) in q4k_pair(s, k, nibble).into_iter().enumerate() {
             let j = 2 * k + h;
             let xv = _mm256_loadu_si256(x.add(j * QK) as *const __m256i);
             let m = _mm256_shuffle_epi8(sc, spread(j, j));
@@ -151,25 +190,8 @@ pub(super) unsafe fn q6k(s: *const u8, x: *const i8, off: *const i32) -> (i32, f
     );
     // Each half's eight scales as 16-bit values, in both 128-bit halves.
     let sc = [sc8, hi8].map(|h| _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(h)));
-    let (nibble, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
     for (c, sc) in sc.into_iter().enumerate() {
-        // Half c: 64 bytes of low nibbles, 32 bytes of high bit pairs, four sub-blocks.
-        let ql = [0, 32].map(|o| _mm256_loadu_si256(s.add(64 * c + o) as *const __m256i));
-        let qh = _mm256_loadu_si256(s.add(128 + 32 * c) as *const __m256i);
-        // Sub-block g takes its high bits from bit pair g of each byte, moved to bits 4-5.
-        let high = [
-            _mm256_slli_epi16(qh, 4),
-            _mm256_slli_epi16(qh, 2),
-            qh,
-            _mm256_srli_epi16(qh, 2),
-        ];
-        for (g, high) in high.into_iter().enumerate() {
-            let low = if g >= 2 {
-                _mm256_srli_epi16(ql[g % 2], 4)
-            } else {
-                ql[g % 2]
-            };
-            let w = _mm256_or_si256(_mm256_and_si256(low, nibble), _mm256_and_si256(high, two));
+        for (g, w) in q6k_half(s, c).into_iter().enumerate() {
             let xv = _mm256_loadu_si256(x.add((4 * c + g) * QK) as *const __m256i);
             let m = _mm256_shuffle_epi8(sc, spread(2 * g, 2 * g + 1));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), m));

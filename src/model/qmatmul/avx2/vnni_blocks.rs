@@ -19,7 +19,7 @@
 //! Rows whose blocks do not fill a last group are padded with zero blocks of scale `+0`,
 //! whose `t` is the `+0` the AVX2 tiles put in their place.
 
-use super::{store, unpack, Biases, Io, LANES, Q8_0};
+use super::{ask, biased, group_bytes, store, transpose8, unpack, Biases, Io, LANES, Q8_0};
 use crate::model::qmatmul::QK;
 use std::arch::x86_64::*;
 
@@ -79,29 +79,46 @@ pub(in crate::model::qmatmul) fn block_offsets(q: &[i8], m: usize, nb: usize) ->
     out
 }
 
-/// Unpacks the `nb` blocks of the weight row at `w` into `nb.div_ceil(8)` groups at `dst`.
+/// Unpacks the `nb` blocks of the weight row at `w` into `nb.div_ceil(8)` groups at `dst`,
+/// and (Q4_1, Q5_0) their biases into `bias`: eight blocks unpacked, then moved into
+/// [`Group`]'s layout by a transpose of 4-byte units in registers. Asks for the lines
+/// `ahead` bytes on (0: none).
+// Plain index loops: with iterator adaptors (`zip`, `take`, `enumerate`) eight sequences
+// of Gemma 3 decoded 10 % slower (447-448 against 495-514 tokens/s).
+#[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pack<const K: u8>(w: *const u8, nb: usize, dst: *mut Group) {
+unsafe fn pack<const K: u8>(
+    w: *const u8,
+    nb: usize,
+    dst: *mut Group,
+    bias: *mut f32,
+    ahead: usize,
+) {
+    let step = group_bytes(K);
     for g in 0..nb.div_ceil(8) {
+        if ahead > 0 {
+            ask(w.wrapping_add(g * step + ahead), step);
+        }
         let s = &mut *dst.add(g);
-        let mut values = [0u8; 8 * QK];
+        let mut blocks = [_mm256_setzero_si256(); 8];
         s.scale = [0.0; 8];
         for l in 0..8.min(nb - 8 * g) {
             let u = unpack::<K>(w, 8 * g + l);
             // Q8_0's signed values, plus 128 (the sign bit flipped).
-            let q = if K == Q8_0 {
+            blocks[l] = if K == Q8_0 {
                 _mm256_xor_si256(u.q, _mm256_set1_epi8(i8::MIN))
             } else {
                 u.q
             };
-            _mm256_storeu_si256(values.as_mut_ptr().add(l * QK) as *mut __m256i, q);
             s.scale[l] = u.scale;
-        }
-        for v in 0..8 {
-            for l in 0..8 {
-                let from = QK * l + 4 * v;
-                s.q[v][4 * l..4 * l + 4].copy_from_slice(&values[from..from + 4]);
+            if biased(K) {
+                *bias.add(8 * g + l) = u.bias;
             }
+        }
+        // Vector v, lane l: block l's values 4v..4v + 4.
+        let q = transpose8(&blocks);
+        for v in 0..8 {
+            _mm256_store_si256(s.q[v].as_mut_ptr() as *mut __m256i, q[v]);
         }
     }
 }
@@ -254,6 +271,8 @@ pub(super) unsafe fn columns<const K: u8>(
             data.add(c * rb),
             nb,
             groups.as_mut_ptr().add((c - c0) * per),
+            bias.of(c),
+            io.prefetch,
         );
     }
     let base = groups.as_ptr();
