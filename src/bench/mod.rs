@@ -423,12 +423,13 @@ pub struct BenchReport {
     pub bounds: Vec<DecodeBound>,
     /// Peak memory of `generate` per model.
     pub memory: Vec<MemoryFigure>,
-    /// Decoding's prefetch distance after each model's rounds (its busy ones included).
+    /// Decoding's prefetch distance after each model's rounds (its busy ones included), and
+    /// batched decoding's after its batched rounds.
     pub prefetch: Vec<PrefetchFigure>,
 }
 
-/// Decoding's software prefetch as it stood after a model's rounds (see
-/// [`crate::model::prefetch`]).
+/// The software prefetch of decoding, or of batched decoding, as it stood after a model's
+/// rounds (see [`crate::model::prefetch`]).
 #[derive(Clone, Debug, Serialize)]
 pub struct PrefetchFigure {
     /// Model name.
@@ -729,7 +730,8 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                 }
             }
         }
-        if opts.parallel.iter().any(|&b| b > 1) {
+        let batch_rows = 2..=crate::model::prefetch::BATCH_ROWS;
+        if opts.parallel.iter().any(|b| batch_rows.contains(b)) {
             let figure = PrefetchFigure::new(name, crate::model::prefetch::Calls::Batch);
             print(format!("{name}: {}", figure.describe()));
             report.prefetch.push(figure);

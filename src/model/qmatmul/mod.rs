@@ -238,7 +238,7 @@ impl QMatrix {
             (None, Some(calls)) => {
                 let bytes = (n * rb) as u64;
                 (
-                    prefetch::pick(calls, data.as_ptr() as usize),
+                    prefetch::pick(calls, data.as_ptr() as usize, m),
                     Some((calls, bytes, std::time::Instant::now())),
                 )
             }
@@ -304,7 +304,7 @@ impl QMatrix {
         });
         #[cfg(target_arch = "x86_64")]
         if let Some((calls, bytes, t)) = timed {
-            prefetch::record(calls, prefetch, bytes, pooled, t.elapsed());
+            prefetch::record(calls, prefetch, bytes, m, pooled, t.elapsed());
         }
         // SAFETY: every element of the `m × n` output has been written (see above).
         unsafe { y.set_len(m * n) };

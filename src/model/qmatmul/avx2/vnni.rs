@@ -36,7 +36,7 @@
 //! moves it into [`Pair`]'s layout with register transposes of 4-byte units; it used to
 //! unpack sub-block by sub-block and copy 4 bytes at a time. Measured on the 1.5B (2-core
 //! Zen 5, alternating `bench` runs): eight sequences decoded 77-79 tokens/s in all before,
-//! 87-88 with the transposes, and 128-131 when the unpacking also asks for its weights a
+//! 87-88 with the transposes, and 128-133 when the unpacking also asks for its weights a
 //! few KiB ahead ([`super::super::prefetch`]).
 //!
 //! `LLM_JUDGE_NO_VNNI=1` turns this path off (to compare the two).

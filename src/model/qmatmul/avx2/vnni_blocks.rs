@@ -244,8 +244,9 @@ unsafe fn rows<const K: u8, const R: usize, const C: usize>(
 
 /// Columns `c0..c1` of a block-kind matrix (GGUF rows of `rb` bytes from `data`) against
 /// every activation row: unpacked into `groups`, then tiles of four rows (two columns),
-/// then the remaining rows, as [`super::run_tiles`] walks them. The caller has written the
-/// columns' biases (for the kinds with one) into `bias`.
+/// then the remaining rows, as [`super::run_tiles`] walks them. The columns' biases (for
+/// the kinds with one) are unpacked into `bias` on the way, which has room for
+/// `(c1 - c0) · nb` of them.
 ///
 /// # Safety
 /// AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI are available; `io.xi` holds the
