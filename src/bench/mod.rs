@@ -426,6 +426,34 @@ pub struct BenchReport {
     /// Decoding's prefetch distance after each model's rounds (its busy ones included), and
     /// batched decoding's after its batched rounds.
     pub prefetch: Vec<PrefetchFigure>,
+    /// How much of each model's weights lay on huge pages (see [`crate::model::pages`]).
+    pub huge_pages: Vec<HugePagesFigure>,
+}
+
+/// One model's weights on huge pages, as loaded for the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct HugePagesFigure {
+    /// Model name.
+    pub model: String,
+    /// What the load did.
+    #[serde(flatten)]
+    pub pages: crate::model::pages::HugePages,
+}
+
+impl HugePagesFigure {
+    /// One line for the run's output.
+    pub fn describe(&self) -> String {
+        let mb = |b: usize| b as f64 / 1e6;
+        let mut line = format!(
+            "{:.0} of {:.0} MB of weights on 2 MiB pages",
+            mb(self.pages.on_huge_pages),
+            mb(self.pages.weights)
+        );
+        if let Some(why) = &self.pages.refused {
+            line.push_str(&format!(" ({why})"));
+        }
+        line
+    }
 }
 
 /// The software prefetch of decoding, or of batched decoding, as it stood after a model's
@@ -594,6 +622,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
         bounds: Vec::new(),
         memory: Vec::new(),
         prefetch: Vec::new(),
+        huge_pages: Vec::new(),
     };
     print(format!("{}, {} threads", report.cpu, opts.threads));
     // The machine's figure: a quiet run reads as fast at the end as at the start.
@@ -619,6 +648,15 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             &name.parse()?,
             &crate::model::LoadOptions::on(opts.device.unwrap_or_default())?,
         )?;
+        let pages = HugePagesFigure {
+            model: name.clone(),
+            pages: m.transformer().huge_pages().clone(),
+        };
+        // Only our CPU kernels' matrices are offered (none on a GPU).
+        if pages.pages.weights > 0 {
+            print(format!("{name}: {}", pages.describe()));
+            report.huge_pages.push(pages);
+        }
         let rounds = opts.reps.max(1);
         // The loads tg128 is measured under: another process busy on one core, at the same
         // priority (`false`) or the lowest (`true`).

@@ -15,6 +15,7 @@ pub mod hf;
 mod kv_cache;
 mod layers;
 pub mod lora;
+pub mod pages;
 pub(crate) mod parallel;
 mod qmatmul;
 pub mod source;

@@ -19,6 +19,7 @@
 use super::config::{Arch, Config};
 use super::kv_cache::KvCache;
 use super::layers::{add, batch_linear, qmatmul, Linear, MaskSet, RmsNorm, Rope};
+use super::pages::HugePages;
 use super::qmatmul::QMatrix;
 use super::weights::Weights;
 use crate::error::{Error, Result};
@@ -94,6 +95,7 @@ pub struct Transformer {
     ropes: Vec<Rope>,
     device: Device,
     prefill_chunk: usize,
+    pages: HugePages,
 }
 
 impl Transformer {
@@ -201,6 +203,18 @@ impl Transformer {
                 post_ffn_norm: opt_norm(g, "post_ffw_norm")?,
             });
         }
+        // Every matrix our kernels read, onto huge pages where the system allows it.
+        let mut regions = Vec::new();
+        let linears = layers.iter().flat_map(|l| {
+            let (a, m) = (&l.attn, &l.mlp);
+            [&a.wq, &a.wk, &a.wv, &a.wo, &m.gate, &m.up, &m.down]
+        });
+        for linear in linears.chain([&output]) {
+            if let Linear::Ours(m) = linear {
+                regions.push(m.region()?);
+            }
+        }
+        let pages = super::pages::collapse(&regions);
         Ok(Self {
             embed_scale: gemma.then(|| (cfg.hidden as f64).sqrt()),
             cfg,
@@ -211,12 +225,19 @@ impl Transformer {
             ropes,
             device: device.clone(),
             prefill_chunk: PREFILL_CHUNK,
+            pages,
         })
     }
 
     /// The architecture configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// How much of the weights our kernels read lie on huge pages (see
+    /// [`super::pages`]).
+    pub fn huge_pages(&self) -> &HugePages {
+        &self.pages
     }
 
     /// Vocabulary size of the output layer.

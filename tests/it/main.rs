@@ -8,6 +8,8 @@ mod experiment;
 mod fuzz;
 mod hf;
 mod hub;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+mod pages;
 mod panel;
 mod qwen2;
 mod remote;

@@ -162,6 +162,12 @@ impl QMatrix {
         self.k
     }
 
+    /// Where this matrix's bytes lie in memory: `(start, len)`.
+    pub(crate) fn region(&self) -> Result<(usize, usize)> {
+        let data = self.tensor.data()?;
+        Ok((data.as_ptr() as usize, data.len()))
+    }
+
     /// Bytes of one weight row.
     fn row_bytes(&self) -> usize {
         let (bytes, values) = self.kind.block();
