@@ -14,8 +14,8 @@
 //!
 //! Measured on Qwen2.5-Coder 1.5B (`generate`, 200 tokens, greedy, three alternating
 //! pairs): 43.8-45.1 tokens/s on 4 KiB pages, 47.2-47.7 on huge pages, the same text; the
-//! README's Speed section has `bench` runs. The copy costs 0.2-0.6 s per GB at load on this
-//! project's 2-core machine (up to 2 s the first time a virtual machine touches the memory).
+//! README's Speed section has `bench` runs. The copy costs 0.2-2.3 s at load for the 1.5B's
+//! 980 MB on this project's 2-core virtual machine (median about 1.2 s over 16 loads).
 //!
 //! Nothing moves where `LLM_JUDGE_NO_HUGE_PAGES` is set (to anything but `0`), where the
 //! administrator set transparent huge pages to `never`, where pages are not 4 KiB or huge
