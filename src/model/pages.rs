@@ -25,6 +25,10 @@
 /// Bytes of one huge page: a PMD on x86-64 and on arm64 with 4 KiB pages.
 pub const HUGE_PAGE: usize = 2 << 20;
 /// Bytes of one base page that [`HUGE_PAGE`] assumes.
+#[cfg(any(
+    test,
+    all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")
+))]
 const PAGE: usize = 4096;
 
 /// What loading a model did with its weights' pages.
@@ -45,6 +49,10 @@ pub struct HugePages {
 /// Why nothing may move here: `env` is `LLM_JUDGE_NO_HUGE_PAGES`, `thp` the contents of
 /// `/sys/kernel/mm/transparent_hugepage/enabled`, `pmd` of `.../hpage_pmd_size`, `page` the
 /// base page size; `None` where huge pages may be asked for.
+#[cfg(any(
+    test,
+    all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")
+))]
 fn refusal(
     env: Option<std::ffi::OsString>,
     thp: Option<String>,
@@ -73,7 +81,11 @@ fn refusal(
 
 /// The 2 MiB-aligned stretches that hold bytes of `regions` (`(start, len)` in the address
 /// space), as their start addresses, each once, in address order.
-pub(crate) fn stretches(regions: &[(usize, usize)]) -> Vec<usize> {
+#[cfg(any(
+    test,
+    all(target_os = "linux", target_env = "gnu", target_pointer_width = "64")
+))]
+fn stretches(regions: &[(usize, usize)]) -> Vec<usize> {
     let mut starts: Vec<usize> = regions
         .iter()
         .filter(|r| r.1 > 0)
