@@ -20,7 +20,7 @@ pub mod serve_load;
 
 pub use reference::{add_llama_batched_bench, add_llama_bench, llama_bench};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::experiment::ExperimentConfig;
 use crate::model::Model;
 use serde::Serialize;
@@ -368,6 +368,59 @@ pub struct BenchOptions {
     pub device: Option<crate::model::DeviceChoice>,
 }
 
+impl BenchOptions {
+    /// Checks every option before anything is measured: at least one round, one token and
+    /// one sequence per batched figure; every model name resolves; every llama.cpp binary
+    /// and the grid's experiment exist. So a mistake in the last of three models costs a
+    /// second, not the minutes the first two take.
+    pub fn validate(&self) -> Result<()> {
+        let at_least_one = |field: &str, v: usize| {
+            if v == 0 {
+                Err(Error::config(
+                    format!("bench: {field}"),
+                    "must be at least 1",
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least_one("--reps", self.reps)?;
+        at_least_one("--batch-tokens", self.batch_tokens)?;
+        at_least_one("--threads", self.threads)?;
+        for &b in &self.parallel {
+            at_least_one("--parallel", b)?;
+        }
+        if self.models.is_empty() {
+            return Err(Error::config("bench: --model", "no model to measure"));
+        }
+        for name in &self.models {
+            if let crate::model::ModelSource::Path(p) = name.parse()? {
+                if !p.is_file() {
+                    return Err(Error::ModelNotFound(p));
+                }
+            }
+        }
+        for (flag, path) in [
+            ("--llama-bench", &self.llama_bench),
+            ("--llama-batched-bench", &self.llama_batched_bench),
+            ("--llama-server", &self.llama_server),
+        ] {
+            if let Some(p) = path {
+                if !p.is_file() {
+                    return Err(Error::config(
+                        format!("bench: {flag}"),
+                        format!("{}: no such file", p.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(path) = &self.grid {
+            ExperimentConfig::load(path)?;
+        }
+        Ok(())
+    }
+}
+
 /// Judgments per second of one model as a judge.
 #[derive(Clone, Debug, Serialize)]
 pub struct JudgeSpeed {
@@ -606,6 +659,7 @@ impl Drop for BusyCore {
 
 /// Runs every measurement, prints one line per figure through `print`, and returns them all.
 pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchReport> {
+    opts.validate()?;
     let opt = |v: Option<f64>, p: usize| {
         v.map(|x| format!("{x:.*}", p))
             .unwrap_or_else(|| "-".into())
@@ -637,7 +691,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
     print(format!(
         "ratios are medians over {} rounds, ours and llama.cpp's alternating; min-max over the \
          rounds",
-        opts.reps.max(1)
+        opts.reps
     ));
     print(format!(
         "{:<24} {:>15} {:>12} {:>12} {:>7} {:>11}",
@@ -657,7 +711,7 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             print(format!("{name}: {}", pages.describe()));
             report.huge_pages.push(pages);
         }
-        let rounds = opts.reps.max(1);
+        let rounds = opts.reps;
         // The loads tg128 is measured under: another process busy on one core, at the same
         // priority (`false`) or the lowest (`true`).
         let loads: Vec<bool> = [(opts.busy, false), (opts.busy_nice, true)]
@@ -1049,6 +1103,88 @@ pub fn generate_peak_rss(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options() -> BenchOptions {
+        BenchOptions {
+            models: vec!["smollm2-135m-instruct".into(), "gemma3-270m".into()],
+            reps: 3,
+            threads: 2,
+            llama_bench: None,
+            llama_batched_bench: None,
+            llama_server: None,
+            parallel: vec![1, 8],
+            batch_tokens: 64,
+            judge_answers: 0,
+            busy: false,
+            busy_nice: false,
+            stream_read: false,
+            memory: false,
+            serve_clients: 0,
+            serve_abuse: false,
+            grid: None,
+            grid_limit: None,
+            grid_max_tokens: None,
+            device: None,
+        }
+    }
+
+    #[test]
+    fn options_are_checked_before_anything_is_measured() {
+        assert!(options().validate().is_ok());
+        let fails = |o: BenchOptions, needle: &str| {
+            let e = o.validate().expect_err(needle).to_string();
+            assert!(e.contains(needle), "{e}");
+        };
+        fails(
+            BenchOptions {
+                reps: 0,
+                ..options()
+            },
+            "--reps: must be at least 1",
+        );
+        fails(
+            BenchOptions {
+                batch_tokens: 0,
+                ..options()
+            },
+            "--batch-tokens: must be at least 1",
+        );
+        fails(
+            BenchOptions {
+                parallel: vec![1, 0],
+                ..options()
+            },
+            "--parallel: must be at least 1",
+        );
+        fails(
+            BenchOptions {
+                models: Vec::new(),
+                ..options()
+            },
+            "no model to measure",
+        );
+        // The last model's mistake is found before the first is loaded.
+        let mut o = options();
+        o.models.push("no-such-model".into());
+        fails(o, "no-such-model");
+        let mut o = options();
+        o.models.push("/nowhere/model.gguf".into());
+        fails(o, "/nowhere/model.gguf");
+        fails(
+            BenchOptions {
+                llama_bench: Some("/nowhere/llama-bench".into()),
+                ..options()
+            },
+            "--llama-bench: /nowhere/llama-bench: no such file",
+        );
+        fails(
+            BenchOptions {
+                grid: Some("/nowhere/experiment.toml".into()),
+                ..options()
+            },
+            "/nowhere/experiment.toml",
+        );
+    }
 
     #[test]
     fn a_round_without_a_reference_figure_keeps_later_rounds_paired() {

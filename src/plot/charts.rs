@@ -256,14 +256,16 @@ impl Figure {
     }
 
     /// Forest plot of paired comparisons: B − A with its 95 % CI per comparison, zero
-    /// marked. Rows are labelled `B − A (mode, criterion, n)`, and `exploratory` outside the
+    /// marked, in one panel per unit (score modes in points, pairwise modes in preference,
+    /// from −1 to 1) so that neither unit's intervals are squashed by the other's axis.
+    /// Rows are labelled `B − A (mode, criterion, n)`, and `exploratory` outside the
     /// primary mode's headline comparisons. With no comparison the figure
     /// says so in place of the plot (the subtitle should say why), so a notebook cell that
     /// shows it does not fail on a run too small to compare.
     pub fn forest(comparisons: &[&Comparison], subtitle: &str) -> Result<Figure> {
-        let rows: Vec<String> = comparisons
-            .iter()
-            .map(|c| {
+        let rows = comparisons.iter().map(|c| {
+            (
+                format!("B − A ({})", c.mode.spec().unit()),
                 format!(
                     "{} − {} ({}, {}, n={}{})",
                     c.b,
@@ -272,32 +274,24 @@ impl Figure {
                     c.criterion,
                     c.n,
                     if c.exploratory { ", exploratory" } else { "" }
-                )
-            })
-            .collect();
-        Ok(Figure::of_forest(Forest {
-            title: "Paired differences between cells (B − A), 95% CI over prompts".into(),
-            subtitle: subtitle.to_string(),
-            x_label: "B − A (points; pairwise modes: preference)".into(),
+                ),
+                (c.mean_diff, c.ci_low, c.ci_high),
+            )
+        });
+        Ok(Figure::of_forest(Forest::grouped(
+            "Paired differences between cells (B − A), 95% CI over prompts",
+            subtitle,
             rows,
-            values: comparisons
-                .iter()
-                .map(|c| (c.mean_diff, c.ci_low, c.ci_high))
-                .collect(),
-        }))
+        )))
     }
 
     /// A forest plot sized for its labels: wide enough for the longest row label and for
-    /// the subtitle on one line, a row's height per estimate.
+    /// the subtitle on one line, a row's height per estimate and an axis per panel.
     pub fn of_forest(forest: Forest) -> Figure {
-        let longest = forest
-            .rows
-            .iter()
-            .map(|r| r.chars().count())
-            .max()
-            .unwrap_or(0) as u32;
+        let longest = forest.rows().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
         let width = (360 + 7 * longest).max(40 + 13 * forest.subtitle.chars().count() as u32 / 2);
-        let height = 150 + 42 * forest.rows.len().max(1) as u32;
+        let extra_axes = forest.panels.len().saturating_sub(1) as u32;
+        let height = 150 + 42 * forest.n_rows().max(1) as u32 + PANEL_AXIS * extra_axes;
         Figure {
             chart: Chart::Forest(forest),
             width,
@@ -305,6 +299,9 @@ impl Figure {
         }
     }
 }
+
+/// Pixels a forest panel takes besides its rows: its x axis, its label and margins.
+pub(crate) const PANEL_AXIS: u32 = 92;
 
 fn index_of(list: &mut Vec<String>, item: String) -> usize {
     match list.iter().position(|x| *x == item) {
@@ -507,6 +504,45 @@ mod tests {
         let svg = empty.to_svg().unwrap();
         assert!(has_text(&svg, "No paired comparison to draw"), "{svg}");
         assert!(svg.contains("3 comparison(s) with fewer than 5 prompts"));
+    }
+
+    #[test]
+    fn forest_plot_draws_each_unit_on_its_own_axis() {
+        // A listwise difference of points and a pairwise-expected preference, two orders
+        // of magnitude apart: on one axis the preference's interval would be a dot.
+        let points = Comparison {
+            mode: Mode::Listwise,
+            mean_diff: -3.0,
+            ci_low: -5.0,
+            ci_high: -1.0,
+            ..Comparison::example()
+        };
+        let preference = Comparison {
+            mode: Mode::PairwiseExpected,
+            criterion: "overall".into(),
+            mean_diff: 0.04,
+            ci_low: 0.01,
+            ci_high: 0.07,
+            ..Comparison::example()
+        };
+        let f = Figure::forest(&[&points, &preference, &points], "judge j").unwrap();
+        let Chart::Forest(forest) = &f.chart else {
+            panic!("a forest plot")
+        };
+        let labels: Vec<&str> = forest.panels.iter().map(|p| p.x_label.as_str()).collect();
+        assert_eq!(labels, ["B − A (points)", "B − A (preference)"]);
+        assert_eq!(forest.panels[0].values, [(-3.0, -5.0, -1.0); 2]);
+        assert_eq!(forest.panels[1].values, [(0.04, 0.01, 0.07)]);
+        assert_eq!(forest.n_rows(), 3);
+        let one = Figure::forest(&[&points], "judge j").unwrap();
+        assert!(f.height > one.height + 2 * 42, "room for the second axis");
+        let svg = f.to_svg().unwrap();
+        assert!(has_text(&svg, "B − A (points)"), "{svg}");
+        assert!(has_text(&svg, "B − A (preference)"), "{svg}");
+        assert!(
+            svg.contains("(pairwise_expected, overall, n=10)"),
+            "row label"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Drawing the chart kinds with plotters.
 
-use super::{perr, Forest, GroupedBars, Heatmap, PALETTE};
+use super::charts::PANEL_AXIS;
+use super::{perr, Forest, ForestPanel, GroupedBars, Heatmap, PALETTE};
 use crate::error::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -234,8 +235,8 @@ pub(crate) fn draw_forest<DB: DrawingBackend>(
     f: &Forest,
 ) -> Result<()> {
     let area = titled(root, &f.title, &f.subtitle)?;
-    let n = f.rows.len();
-    if n == 0 {
+    let panels: Vec<&ForestPanel> = f.panels.iter().filter(|p| !p.rows.is_empty()).collect();
+    if panels.is_empty() {
         area.draw(&Text::new(
             "No paired comparison to draw".to_string(),
             (16, 24),
@@ -244,6 +245,38 @@ pub(crate) fn draw_forest<DB: DrawingBackend>(
         .map_err(perr)?;
         return Ok(());
     }
+    // Every panel's label area as wide as the longest label of all, so that their zero
+    // lines (each axis runs symmetrically around zero) stand one above the other.
+    let longest = f.rows().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
+    // Each panel's share of the height: its rows, and an axis.
+    let weights: Vec<u32> = panels
+        .iter()
+        .map(|p| 42 * p.rows.len() as u32 + PANEL_AXIS)
+        .collect();
+    let total: u32 = weights.iter().sum();
+    let height = area.dim_in_pixel().1;
+    let mut breaks = Vec::with_capacity(panels.len());
+    let mut acc = 0u32;
+    for w in &weights[..weights.len() - 1] {
+        acc += w;
+        breaks.push((acc as u64 * height as u64 / total.max(1) as u64) as i32);
+    }
+    for (panel, sub) in panels
+        .iter()
+        .zip(area.split_by_breakpoints(Vec::<i32>::new(), breaks))
+    {
+        forest_panel(&sub, panel, longest)?;
+    }
+    Ok(())
+}
+
+/// One panel of a forest plot: its rows on an axis symmetric around zero.
+fn forest_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    f: &ForestPanel,
+    longest: u32,
+) -> Result<()> {
+    let n = f.rows.len();
     let ext = f
         .values
         .iter()
@@ -251,9 +284,8 @@ pub(crate) fn draw_forest<DB: DrawingBackend>(
         .filter(|v| v.is_finite())
         .fold(0.0f64, |a, v| a.max(v.abs()));
     let ext = if ext > 0.0 { ext * 1.15 } else { 1.0 };
-    let longest = f.rows.iter().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
     let rows = f.rows.clone();
-    let mut chart = ChartBuilder::on(&area)
+    let mut chart = ChartBuilder::on(area)
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(30 + 7 * longest)

@@ -68,19 +68,70 @@ pub struct Heatmap {
     pub scale_label: String,
 }
 
-/// A forest plot: one estimate with its interval per row, and a line at zero.
+/// A forest plot: one estimate with its interval per row, and a line at zero, in one panel
+/// per unit (points, preference) so that each unit's intervals are drawn on their own axis.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forest {
     /// Chart title.
     pub title: String,
     /// A second line under the title.
     pub subtitle: String,
-    /// X axis label.
+    /// The panels, top to bottom; no panel (or none with a row) draws the figure's
+    /// "nothing to draw" note.
+    pub panels: Vec<ForestPanel>,
+}
+
+/// One panel of a [`Forest`]: estimates in one unit on one axis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ForestPanel {
+    /// X axis label (the unit).
     pub x_label: String,
     /// Row labels (top to bottom).
     pub rows: Vec<String>,
     /// `(estimate, low, high)` per row.
     pub values: Vec<(f64, f64, f64)>,
+}
+
+impl Forest {
+    /// A forest of `rows` (`(x_label, row label, (estimate, low, high))`), one panel per
+    /// distinct x label in order of first appearance, rows keeping their order within it.
+    pub fn grouped(
+        title: impl Into<String>,
+        subtitle: impl Into<String>,
+        rows: impl IntoIterator<Item = (String, String, (f64, f64, f64))>,
+    ) -> Self {
+        let mut panels: Vec<ForestPanel> = Vec::new();
+        for (x_label, row, value) in rows {
+            let i = match panels.iter().position(|p| p.x_label == x_label) {
+                Some(i) => i,
+                None => {
+                    panels.push(ForestPanel {
+                        x_label,
+                        rows: Vec::new(),
+                        values: Vec::new(),
+                    });
+                    panels.len() - 1
+                }
+            };
+            panels[i].rows.push(row);
+            panels[i].values.push(value);
+        }
+        Self {
+            title: title.into(),
+            subtitle: subtitle.into(),
+            panels,
+        }
+    }
+
+    /// Rows over all panels.
+    pub fn n_rows(&self) -> usize {
+        self.panels.iter().map(|p| p.rows.len()).sum()
+    }
+
+    /// Every row label, panel by panel.
+    pub fn rows(&self) -> impl Iterator<Item = &String> {
+        self.panels.iter().flat_map(|p| &p.rows)
+    }
 }
 
 /// What a figure draws.
@@ -109,7 +160,7 @@ impl Figure {
     /// True when the figure has nothing plotted (a forest plot without comparisons), so a
     /// caller that saves charts can leave it out.
     pub fn is_empty(&self) -> bool {
-        matches!(&self.chart, Chart::Forest(f) if f.rows.is_empty())
+        matches!(&self.chart, Chart::Forest(f) if f.n_rows() == 0)
     }
 
     /// Renders to an SVG document.

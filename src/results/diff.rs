@@ -261,24 +261,25 @@ impl RunDiff {
 
     /// Forest plot of B − A per cell and mode.
     pub fn forest(&self) -> Figure {
-        Figure::of_forest(Forest {
-            title: "Run B − run A per cell, 95% CI over prompts".into(),
-            subtitle: format!(
+        Figure::of_forest(Forest::grouped(
+            "Run B − run A per cell, 95% CI over prompts",
+            format!(
                 "A: {} ({}); B: {} ({})",
                 self.a, self.judge_a, self.b, self.judge_b
             ),
-            x_label: "B − A (points; pairwise modes: win rate)".into(),
-            rows: self
-                .rows
-                .iter()
-                .map(|r| format!("{}/{} ({}, n={})", r.model, r.setting, r.mode, r.prompts))
-                .collect(),
-            values: self
-                .rows
-                .iter()
-                .map(|r| (r.diff, r.ci_low, r.ci_high))
-                .collect(),
-        })
+            self.rows.iter().map(|r| {
+                (
+                    // A preference mode's cells are compared on their win rates.
+                    if r.mode.spec().compares_two() {
+                        "B − A (win rate)".to_string()
+                    } else {
+                        "B − A (points)".to_string()
+                    },
+                    format!("{}/{} ({}, n={})", r.model, r.setting, r.mode, r.prompts),
+                    (r.diff, r.ci_low, r.ci_high),
+                )
+            }),
+        ))
     }
 
     /// One line per row, and the sanity lines.
