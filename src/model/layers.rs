@@ -199,6 +199,50 @@ pub(super) fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
     Ok(Tensor::cat(&rows, 0)?)
 }
 
+/// [`batch_linear`] of one input by several projections (a layer's query, key and value, or
+/// its gate and up): where all are ours, one call of our kernels for all of them
+/// ([`QMatrix::matmul_many`]: the same bits as one by one, the threads meeting once instead
+/// of once per projection); otherwise one by one.
+pub(super) fn projections<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+    let ours: Vec<&QMatrix> = ws
+        .iter()
+        .filter_map(|w| match w {
+            Linear::Ours(m) => Some(&**m),
+            Linear::Candle(_) => None,
+        })
+        .collect();
+    if ours.len() < N || N < 2 {
+        let mut out = Vec::with_capacity(N);
+        for w in ws {
+            out.push(batch_linear(w, x)?);
+        }
+        return out
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("projections: count".into()).into());
+    }
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(0);
+    if let Some(m) = ours.iter().find(|m| m.k() != k) {
+        return Err(candle_core::Error::Msg(format!(
+            "projection expects {} inputs, got shape {:?}",
+            m.k(),
+            x.dims()
+        ))
+        .into());
+    }
+    let rows = x.elem_count() / k.max(1);
+    let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let ys = QMatrix::matmul_many(&ours, &data, rows)?;
+    let mut out = Vec::with_capacity(N);
+    for (y, m) in ys.into_iter().zip(&ours) {
+        let mut d = dims.clone();
+        d.push(m.n());
+        out.push(Tensor::from_vec(y, d, x.device())?.to_dtype(x.dtype())?);
+    }
+    out.try_into()
+        .map_err(|_| candle_core::Error::Msg("projections: count".into()).into())
+}
+
 /// Additive attention masks for one chunk, built once per window size.
 pub(super) struct MaskSet {
     seq: usize,

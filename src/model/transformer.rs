@@ -18,7 +18,7 @@
 
 use super::config::{Arch, Config};
 use super::kv_cache::KvCache;
-use super::layers::{add, batch_linear, qmatmul, Linear, MaskSet, RmsNorm, Rope};
+use super::layers::{add, batch_linear, projections, qmatmul, Linear, MaskSet, RmsNorm, Rope};
 use super::pages::HugePages;
 use super::qmatmul::QMatrix;
 use super::weights::Weights;
@@ -456,8 +456,7 @@ impl Layer {
 
 impl Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = batch_linear(&self.gate, x)?;
-        let up = batch_linear(&self.up, x)?;
+        let [gate, up] = projections([&self.gate, &self.up], x)?;
         let h = match super::activation::gated(&gate, &up, self.gelu)? {
             Some(h) => h,
             None if self.gelu => (gate.gelu()? * up)?,
@@ -479,11 +478,7 @@ impl Attention {
         masks: &[MaskSet],
         layout: Layout<'_>,
     ) -> Result<Tensor> {
-        let (mut q, mut k, mut v) = (
-            batch_linear(&self.wq, x)?,
-            batch_linear(&self.wk, x)?,
-            batch_linear(&self.wv, x)?,
-        );
+        let [mut q, mut k, mut v] = projections([&self.wq, &self.wk, &self.wv], x)?;
         if let Some([bq, bk, bv]) = &self.bias {
             q = add(&q, bq)?;
             k = add(&k, bk)?;

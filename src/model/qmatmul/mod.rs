@@ -176,15 +176,27 @@ impl QMatrix {
 
     /// `y = x · Wᵀ` for `m` rows of `x` (`m × k`, row-major); returns `m × n`.
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut ys = Self::matmul_many(&[self], x, m)?;
+        Ok(ys.pop().unwrap_or_default())
+    }
+
+    /// [`QMatrix::matmul`] of one input by several matrices of its width (a layer's query,
+    /// key and value projections, or its gate and up projections), in one call on the pool:
+    /// the activations are quantised once per kind of block, and the threads meet once
+    /// instead of once per matrix, which a decoding step of a small model pays a few
+    /// microseconds for each time. Each output has the bits [`QMatrix::matmul`] gives for
+    /// its matrix alone.
+    pub(crate) fn matmul_many(ms: &[&QMatrix], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         #[cfg(target_arch = "x86_64")]
         let vnni = avx2::vnni_available();
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = false;
-        self.matmul_with(x, m, vnni, None)
+        Self::matmul_many_with(ms, x, m, vnni, None)
     }
 
     /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not, and
     /// the prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
+    #[cfg(test)]
     fn matmul_with(
         &self,
         x: &[f32],
@@ -192,10 +204,31 @@ impl QMatrix {
         vnni: bool,
         fixed_prefetch: Option<usize>,
     ) -> Result<Vec<f32>> {
+        let mut ys = Self::matmul_many_with(&[self], x, m, vnni, fixed_prefetch)?;
+        Ok(ys.pop().unwrap_or_default())
+    }
+
+    /// [`QMatrix::matmul_many`], with the VNNI tiles (`vnni`, where the CPU has them) or
+    /// not, and the prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
+    fn matmul_many_with(
+        ms: &[&QMatrix],
+        x: &[f32],
+        m: usize,
+        vnni: bool,
+        fixed_prefetch: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>> {
         #[cfg(target_arch = "x86_64")]
         let vnni = vnni && avx2::vnni_supported();
-        let data = self.tensor.data()?;
-        let (n, k) = (self.n, self.k);
+        let Some(first) = ms.first() else {
+            return Ok(Vec::new());
+        };
+        let k = first.k;
+        if let Some(w) = ms.iter().find(|w| w.k != k) {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "quantized matmul: matrices of {k} and {} inputs in one call",
+                w.k
+            ))));
+        }
         if x.len() != m * k {
             return Err(Error::Candle(candle_core::Error::Msg(format!(
                 "quantized matmul: {} activations for {m} rows of {k}",
@@ -203,78 +236,73 @@ impl QMatrix {
             ))));
         }
         let nb = k / QK;
-        let act = QuantizedRows::new(x, self.kind.span());
+        // The activations, quantised once for each span of blocks sharing a scale.
+        let mut acts: Vec<(usize, QuantizedRows)> = Vec::with_capacity(2);
+        for w in ms {
+            let span = w.kind.span();
+            if !acts.iter().any(|(s, _)| *s == span) {
+                acts.push((span, QuantizedRows::new(x, span)));
+            }
+        }
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let simd = simd_available();
-        let rb = self.row_bytes();
-        // Left unset here: the tasks below write every element (each task all rows of its
-        // columns, and the tasks cover every column), so zeroing it first would only cost
-        // a pass over `m × n` values (16 MB for the output layer of a batch of 16).
-        let mut y: Vec<f32> = Vec::with_capacity(m * n);
-        let y_ptr = SendPtr(y.as_mut_ptr());
-        #[cfg(target_arch = "x86_64")]
-        let dt = if simd && m > 1 {
-            act.scales_by_block(m, nb)
-        } else {
-            Vec::new()
-        };
-        // Two rows or more: the VNNI tiles, where the CPU has them (every kind), read the
-        // activations interleaved (the same bits as the AVX2 tiles).
-        #[cfg(target_arch = "x86_64")]
-        let xi = match self.kind {
-            _ if !(simd && vnni && m > 1) => Vec::new(),
-            Kind::Q4K | Kind::Q6K => avx2::interleave(self.kind, &act.q, m, nb),
-            Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => avx2::interleave_blocks(&act.q, m, nb),
-        };
-        // Q6_K's VNNI tiles and its decoding read the activations' group sums, and Q8_0's
-        // VNNI tiles their block sums, once per call.
-        #[cfg(target_arch = "x86_64")]
-        let offsets = match self.kind {
-            Kind::Q6K if !xi.is_empty() || (simd && m == 1) => act.group_offsets(),
-            Kind::Q8_0 if !xi.is_empty() => avx2::block_offsets(&act.q, m, nb),
-            _ => Vec::new(),
-        };
-        // Decoding one sequence or several (SIMD): the prefetch distance of this call, chosen
-        // by measuring ([`prefetch`]); it changes no result.
+        let mut plans = Vec::with_capacity(ms.len());
+        let mut first_task = 0;
+        for w in ms {
+            let act = &acts
+                .iter()
+                .find(|(s, _)| *s == w.kind.span())
+                .expect("quantised above for every span")
+                .1;
+            plans.push(Plan::new(w, act, m, nb, simd, vnni, first_task)?);
+            first_task += w.n.div_ceil(COLS_PER_TASK);
+        }
+        // Decoding one sequence or several (SIMD): the prefetch distance of this call (one
+        // for all its matrices, taken in turn by the first), chosen by measuring
+        // ([`prefetch`]); it changes no result.
         #[cfg(target_arch = "x86_64")]
         let (prefetch, timed) = match (fixed_prefetch, prefetch::Calls::of(m)) {
             _ if !simd => (0, None),
             (Some(d), _) => (d, None),
             (None, None) => (0, None),
             (None, Some(calls)) => {
-                let bytes = (n * rb) as u64;
+                let bytes: u64 = plans.iter().map(|p| (p.w.n * p.rb) as u64).sum();
                 (
-                    prefetch::pick(calls, data.as_ptr() as usize, m),
+                    prefetch::pick(calls, plans[0].data.as_ptr() as usize, m),
                     Some((calls, bytes, std::time::Instant::now())),
                 )
             }
         };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = fixed_prefetch;
+        let starts: Vec<usize> = plans.iter().map(|p| p.first_task).collect();
         // The kernels' pool, or this thread alone while another process holds a core.
         #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-        let pooled = super::parallel::for_each_chunk(n.div_ceil(COLS_PER_TASK), |tasks| {
-            let y_ptr = &y_ptr;
+        let pooled = super::parallel::for_each_chunk(first_task, |tasks| {
             #[cfg(target_arch = "x86_64")]
             let mut buf = SCRATCH.take();
             let mut dst = [0f32; ROW_GROUP];
             for t in tasks {
-                let c0 = t * COLS_PER_TASK;
+                let plan = &plans[starts.partition_point(|&s| s <= t) - 1];
+                let (w, n, rb) = (plan.w, plan.w.n, plan.rb);
+                let c0 = (t - plan.first_task) * COLS_PER_TASK;
                 let c1 = n.min(c0 + COLS_PER_TASK);
                 #[cfg(target_arch = "x86_64")]
                 if simd {
                     let io = avx2::Io {
-                        x: &act,
-                        xi: &xi,
-                        offsets: &offsets,
-                        dt: &dt,
+                        x: plan.act,
+                        xi: &plan.xi,
+                        offsets: &plan.offsets,
+                        dt: &plan.dt,
                         mp: m + 3,
                         nb,
-                        y: y_ptr.0,
+                        y: plan.y.0,
                         n,
                         prefetch,
                         vnni,
                     };
                     let cols = avx2::Columns {
-                        data: &data,
+                        data: &plan.data,
                         rb,
                         c0,
                         c1,
@@ -284,23 +312,25 @@ impl QMatrix {
                     // wherever `xi` is made or `vnni` set); `data` holds `n` rows of `rb`
                     // bytes (checked in `from_qtensor`), `y` is `m × n`, `xi` is interleaved
                     // for this kind and `offsets` is there wherever Q6_K or Q8_0 reads it
-                    // (above), and every column belongs to exactly one task.
-                    unsafe { avx2::columns(self.kind, &cols, &io, &mut buf) };
+                    // ([`Plan::new`]), and every column of every matrix belongs to exactly
+                    // one task.
+                    unsafe { avx2::columns(w.kind, &cols, &io, &mut buf) };
                     continue;
                 }
                 // Row groups outside, columns inside: a group's activations stay in cache
                 // while the task's weight rows stream past them.
                 for r0 in (0..m).step_by(ROW_GROUP) {
                     let r1 = m.min(r0 + ROW_GROUP);
-                    let rows = act.rows(r0, r1, nb);
+                    let rows = plan.act.rows(r0, r1, nb);
                     let dst = &mut dst[..r1 - r0];
                     for col in c0..c1 {
-                        let w = &data[col * rb..(col + 1) * rb];
-                        self.scalar_dot_rows(w, &rows, nb, dst);
+                        let wr = &plan.data[col * rb..(col + 1) * rb];
+                        w.scalar_dot_rows(wr, &rows, nb, dst);
                         for (i, v) in dst.iter().enumerate() {
-                            // SAFETY: (row, col) lies inside `y`, and every column belongs to
-                            // exactly one task, so no two writers touch the same element.
-                            unsafe { *y_ptr.0.add((r0 + i) * n + col) = *v };
+                            // SAFETY: (row, col) lies inside this matrix's `y`, and every
+                            // column belongs to exactly one task, so no two writers touch
+                            // the same element.
+                            unsafe { *plan.y.0.add((r0 + i) * n + col) = *v };
                         }
                     }
                 }
@@ -312,9 +342,90 @@ impl QMatrix {
         if let Some((calls, bytes, t)) = timed {
             prefetch::record(calls, prefetch, bytes, m, pooled, t.elapsed());
         }
-        // SAFETY: every element of the `m × n` output has been written (see above).
-        unsafe { y.set_len(m * n) };
-        Ok(y)
+        Ok(plans
+            .into_iter()
+            .map(|p| {
+                let mut y = p.out;
+                // SAFETY: every element of the `m × n` output has been written (see above).
+                unsafe { y.set_len(m * p.w.n) };
+                y
+            })
+            .collect())
+    }
+}
+
+/// One matrix of a [`QMatrix::matmul_many`] call: its weights, the activations in the
+/// layouts its kernels read, and its output.
+struct Plan<'a> {
+    w: &'a QMatrix,
+    data: std::borrow::Cow<'a, [u8]>,
+    rb: usize,
+    act: &'a QuantizedRows,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    dt: Vec<f32>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    xi: Vec<i8>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    offsets: Vec<i32>,
+    /// Left unset: the tasks write every element (each task all rows of its columns, and
+    /// the tasks cover every column), so zeroing it first would only cost a pass over
+    /// `m × n` values (16 MB for the output layer of a batch of 16).
+    out: Vec<f32>,
+    y: SendPtr<f32>,
+    /// The call's first task of this matrix.
+    first_task: usize,
+}
+
+impl<'a> Plan<'a> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn new(
+        w: &'a QMatrix,
+        act: &'a QuantizedRows,
+        m: usize,
+        nb: usize,
+        simd: bool,
+        vnni: bool,
+        first_task: usize,
+    ) -> Result<Self> {
+        let data = w.tensor.data()?;
+        let mut out: Vec<f32> = Vec::with_capacity(m * w.n);
+        let y = SendPtr(out.as_mut_ptr());
+        #[cfg(target_arch = "x86_64")]
+        let dt = if simd && m > 1 {
+            act.scales_by_block(m, nb)
+        } else {
+            Vec::new()
+        };
+        // Two rows or more: the VNNI tiles, where the CPU has them (every kind), read the
+        // activations interleaved (the same bits as the AVX2 tiles).
+        #[cfg(target_arch = "x86_64")]
+        let xi = match w.kind {
+            _ if !(simd && vnni && m > 1) => Vec::new(),
+            Kind::Q4K | Kind::Q6K => avx2::interleave(w.kind, &act.q, m, nb),
+            Kind::Q4_1 | Kind::Q5_0 | Kind::Q8_0 => avx2::interleave_blocks(&act.q, m, nb),
+        };
+        // Q6_K's VNNI tiles and its decoding read the activations' group sums, and Q8_0's
+        // VNNI tiles their block sums, once per call.
+        #[cfg(target_arch = "x86_64")]
+        let offsets = match w.kind {
+            Kind::Q6K if !xi.is_empty() || (simd && m == 1) => act.group_offsets(),
+            Kind::Q8_0 if !xi.is_empty() => avx2::block_offsets(&act.q, m, nb),
+            _ => Vec::new(),
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (dt, xi, offsets) = (Vec::new(), Vec::new(), Vec::new());
+        Ok(Self {
+            w,
+            data,
+            rb: w.row_bytes(),
+            act,
+            dt,
+            xi,
+            offsets,
+            out,
+            y,
+            first_task,
+        })
     }
 }
 
@@ -451,6 +562,51 @@ mod tests {
             check(dtype, 21, 256, 4);
             check(dtype, 21, 256, 3);
         }
+    }
+
+    fn matrix(dtype: GgmlDType, n: usize, k: usize, seed: usize) -> QMatrix {
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let wt = Tensor::from_vec(w, (n, k), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&wt, dtype).unwrap();
+        QMatrix::from_qtensor(std::sync::Arc::new(q))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn several_matrices_in_one_call_give_each_ones_bits_alone() {
+        // A layer's projections: kinds with one scale per block and per super-block side by
+        // side, widths that do and do not fill a last task, and every row count a call
+        // takes (decoding one, batched decoding, a prompt's chunk).
+        let k = 512;
+        let mats = [
+            matrix(GgmlDType::Q4K, 96, k, 1),
+            matrix(GgmlDType::Q6K, 40, k, 2),
+            matrix(GgmlDType::Q8_0, 33, k, 3),
+            matrix(GgmlDType::Q4K, 64, k, 4),
+            matrix(GgmlDType::Q4_1, 7, k, 5),
+        ];
+        let refs: Vec<&QMatrix> = mats.iter().collect();
+        for m in [1, 3, 8, 17] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+                .collect();
+            let many = QMatrix::matmul_many(&refs, &x, m).unwrap();
+            assert_eq!(many.len(), mats.len());
+            for (w, y) in mats.iter().zip(&many) {
+                let alone = w.matmul(&x, m).unwrap();
+                assert_eq!(y.len(), m * w.n());
+                let same = alone.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "{:?}, {m} rows", w.kind);
+            }
+        }
+        // Matrices of different widths cannot share an input; none is no call.
+        let narrow = matrix(GgmlDType::Q4K, 8, 256, 6);
+        let e = QMatrix::matmul_many(&[&mats[0], &narrow], &[0.0; 512], 1).unwrap_err();
+        assert!(e.to_string().contains("512 and 256 inputs"), "{e}");
+        assert!(QMatrix::matmul_many(&[], &[], 1).unwrap().is_empty());
     }
 
     #[test]
