@@ -369,9 +369,10 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// Checks every option before anything is measured: at least one round, one token and
-    /// one sequence per batched figure; every model name resolves; every llama.cpp binary
-    /// and the grid's experiment exist. So a mistake in the last of three models costs a
+    /// Checks every option before anything is measured: at least one round, one thread,
+    /// one token and one sequence per batched figure; every model name resolves (a path to
+    /// a GGUF file or a checkpoint folder exists); every llama.cpp binary given as a path,
+    /// and the grid's experiment, exist. So a mistake in the last of three models costs a
     /// second, not the minutes the first two take.
     pub fn validate(&self) -> Result<()> {
         let at_least_one = |field: &str, v: usize| {
@@ -394,8 +395,9 @@ impl BenchOptions {
             return Err(Error::config("bench: --model", "no model to measure"));
         }
         for name in &self.models {
+            // A GGUF file or a checkpoint folder.
             if let crate::model::ModelSource::Path(p) = name.parse()? {
-                if !p.is_file() {
+                if !p.exists() {
                     return Err(Error::ModelNotFound(p));
                 }
             }
@@ -405,7 +407,8 @@ impl BenchOptions {
             ("--llama-batched-bench", &self.llama_batched_bench),
             ("--llama-server", &self.llama_server),
         ] {
-            if let Some(p) = path {
+            // A bare name is looked up on the PATH when it runs.
+            if let Some(p) = path.as_ref().filter(|p| p.components().count() > 1) {
                 if !p.is_file() {
                     return Err(Error::config(
                         format!("bench: {flag}"),
@@ -1170,6 +1173,11 @@ mod tests {
         let mut o = options();
         o.models.push("/nowhere/model.gguf".into());
         fails(o, "/nowhere/model.gguf");
+        // A checkpoint folder is a model; a bare binary name is found on the PATH later.
+        let mut o = options();
+        o.models.push(env!("CARGO_MANIFEST_DIR").to_string());
+        o.llama_bench = Some("llama-bench".into());
+        assert!(o.validate().is_ok());
         fails(
             BenchOptions {
                 llama_bench: Some("/nowhere/llama-bench".into()),

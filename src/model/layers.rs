@@ -110,25 +110,36 @@ impl Linear {
     pub(super) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
             Linear::Candle(q) => Ok(q.forward(x)?),
-            Linear::Ours(m) => {
-                let mut dims = x.dims().to_vec();
-                let k = dims.pop().unwrap_or(0);
-                if k != m.k() {
-                    return Err(candle_core::Error::Msg(format!(
-                        "projection expects {} inputs, got shape {:?}",
-                        m.k(),
-                        x.dims()
-                    ))
-                    .into());
-                }
-                let rows = x.elem_count() / k.max(1);
-                let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                dims.push(m.n());
-                let y = m.matmul(&data, rows)?;
-                Ok(Tensor::from_vec(y, dims, x.device())?.to_dtype(x.dtype())?)
-            }
+            Linear::Ours(m) => ours_forward(&[&**m], x)?
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("projection: no output".into()).into()),
         }
     }
+}
+
+/// `x · Wᵀ` over the last dimension of `x` for each of our matrices `ms`, in one call of our
+/// kernels ([`QMatrix::matmul_many`]).
+fn ours_forward(ms: &[&QMatrix], x: &Tensor) -> Result<Vec<Tensor>> {
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(0);
+    if let Some(m) = ms.iter().find(|m| m.k() != k) {
+        return Err(candle_core::Error::Msg(format!(
+            "projection expects {} inputs, got shape {:?}",
+            m.k(),
+            x.dims()
+        ))
+        .into());
+    }
+    let rows = x.elem_count() / k.max(1);
+    let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let ys = QMatrix::matmul_many(ms, &data, rows)?;
+    let mut out = Vec::with_capacity(ms.len());
+    for (y, m) in ys.into_iter().zip(ms) {
+        let mut d = dims.clone();
+        d.push(m.n());
+        out.push(Tensor::from_vec(y, d, x.device())?.to_dtype(x.dtype())?);
+    }
+    Ok(out)
 }
 
 /// Cos/sin tables for rotary embeddings, grown on demand.
@@ -202,7 +213,8 @@ pub(super) fn batch_linear(w: &Linear, x: &Tensor) -> Result<Tensor> {
 /// [`batch_linear`] of one input by several projections (a layer's query, key and value, or
 /// its gate and up): where all are ours, one call of our kernels for all of them
 /// ([`QMatrix::matmul_many`]: the same bits as one by one, the threads meeting once instead
-/// of once per projection); otherwise one by one.
+/// of once per projection); where any is candle's (a type our kernels do not read, or a
+/// GPU), all one by one.
 pub(super) fn projections<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
     let ours: Vec<&QMatrix> = ws
         .iter()
@@ -220,26 +232,8 @@ pub(super) fn projections<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Resul
             .try_into()
             .map_err(|_| candle_core::Error::Msg("projections: count".into()).into());
     }
-    let mut dims = x.dims().to_vec();
-    let k = dims.pop().unwrap_or(0);
-    if let Some(m) = ours.iter().find(|m| m.k() != k) {
-        return Err(candle_core::Error::Msg(format!(
-            "projection expects {} inputs, got shape {:?}",
-            m.k(),
-            x.dims()
-        ))
-        .into());
-    }
-    let rows = x.elem_count() / k.max(1);
-    let data: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let ys = QMatrix::matmul_many(&ours, &data, rows)?;
-    let mut out = Vec::with_capacity(N);
-    for (y, m) in ys.into_iter().zip(&ours) {
-        let mut d = dims.clone();
-        d.push(m.n());
-        out.push(Tensor::from_vec(y, d, x.device())?.to_dtype(x.dtype())?);
-    }
-    out.try_into()
+    ours_forward(&ours, x)?
+        .try_into()
         .map_err(|_| candle_core::Error::Msg("projections: count".into()).into())
 }
 

@@ -256,8 +256,8 @@ impl Figure {
     }
 
     /// Forest plot of paired comparisons: B − A with its 95 % CI per comparison, zero
-    /// marked, in one panel per unit (score modes in points, pairwise modes in preference,
-    /// from −1 to 1) so that neither unit's intervals are squashed by the other's axis.
+    /// marked, in one panel per unit (score modes in points, pairwise modes in preference)
+    /// with its own axis, so that neither unit's intervals are squashed by the other's.
     /// Rows are labelled `B − A (mode, criterion, n)`, and `exploratory` outside the
     /// primary mode's headline comparisons. With no comparison the figure
     /// says so in place of the plot (the subtitle should say why), so a notebook cell that
@@ -290,7 +290,7 @@ impl Figure {
     pub fn of_forest(forest: Forest) -> Figure {
         let longest = forest.rows().map(|r| r.chars().count()).max().unwrap_or(0) as u32;
         let width = (360 + 7 * longest).max(40 + 13 * forest.subtitle.chars().count() as u32 / 2);
-        let extra_axes = forest.panels.len().saturating_sub(1) as u32;
+        let extra_axes = forest.drawn().count().saturating_sub(1) as u32;
         let height = 150 + 42 * forest.n_rows().max(1) as u32 + PANEL_AXIS * extra_axes;
         Figure {
             chart: Chart::Forest(forest),

@@ -235,7 +235,7 @@ pub(crate) fn draw_forest<DB: DrawingBackend>(
     f: &Forest,
 ) -> Result<()> {
     let area = titled(root, &f.title, &f.subtitle)?;
-    let panels: Vec<&ForestPanel> = f.panels.iter().filter(|p| !p.rows.is_empty()).collect();
+    let panels: Vec<&ForestPanel> = f.drawn().collect();
     if panels.is_empty() {
         area.draw(&Text::new(
             "No paired comparison to draw".to_string(),
@@ -314,7 +314,7 @@ fn forest_panel<DB: DrawingBackend>(
             RGBColor(214, 39, 40).stroke_width(2),
         )))
         .map_err(perr)?;
-    for (i, (m, lo, hi)) in f.values.iter().enumerate() {
+    for (i, (m, lo, hi)) in f.values.iter().take(n).enumerate() {
         let y = (n - 1 - i) as f64 + 0.5;
         if lo.is_finite() && hi.is_finite() {
             chart

@@ -88,7 +88,8 @@ pub struct ForestPanel {
     pub x_label: String,
     /// Row labels (top to bottom).
     pub rows: Vec<String>,
-    /// `(estimate, low, high)` per row.
+    /// `(estimate, low, high)` per row (a row without one, or a value without a row, is
+    /// not drawn).
     pub values: Vec<(f64, f64, f64)>,
 }
 
@@ -121,6 +122,11 @@ impl Forest {
             subtitle: subtitle.into(),
             panels,
         }
+    }
+
+    /// The panels that are drawn: those with a row.
+    pub fn drawn(&self) -> impl Iterator<Item = &ForestPanel> {
+        self.panels.iter().filter(|p| !p.rows.is_empty())
     }
 
     /// Rows over all panels.

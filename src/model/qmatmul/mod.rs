@@ -174,7 +174,9 @@ impl QMatrix {
         self.k / values * bytes
     }
 
-    /// `y = x · Wᵀ` for `m` rows of `x` (`m × k`, row-major); returns `m × n`.
+    /// `y = x · Wᵀ` for `m` rows of `x` (`m × k`, row-major); returns `m × n`. (The model
+    /// calls [`QMatrix::matmul_many`], with one matrix or several.)
+    #[cfg(test)]
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         let mut ys = Self::matmul_many(&[self], x, m)?;
         Ok(ys.pop().unwrap_or_default())
@@ -182,16 +184,16 @@ impl QMatrix {
 
     /// [`QMatrix::matmul`] of one input by several matrices of its width (a layer's query,
     /// key and value projections, or its gate and up projections), in one call on the pool:
-    /// the activations are quantised once per kind of block, and the threads meet once
-    /// instead of once per matrix, which a decoding step of a small model pays a few
-    /// microseconds for each time. Each output has the bits [`QMatrix::matmul`] gives for
-    /// its matrix alone.
+    /// the activations are quantised once per span of blocks sharing a scale (one for the
+    /// K-quants, one for the block kinds), and the threads meet once instead of once per
+    /// matrix, which a decoding step pays a few microseconds for each time. Each output has
+    /// the bits [`QMatrix::matmul`] gives for its matrix alone.
     pub(crate) fn matmul_many(ms: &[&QMatrix], x: &[f32], m: usize) -> Result<Vec<Vec<f32>>> {
         #[cfg(target_arch = "x86_64")]
         let vnni = avx2::vnni_available();
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = false;
-        Self::matmul_many_with(ms, x, m, vnni, None)
+        Self::matmul_many_with(ms, x, m, simd_available(), vnni, None)
     }
 
     /// [`QMatrix::matmul`], with the VNNI tiles (`vnni`, where the CPU has them) or not, and
@@ -204,19 +206,24 @@ impl QMatrix {
         vnni: bool,
         fixed_prefetch: Option<usize>,
     ) -> Result<Vec<f32>> {
-        let mut ys = Self::matmul_many_with(&[self], x, m, vnni, fixed_prefetch)?;
+        let mut ys = Self::matmul_many_with(&[self], x, m, simd_available(), vnni, fixed_prefetch)?;
         Ok(ys.pop().unwrap_or_default())
     }
 
-    /// [`QMatrix::matmul_many`], with the VNNI tiles (`vnni`, where the CPU has them) or
-    /// not, and the prefetch distance fixed (`Some`, in bytes) or chosen by [`prefetch`].
+    /// [`QMatrix::matmul_many`], on the SIMD kernels (`simd`: only where
+    /// [`simd_available`]) or the scalar fallback, with the VNNI tiles (`vnni`, where the
+    /// CPU has them) or not, and the prefetch distance fixed (`Some`, in bytes) or chosen
+    /// by [`prefetch`].
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     fn matmul_many_with(
         ms: &[&QMatrix],
         x: &[f32],
         m: usize,
+        simd: bool,
         vnni: bool,
         fixed_prefetch: Option<usize>,
     ) -> Result<Vec<Vec<f32>>> {
+        let simd = simd && simd_available();
         #[cfg(target_arch = "x86_64")]
         let vnni = vnni && avx2::vnni_supported();
         let Some(first) = ms.first() else {
@@ -244,8 +251,6 @@ impl QMatrix {
                 acts.push((span, QuantizedRows::new(x, span)));
             }
         }
-        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-        let simd = simd_available();
         let mut plans = Vec::with_capacity(ms.len());
         let mut first_task = 0;
         for w in ms {
@@ -357,20 +362,29 @@ impl QMatrix {
 /// One matrix of a [`QMatrix::matmul_many`] call: its weights, the activations in the
 /// layouts its kernels read, and its output.
 struct Plan<'a> {
+    /// The matrix.
     w: &'a QMatrix,
+    /// Its weight bytes, `n` rows of `rb`.
     data: std::borrow::Cow<'a, [u8]>,
+    /// Bytes of one weight row.
     rb: usize,
+    /// The activations, quantised for its kind's span (shared with the call's other
+    /// matrices of that span).
     act: &'a QuantizedRows,
+    /// The activations' scales by block, for several rows (SIMD); else empty.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     dt: Vec<f32>,
+    /// The activations interleaved for its kind's VNNI tiles, where they run; else empty.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     xi: Vec<i8>,
+    /// Q6_K's group offsets or Q8_0's block offsets, where its kernels read them.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     offsets: Vec<i32>,
     /// Left unset: the tasks write every element (each task all rows of its columns, and
     /// the tasks cover every column), so zeroing it first would only cost a pass over
     /// `m × n` values (16 MB for the output layer of a batch of 16).
     out: Vec<f32>,
+    /// Where the tasks write `out`'s `m × n` elements.
     y: SendPtr<f32>,
     /// The call's first task of this matrix.
     first_task: usize,
@@ -389,6 +403,10 @@ impl<'a> Plan<'a> {
     ) -> Result<Self> {
         let data = w.tensor.data()?;
         let mut out: Vec<f32> = Vec::with_capacity(m * w.n);
+        // SAFETY (of the writes through it): `out`'s buffer is allocated here and stays
+        // where it is while `out` moves into the plan and the plan into the call's list
+        // (moving a Vec moves its pointer, not its buffer; the list is never grown after),
+        // and nothing reads or reallocates `out` until every task has written.
         let y = SendPtr(out.as_mut_ptr());
         #[cfg(target_arch = "x86_64")]
         let dt = if simd && m > 1 {
@@ -589,17 +607,33 @@ mod tests {
             matrix(GgmlDType::Q4_1, 7, k, 5),
         ];
         let refs: Vec<&QMatrix> = mats.iter().collect();
-        for m in [1, 3, 8, 17] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
-                .collect();
-            let many = QMatrix::matmul_many(&refs, &x, m).unwrap();
-            assert_eq!(many.len(), mats.len());
-            for (w, y) in mats.iter().zip(&many) {
-                let alone = w.matmul(&x, m).unwrap();
-                assert_eq!(y.len(), m * w.n());
-                let same = alone.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{:?}, {m} rows", w.kind);
+        // On this CPU's kernels with and without the VNNI ones, and on the scalar fallback
+        // (where a CPU has the SIMD kernels, they are the path taken; the fallback is
+        // checked here on every machine).
+        for (simd, vnni) in [(true, true), (true, false), (false, false)] {
+            for m in [0, 1, 3, 8, 17] {
+                // Blocks of different magnitudes, so that a block quantised with its own
+                // scale differs from one sharing its super-block's.
+                let x: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0 * (1 + i / QK % 5) as f32)
+                    .collect();
+                let many = QMatrix::matmul_many_with(&refs, &x, m, simd, vnni, None).unwrap();
+                assert_eq!(many.len(), mats.len());
+                for (w, y) in mats.iter().zip(&many) {
+                    let alone = QMatrix::matmul_many_with(&[w], &x, m, simd, vnni, None)
+                        .unwrap()
+                        .pop()
+                        .unwrap();
+                    assert_eq!(y.len(), m * w.n());
+                    let same = alone.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{:?}, {m} rows, simd {simd}, vnni {vnni}", w.kind);
+                }
+                if simd && vnni {
+                    // The path a model takes.
+                    for (w, y) in mats.iter().zip(&many) {
+                        assert_eq!(&w.matmul(&x, m).unwrap(), y, "{:?}", w.kind);
+                    }
+                }
             }
         }
         // Matrices of different widths cannot share an input; none is no call.

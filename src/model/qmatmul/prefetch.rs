@@ -11,11 +11,14 @@
 //! machine, and a prefetch never changes a result (it only asks for bytes sooner): the
 //! kernels try each of [`DISTANCES`] and keep the fastest.
 //!
-//! A [`Tuner`] measures one kind of call ([`Calls`]). Each matrix takes the distances in
-//! turn, one call after the other (for several rows, each number of rows apart); a matrix is read once per token, so each distance sees
-//! every matrix, at its place in the forward pass, and the same moments of the machine.
-//! The times are grouped by shape: how many weight bytes a call reads (the query and output
-//! projections, the keys, the MLP's, the output layer, …), and whether a pool worker took
+//! A [`Tuner`] measures one kind of call ([`Calls`]). Each call takes the distances in
+//! turn, one call after the other, counted by the matrix it reads (the first of the
+//! matrices a call reads together, such as a layer's query, key and value projections; for
+//! several rows, each number of rows apart); a matrix is read once per token, so each
+//! distance sees every call, at its place in the forward pass, and the same moments of the
+//! machine. The times are grouped by shape: how many weight bytes a call reads (the query,
+//! key and value projections together, the output projection, the MLP's gate and up
+//! together, its down projection, the output layer, …), and whether a pool worker took
 //! part (a call run on the calling thread alone, while another process holds a core, is
 //! compared only with others like it). After [`EXPLORE_CALLS`] calls, each distance's cost
 //! is the sum over groups of its median call time in that group times the group's calls (a
@@ -156,10 +159,11 @@ pub struct Tuner {
     /// Calls recorded in the current cycle (an exploration, then the exploitation).
     call: u64,
     groups: Vec<Group>,
-    /// Each matrix's next turn: a matrix is read once per token, so its calls take the
-    /// distances in turn wherever it sits in the forward pass. (Turns counted per shape
-    /// would tie a distance to a matrix where two of one shape alternate, as the query and
-    /// output projections do.)
+    /// Each matrix's next turn (a call reading several matrices counts by its first): a
+    /// matrix is read once per token, so its calls take the distances in turn wherever it
+    /// sits in the forward pass. (Turns counted per shape would tie a distance to a matrix
+    /// where two of one shape alternate, as a model's query and output projections did
+    /// when each was a call of its own.)
     turns: std::collections::HashMap<(usize, usize), u64>,
     chosen: usize,
     last: Option<Choice>,
