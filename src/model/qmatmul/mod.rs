@@ -595,9 +595,9 @@ mod tests {
 
     #[test]
     fn several_matrices_in_one_call_give_each_ones_bits_alone() {
-        // A layer's projections: kinds with one scale per block and per super-block side by
-        // side, widths that do and do not fill a last task, and every row count a call
-        // takes (decoding one, batched decoding, a prompt's chunk).
+        // A layer's projections: all five kinds, with one scale per block and per
+        // super-block, side by side; widths that do and do not fill a last task; and each
+        // kind of call (none, decoding one row, batched decoding, a prompt's chunk).
         let k = 512;
         let mats = [
             matrix(GgmlDType::Q4K, 96, k, 1),
@@ -605,6 +605,7 @@ mod tests {
             matrix(GgmlDType::Q8_0, 33, k, 3),
             matrix(GgmlDType::Q4K, 64, k, 4),
             matrix(GgmlDType::Q4_1, 7, k, 5),
+            matrix(GgmlDType::Q5_0, 11, k, 6),
         ];
         let refs: Vec<&QMatrix> = mats.iter().collect();
         // On this CPU's kernels with and without the VNNI ones, and on the scalar fallback
@@ -637,7 +638,7 @@ mod tests {
             }
         }
         // Matrices of different widths cannot share an input; none is no call.
-        let narrow = matrix(GgmlDType::Q4K, 8, 256, 6);
+        let narrow = matrix(GgmlDType::Q4K, 8, 256, 7);
         let e = QMatrix::matmul_many(&[&mats[0], &narrow], &[0.0; 512], 1).unwrap_err();
         assert!(e.to_string().contains("512 and 256 inputs"), "{e}");
         assert!(QMatrix::matmul_many(&[], &[], 1).unwrap().is_empty());
