@@ -468,7 +468,6 @@ mod scalar;
 
 #[cfg(test)]
 mod tests {
-    use super::quantize::{amax, quantize_block};
     use super::*;
     use candle_core::{Device, Tensor};
 
@@ -645,7 +644,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn activations_quantise_to_the_same_bits_with_and_without_simd() {
+        use super::quantize::{amax, quantize_block};
         if !simd_available() {
             return;
         }
