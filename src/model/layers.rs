@@ -223,17 +223,14 @@ pub(super) fn projections<const N: usize>(ws: [&Linear; N], x: &Tensor) -> Resul
             Linear::Candle(_) => None,
         })
         .collect();
-    if ours.len() < N || N < 2 {
-        let mut out = Vec::with_capacity(N);
-        for w in ws {
-            out.push(batch_linear(w, x)?);
-        }
-        return out
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("projections: count".into()).into());
-    }
-    ours_forward(&ours, x)?
-        .try_into()
+    let out = if ours.len() == N {
+        ours_forward(&ours, x)?
+    } else {
+        ws.iter()
+            .map(|w| batch_linear(w, x))
+            .collect::<Result<Vec<_>>>()?
+    };
+    out.try_into()
         .map_err(|_| candle_core::Error::Msg("projections: count".into()).into())
 }
 
