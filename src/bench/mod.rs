@@ -770,12 +770,13 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                 "{name}: tg128 alone: of {} calls opened to the pool no worker joined {}, the \
                  caller waited {:.0} ms for workers in all, and ran on one thread {} times \
                  after a descheduled worker and {} times after a window of calls more than a \
-                 third of which found no worker",
+                 third of which found no worker; a worker moved off the caller's core {} times",
                 unloaded.calls,
                 unloaded.solo_calls,
                 unloaded.waited.as_secs_f64() * 1e3,
                 unloaded.straggles,
-                unloaded.crowded
+                unloaded.crowded,
+                unloaded.moves
             ));
         }
         if let Some(alone) = rows.iter().find(|r| r.test == "tg128") {
@@ -786,7 +787,8 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                      calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
                      workers in all, \
                      and ran on one thread {} times after a descheduled worker and {} times \
-                     after a window of calls more than a third of which found no worker",
+                     after a window of calls more than a third of which found no worker; a \
+                     worker moved off the caller's core {} times",
                     row.test,
                     opt(ours, 2),
                     opt(theirs, 2),
@@ -794,7 +796,8 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
                     stats.solo_calls,
                     stats.waited.as_secs_f64() * 1e3,
                     stats.straggles,
-                    stats.crowded
+                    stats.crowded,
+                    stats.moves
                 ));
             }
         }

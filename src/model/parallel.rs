@@ -43,6 +43,18 @@
 //! count (`--threads`, `RAYON_NUM_THREADS`, or one per core): the caller and one fewer
 //! workers.
 //!
+//! A worker must not spin on the caller's core. Waking a parked worker, the kernel may put it
+//! on the core of the thread that woke it (a core that a `nice -n 19` process holds does not
+//! count as free), where it takes the core from the caller, runs the call alone, and spins
+//! until it parks: each call then costs a whole spin with one core working, while the
+//! low-priority process has the other core to itself. A scheduler trace of SmolLM2 next to a
+//! niced busy loop caught the two threads taking turns on one core for 50 ms in this way. So
+//! the caller notes its core when it opens a call, and a worker that finds itself spinning
+//! on that core moves off it: it takes that core out of the cores it may run on, which moves
+//! it at once, and puts it back, which leaves the scheduler free to balance later (Linux
+//! with glibc; [`PoolStats::moves`] counts the moves). A process allowed one core has nowhere
+//! to move; its worker tries again after [`MOVE_RETRY`].
+//!
 //! The split of work never changes what a work item computes, so results are identical
 //! whichever threads run them.
 
@@ -67,6 +79,10 @@ pub const SPIN: Duration = Duration::from_micros(500);
 /// Pool calls in a window over which the share that no worker joined is judged.
 pub const SOLO_WINDOW: u32 = 1024;
 
+/// After a worker failed to move off the caller's core (its process may run on that core
+/// alone), how long before it tries again.
+pub const MOVE_RETRY: Duration = Duration::from_millis(100);
+
 /// The state word's bit set while a call is open to workers.
 const OPEN: u64 = 1 << 31;
 /// The state word's bits that count registered workers.
@@ -90,6 +106,64 @@ static RETRY: AtomicBool = AtomicBool::new(false);
 static WINDOW_CALLS: AtomicU32 = AtomicU32::new(0);
 static WINDOW_SOLO: AtomicU32 = AtomicU32::new(0);
 static CROWDED: AtomicU64 = AtomicU64::new(0);
+/// The core the last call was opened on ([`NO_CPU`]: not known).
+static CALLER_CPU: AtomicU32 = AtomicU32::new(NO_CPU);
+const NO_CPU: u32 = u32::MAX;
+/// Times a worker found itself spinning on the caller's core and moved off it.
+static MOVES: AtomicU64 = AtomicU64::new(0);
+
+/// Which core a thread runs on, and moving it off one (Linux with glibc; elsewhere workers
+/// stay where the scheduler puts them).
+mod cpus {
+    /// The core the calling thread runs on.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub(super) fn current() -> Option<u32> {
+        // SAFETY: no arguments; returns -1 on error.
+        let c = unsafe { libc::sched_getcpu() };
+        u32::try_from(c).ok()
+    }
+
+    /// Moves the calling thread off `cpu` to another of the cores it may run on, then lets
+    /// it run on all of them again. Returns the core it moved to; none when `cpu` is the
+    /// only one (or the calls fail).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    pub(super) fn leave(cpu: u32) -> Option<u32> {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: a zeroed `cpu_set_t` is an empty set; the libc calls get its true size,
+        // and the CPU_* helpers an index below CPU_SETSIZE (checked first).
+        unsafe {
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size, &mut allowed) != 0
+                || cpu as usize >= libc::CPU_SETSIZE as usize
+                || !libc::CPU_ISSET(cpu as usize, &allowed)
+            {
+                return None;
+            }
+            let mut away = allowed;
+            libc::CPU_CLR(cpu as usize, &mut away);
+            if libc::CPU_COUNT(&away) == 0 || libc::sched_setaffinity(0, size, &away) != 0 {
+                return None;
+            }
+            // The kernel has moved this thread before returning; widening the set again
+            // does not move it back, and leaves the scheduler free to balance later.
+            let now = current();
+            libc::sched_setaffinity(0, size, &allowed);
+            now
+        }
+    }
+
+    /// The core the calling thread runs on (not known here).
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub(super) fn current() -> Option<u32> {
+        None
+    }
+
+    /// Moving threads is not done here.
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    pub(super) fn leave(_: u32) -> Option<u32> {
+        None
+    }
+}
 
 thread_local! {
     /// Set on pool workers and on a caller inside a pool call: a call from there runs
@@ -187,6 +261,8 @@ pub struct PoolStats {
     /// Windows in which more than a third of the calls found no worker, each sending the
     /// kernels to the calling thread alone for a while (see [`SOLO_WINDOW`]).
     pub crowded: u64,
+    /// Times a worker found itself spinning on the caller's core and moved off it.
+    pub moves: u64,
 }
 
 impl PoolStats {
@@ -200,6 +276,7 @@ impl PoolStats {
             waited: Duration::from_nanos(WAITED_NS.load(Ordering::Relaxed)),
             straggles: straggles(),
             crowded: CROWDED.load(Ordering::Relaxed),
+            moves: MOVES.load(Ordering::Relaxed),
         }
     }
 
@@ -210,6 +287,7 @@ impl PoolStats {
         self.waited += other.waited;
         self.straggles += other.straggles;
         self.crowded += other.crowded;
+        self.moves += other.moves;
     }
 
     /// The figures between `earlier` and `self`.
@@ -220,6 +298,7 @@ impl PoolStats {
             waited: self.waited.saturating_sub(earlier.waited),
             straggles: self.straggles.saturating_sub(earlier.straggles),
             crowded: self.crowded.saturating_sub(earlier.crowded),
+            moves: self.moves.saturating_sub(earlier.moves),
         }
     }
 }
@@ -336,6 +415,7 @@ fn work(pool: &'static Pool, index: usize) {
     let mut seen = 0u64;
     let mut idle_since = Instant::now();
     let mut spins = 0u32;
+    let mut next_move = Instant::now();
     loop {
         let s = pool.state.load(Ordering::Acquire);
         if epoch(s) != seen {
@@ -377,7 +457,23 @@ fn work(pool: &'static Pool, index: usize) {
             continue;
         }
         spins = spins.wrapping_add(1);
-        if !spins.is_multiple_of(64) || idle_since.elapsed() < SPIN {
+        if !spins.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        if let Some(cpu) = cpus::current().filter(|&c| c == CALLER_CPU.load(Ordering::Relaxed)) {
+            // This worker spins on the caller's core, where the caller waits to run: it
+            // moves off, or the caller would get its core back only when this worker parks.
+            if Instant::now() >= next_move {
+                if cpus::leave(cpu).is_some() {
+                    MOVES.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // Nowhere else to go (one allowed core): not again for a while.
+                    next_move = Instant::now() + MOVE_RETRY;
+                }
+            }
+        }
+        if idle_since.elapsed() < SPIN {
             std::hint::spin_loop();
             continue;
         }
@@ -488,6 +584,7 @@ pub(crate) fn for_each_chunk(n_items: usize, f: impl Fn(Range<usize>) + Sync) ->
     let tramp: Trampoline = run_chunks_of(&f);
     pool.trampoline.store(tramp as *mut (), Ordering::Relaxed);
     INSIDE.with(|c| c.set(true));
+    CALLER_CPU.store(cpus::current().unwrap_or(NO_CPU), Ordering::Relaxed);
     pool.state.store(e << 32 | OPEN, Ordering::SeqCst);
     for w in workers {
         if w.parked.load(Ordering::SeqCst) {
@@ -584,6 +681,53 @@ mod tests {
             period_after(MIN_SERIAL, Duration::from_millis(100)),
             MIN_SERIAL
         );
+    }
+
+    /// The cores this thread may run on.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn allowed() -> Vec<usize> {
+        // SAFETY: as in `cpus::leave`.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
+            (0..libc::CPU_SETSIZE as usize)
+                .filter(|&c| libc::CPU_ISSET(c, &set))
+                .collect()
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn a_thread_leaves_a_core_for_another_it_may_run_on_and_keeps_all_of_them() {
+        // A thread of its own, so that the harness's threads keep their cores.
+        std::thread::spawn(|| {
+            let before = allowed();
+            let cpu = cpus::current().expect("sched_getcpu");
+            assert!(before.contains(&(cpu as usize)), "{cpu} not in {before:?}");
+            match cpus::leave(cpu) {
+                Some(to) => {
+                    assert_ne!(to, cpu);
+                    assert!(before.contains(&(to as usize)), "{to} not in {before:?}");
+                }
+                // Only a process held to one core has nowhere to go.
+                None => assert_eq!(before, vec![cpu as usize]),
+            }
+            assert_eq!(
+                allowed(),
+                before,
+                "the thread may run where it could before"
+            );
+            // A core it may not run on is left as it is.
+            let outside = (0..libc::CPU_SETSIZE as u32)
+                .find(|c| !before.contains(&(*c as usize)))
+                .expect("a core outside the set");
+            assert_eq!(cpus::leave(outside), None);
+            assert_eq!(cpus::leave(u32::MAX), None);
+            assert_eq!(allowed(), before);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
