@@ -48,12 +48,18 @@
 //! count as free), where it takes the core from the caller, runs the call alone, and spins
 //! until it parks: each call then costs a whole spin with one core working, while the
 //! low-priority process has the other core to itself. A scheduler trace of SmolLM2 next to a
-//! niced busy loop caught the two threads taking turns on one core for 50 ms in this way. So
-//! the caller notes its core when it opens a call, and a worker that finds itself spinning
-//! on that core moves off it: it takes that core out of the cores it may run on, which moves
-//! it at once, and puts it back, which leaves the scheduler free to balance later (Linux
-//! with glibc; [`PoolStats::moves`] counts the moves). A process allowed one core has nowhere
-//! to move; its worker tries again after [`MOVE_RETRY`].
+//! niced busy loop caught the two threads taking turns on one core in this way while the
+//! loop ran 50 ms on the other. So the caller notes its core when it opens a call, and a
+//! worker that finds itself spinning on that core moves off it: it takes that core out of the
+//! cores it may run on, which moves it at once, and puts it back, which leaves the scheduler
+//! free to balance later (Linux with glibc; [`PoolStats::moves`] counts the moves). What it
+//! removes is the spin: a worker woken onto the caller's core still runs that call there.
+//! The kernel picks the core it moves to, which on a machine of many cores may be another
+//! worker's. It moves at most once per [`MOVE_GAP`], so that more threads than cores do not
+//! move at every turn; a process allowed one core has nowhere to go, and its worker tries
+//! again after [`MOVE_RETRY`]. On Linux 6.2 and later the set a worker puts back is also
+//! recorded as its own choice, so a worker that has moved does not follow its container's
+//! cores if they grow later (the others do).
 //!
 //! The split of work never changes what a work item computes, so results are identical
 //! whichever threads run them.
@@ -82,6 +88,8 @@ pub const SOLO_WINDOW: u32 = 1024;
 /// After a worker failed to move off the caller's core (its process may run on that core
 /// alone), how long before it tries again.
 pub const MOVE_RETRY: Duration = Duration::from_millis(100);
+/// After a worker moved off the caller's core, how long before it may move again.
+pub const MOVE_GAP: Duration = Duration::from_millis(1);
 
 /// The state word's bit set while a call is open to workers.
 const OPEN: u64 = 1 << 31;
@@ -123,9 +131,10 @@ mod cpus {
         u32::try_from(c).ok()
     }
 
-    /// Moves the calling thread off `cpu` to another of the cores it may run on, then lets
-    /// it run on all of them again. Returns the core it moved to; none when `cpu` is the
-    /// only one (or the calls fail).
+    /// Moves the calling thread off `cpu` to another of the cores it may run on (the kernel
+    /// picks which), then lets it run on all of them again. Returns the core it moved to;
+    /// none when `cpu` is the only one, is not among them, or the calls fail (a process
+    /// whose sandbox refuses `sched_setaffinity` stays where it is).
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     pub(super) fn leave(cpu: u32) -> Option<u32> {
         let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -145,10 +154,14 @@ mod cpus {
                 return None;
             }
             // The kernel has moved this thread before returning; widening the set again
-            // does not move it back, and leaves the scheduler free to balance later.
-            let now = current();
-            libc::sched_setaffinity(0, size, &allowed);
-            now
+            // does not move it back, and leaves the scheduler free to balance later. A
+            // restore that fails (the process's cores changed in between) is tried once
+            // more; were that to fail too, this thread would keep off `cpu`.
+            let now = current().unwrap_or(super::NO_CPU);
+            if libc::sched_setaffinity(0, size, &allowed) != 0 {
+                libc::sched_setaffinity(0, size, &allowed);
+            }
+            Some(now)
         }
     }
 
@@ -465,12 +478,15 @@ fn work(pool: &'static Pool, index: usize) {
             // This worker spins on the caller's core, where the caller waits to run: it
             // moves off, or the caller would get its core back only when this worker parks.
             if Instant::now() >= next_move {
-                if cpus::leave(cpu).is_some() {
-                    MOVES.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    // Nowhere else to go (one allowed core): not again for a while.
-                    next_move = Instant::now() + MOVE_RETRY;
-                }
+                next_move = Instant::now()
+                    + if cpus::leave(cpu).is_some() {
+                        MOVES.fetch_add(1, Ordering::Relaxed);
+                        // More threads than cores would otherwise move at every turn.
+                        MOVE_GAP
+                    } else {
+                        // Nowhere else to go (one allowed core): not again for a while.
+                        MOVE_RETRY
+                    };
             }
         }
         if idle_since.elapsed() < SPIN {
