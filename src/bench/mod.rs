@@ -766,38 +766,17 @@ pub fn run(opts: &BenchOptions, print: &mut dyn FnMut(String)) -> Result<BenchRe
             }
         }
         if !loads.is_empty() {
-            print(format!(
-                "{name}: tg128 alone: of {} calls opened to the pool no worker joined {}, the \
-                 caller waited {:.0} ms for workers in all, and ran on one thread {} times \
-                 after a descheduled worker and {} times after a window of calls more than a \
-                 third of which found no worker; a worker moved off the caller's core {} times",
-                unloaded.calls,
-                unloaded.solo_calls,
-                unloaded.waited.as_secs_f64() * 1e3,
-                unloaded.straggles,
-                unloaded.crowded,
-                unloaded.moves
-            ));
+            print(format!("{name}: tg128 alone: {}", unloaded.describe()));
         }
         if let Some(alone) = rows.iter().find(|r| r.test == "tg128") {
             for (row, stats) in loaded.iter().zip(&pool) {
                 let (ours, theirs) = alone.loaded_share(row);
                 print(format!(
-                    "{name}: {} over tg128 in the same round: {} (llama.cpp {}); of {} \
-                     calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
-                     workers in all, \
-                     and ran on one thread {} times after a descheduled worker and {} times \
-                     after a window of calls more than a third of which found no worker; a \
-                     worker moved off the caller's core {} times",
+                    "{name}: {} over tg128 in the same round: {} (llama.cpp {}); {}",
                     row.test,
                     opt(ours, 2),
                     opt(theirs, 2),
-                    stats.calls,
-                    stats.solo_calls,
-                    stats.waited.as_secs_f64() * 1e3,
-                    stats.straggles,
-                    stats.crowded,
-                    stats.moves
+                    stats.describe()
                 ));
             }
         }

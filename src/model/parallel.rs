@@ -293,6 +293,22 @@ impl PoolStats {
         }
     }
 
+    /// The figures in words, as `bench` prints them.
+    pub fn describe(&self) -> String {
+        format!(
+            "of {} calls opened to the pool no worker joined {}, the caller waited {:.0} ms for \
+             workers in all, and ran on one thread {} times after a descheduled worker and {} \
+             times after a window of calls more than a third of which found no worker; a \
+             worker moved off the caller's core {} times",
+            self.calls,
+            self.solo_calls,
+            self.waited.as_secs_f64() * 1e3,
+            self.straggles,
+            self.crowded,
+            self.moves
+        )
+    }
+
     /// Adds another stretch's figures to these.
     pub fn add(&mut self, other: &Self) {
         self.calls += other.calls;
@@ -744,6 +760,25 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn pool_figures_read_in_words_with_each_count_in_its_place() {
+        let stats = PoolStats {
+            calls: 100,
+            solo_calls: 7,
+            waited: Duration::from_micros(2500),
+            straggles: 3,
+            crowded: 2,
+            moves: 5,
+        };
+        assert_eq!(
+            stats.describe(),
+            "of 100 calls opened to the pool no worker joined 7, the caller waited 2 ms for \
+             workers in all, and ran on one thread 3 times after a descheduled worker and 2 \
+             times after a window of calls more than a third of which found no worker; a \
+             worker moved off the caller's core 5 times"
+        );
     }
 
     #[test]
